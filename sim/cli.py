@@ -1,0 +1,72 @@
+"""Command line: `floodgate <command>`. Bad input prints one `error:` line and exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from sim.errors import InputError
+
+
+def cmd_run(args) -> int:
+    from sim.engine import simulate
+    from sim.report.run_report import write_run
+    from sim.scenario import load_scenario
+
+    over = {}
+    if args.seed is not None:
+        over["seed"] = args.seed
+    if args.horizon is not None:
+        over["horizon"] = args.horizon
+    sc = load_scenario(args.scenario, over)
+    out = Path(args.out) if args.out else Path("out") / sc.name
+    t0 = time.perf_counter()
+    run = simulate(sc, progress=not args.quiet)
+    wall = time.perf_counter() - t0
+    summary = write_run(run, out)
+    offered = sum(t["offered"] for t in summary["tiers"].values())
+    print(f"wrote {out}/ ({offered:,} requests simulated in {wall:.1f} s)", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"out": str(out), "wall_s": round(wall, 3), **summary["money"],
+                          "tiers": {k: {"p95_s": v["latency_s"]["p95"], "slo_met": v["slo_met"]}
+                                    for k, v in summary["tiers"].items()}}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="floodgate", description="Capacity and rate-limit simulator for image-generation surges.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="simulate a scenario and write its report")
+    r.add_argument("scenario")
+    r.add_argument("--out", help="output folder (default out/<scenario name>)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--horizon", help="override the horizon, e.g. 6h")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--json", action="store_true", help="print a JSON line of headline figures")
+    r.set_defaults(func=cmd_run)
+    for mod in ("sim.calibration.cli",):
+        try:
+            module = __import__(mod, fromlist=["add_parsers"])
+        except ImportError:
+            continue
+        module.add_parsers(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"error: {e.file}: {e.field}: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

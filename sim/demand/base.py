@@ -1,0 +1,98 @@
+"""Arrivals and the non-homogeneous Poisson sampler every demand model shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Arrivals:
+    """A time-sorted chunk of requests."""
+
+    t: np.ndarray  # float64, seconds since t = 0
+    user: np.ndarray  # int64, dense user index
+    tier: np.ndarray  # int64, index into scenario.tiers
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def take(self, idx) -> Arrivals:
+        return Arrivals(self.t[idx], self.user[idx], self.tier[idx])
+
+    @staticmethod
+    def empty() -> Arrivals:
+        return Arrivals(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+    @staticmethod
+    def concat(parts: list[Arrivals]) -> Arrivals:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Arrivals.empty()
+        a = Arrivals(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("t", "user", "tier")))
+        return a.take(np.argsort(a.t, kind="stable"))
+
+
+class PiecewiseLinearRate:
+    """lambda(t) linear between knots (constant outside); exact inverse-cumulative sampling."""
+
+    def __init__(self, knots_t, knots_rate):
+        self.t = np.asarray(knots_t, dtype=float)
+        self.r = np.asarray(knots_rate, dtype=float)
+        if np.any(self.r < 0):
+            raise ValueError("negative rate")
+        dt = np.diff(self.t)
+        seg = dt * (self.r[:-1] + self.r[1:]) / 2
+        self.cum = np.concatenate([[0.0], np.cumsum(seg)])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sl = np.where(dt > 0, np.diff(self.r) / dt, 0.0)
+        self.slope = np.append(sl, 0.0)  # the rate stays constant after the last knot
+
+    def rate(self, t) -> np.ndarray:
+        return np.interp(t, self.t, self.r)
+
+    def cumulative(self, t) -> np.ndarray:
+        """Lambda(t) = integral of the rate from knot 0 (negative before it)."""
+        t = np.asarray(t, dtype=float)
+        i = np.clip(np.searchsorted(self.t, t, side="right") - 1, 0, len(self.t) - 1)
+        dt = t - self.t[i]
+        a = self.r[i]
+        slope = np.where(t < self.t[0], 0.0, self.slope[i])
+        return self.cum[i] + a * dt + slope * dt * dt / 2
+
+    def inverse(self, L) -> np.ndarray:
+        """t such that Lambda(t) = L (L within the knots' range or past the end)."""
+        L = np.asarray(L, dtype=float)
+        i = np.clip(np.searchsorted(self.cum, L, side="right") - 1, 0, len(self.t) - 1)
+        d = L - self.cum[i]
+        a = self.r[i]
+        slope = self.slope[i]
+        # Stable root of a*x + slope*x^2/2 = d.
+        disc = np.sqrt(np.maximum(a * a + 2 * slope * d, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.where(a + disc > 0, 2 * d / (a + disc), 0.0)
+        return self.t[i] + x
+
+    def sample(self, t0: float, t1: float, rng: np.random.Generator) -> np.ndarray:
+        """Sorted arrival times of the Poisson process on [t0, t1)."""
+        L0, L1 = self.cumulative([t0, t1])
+        n = rng.poisson(L1 - L0)
+        u = np.sort(rng.uniform(L0, L1, n))
+        t = self.inverse(u)
+        return np.clip(t, t0, np.nextafter(t1, t0))
+
+
+def tier_users(shares: list[float], users: int) -> tuple[np.ndarray, np.ndarray]:
+    """First user index and user count of each tier: tiers own contiguous id ranges."""
+    counts = np.maximum(1, np.round(np.asarray(shares) / np.sum(shares) * users)).astype(np.int64)
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]), counts
+
+
+def assign(t: np.ndarray, shares, users: int, rng: np.random.Generator) -> Arrivals:
+    """Give each request a tier (by share) and a user uniformly within the tier."""
+    p = np.asarray(shares, dtype=float) / np.sum(shares)
+    tier = rng.choice(len(p), size=len(t), p=p).astype(np.int64)
+    first, count = tier_users(shares, users)
+    user = first[tier] + (rng.random(len(t)) * count[tier]).astype(np.int64)
+    return Arrivals(t, user, tier)

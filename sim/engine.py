@@ -1,0 +1,236 @@
+"""The run: SimPy drives what shapes it; the fleet loop handles requests in between.
+
+SimPy processes: the chunk clock (arrivals are generated and admitted a chunk at a time),
+policy schedules ("from hour 36 the free tier gets 3/day"), and whatever else changes the
+system at a given time. Each of them first calls `sync(now)`, which brings demand, admission
+and the fleet exactly up to now, then makes its change: results do not depend on chunking.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import simpy
+
+from sim.demand import Arrivals, build_demand
+from sim.errors import InputError
+from sim.fleet.cost import CostModel, find_profile, load_profile
+from sim.fleet.fleet import Fleet, PoolSetup
+from sim.policies import REASONS, REGISTRY
+from sim.scenario import Scenario
+
+# Where each reason decided inside the fleet lands among REASONS.
+KERNEL_REASON = np.array(
+    [REASONS.index(r) for r in ("queue_full", "shed", "timeout", "rate_limited")], dtype=np.int64
+)
+
+
+@dataclass
+class ActivePolicy:
+    spec_index: int
+    policy: object
+    tiers: np.ndarray  # bool mask over tiers it applies to
+    enabled: bool
+
+
+def build_pools(sc: Scenario) -> list[PoolSetup]:
+    """Resolve each pool's cost model from its calibration profile (or fixed service time)."""
+    base = Path(sc.source).parent if sc.source and not sc.source.startswith("<") else None
+    pools = []
+    for i, p in enumerate(sc.fleet.pools):
+        if p.service_time_s is not None:
+            cost = CostModel.constant(p.service_time_s, p.max_batch, p.steps)
+            dist = "exponential" if p.service_distribution == "profile" else p.service_distribution
+        else:
+            path = find_profile(p.profile, base)
+            if path is None:
+                raise InputError(
+                    sc.source, f"fleet.pools[{i}].profile",
+                    f"profile {p.profile!r} not found (looked in the scenario's folder and benchmarks/profiles/)",
+                )
+            prof = load_profile(path)
+            cost = CostModel.from_profile(
+                prof, str(path), p.model, p.resolution, p.steps, p.max_batch,
+                field=f"fleet.pools[{i}] ({sc.source})",
+            )
+            dist = p.service_distribution
+        f = sc.cell_fraction
+        gpus = p.gpus if f == 1 else max(1, round(p.gpus * f))
+        top = max(gpus, round((p.max_gpus or 0) * f))
+        pools.append(PoolSetup(p.name, gpus, top, cost, p.max_batch, p.max_wait_s,
+                               p.launch == "cycle", dist, p.price_per_gpu_hour))
+    return pools
+
+
+@dataclass
+class Run:
+    """One simulation of one scenario; `execute()` runs it, the attributes hold the counts."""
+
+    sc: Scenario
+    progress: bool = False
+    fleet: Fleet = field(init=False)
+
+    def __post_init__(self):
+        sc = self.sc
+        nk = len(sc.tiers)
+        self.interval = sc.outputs.interval_s or max(sc.horizon / 1000.0, 1e-3)
+        self.n_int = int(np.ceil(sc.horizon / self.interval)) + 1
+        self.demand = build_demand(sc)
+        self.pools = build_pools(sc)
+        self.fleet = Fleet(self.pools, sc.tiers, sc.scheduler, sc.horizon, self.interval,
+                           sc.outputs.warmup_s, sc.seed)
+        self.steps = np.array([p.steps for p in sc.fleet.pools], dtype=np.float32)
+        names = [t.name for t in sc.tiers]
+        self.policies = []
+        for i, spec in enumerate(sc.policies):
+            cls = REGISTRY[spec.policy]
+            pol = cls(cls.Params.model_validate(spec.params()), names, sc.epoch)
+            mask = np.array([spec.tiers is None or n in spec.tiers for n in names])
+            self.policies.append(ActivePolicy(i, pol, mask, spec.enabled))
+        self.offered = np.zeros(nk, np.int64)
+        self.rejected = np.zeros((nk, len(REASONS)), np.int64)
+        self.ser_offered = np.zeros((self.n_int, nk), np.int64)
+        self.ser_rejected = np.zeros((self.n_int, nk, len(REASONS)), np.int64)
+        self.cursor = 0.0
+        self._chunk = -1
+        self._buf = Arrivals.empty()
+        self._noise = (np.zeros(0), np.zeros(0))
+        self._pos = 0
+        # (time, pool, GPUs live from then on): for GPU cost per pool and the figures
+        self.gpu_log = [(0.0, j, p.gpus) for j, p in enumerate(self.pools)]
+
+    # -- demand, chunk by chunk on a fixed grid (common random numbers across variants) --
+
+    def _load_chunk(self, k: int) -> None:
+        c = self.sc.chunk_s
+        t0, t1 = k * c, min((k + 1) * c, self.sc.horizon)
+        rng = np.random.default_rng([self.sc.seed, 1, k])
+        self._buf = self.demand.generate(t0, t1, rng) if t1 > t0 else Arrivals.empty()
+        srng = np.random.default_rng([self.sc.seed, 2, k])
+        n = len(self._buf)
+        self._noise = (srng.exponential(1.0, n), srng.standard_normal(n))
+        self._chunk, self._pos = k, 0
+
+    def _take(self, until: float) -> tuple[Arrivals, np.ndarray, np.ndarray]:
+        """Arrivals in [cursor, until) with their service noise."""
+        parts, ne, nz = [], [], []
+        if self._chunk < 0:
+            self._load_chunk(0)
+        while True:
+            end = int(np.searchsorted(self._buf.t, until, side="left"))
+            sl = slice(self._pos, end)
+            parts.append(self._buf.take(sl))
+            ne.append(self._noise[0][sl])
+            nz.append(self._noise[1][sl])
+            self._pos = end
+            chunk_end = (self._chunk + 1) * self.sc.chunk_s
+            if chunk_end >= until or chunk_end >= self.sc.horizon:
+                break
+            self._load_chunk(self._chunk + 1)
+        return Arrivals.concat(parts), np.concatenate(ne), np.concatenate(nz)
+
+    # -- admission and the fleet --
+
+    def sync(self, until: float) -> None:
+        """Bring demand, admission and the fleet up to time `until`."""
+        until = min(until, self.sc.horizon)
+        if until <= self.cursor:
+            return
+        a, noise, z = self._take(until)
+        nk = len(self.sc.tiers)
+        iv = np.minimum((a.t / self.interval).astype(np.int64), self.n_int - 1)
+        np.add.at(self.ser_offered, (iv, a.tier), 1)
+        self.offered += np.bincount(a.tier, minlength=nk)
+        keep = np.ones(len(a), dtype=bool)
+        for ap in self.policies:
+            if not ap.enabled:
+                continue
+            sel = np.flatnonzero(keep & ap.tiers[a.tier])
+            if len(sel) == 0:
+                continue
+            ok, code, _retry = ap.policy.admit_many(a.t[sel], a.user[sel], a.tier[sel])
+            bad = sel[~ok]
+            keep[bad] = False
+            self._count_rejections(iv[bad], a.tier[bad], code[~ok].astype(np.int64))
+        idx = np.flatnonzero(keep)
+        tier = a.tier[idx]
+        steps = self.steps[0] * np.ones(len(idx), np.float32)
+        fate = self.fleet.advance(a.t[idx], tier, a.user[idx], steps, noise[idx], z[idx], until)
+        rej = fate > 0
+        if rej.any():
+            self._count_rejections(iv[idx][rej], tier[rej], KERNEL_REASON[fate[rej] - 1], kernel=True)
+        self.cursor = until
+
+    def _count_rejections(self, iv, tier, code, kernel: bool = False) -> None:
+        if kernel:
+            return  # the fleet loop keeps its own counts (kernel_rej, ser_rej)
+        np.add.at(self.ser_rejected, (iv, tier, code), 1)
+        np.add.at(self.rejected, (tier, code), 1)
+
+    # -- SimPy processes --
+
+    def _clock(self, env: simpy.Environment, bar):
+        c = self.sc.chunk_s
+        while env.now < self.sc.horizon:
+            yield env.timeout(min(c, self.sc.horizon - env.now))
+            self.sync(env.now)
+            if bar is not None:
+                bar.update(env.now - bar.n)
+
+    def _schedule(self, env: simpy.Environment, ap: ActivePolicy, spec):
+        for when in sorted(spec.schedule, key=lambda w: w.at):
+            if when.at > env.now:
+                yield env.timeout(when.at - env.now)
+            self.sync(env.now)
+            if when.enabled is not None:
+                ap.enabled = when.enabled
+            if when.params:
+                merged = {**spec.params(), **when.params}
+                ap.policy.reconfigure(type(ap.policy).Params.model_validate(merged))
+
+    def execute(self) -> Run:
+        env = simpy.Environment()
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.sc.horizon, unit="sim-s", file=sys.stderr, delay=2.0,
+                       desc=self.sc.name, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]")
+        env.process(self._clock(env, bar))
+        for ap in self.policies:
+            spec = self.sc.policies[ap.spec_index]
+            if spec.schedule:
+                env.process(self._schedule(env, ap, spec))
+        env.run(until=self.sc.horizon)
+        self.sync(self.sc.horizon)
+        if bar is not None:
+            bar.update(self.sc.horizon - bar.n)
+            bar.close()
+        return self
+
+    def set_gpus(self, pool: int, n: int) -> int:
+        """Change a pool's live GPUs at the current time (call sync(now) first)."""
+        n = self.fleet.set_gpus(pool, n)
+        self.gpu_log.append((self.cursor, pool, n))
+        return n
+
+    # -- totals that combine the two sides --
+
+    def rejections(self) -> np.ndarray:
+        """[tier, reason] counts from admission policies and from inside the fleet."""
+        S = self.fleet.S
+        out = self.rejected.copy()
+        for j, r in enumerate(KERNEL_REASON):
+            out[:, r] += S.kernel_rej[:, j]
+        out[:, REASONS.index("timeout")] += S.abandoned
+        return out
+
+
+def simulate(sc: Scenario, progress: bool = False) -> Run:
+    """Run a scenario to its horizon."""
+    return Run(sc, progress).execute()
+
+

@@ -1,0 +1,182 @@
+"""Cost model: GPU time of a batch, from a calibration profile.
+
+A batch of b images costs  text_encode(b) + steps * denoise_step(b) + vae_decode(b)  seconds,
+each term interpolated monotonically over the measured batch sizes (piecewise linear in b,
+extrapolated at the per-image cost of the largest measured batch). Service-time variance is a
+lognormal whose spread matches the measured p10/p90 of the denoising step.
+
+Profile JSON (schema "floodgate.profile/1"), kept as data in benchmarks/profiles/:
+{
+  "schema": "floodgate.profile/1", "name": str, "placeholder": bool, "source": str,
+  "measured_on": {"device": str, "driver": str|null, "torch": str, "cuda": str|null, ...},
+  "command": str,
+  "entries": [{"model": str, "component": "denoise_step"|"vae_decode"|"text_encode",
+               "resolution": int, "batch": int, "dtype": str, "cfg": bool,
+               "latency_s": {"median": float, "p10": float, "p90": float},
+               "peak_mem_bytes": int|null, "flops": float|null}, ...]
+}
+denoise_step latencies are per step for the whole batch (CFG already included when cfg is true).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import InputError
+
+SCHEMA = "floodgate.profile/1"
+COMPONENTS = ("denoise_step", "vae_decode", "text_encode")
+Z90 = 1.2815515655446004  # standard normal quantile at 0.9
+
+
+def profile_dirs(extra: list[Path] | None = None) -> list[Path]:
+    """Where profiles are looked up by name, first match wins."""
+    dirs = list(extra or [])
+    env = os.environ.get("FLOODGATE_PROFILES")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs.append(Path.cwd() / "benchmarks" / "profiles")
+    dirs.append(Path(__file__).resolve().parents[2] / "benchmarks" / "profiles")
+    return dirs
+
+
+def find_profile(ref: str, base: Path | None = None) -> Path:
+    """A profile by path (relative to the scenario's folder) or by name (file stem)."""
+    cands = []
+    if base is not None:
+        cands.append(base / ref)
+    cands.append(Path(ref))
+    for d in profile_dirs([base] if base else None):
+        cands += [d / ref, d / f"{ref}.json"]
+    for c in cands:
+        if c.is_file():
+            return c
+    return None
+
+
+def load_profile(path: Path) -> dict:
+    """Read and check a profile; any problem is an InputError naming the file and field."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(str(path), f"line {e.lineno}", f"not valid JSON: {e.msg}") from None
+    except OSError as e:
+        raise InputError(str(path), "(file)", f"cannot read: {e.strerror}") from None
+    if not isinstance(data, dict):
+        raise InputError(str(path), "(root)", "a profile is a JSON object")
+    if data.get("schema") != SCHEMA:
+        raise InputError(str(path), "schema", f"expected {SCHEMA!r}, got {data.get('schema')!r}")
+    entries = data.get("entries")
+    if not isinstance(entries, list) or not entries:
+        raise InputError(str(path), "entries", "must be a non-empty list")
+    for i, e in enumerate(entries):
+        for key in ("model", "component", "resolution", "batch", "latency_s"):
+            if key not in e:
+                raise InputError(str(path), f"entries[{i}].{key}", "missing")
+        if e["component"] not in COMPONENTS:
+            raise InputError(
+                str(path), f"entries[{i}].component", f"must be one of {', '.join(COMPONENTS)}"
+            )
+        lat = e["latency_s"]
+        if not isinstance(lat, dict) or not all(
+            isinstance(lat.get(q), (int, float)) and lat[q] > 0 for q in ("median", "p10", "p90")
+        ):
+            raise InputError(
+                str(path), f"entries[{i}].latency_s", "needs positive median, p10 and p90"
+            )
+        if not isinstance(e["batch"], int) or e["batch"] < 1:
+            raise InputError(str(path), f"entries[{i}].batch", "must be an integer >= 1")
+    return data
+
+
+def _curve(points: dict[int, float], max_batch: int) -> np.ndarray:
+    """Latency for b = 0..max_batch: monotone piecewise-linear through the measured points."""
+    bs = np.array(sorted(points), dtype=float)
+    ys = np.maximum.accumulate(np.array([points[int(b)] for b in bs], dtype=float))
+    b = np.arange(max_batch + 1, dtype=float)
+    out = np.interp(b, bs, ys)
+    # Below the smallest batch: not cheaper than it. Above the largest: per-image cost holds.
+    big = b > bs[-1]
+    out[big] = ys[-1] * b[big] / bs[-1]
+    return out
+
+
+@dataclass
+class CostModel:
+    """Mean batch time for b = 0..max_batch and the service-time spread (lognormal sigma)."""
+
+    fixed: np.ndarray  # text encode + VAE decode for a batch of b, seconds
+    step: np.ndarray  # one denoising step for a batch of b, seconds
+    steps: int  # nominal denoising steps per image
+    sigma: float  # lognormal sigma of the measured step spread
+    source: str
+
+    def batch_time(self, b: int, steps: float | None = None) -> float:
+        s = self.steps if steps is None else steps
+        return float(self.fixed[b] + s * self.step[b])
+
+    def images_per_s(self, b: int) -> float:
+        return b / self.batch_time(b)
+
+    @classmethod
+    def constant(cls, seconds: float, max_batch: int, steps: int = 1) -> CostModel:
+        """A batch takes `seconds` whatever its size (theory tests, quick what-ifs)."""
+        fixed = np.full(max_batch + 1, float(seconds))
+        return cls(fixed, np.zeros(max_batch + 1), steps, 0.0, f"constant {seconds}s")
+
+    @classmethod
+    def from_profile(
+        cls,
+        profile: dict,
+        path: str,
+        model: str | None,
+        resolution: int | None,
+        steps: int,
+        max_batch: int,
+        field: str = "profile",
+    ) -> CostModel:
+        entries = profile["entries"]
+        models = sorted({e["model"] for e in entries if e["component"] == "denoise_step"})
+        if model is None:
+            if len(models) != 1:
+                raise InputError(path, f"{field}: model", f"choose one of {', '.join(models)}")
+            model = models[0]
+        if model not in models:
+            raise InputError(path, f"{field}: model", f"{model!r} not in profile; has {', '.join(models)}")
+        den = [e for e in entries if e["model"] == model and e["component"] == "denoise_step"]
+        res_avail = sorted({e["resolution"] for e in den})
+        if resolution is None:
+            resolution = res_avail[-1]
+        if resolution not in res_avail:
+            raise InputError(
+                path, f"{field}: resolution", f"{resolution} not measured; has {res_avail}"
+            )
+        den = [e for e in den if e["resolution"] == resolution]
+        step = {e["batch"]: e["latency_s"]["median"] for e in den}
+        sig = [
+            (math.log(e["latency_s"]["p90"]) - math.log(e["latency_s"]["p10"])) / (2 * Z90)
+            for e in den
+        ]
+        fixed = np.zeros(max_batch + 1)
+        for comp in ("vae_decode", "text_encode"):
+            pts = [
+                e
+                for e in entries
+                if e["component"] == comp and e["model"] in (model, "*")
+                and e["resolution"] in (resolution, 0)
+            ]
+            if not pts:  # a component measured for another model of the same resolution
+                pts = [e for e in entries if e["component"] == comp and e["resolution"] in (resolution, 0)]
+            if pts:
+                fixed += _curve({e["batch"]: e["latency_s"]["median"] for e in pts}, max_batch)
+        st = _curve(step, max_batch)
+        fixed[0] = 0.0
+        st[0] = 0.0
+        name = profile.get("name", Path(path).stem)
+        return cls(fixed, st, steps, float(np.median(sig)), f"{name}:{model}@{resolution}")

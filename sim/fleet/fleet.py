@@ -1,0 +1,205 @@
+"""The GPU fleet: pools of workers, tier queues and the scheduler, around the compiled loop."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.fleet import kernel as K
+from sim.fleet.cost import CostModel
+
+DISCIPLINES = {"strict_priority": K.STRICT, "fifo": K.FIFO, "edf": K.EDF, "drr": K.DRR}
+DISTRIBUTIONS = {"deterministic": 0, "exponential": 1, "profile": 2}
+
+FIELDS = (
+    # configuration
+    "cfg prio_order disc lifo deadline slo patience q_limit tier_limit user_limit "
+    "drr_quantum drr_deficit drr_ptr pool_maxb pool_maxw pool_cycle pool_dist pool_sigma "
+    "cost_fixed cost_step shed_util shed_depth "
+    # tier queues (ring buffers)
+    "q_t q_steps q_noise q_z q_user q_head q_size "
+    # workers
+    "w_state w_pool w_speed w_until w_bn w_bt w_bk w_bu w_bstart idle idle_n h_t h_w h_n "
+    # clock and counters
+    "clock n_sys n_busy n_active user_inflight admitted completed abandoned kernel_rej "
+    "adm_stats done_stats aband_stats good sum_wait sum_lat sum_sys area_sys area batches "
+    "wait_hist lat_hist "
+    # fixed-interval series
+    "ser_busy ser_active ser_queue ser_admitted ser_started ser_completed ser_good ser_rej ser_lat_hist"
+).split()
+State = namedtuple("State", FIELDS)
+
+
+@dataclass
+class PoolSetup:
+    name: str
+    gpus: int
+    max_gpus: int
+    cost: CostModel
+    max_batch: int
+    max_wait_s: float
+    cycle: bool
+    distribution: str
+    price_per_gpu_hour: float
+
+
+class Fleet:
+    """Holds the state arrays; `advance` runs the compiled loop over a chunk of arrivals."""
+
+    def __init__(self, pools: list[PoolSetup], tiers, scheduler, horizon: float,
+                 interval: float, warmup: float, seed: int, queue_capacity: int = 4096):
+        nk = len(tiers)
+        self.pools = pools
+        self.interval = interval
+        nI = int(np.ceil(horizon / interval)) + 1
+        N = sum(p.max_gpus for p in pools)
+        B = max(p.max_batch for p in pools)
+        P = len(pools)
+        cost_fixed = np.zeros((P, B + 1))
+        cost_step = np.zeros((P, B + 1))
+        for j, p in enumerate(pools):
+            cost_fixed[j, : p.max_batch + 1] = p.cost.fixed[: p.max_batch + 1]
+            cost_step[j, : p.max_batch + 1] = p.cost.step[: p.max_batch + 1]
+            cost_fixed[j, 0] = p.cost.batch_time(1)  # an empty epoch of a cycling worker
+        prio = np.argsort([t.priority for t in tiers], kind="stable")
+        f8, i8 = np.float64, np.int64
+        z = np.zeros
+        cap = queue_capacity
+        state = dict(
+            cfg=np.array([warmup, interval], f8),
+            prio_order=prio.astype(i8),
+            disc=np.array([DISCIPLINES[scheduler.discipline]], i8),
+            lifo=np.array([t.lifo for t in tiers], bool),
+            deadline=np.array([t.slo_s for t in tiers], f8),
+            slo=np.array([t.slo_s for t in tiers], f8),
+            patience=np.array([t.patience_s or np.inf for t in tiers], f8),
+            q_limit=np.array([t.queue_limit if t.queue_limit is not None else 2**62 for t in tiers], i8),
+            tier_limit=np.full(nk, 2**62, i8),
+            user_limit=np.array([2**62], i8),
+            drr_quantum=np.array([t.weight * scheduler.quantum_s for t in tiers], f8),
+            drr_deficit=z(nk, f8),
+            drr_ptr=z(2, i8),
+            pool_maxb=np.array([p.max_batch for p in pools], i8),
+            pool_maxw=np.array([p.max_wait_s for p in pools], f8),
+            pool_cycle=np.array([p.cycle for p in pools], bool),
+            pool_dist=np.array([DISTRIBUTIONS[p.distribution] for p in pools], i8),
+            pool_sigma=np.array([p.cost.sigma for p in pools], f8),
+            cost_fixed=cost_fixed,
+            cost_step=cost_step,
+            shed_util=np.full(nk, np.inf),
+            shed_depth=np.full(nk, np.inf),
+            q_t=z((nk, cap), f8), q_steps=z((nk, cap), np.float32), q_noise=z((nk, cap), f8),
+            q_z=z((nk, cap), f8), q_user=z((nk, cap), i8), q_head=z(nk, i8), q_size=z(nk, i8),
+            w_state=z(N, np.int8), w_pool=z(N, i8), w_speed=np.ones(N), w_until=z(N, f8),
+            w_bn=z(N, i8), w_bt=z((N, B), f8), w_bk=z((N, B), i8), w_bu=z((N, B), i8),
+            w_bstart=z(N, f8), idle=z((P, N), i8), idle_n=z(P, i8),
+            h_t=z(N + 1, f8), h_w=z(N + 1, i8), h_n=z(1, i8),
+            clock=z(1, f8), n_sys=z(nk, i8), n_busy=z(1, i8), n_active=z(1, i8),
+            user_inflight=z(0, i8),
+            admitted=z(nk, i8), completed=z(nk, i8), abandoned=z(nk, i8),
+            kernel_rej=z((nk, K.N_KERNEL_REASONS), i8),
+            adm_stats=z(nk, i8), done_stats=z(nk, i8), aband_stats=z(nk, i8), good=z(nk, i8),
+            sum_wait=z(nk, f8), sum_lat=z(nk, f8), sum_sys=z(nk, f8), area_sys=z(nk, f8),
+            area=z(2, f8), batches=z(2, i8),
+            wait_hist=z((nk, K.HIST_BINS), i8), lat_hist=z((nk, K.HIST_BINS), i8),
+            ser_busy=z(nI, f8), ser_active=z(nI, f8), ser_queue=z((nI, nk), f8),
+            ser_admitted=z((nI, nk), i8), ser_started=z((nI, nk), i8),
+            ser_completed=z((nI, nk), i8), ser_good=z((nI, nk), i8),
+            ser_rej=z((nI, nk, K.N_KERNEL_REASONS), i8),
+            ser_lat_hist=z((nI, nk, K.SERIES_BINS), np.int32),
+        )
+        self.S = State(**state)
+        w = 0
+        for j, p in enumerate(pools):
+            self.S.w_pool[w : w + p.max_gpus] = j
+            w += p.max_gpus
+        K.seed(seed)
+        for j, p in enumerate(pools):
+            self.set_gpus(j, p.gpus)
+
+    # -- configuration changes (call at the fleet's current clock) --
+
+    def set_gpus(self, pool: int, n: int) -> int:
+        """Provision or retire GPUs of a pool; retiring ones finish their batch. Returns count."""
+        S = self.S
+        ids = np.flatnonzero(S.w_pool == pool)
+        n = int(min(max(n, 0), len(ids)))
+        live = [w for w in ids if S.w_state[w] in (K.IDLE, K.BUSY)]
+        if n > len(live):
+            for w in [w for w in ids if S.w_state[w] in (K.OFF, K.RETIRING)][: n - len(live)]:
+                if S.w_state[w] == K.RETIRING:  # un-retire: still running its batch
+                    S.w_state[w] = K.BUSY
+                else:
+                    self._start(w)
+        elif n < len(live):
+            drop = len(live) - n
+            idle = [int(S.idle[pool, j]) for j in range(S.idle_n[pool])]
+            for w in idle[::-1][:drop]:
+                self._stop_idle(pool, w)
+                drop -= 1
+            for w in [w for w in live if S.w_state[w] == K.BUSY][:drop]:
+                S.w_state[w] = K.RETIRING
+        return n
+
+    def _start(self, w: int) -> None:
+        S, p = self.S, int(self.S.w_pool[w])
+        S.n_active[0] += 1
+        S.w_state[w] = K.IDLE  # the next dispatch gives it work (or an empty epoch if cycling)
+        S.idle[p, S.idle_n[p]] = w
+        S.idle_n[p] += 1
+
+    def _stop_idle(self, pool: int, w: int) -> None:
+        S = self.S
+        stack = [int(S.idle[pool, j]) for j in range(S.idle_n[pool]) if S.idle[pool, j] != w]
+        S.idle_n[pool] = len(stack)
+        S.idle[pool, : len(stack)] = stack
+        S.w_state[w] = K.OFF
+        S.n_active[0] -= 1
+
+    def gpus(self, pool: int) -> int:
+        S = self.S
+        ids = S.w_pool == pool
+        return int(np.sum(ids & ((S.w_state == K.IDLE) | (S.w_state == K.BUSY))))
+
+    # -- the hot path --
+
+    def advance(self, t, tier, user, steps, noise, z, until: float) -> np.ndarray:
+        """Feed admitted arrivals (all < until) and run to `until`; returns each one's fate."""
+        fate = np.zeros(len(t), dtype=np.int8)
+        i = 0
+        while True:
+            code, i = K.advance(self.S, t, tier, user, steps, noise, z, fate, i, float(until))
+            if code == K.DONE:
+                return fate
+            self._grow_queues()
+
+    def _grow_queues(self) -> None:
+        S = self.S
+        cap = S.q_t.shape[1]
+        new = {}
+        for f in ("q_t", "q_steps", "q_noise", "q_z", "q_user"):
+            old = getattr(S, f)
+            arr = np.zeros((old.shape[0], 2 * cap), old.dtype)
+            for k in range(old.shape[0]):  # unroll each ring so the head is at 0
+                idx = (S.q_head[k] + np.arange(S.q_size[k])) % cap
+                arr[k, : S.q_size[k]] = old[k, idx]
+            new[f] = arr
+        S.q_head[:] = 0
+        self.S = S._replace(**new)
+
+    # -- what policies and the autoscaler see --
+
+    def view(self) -> dict:
+        S = self.S
+        act = int(S.n_active[0])
+        return {
+            "now": float(S.clock[0]),
+            "busy": int(S.n_busy[0]),
+            "active": act,
+            "utilization": S.n_busy[0] / act if act else 1.0,
+            "queue_depth": int(S.q_size.sum()),
+            "tier_queue": S.q_size.copy(),
+            "in_system": S.n_sys.copy(),
+        }

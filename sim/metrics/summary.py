@@ -1,0 +1,138 @@
+"""From a finished run to the numbers a planner reads: summary.json and the time series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sim.metrics.sketch import RELATIVE_ERROR, quantiles
+from sim.policies import REASONS
+
+QS = (0.5, 0.95, 0.99)
+
+
+def _r(x: float, nd: int = 6) -> float | None:
+    x = float(x)
+    return None if not np.isfinite(x) else round(x, nd)
+
+
+def _pcts(hist: np.ndarray) -> dict:
+    q = quantiles(hist, QS)
+    return {"p50": _r(q[0]), "p95": _r(q[1]), "p99": _r(q[2])}
+
+
+def summarize(run) -> dict:
+    """summary.json of a run: per tier, fleet and money. Deterministic for a scenario and seed."""
+    sc, S = run.sc, run.fleet.S
+    measured = sc.horizon - min(sc.outputs.warmup_s, sc.horizon)
+    x = 1.0 / sc.cell_fraction  # a cell's counts, scaled to the whole service
+
+    def n(v) -> int:
+        return int(round(float(v) * x))
+
+    rej = run.rejections()
+    tiers = {}
+    revenue = 0.0
+    for k, t in enumerate(sc.tiers):
+        done = int(S.done_stats[k])
+        left = int(S.n_sys[k])
+        lat = _pcts(S.lat_hist[k])
+        adm = int(S.adm_stats[k])
+        n_sys_stats = int(S.done_stats[k] + S.aband_stats[k])
+        rev = float(S.completed[k]) * t.price_per_image * x
+        revenue += rev
+        tiers[t.name] = {
+            "offered": n(run.offered[k]),
+            "admitted": n(S.admitted[k]),
+            "completed": n(S.completed[k]),
+            "rejected": {r: n(rej[k, j]) for j, r in enumerate(REASONS)},
+            "abandoned": n(S.abandoned[k]),
+            "in_system_end": n(left),
+            "latency_s": {**lat, "mean": _r(S.sum_lat[k] / done) if done else None},
+            "wait_s": {**_pcts(S.wait_hist[k]),
+                       "mean": _r(S.sum_wait[k] / S.done_stats[k]) if done else None},
+            "goodput": n(S.good[k]),
+            "goodput_per_s": _r(S.good[k] * x / measured) if measured else None,
+            "slo_s": t.slo_s,
+            "slo_met": bool(lat["p95"] is not None and lat["p95"] <= t.slo_s),
+            "revenue": round(rev, 2),
+            # Little's law, over the measured window: L = lambda * W
+            "little": {
+                "L": _r(S.area_sys[k] / measured) if measured else None,
+                "lambda": _r(adm / measured) if measured else None,
+                "W": _r(S.sum_sys[k] / n_sys_stats) if n_sys_stats else None,
+            },
+        }
+    gpu_hours = float(S.area[1]) / 3600.0 * x
+    gpu_cost = _gpu_price(run) / 3600.0 * x
+    n_img = n(S.completed.sum())
+    return {
+        "scenario": sc.name,
+        "seed": sc.seed,
+        "cell_fraction": sc.cell_fraction,
+        "horizon_s": sc.horizon,
+        "warmup_s": sc.outputs.warmup_s,
+        "quantile_relative_error": round(RELATIVE_ERROR, 6),
+        "tiers": tiers,
+        "fleet": {
+            "gpu_hours": round(gpu_hours, 4),
+            "utilization_mean": _r(S.area[0] / S.area[1]) if S.area[1] else None,
+            "batches": int(S.batches[0]),
+            "mean_batch_size": _r(S.batches[1] / S.batches[0]) if S.batches[0] else None,
+            "pools": {p.name: {"gpus_end": n(run.fleet.gpus(j)), "cost_model": p.cost.source,
+                               "images_per_s_per_gpu_at_max_batch":
+                                   _r(p.cost.images_per_s(p.max_batch), 4)}
+                      for j, p in enumerate(run.pools)},
+        },
+        "money": {
+            "revenue": round(revenue, 2),
+            "gpu_cost": round(gpu_cost, 2),
+            "cost_per_image": _r(gpu_cost / n_img) if n_img else None,
+        },
+    }
+
+
+def _gpu_price(run) -> float:
+    """Sum over pools of price per GPU-hour times the GPU-seconds the pool had live."""
+    total = 0.0
+    for j, p in enumerate(run.pools):
+        log = [(t, n) for t, pool, n in run.gpu_log if pool == j] + [(run.sc.horizon, 0)]
+        secs = sum(n * (log[i + 1][0] - t) for i, (t, n) in enumerate(log[:-1]))
+        total += secs * p.price_per_gpu_hour
+    return total
+
+
+def timeseries(run) -> pd.DataFrame:
+    """Fixed-interval series: offered, admitted, completed, queue depth per tier, utilisation."""
+    sc, S = run.sc, run.fleet.S
+    dt = run.interval
+    n = int(np.ceil(sc.horizon / dt))
+    t = np.arange(n) * dt
+    cols = {"t_s": t, "t_h": t / 3600.0}
+    span = np.minimum(dt, sc.horizon - t)
+    rej = run.ser_rejected[:n].copy()
+    from sim.engine import KERNEL_REASON
+
+    for j, r in enumerate(KERNEL_REASON):
+        rej[:, :, r] += S.ser_rej[:n, :, j]
+    lat = quantiles(S.ser_lat_hist[:n], (0.5, 0.95, 0.99), series=True)
+    for k, tier in enumerate(sc.tiers):
+        nm = tier.name
+        cols[f"{nm}.offered"] = run.ser_offered[:n, k]
+        cols[f"{nm}.admitted"] = S.ser_admitted[:n, k]
+        cols[f"{nm}.completed"] = S.ser_completed[:n, k]
+        cols[f"{nm}.goodput"] = S.ser_good[:n, k]
+        cols[f"{nm}.queue_depth"] = S.ser_queue[:n, k] / span
+        for j, r in enumerate(REASONS):
+            cols[f"{nm}.rejected.{r}"] = rej[:, k, j]
+        cols[f"{nm}.latency_p50_s"] = lat[:, k, 0]
+        cols[f"{nm}.latency_p95_s"] = lat[:, k, 1]
+        cols[f"{nm}.latency_p99_s"] = lat[:, k, 2]
+    act = S.ser_active[:n]
+    cols["gpus_active"] = act / span
+    cols["utilization"] = np.where(act > 0, S.ser_busy[:n] / np.where(act > 0, act, 1), np.nan)
+    df = pd.DataFrame(cols)
+    if sc.cell_fraction != 1:  # counts of one cell, scaled to the whole service
+        scaled = [c for c in df.columns if not c.startswith("t_") and "latency" not in c and c != "utilization"]
+        df[scaled] = df[scaled].astype(float) / sc.cell_fraction
+    return df

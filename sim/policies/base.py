@@ -1,0 +1,73 @@
+"""What every admission policy is: a plain object, the clock passed in, no SimPy inside.
+
+The simulator and the live gateway call the same objects. `admit` decides one request;
+`admit_many` decides a time-sorted chunk and must give exactly what calling `admit` in order
+would (policies override it with a vectorised version where that pays).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+# Rejection reasons, in the order used by arrays of reason counts.
+REASONS = ("rate_limited", "quota_exceeded", "shed", "filtered", "timeout", "queue_full")
+REASON_CODE = {r: i for i, r in enumerate(REASONS)}
+
+
+class Params(BaseModel):
+    """Parameters of a policy as written in a scenario; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Decision:
+    ok: bool
+    reason: str | None = None
+    retry_after: float | None = None  # seconds until the request would pass, when known
+    limit: int | None = None
+    remaining: int | None = None
+    reset_after: float | None = None
+
+
+ADMIT = Decision(True)
+
+
+class Policy:
+    """Base admission policy: admits everything. Subclasses set `name` and `Params`."""
+
+    name: ClassVar[str] = "none"
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, params: Params, tiers: list[str], epoch: float = 0.0):
+        self.params = params
+        self.tiers = tiers
+        self.epoch = epoch  # unix time of t = 0, for calendar windows (UTC days)
+
+    def admit(self, now: float, user: int, tier: int) -> Decision:
+        return ADMIT
+
+    def admit_many(
+        self, t: np.ndarray, user: np.ndarray, tier: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ok mask, reason code or -1, retry_after or nan) for a time-sorted chunk."""
+        n = len(t)
+        ok = np.ones(n, dtype=bool)
+        code = np.full(n, -1, dtype=np.int8)
+        retry = np.full(n, np.nan)
+        for i in range(n):
+            d = self.admit(float(t[i]), int(user[i]), int(tier[i]))
+            if not d.ok:
+                ok[i] = False
+                code[i] = REASON_CODE[d.reason]
+                if d.retry_after is not None:
+                    retry[i] = d.retry_after
+        return ok, code, retry
+
+    def reconfigure(self, params: Params) -> None:
+        """New parameters from a schedule; state (counters, buckets) is kept."""
+        self.params = params

@@ -1,0 +1,1 @@
+"""Reports: files a planner reads, written atomically."""

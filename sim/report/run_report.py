@@ -1,0 +1,82 @@
+"""Everything `floodgate run` writes for one scenario run."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from sim.metrics.summary import summarize, timeseries
+from sim.policies import REASONS
+from sim.report import figures
+from sim.report.html import img_tag, page, table
+from sim.report.write import dump_json, write_dir
+
+
+def write_run(run, out: Path, extra: dict | None = None) -> dict:
+    """summary.json, timeseries.csv, figures/*.png and report.html, atomically into `out`."""
+    summary = summarize(run)
+    if extra:
+        summary.update(extra)
+    ts = timeseries(run)
+
+    def fill(d: Path) -> None:
+        (d / "summary.json").write_text(dump_json(summary))
+        ts.to_csv(d / "timeseries.csv", index=False, float_format="%.6g")
+        figs = []
+        if run.sc.outputs.figures:
+            figs = make_figures(run, ts, d / "figures")
+        if run.sc.outputs.report:
+            (d / "report.html").write_text(render(run, summary, figs))
+
+    write_dir(out, fill)
+    return summary
+
+
+def make_figures(run, ts, fdir: Path) -> list[tuple[str, Path]]:
+    fdir.mkdir()
+    names = [t.name for t in run.sc.tiers]
+    ips = np.array([p.cost.images_per_s(p.max_batch) for p in run.pools])
+    w = np.array([max(p.gpus, 1) for p in run.pools], float)
+    capacity = ts["gpus_active"].to_numpy() * float((ips * w).sum() / w.sum())
+    return [
+        ("Demand vs capacity", figures.demand_vs_capacity(ts, names, capacity, fdir / "demand_vs_capacity.png")),
+        ("Latency per tier", figures.latency(ts, names, [t.slo_s for t in run.sc.tiers], fdir / "latency.png")),
+        ("Rejections by reason", figures.rejections(ts, names, fdir / "rejections.png")),
+        ("Utilisation", figures.utilization(ts, fdir / "utilization.png")),
+    ]
+
+
+def render(run, s: dict, figs: list[tuple[str, Path]]) -> str:
+    sc = run.sc
+    rows, klass = [], []
+    for name, t in s["tiers"].items():
+        rej = sum(t["rejected"].values())
+        rows.append([name, t["offered"], t["admitted"], t["completed"], rej,
+                     t["latency_s"]["p50"], t["latency_s"]["p95"], t["latency_s"]["p99"],
+                     t["slo_s"], t["goodput"], t["revenue"]])
+        klass.append([""] * 8 + ["ok" if t["slo_met"] else "bad"] + [""] * 2)
+    tier_tab = table(["tier", "offered", "admitted", "completed", "rejected", "p50 s", "p95 s",
+                      "p99 s", "SLO s", "goodput", "revenue $"], rows, klass)
+    rej_rows = [[name] + [t["rejected"][r] for r in REASONS] for name, t in s["tiers"].items()]
+    rej_tab = table(["tier", *REASONS], rej_rows)
+    f, m = s["fleet"], s["money"]
+    fleet_tab = table(["GPU-hours", "utilisation", "batches", "mean batch", "revenue $", "GPU cost $", "cost / image $"],
+                      [[f["gpu_hours"], f["utilization_mean"], f["batches"], f["mean_batch_size"],
+                        m["revenue"], m["gpu_cost"], m["cost_per_image"]]])
+    pools = table(["pool", "GPUs at end", "cost model", "images/s/GPU at max batch"],
+                  [[n, p["gpus_end"], p["cost_model"], p["images_per_s_per_gpu_at_max_batch"]]
+                   for n, p in f["pools"].items()])
+    verdict = ("every tier met its p95 SLO" if all(t["slo_met"] for t in s["tiers"].values())
+               else "SLO missed for: " + ", ".join(n for n, t in s["tiers"].items() if not t["slo_met"]))
+    sections = [
+        f"<p>{html.escape(sc.description)}</p>" if sc.description else "",
+        f"<p>Scenario <code>{html.escape(sc.name)}</code>, seed {sc.seed}, horizon "
+        f"{sc.horizon / 3600:.1f} h. <strong>{html.escape(verdict)}</strong>. Latency quantiles "
+        f"are within {s['quantile_relative_error'] * 100:.1f}% (streaming histograms).</p>",
+        "<h2>Tiers</h2>", tier_tab, "<h2>Rejections by reason</h2>", rej_tab,
+        "<h2>Fleet and money</h2>", fleet_tab, pools,
+        "<h2>Figures</h2>", *[f"<h3>{html.escape(t)}</h3>" + img_tag(p, t) for t, p in figs],
+    ]
+    return page(f"Floodgate run: {sc.name}", sections)
