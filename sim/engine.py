@@ -19,7 +19,7 @@ from sim.demand import Arrivals, build_demand
 from sim.errors import InputError
 from sim.fleet.cost import CostModel, find_profile, load_profile
 from sim.fleet.fleet import Fleet, PoolSetup
-from sim.policies import REASONS, REGISTRY
+from sim.policies import REASONS, REGISTRY, Policy
 from sim.scenario import Scenario
 
 # Where each reason decided inside the fleet lands among REASONS.
@@ -34,6 +34,14 @@ class ActivePolicy:
     policy: object
     tiers: np.ndarray  # bool mask over tiers it applies to
     enabled: bool
+
+    @property
+    def admits(self) -> bool:
+        return type(self.policy).admit_many is not Policy.admit_many or type(self.policy).admit is not Policy.admit
+
+    @property
+    def degrades(self) -> bool:
+        return type(self.policy).degrade is not Policy.degrade
 
 
 def build_pools(sc: Scenario) -> list[PoolSetup]:
@@ -99,6 +107,16 @@ class Run:
         self._buf = Arrivals.empty()
         self._noise = (np.zeros(0), np.zeros(0))
         self._pos = 0
+        # Requests created during the run (retries, socially triggered requests): merged into
+        # later windows. One that falls inside the window being processed is deferred to its
+        # end; keep chunk_s below the shortest retry backoff for exact timing.
+        self._pending: list[tuple[Arrivals, np.ndarray, np.ndarray]] = []
+        self.deferred = 0
+        self.retry = None  # object with after_reject(arrivals, reason, retry_after, rng) -> Arrivals
+        # Called after each window with (run, arrivals, reason or -1, retry_after): demand
+        # feedback (e.g. self-exciting requests from served images) hooks in here.
+        self.on_window: list = []
+        self.prng = np.random.default_rng([sc.seed, 3])  # draws made during the run
         # (time, pool, GPUs live from then on): for GPU cost per pool and the figures
         self.gpu_log = [(0.0, j, p.gpus) for j, p in enumerate(self.pools)]
 
@@ -130,7 +148,39 @@ class Run:
             if chunk_end >= until or chunk_end >= self.sc.horizon:
                 break
             self._load_chunk(self._chunk + 1)
-        return Arrivals.concat(parts), np.concatenate(ne), np.concatenate(nz)
+        keep = []
+        for a, e, z in self._pending:
+            m = a.t < until
+            if m.any():
+                parts.append(a.take(m))
+                ne.append(e[m])
+                nz.append(z[m])
+            if not m.all():
+                keep.append((a.take(~m), e[~m], z[~m]))
+        self._pending = keep
+        if len(parts) == 1:
+            return parts[0], ne[0], nz[0]
+        a = Arrivals.concat([p for p in parts])
+        # concat sorts by time: sort the noise the same way
+        allp = [p for p in parts if len(p)]
+        if not allp:
+            return Arrivals.empty(), np.zeros(0), np.zeros(0)
+        t = np.concatenate([p.t for p in allp])
+        order = np.argsort(t, kind="stable")
+        e = np.concatenate([x for x, p in zip(ne, parts, strict=True) if len(p)])[order]
+        z = np.concatenate([x for x, p in zip(nz, parts, strict=True) if len(p)])[order]
+        return a, e, z
+
+    def add_requests(self, a: Arrivals) -> None:
+        """Queue requests created during the run (retries, triggered requests) for later windows."""
+        if len(a) == 0:
+            return
+        late = a.t < self.cursor
+        if late.any():
+            self.deferred += int(late.sum())
+            a = Arrivals(np.maximum(a.t, self.cursor), a.user, a.tier, a.attempt)
+        n = len(a)
+        self._pending.append((a, self.prng.exponential(1.0, n), self.prng.standard_normal(n)))
 
     # -- admission and the fleet --
 
@@ -145,24 +195,38 @@ class Run:
         np.add.at(self.ser_offered, (iv, a.tier), 1)
         self.offered += np.bincount(a.tier, minlength=nk)
         keep = np.ones(len(a), dtype=bool)
+        code_all = np.full(len(a), -1, np.int64)  # reason of each rejection (REASONS index)
+        retry_after = np.full(len(a), np.nan)
         for ap in self.policies:
-            if not ap.enabled:
+            if not ap.enabled or not ap.admits:
                 continue
             sel = np.flatnonzero(keep & ap.tiers[a.tier])
             if len(sel) == 0:
                 continue
-            ok, code, _retry = ap.policy.admit_many(a.t[sel], a.user[sel], a.tier[sel])
+            ok, code, ra = ap.policy.admit_many(a.t[sel], a.user[sel], a.tier[sel])
             bad = sel[~ok]
             keep[bad] = False
+            code_all[bad] = code[~ok]
+            retry_after[bad] = ra[~ok]
             self._count_rejections(iv[bad], a.tier[bad], code[~ok].astype(np.int64))
         idx = np.flatnonzero(keep)
         tier = a.tier[idx]
-        steps = self.steps[0] * np.ones(len(idx), np.float32)
+        steps = np.full(len(idx), self.steps[0], np.float32)
+        view = None
+        for ap in self.policies:
+            if ap.enabled and ap.degrades:
+                view = view or self.fleet.view()
+                steps = ap.policy.degrade(view, a.t[idx], tier, steps, ap.tiers)
         fate = self.fleet.advance(a.t[idx], tier, a.user[idx], steps, noise[idx], z[idx], until)
         rej = fate > 0
         if rej.any():
-            self._count_rejections(iv[idx][rej], tier[rej], KERNEL_REASON[fate[rej] - 1], kernel=True)
+            code_all[idx[rej]] = KERNEL_REASON[fate[rej] - 1]
         self.cursor = until
+        for hook in self.on_window:
+            hook(self, a, code_all, retry_after)
+        if self.retry is not None and (code_all >= 0).any():
+            r = np.flatnonzero(code_all >= 0)
+            self.add_requests(self.retry.after_reject(a.take(r), code_all[r], retry_after[r], self.prng))
 
     def _count_rejections(self, iv, tier, code, kernel: bool = False) -> None:
         if kernel:
@@ -200,6 +264,8 @@ class Run:
             bar = tqdm(total=self.sc.horizon, unit="sim-s", file=sys.stderr, delay=2.0,
                        desc=self.sc.name, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]")
         env.process(self._clock(env, bar))
+        for ap in self.policies:
+            ap.policy.attach(self, env, ap)
         for ap in self.policies:
             spec = self.sc.policies[ap.spec_index]
             if spec.schedule:

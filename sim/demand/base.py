@@ -14,12 +14,19 @@ class Arrivals:
     t: np.ndarray  # float64, seconds since t = 0
     user: np.ndarray  # int64, dense user index
     tier: np.ndarray  # int64, index into scenario.tiers
+    attempt: np.ndarray | None = None  # int64, 0 for a first try (None: all first tries)
+
+    FIELDS = ("t", "user", "tier", "attempt")
 
     def __len__(self) -> int:
         return len(self.t)
 
+    def attempts(self) -> np.ndarray:
+        return np.zeros(len(self.t), np.int64) if self.attempt is None else self.attempt
+
     def take(self, idx) -> Arrivals:
-        return Arrivals(self.t[idx], self.user[idx], self.tier[idx])
+        att = None if self.attempt is None else self.attempt[idx]
+        return Arrivals(self.t[idx], self.user[idx], self.tier[idx], att)
 
     @staticmethod
     def empty() -> Arrivals:
@@ -27,10 +34,16 @@ class Arrivals:
 
     @staticmethod
     def concat(parts: list[Arrivals]) -> Arrivals:
+        """Merge chunks into one, sorted by time (stable: earlier parts first at ties)."""
         parts = [p for p in parts if len(p)]
         if not parts:
             return Arrivals.empty()
-        a = Arrivals(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("t", "user", "tier")))
+        if len(parts) == 1:
+            return parts[0]
+        att = None
+        if any(p.attempt is not None for p in parts):
+            att = np.concatenate([p.attempts() for p in parts])
+        a = Arrivals(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("t", "user", "tier")), att)
         return a.take(np.argsort(a.t, kind="stable"))
 
 

@@ -68,6 +68,15 @@ class Policy:
                     retry[i] = d.retry_after
         return ok, code, retry
 
+    def degrade(self, view: dict, t: np.ndarray, tier: np.ndarray, steps: np.ndarray,
+                tiers: np.ndarray) -> np.ndarray:
+        """Denoising steps of admitted requests under the fleet state `view` (brownout)."""
+        return steps
+
+    def attach(self, run, env, active) -> None:
+        """Simulator only: hook into a run (fleet-side limits, SimPy processes such as an
+        autoscaler). `active` is the engine's ActivePolicy (enabled flag, tier mask)."""
+
     def reconfigure(self, params: Params) -> None:
         """New parameters from a schedule; state (counters, buckets) is kept."""
         self.params = params
