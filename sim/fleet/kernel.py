@@ -167,6 +167,8 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                 s = t0
                 while s < t:
                     ix = int(s / dts)
+                    if (ix + 1) * dts <= s:  # s sits on a boundary that rounding put below it
+                        ix += 1
                     if ix >= nI:
                         break
                     e = min((ix + 1) * dts, t)
@@ -382,6 +384,8 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
         s = t0
         while s < until:
             ix = int(s / dts)
+            if (ix + 1) * dts <= s:  # s sits on a boundary that rounding put below it
+                ix += 1
             if ix >= nI:
                 break
             e = min((ix + 1) * dts, until)
