@@ -36,6 +36,38 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from sim.plan import parse_slo, run_plan
+    from sim.report.plan_report import markdown, write_plan
+    from sim.scenario import _duration, load_scenario
+    from sim.sweep import Executor
+
+    sc = load_scenario(args.scenario)
+    slos = [parse_slo(s, sc) for s in args.slo] or [
+        parse_slo(f"{t.name}:p95<={t.slo_s}s", sc) for t in sc.tiers]
+    window = None
+    if args.window:
+        try:
+            a, b = (float(_duration(x)) for x in args.window.split(":"))
+        except ValueError:
+            raise InputError("--window", args.window, "expected FROM:UNTIL, e.g. 144h:168h") from None
+        if not 0 <= a < b:
+            raise InputError("--window", args.window, "needs 0 <= FROM < UNTIL")
+        window = (a, b)
+    if args.reps < 1:
+        raise InputError("--reps", str(args.reps), "must be at least 1")
+    with Executor(args.jobs, args.cluster, progress=not args.quiet) as ex:
+        _, res = run_plan(sc, slos, args.reps, ex, window)
+    out = Path(args.out) if args.out else Path("out") / sc.name / "plan"
+    write_plan(res, out)
+    if args.json:
+        print(json.dumps({k: res[k] for k in ("min_gpus", "ci_low", "ci_high", "gpu_cost_per_day",
+                                               "evaluations", "replications", "pools")}))
+    else:
+        print(markdown(res))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="floodgate", description="Capacity and rate-limit simulator for image-generation surges.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -47,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--json", action="store_true", help="print a JSON line of headline figures")
     r.set_defaults(func=cmd_run)
+    p = sub.add_parser("plan", help="smallest fleet that meets every tier's SLO")
+    p.add_argument("scenario")
+    p.add_argument("--slo", action="append", default=[], help="TIER:p95<=60s (repeatable; default: each tier's slo_s on p95)")
+    p.add_argument("--reps", type=int, default=3, help="replications per fleet size (common random numbers)")
+    p.add_argument("--window", help="judge SLOs over FROM:UNTIL of the curve only, e.g. 144h:168h")
+    p.add_argument("--jobs", type=int, help="local worker processes (default: all cores)")
+    p.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local' for a LocalCluster")
+    p.add_argument("--out", help="output folder (default out/<scenario>/plan)")
+    p.add_argument("--json", action="store_true", help="print one JSON line of the result last")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_plan)
     for mod in ("sim.calibration.cli",):
         try:
             module = __import__(mod, fromlist=["add_parsers"])

@@ -1,0 +1,218 @@
+"""Capacity plan: the smallest fleet that meets every tier's SLO over the demand curve.
+
+Each candidate fleet size runs R replications with common random numbers (the same seeds for
+every size, so sizes are compared on the same demand). A size is feasible when, for every
+tier with an SLO, the mean over replications of the p95 latency is within the target and at
+least 99% of admitted requests completed (a fleet cannot pass by letting users give up).
+Search: galloping from the scenario's size, then bisection. The confidence interval brackets
+the answer with the 95% bounds of the p95 estimates: ci_high is the smallest size whose upper
+bound meets every SLO, ci_low the smallest whose lower bound does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.errors import InputError
+from sim.scenario import Scenario
+from sim.sweep import Executor, Job, run_job
+
+SERVED_SHARE = 0.99
+
+
+@dataclass
+class Slo:
+    tier: str
+    quantile: str  # "p50" | "p95" | "p99"
+    seconds: float
+
+
+def parse_slo(text: str, sc: Scenario) -> Slo:
+    m = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*:\s*(p50|p95|p99)\s*<=\s*([0-9.]+)\s*(ms|s|m)?\s*", text)
+    if not m:
+        raise InputError("--slo", text, "expected TIER:p95<=60s (p50, p95 or p99; s, ms or m)")
+    tier, q, v, unit = m.groups()
+    if tier not in [t.name for t in sc.tiers]:
+        raise InputError("--slo", text, f"unknown tier {tier!r}; tiers: {', '.join(t.name for t in sc.tiers)}")
+    scale = {"ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}[unit]
+    return Slo(tier, q, float(v) * scale)
+
+
+@dataclass
+class Evaluation:
+    gpus: int
+    p: dict[str, np.ndarray]  # tier -> per-replication quantile
+    served: dict[str, float]  # tier -> min over replications of completed/admitted
+
+    def bounds(self, slo: Slo) -> tuple[float, float, float]:
+        x = self.p[slo.tier]
+        x = x[np.isfinite(x)]
+        if len(x) == 0:
+            return math.inf, math.inf, math.inf
+        m = float(np.mean(x))
+        if len(x) < 2:
+            return m, m, m
+        from scipy.stats import t
+
+        # Quantiles of queues are skewed: the interval is taken on the log scale.
+        lx = np.log(np.maximum(x, 1e-9))
+        hw = float(t.ppf(0.975, len(x) - 1) * np.std(lx, ddof=1) / math.sqrt(len(x)))
+        g = float(np.mean(lx))
+        return m, math.exp(g - hw), math.exp(g + hw)
+
+    def meets(self, slos: list[Slo], which: int = 0) -> bool:
+        """which: 0 mean, 1 lower bound, 2 upper bound of the quantile estimate."""
+        return all(self.bounds(s)[which] <= s.seconds and self.served[s.tier] >= SERVED_SHARE
+                   for s in slos)
+
+
+@dataclass
+class Plan:
+    sc: Scenario
+    slos: list[Slo]
+    reps: int
+    executor: Executor
+    window: tuple[float, float] | None = None
+    evals: dict[int, Evaluation] = field(default_factory=dict)
+
+    def _mix(self) -> np.ndarray:
+        g = np.array([p.gpus for p in self.sc.fleet.pools], float)
+        return g / g.sum() if g.sum() else np.full(len(g), 1.0 / len(g))
+
+    def _scenario(self, gpus: int, seed: int) -> dict:
+        d = self.sc.model_dump(mode="json", exclude={"source"})
+        split = _split(gpus, self._mix())
+        for p, n in zip(d["fleet"]["pools"], split, strict=True):
+            p["gpus"] = int(n)
+            if p.get("max_gpus") is not None:
+                p["max_gpus"] = max(p["max_gpus"], int(n))
+        d["seed"] = seed
+        d["outputs"]["figures"] = False
+        d["outputs"]["report"] = False
+        if self.window:
+            d["outputs"]["warmup_s"] = self.window[0]
+            d["horizon"] = self.window[1]
+        return d
+
+    def evaluate(self, sizes: list[int]) -> None:
+        todo = [n for n in dict.fromkeys(sizes) if n not in self.evals]
+        jobs = [Job(self._scenario(n, self.sc.seed + r), self.sc.source)
+                for n in todo for r in range(self.reps)]
+        res = self.executor.map(run_job, jobs, desc="plan runs")
+        for i, n in enumerate(todo):
+            runs = res[i * self.reps:(i + 1) * self.reps]
+            p, served = {}, {}
+            for s in self.slos:
+                p[s.tier] = np.array([_q(r["tiers"][s.tier]["latency_s"][s.quantile]) for r in runs])
+                served[s.tier] = min(
+                    (r["tiers"][s.tier]["completed"] / r["tiers"][s.tier]["admitted"])
+                    if r["tiers"][s.tier]["admitted"] else 1.0 for r in runs)
+            self.evals[n] = Evaluation(n, p, served)
+
+    def smallest(self, which: int = 0, start: int | None = None, cap: int = 1 << 22) -> int:
+        """Galloping then bisection for the smallest size meeting the SLOs (monotone)."""
+        step = self._step()
+        n = max(step, start or sum(p.gpus for p in self.sc.fleet.pools))
+        n = _round_up(n, step)
+        self.evaluate([n])
+        if self.evals[n].meets(self.slos, which):
+            hi = n
+            lo = 0
+            while hi > step:
+                cand = _round_up(hi // 2, step)
+                if cand >= hi:
+                    break
+                self.evaluate([cand])
+                if self.evals[cand].meets(self.slos, which):
+                    hi = cand
+                else:
+                    lo = cand
+                    break
+        else:
+            lo = n
+            while True:
+                hi = lo * 2
+                self.evaluate([hi])
+                if self.evals[hi].meets(self.slos, which):
+                    break
+                if hi > cap or not self._improves(lo, hi):
+                    worst = ", ".join(f"{s.tier} {s.quantile} {self.evals[hi].bounds(s)[0]:.3g}s"
+                                      for s in self.slos)
+                    raise InputError(self.sc.source, "tiers",
+                                     f"SLO out of reach: at {hi} GPUs still {worst} (service time alone is too long)")
+                lo = hi
+        while hi - lo > step:
+            mid = _round_up((lo + hi) // 2, step)
+            if mid >= hi or mid <= lo:
+                break
+            self.evaluate([mid])
+            if self.evals[mid].meets(self.slos, which):
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def _improves(self, lo: int, hi: int) -> bool:
+        """Did doubling the fleet cut some missed quantile by more than 2%?"""
+        for s in self.slos:
+            a, b = self.evals[lo].bounds(s)[0], self.evals[hi].bounds(s)[0]
+            if a > s.seconds and (not math.isfinite(a) or b < 0.98 * a):
+                return True
+            if self.evals[hi].served[s.tier] > self.evals[lo].served[s.tier] + 0.001:
+                return True
+        return False
+
+    def _step(self) -> int:
+        """Sizes are whole GPUs of the simulated cell."""
+        return max(1, round(1 / self.sc.cell_fraction))
+
+
+def _q(v) -> float:
+    return math.inf if v is None else float(v)
+
+
+def _round_up(n: int, step: int) -> int:
+    return int(math.ceil(n / step) * step)
+
+
+def _split(total: int, mix: np.ndarray) -> np.ndarray:
+    """Whole GPUs per pool at the mix, summing to total (largest remainders)."""
+    raw = total * mix
+    out = np.floor(raw).astype(int)
+    for j in np.argsort(-(raw - out))[: total - out.sum()]:
+        out[j] += 1
+    return out
+
+
+def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
+             window: tuple[float, float] | None = None) -> tuple[Plan, dict]:
+    plan = Plan(sc, slos, reps, executor, window)
+    best = plan.smallest(0)
+    ci_high = plan.smallest(2, start=best)
+    ci_low = plan.smallest(1, start=best)
+    price = sum(p.price_per_gpu_hour * m for p, m in zip(sc.fleet.pools, plan._mix(), strict=True))
+    result = {
+        "scenario": sc.name,
+        "min_gpus": int(best),
+        "ci_low": int(min(ci_low, best)),
+        "ci_high": int(max(ci_high, best)),
+        "gpu_cost_per_day": round(best * price * 24, 2),
+        "evaluations": len(plan.evals),
+        "replications": reps,
+        "pools": {p.name: int(n) for p, n in zip(sc.fleet.pools, _split(best, plan._mix()), strict=True)},
+        "slos": [f"{s.tier}:{s.quantile}<={s.seconds:g}s" for s in slos],
+        "curve": [
+            {"gpus": n, **{f"{s.tier}.{s.quantile}": _r(e.bounds(s)[0]) for s in slos},
+             "meets": e.meets(slos)}
+            for n, e in sorted(plan.evals.items())
+        ],
+    }
+    return plan, result
+
+
+def _r(x: float) -> float | None:
+    return None if not math.isfinite(x) else round(x, 4)

@@ -1,0 +1,65 @@
+"""What `floodgate plan` writes: plan.json, plan.md, the capacity-vs-SLO curve, report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from sim.report.html import img_tag, page, table  # noqa: E402
+from sim.report.write import dump_json, write_dir  # noqa: E402
+
+
+def markdown(res: dict) -> str:
+    keys = [k for k in res["curve"][0] if k not in ("gpus", "meets")] if res["curve"] else []
+    lines = [f"# Capacity plan: {res['scenario']}", "",
+             f"Smallest fleet meeting {', '.join(res['slos'])}: **{res['min_gpus']} GPUs** "
+             f"(95% bracket {res['ci_low']}-{res['ci_high']}), {res['replications']} replications "
+             f"per size, {res['evaluations']} sizes evaluated; GPU cost ${res['gpu_cost_per_day']:,.0f}/day.",
+             "", "| GPUs | " + " | ".join(f"{k} (s)" for k in keys) + " | meets |",
+             "|---:|" + "---:|" * len(keys) + ":---:|"]
+    for row in res["curve"]:
+        lines.append(f"| {row['gpus']} | " + " | ".join("–" if row[k] is None else f"{row[k]:.3g}" for k in keys)
+                     + f" | {'yes' if row['meets'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def curve_figure(res: dict, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 4))
+    xs = [r["gpus"] for r in res["curve"]]
+    for slo in res["slos"]:
+        key, target = slo.split("<=")
+        key = key.replace(":", ".")
+        ys = [r[key] if r[key] is not None else float("nan") for r in res["curve"]]
+        line = ax.plot(xs, ys, marker="o", label=key)[0]
+        ax.axhline(float(target.rstrip("s")), color=line.get_color(), ls="--", lw=0.8)
+    ax.axvline(res["min_gpus"], color="k", lw=1, label=f"plan: {res['min_gpus']} GPUs")
+    ax.set_yscale("log")
+    ax.set_xlabel("GPUs")
+    ax.set_ylabel("latency (s)")
+    ax.set_title("Capacity vs SLO (dashed: targets)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_plan(res: dict, out: Path) -> None:
+    def fill(d: Path) -> None:
+        (d / "plan.json").write_text(dump_json(res))
+        (d / "plan.md").write_text(markdown(res))
+        fig = curve_figure(res, d / "capacity_vs_slo.png")
+        keys = [k for k in res["curve"][0] if k not in ("gpus", "meets")]
+        tab = table(["GPUs", *keys, "meets"],
+                    [[r["gpus"], *[r[k] for k in keys], "yes" if r["meets"] else "no"] for r in res["curve"]])
+        (d / "report.html").write_text(page(
+            f"Floodgate plan: {res['scenario']}",
+            [f"<p><strong>{res['min_gpus']} GPUs</strong> (95% bracket {res['ci_low']}–{res['ci_high']}) "
+             f"meet {', '.join(res['slos'])}; GPU cost ${res['gpu_cost_per_day']:,.0f} per day.</p>",
+             tab, img_tag(fig, "capacity vs SLO")]))
+
+    write_dir(out, fill)

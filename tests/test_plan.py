@@ -1,0 +1,71 @@
+"""Capacity plans against the M/M/c sojourn-time distribution, and the executors' agreement."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from helpers import queue_scenario
+from queueing import erlang_c
+from scipy.optimize import brentq
+
+from sim.cli import main
+from sim.scenario import parse_scenario
+from sim.sweep import Executor, Job, run_job
+
+
+def mmc_sojourn_quantile(lam: float, mu: float, c: int, q: float) -> float:
+    """Quantile of the FIFO M/M/c sojourn time: Wq (atom at 0 + exponential) plus Exp(mu)."""
+    C, th = erlang_c(lam, mu, c), c * mu - lam
+
+    def tail(t):
+        if abs(th - mu) < 1e-12:
+            return math.exp(-mu * t) * (1 + mu * t)
+        return (th * math.exp(-mu * t) - mu * math.exp(-th * t)) / (th - mu)
+
+    return brentq(lambda t: (1 - C) * math.exp(-mu * t) + C * tail(t) - (1 - q), 0, 1e4)
+
+
+def test_plan_finds_the_analytic_minimum(tmp_path):
+    lam, slo = 8.0, 4.0
+    # analytic: 9 GPUs give p95 4.34 s (miss), 10 give 3.33 s (meet)
+    assert mmc_sojourn_quantile(lam, 1.0, 9, 0.95) > slo > mmc_sojourn_quantile(lam, 1.0, 10, 0.95)
+    d = queue_scenario(lam, 1.0, 4, 20000, seed=1, warmup=500)
+    d["fleet"]["pools"][0]["price_per_gpu_hour"] = 2.0
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(d))  # JSON is YAML
+    out = tmp_path / "plan"
+    assert main(["plan", str(path), "--slo", f"a:p95<={slo}s", "--reps", "3", "--jobs", "2",
+                 "--out", str(out), "--json", "--quiet"]) == 0
+    res = json.loads((out / "plan.json").read_text())
+    assert res["min_gpus"] == 10
+    assert res["ci_low"] <= 10 <= res["ci_high"]
+    assert res["gpu_cost_per_day"] == pytest.approx(10 * 2.0 * 24)
+    row = {r["gpus"]: r for r in res["curve"]}
+    assert row[10]["a.p95"] == pytest.approx(mmc_sojourn_quantile(lam, 1.0, 10, 0.95), rel=0.03)
+    assert not row[9]["meets"]
+    assert {"plan.json", "plan.md", "capacity_vs_slo.png", "report.html"} <= {p.name for p in out.iterdir()}
+
+
+def test_unreachable_slo_is_a_clear_error(tmp_path, capsys):
+    d = queue_scenario(2.0, 1.0, 4, 2000, seed=1)
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(d))
+    # p95 of the service time alone is 3 s: no fleet gives 1 s
+    assert main(["plan", str(path), "--slo", "a:p95<=1s", "--reps", "2", "--jobs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SLO out of reach" in err[0]
+    assert main(["plan", str(path), "--slo", "nosuch:p95<=1s", "--quiet"]) == 2
+
+
+def test_dask_local_cluster_equals_process_pool():
+    jobs = [Job(queue_scenario(7.0, 1.0, 8, 3000, seed=s), "<test>") for s in range(4)]
+    with Executor(jobs=2) as ex:
+        local = ex.map(run_job, jobs)
+    with Executor(jobs=2, cluster="local") as ex:
+        dask = ex.map(run_job, jobs)
+    serial = [run_job(j) for j in jobs]
+    assert local == dask == serial
+    assert len({json.dumps(r["tiers"]) for r in local}) == 4  # the seeds differ
+    parse_scenario(jobs[0].scenario)  # still a valid scenario after the round trip
