@@ -68,6 +68,30 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from sim.compare import load_variant, run_compare
+    from sim.report.compare_report import markdown, write_compare
+    from sim.scenario import load_scenario
+    from sim.sweep import Executor
+
+    sc = load_scenario(args.scenario)
+    extra = [load_variant(v) for v in args.variant]
+    if not sc.variants and not extra:
+        raise InputError(sc.source, "variants", "nothing to compare: give --variant NAME=FILE or a variants: section")
+    over = {}
+    if args.horizon:
+        over["horizon"] = args.horizon
+    if over:
+        sc = load_scenario(args.scenario, over)
+    with Executor(args.jobs, args.cluster, progress=not args.quiet) as ex:
+        res, series = run_compare(sc, extra, ex)
+    out = Path(args.out) if args.out else Path("out") / sc.name / "compare"
+    write_compare(res, series, [t.name for t in sc.tiers], [t.slo_s for t in sc.tiers], out)
+    print(markdown(res))
+    print(f"wrote {out}/", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="floodgate", description="Capacity and rate-limit simulator for image-generation surges.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -90,7 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON line of the result last")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_plan)
-    for mod in ("sim.calibration.cli",):
+    c = sub.add_parser("compare", help="policy variants side by side on the same random numbers")
+    c.add_argument("scenario")
+    c.add_argument("--variant", action="append", default=[], help="NAME=OVERRIDES.yaml (repeatable)")
+    c.add_argument("--horizon", help="override the horizon of every variant, e.g. 2d")
+    c.add_argument("--jobs", type=int, help="local worker processes (default: all cores)")
+    c.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local'")
+    c.add_argument("--out", help="output folder (default out/<scenario>/compare)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_compare)
+    for mod in ("sim.calibration.cli", "sim.demand.cli"):
         try:
             module = __import__(mod, fromlist=["add_parsers"])
         except ImportError:

@@ -139,6 +139,8 @@ class Scenario(Strict):
     scheduler: Scheduler = Scheduler()
     fleet: Fleet
     outputs: Outputs = Outputs()
+    variants: dict[str, dict[str, Any]] = Field(
+        {}, description="named what-if overrides for `floodgate compare` (merged into this file)")
 
     # Set by load_scenario: where the file is, for relative paths and messages.
     source: str = Field("<scenario>", exclude=True)

@@ -1,0 +1,121 @@
+"""What `floodgate compare` writes: compare.json, compare.md, overlaid figures, report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from sim.report.html import img_tag, page, table  # noqa: E402
+from sim.report.write import dump_json, write_dir  # noqa: E402
+
+
+def _rows(res: dict) -> tuple[list[str], list[list]]:
+    names = list(res["variants"])
+    tiers = list(res["variants"][names[0]]["tiers"])
+    header = ["variant"]
+    for t in tiers:
+        header += [f"{t} goodput", f"{t} p95 s", f"{t} rejected"]
+    header += ["utilisation", "GPU cost $", "revenue $", "Jain", "recovery h", "retry amp.",
+               "false blocks", "degraded"]
+    rows = []
+    for n in names:
+        v = res["variants"][n]
+        r = [n]
+        for t in tiers:
+            x = v["tiers"][t]
+            r += [x["goodput"], x["p95_s"], sum(x["rejected"].values())]
+        fb = v["false_blocks"]
+        dg = v["degraded_share"]
+        r += [v["utilization"], v["gpu_cost"], v["revenue"], v["jain_fairness"], v["recovery_h"],
+              v["retry_amplification"], sum(fb.values()) if isinstance(fb, dict) else fb,
+              (max(dg.values()) if dg else None) if isinstance(dg, dict) else dg]
+        rows.append(r)
+    return header, rows
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def markdown(res: dict) -> str:
+    header, rows = _rows(res)
+    lines = [f"# Policy comparison: {res['scenario']}", "",
+             "Every variant ran on the same random numbers (seed "
+             f"{res['seed']}). Goodput: images completed within the tier's SLO.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    lines += ["", "Rejections by reason:", ""]
+    for n, v in res["variants"].items():
+        parts = [f"{t}: " + ", ".join(f"{k} {_fmt(c)}" for k, c in x["rejected"].items() if c)
+                 for t, x in v["tiers"].items() if sum(x["rejected"].values())]
+        lines.append(f"- **{n}**: " + ("; ".join(parts) if parts else "none"))
+    return "\n".join(lines) + "\n"
+
+
+def figures(series: dict[str, pd.DataFrame], tiers: list[str], slos: list[float], fdir: Path) -> list[tuple[str, Path]]:
+    fdir.mkdir()
+    out = []
+    fig, axes = plt.subplots(len(tiers), 1, figsize=(9, 2.6 * len(tiers)), sharex=True, squeeze=False)
+    for ax, t, s in zip(axes[:, 0], tiers, slos, strict=True):
+        for n, ts in series.items():
+            ax.plot(ts["t_h"], ts[f"{t}.latency_p95_s"], lw=1.1, label=n)
+        ax.axhline(s, color="k", ls="--", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_ylabel(f"{t} p95 (s)")
+    axes[0, 0].legend(fontsize=7, ncol=3)
+    axes[-1, 0].set_xlabel("time (h)")
+    fig.suptitle("p95 latency per tier (dashed: SLO)")
+    fig.tight_layout()
+    fig.savefig(fdir / "latency_p95.png", dpi=100)
+    plt.close(fig)
+    out.append(("p95 latency per tier", fdir / "latency_p95.png"))
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for n, ts in series.items():
+        dt = ts["t_s"].iloc[1] - ts["t_s"].iloc[0] if len(ts) > 1 else 1.0
+        ax.plot(ts["t_h"], sum(ts[f"{t}.goodput"] for t in tiers) / dt, lw=1.1, label=n)
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel("goodput (images/s within SLO)")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(fdir / "goodput.png", dpi=100)
+    plt.close(fig)
+    out.append(("Goodput", fdir / "goodput.png"))
+
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for n, ts in series.items():
+        ax.plot(ts["t_h"], ts["gpus_active"], lw=1.1, label=n)
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel("GPUs live")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(fdir / "gpus.png", dpi=100)
+    plt.close(fig)
+    out.append(("GPUs live", fdir / "gpus.png"))
+    return out
+
+
+def write_compare(res: dict, series: dict, tiers: list[str], slos: list[float], out: Path) -> None:
+    def fill(d: Path) -> None:
+        (d / "compare.json").write_text(dump_json(res))
+        (d / "compare.md").write_text(markdown(res))
+        figs = figures(series, tiers, slos, d / "figures")
+        header, rows = _rows(res)
+        (d / "report.html").write_text(page(
+            f"Floodgate what-if: {res['scenario']}",
+            ["<p>Every variant ran on the same random numbers. Goodput counts images completed "
+             "within the tier's SLO.</p>", table(header, rows),
+             *[f"<h3>{t}</h3>" + img_tag(p, t) for t, p in figs]]))
+
+    write_dir(out, fill)
