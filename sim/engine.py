@@ -119,6 +119,10 @@ class Run:
         self.prng = np.random.default_rng([sc.seed, 3])  # draws made during the run
         # (time, pool, GPUs live from then on): for GPU cost per pool and the figures
         self.gpu_log = [(0.0, j, p.gpus) for j, p in enumerate(self.pools)]
+        # Demand that reacts to the run: retries, paid conversion, social feedback, counts.
+        from sim.demand.feedback import attach
+
+        attach(self)
 
     # -- demand, chunk by chunk on a fixed grid (common random numbers across variants) --
 

@@ -48,7 +48,46 @@ class Tier(Strict):
     lifo: bool = False
 
 
-class CurveDemand(Strict):
+class RetrySpec(Strict):
+    """What a rejected user does: try again after a backoff, up to max_attempts tries in all."""
+
+    max_attempts: int = Field(3, ge=1, description="tries in all, the first included")
+    base_s: PosDuration = Field(2.0, description="first backoff; doubles with each attempt")
+    cap_s: PosDuration = Field(120.0, description="longest backoff")
+    jitter: Literal["none", "full", "equal", "decorrelated"] = "full"
+    honour_retry_after: bool = Field(True, description="wait at least the Retry-After when given")
+    probability: float = Field(1.0, ge=0, le=1, description="a rejected user retries with this "
+                               "probability, else gives up")
+    reasons: list[str] | None = Field(None, description="rejection reasons retried (default: all)")
+
+
+class ConversionSpec(Strict):
+    """Paid conversion when the free cap bites: at a user's first quota_exceeded rejection."""
+
+    tiers: list[str] = Field(min_length=1, description="tiers whose users may convert (e.g. free)")
+    to: str = Field(description="tier they move to")
+    probability: float = Field(ge=0, le=1, description="chance a user upgrades on hitting the quota")
+
+
+class SocialSpec(Strict):
+    """Self-exciting (Hawkes) demand: each image triggers on average `branching` more requests."""
+
+    branching: float = Field(ge=0, lt=1, description="mean requests triggered per image (n < 1)")
+    kernel: Literal["exponential", "power_law"] = "exponential"
+    scale_s: PosDuration = Field(1800.0, description="kernel time scale")
+    exponent: float = Field(1.5, gt=0, description="power_law: density ~ (1 + t/scale)^-(1+exponent)")
+    max_delay_s: PosDuration | None = Field(None, description="power_law: truncation (default 1000 scales)")
+    only_successful: bool = Field(False, description="only images that were not rejected excite "
+                                  "(offspring then come from the run; see sim/demand/feedback.py)")
+
+
+class DemandCommon(Strict):
+    retry: RetrySpec | None = None
+    conversion: ConversionSpec | None = None
+    social: SocialSpec | None = None
+
+
+class CurveDemand(DemandCommon):
     """A piecewise-linear rate curve: [[time, requests/s], ...]; Poisson arrivals on it."""
 
     model: Literal["curve"] = "curve"
@@ -62,6 +101,94 @@ class CurveDemand(Strict):
         if ts != sorted(ts):
             raise ValueError("points must be in time order")
         return self
+
+
+class Wave(Strict):
+    """One adoption wave (a launch, an opening): new users over time and their tier mix."""
+
+    name: str = "wave"
+    start: Duration = Field(0.0, description="when the wave begins")
+    market: float = Field(gt=0, description="users this wave eventually brings (whole service); "
+                          "sir: the susceptible population")
+    adoption: Literal["bass", "logistic", "sir"] = "bass"
+    p: float = Field(0.01, gt=0, description="bass: innovation coefficient, per day")
+    q: float = Field(0.5, ge=0, description="bass: imitation coefficient, per day")
+    rate: float = Field(1.0, gt=0, description="logistic (SI): growth rate, per day")
+    i0: float = Field(0.001, gt=0, lt=1, description="logistic, sir: initial adopted fraction")
+    beta: float = Field(1.0, gt=0, description="sir: contact rate, per day")
+    gamma: float = Field(0.3, ge=0, description="sir: loss-of-interest rate, per day")
+    tiers: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
+        None, description="tier mix of this wave's new users (default: the tiers' shares)")
+
+
+class Sessions(Strict):
+    """Per-user behaviour: a first session at adoption, then repeat sessions with novelty decay."""
+
+    repeat: float = Field(1.0, ge=0, description="mean further sessions per user, over a lifetime")
+    novelty: Literal["exponential", "power_law"] = "exponential"
+    novelty_s: PosDuration = Field(172800.0, description="time scale of a user's interest decay")
+    novelty_exponent: float = Field(1.0, gt=0, description="power_law: tail exponent")
+    activity_tail: float = Field(2.0, gt=1, description="Pareto index of per-user activity "
+                                 "(lower: a few users make more of the sessions)")
+    images: float = Field(2.5, ge=1, description="mean images per session")
+    images_dist: Literal["lognormal", "pareto"] = "lognormal"
+    images_sigma: float = Field(1.0, gt=0, description="lognormal sigma of images per session")
+    images_alpha: float = Field(2.5, gt=1, description="pareto index of images per session")
+    think_s: Duration = Field(45.0, description="mean gap between images of a session")
+
+
+class Region(Strict):
+    name: str
+    share: float = Field(gt=0, description="share of the users")
+    utc_offset_h: float = Field(0.0, ge=-12, le=14)
+
+
+class Seasonality(Strict):
+    """Diurnal and weekly cycles of repeat sessions, in each region's local time."""
+
+    diurnal_amplitude: float = Field(0.0, ge=0, lt=1, description="1 + a cos(...): 0 is flat")
+    peak_hour: float = Field(20.0, ge=0, lt=24, description="local hour of the daily peak")
+    weekend_factor: float = Field(1.0, gt=0, description="weekend day rate / weekday rate")
+    regions: list[Region] = Field(default_factory=lambda: [Region(name="utc", share=1.0)],
+                                  min_length=1)
+
+
+class ViralDemand(DemandCommon):
+    """Adoption waves x per-user sessions x seasonality (+ social feedback, retries)."""
+
+    model: Literal["viral"]
+    waves: list[Wave] = Field(min_length=1)
+    sessions: Sessions = Sessions()
+    seasonality: Seasonality = Seasonality()
+    grid_s: PosDuration = Field(300.0, description="step of the intensity grid")
+
+
+class TraceDemand(DemandCommon):
+    """Replay a CSV of request timestamps (seconds or date-times), scaled, shifted, looped."""
+
+    model: Literal["trace"]
+    path: str = Field(description="CSV file; relative paths are from the scenario's folder")
+    column: str = "TIMESTAMP"
+    user_column: str | None = None
+    tier_column: str | None = None
+    time_scale: float = Field(1.0, gt=0, description="t_sim = shift + time_scale * (t - t_first)")
+    shift: Duration = 0.0
+    loop: bool = False
+    period: PosDuration | None = Field(None, description="loop period (default: span + mean gap)")
+    users: int = Field(1000, gt=0, description="users to draw from when there is no user column")
+
+
+DEMAND_MODELS = ("curve", "viral", "trace")
+
+
+def _default_model(v: Any) -> Any:
+    if isinstance(v, dict) and "model" not in v:
+        return {**v, "model": "curve"}
+    return v
+
+
+Demand = Annotated[CurveDemand | ViralDemand | TraceDemand, BeforeValidator(_default_model),
+                   Field(discriminator="model")]
 
 
 class PolicyWhen(Strict):
@@ -133,7 +260,7 @@ class Scenario(Strict):
         description="simulate one cell with this share of the users and GPUs; counts and money "
         "in the outputs are scaled back to the whole service",
     )
-    demand: CurveDemand
+    demand: Demand
     tiers: list[Tier] = Field(min_length=1)
     policies: list[PolicySpec] = []
     scheduler: Scheduler = Scheduler()
@@ -181,7 +308,39 @@ def _first_error(e: ValidationError) -> tuple[str, str]:
     elif err["type"] == "literal_error":
         msg = f"{msg}"
     msg = msg.removeprefix("Value error, ")
-    return _loc(err["loc"]), msg
+    loc = tuple(err["loc"])
+    if len(loc) > 1 and loc[0] == "demand" and loc[1] in DEMAND_MODELS:
+        loc = loc[:1] + loc[2:]  # the union's tag ("viral") is not a field
+    return _loc(loc), msg
+
+
+def validate_demand(sc: Scenario) -> None:
+    """Tier names and reasons the demand section refers to must exist."""
+    from sim.policies import REASONS
+
+    d, tiers = sc.demand, [t.name for t in sc.tiers]
+
+    def check(names, field):
+        for t in names:
+            if t not in tiers:
+                raise InputError(sc.source, field, f"unknown tier {t!r}; tiers: {', '.join(tiers)}")
+
+    if d.conversion is not None:
+        check(d.conversion.tiers, "demand.conversion.tiers")
+        check([d.conversion.to], "demand.conversion.to")
+    if d.retry is not None:
+        for r in d.retry.reasons or []:
+            if r not in REASONS:
+                raise InputError(sc.source, "demand.retry.reasons",
+                                 f"unknown reason {r!r}; reasons: {', '.join(REASONS)}")
+    if d.model == "viral":
+        for i, w in enumerate(d.waves):
+            if w.tiers is not None:
+                check(list(w.tiers), f"demand.waves[{i}].tiers")
+                if sum(w.tiers.values()) <= 0:
+                    raise InputError(sc.source, f"demand.waves[{i}].tiers", "shares must not all be 0")
+        if sum(r.share for r in d.seasonality.regions) <= 0:
+            raise InputError(sc.source, "demand.seasonality.regions", "shares must not all be 0")
 
 
 def validate_policies(sc: Scenario) -> None:
@@ -220,6 +379,7 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
         raise InputError(source, field, msg) from None
     sc.source = source
     validate_policies(sc)
+    validate_demand(sc)
     return sc
 
 

@@ -89,7 +89,14 @@ def summarize(run) -> dict:
             "gpu_cost": round(gpu_cost, 2),
             "cost_per_image": _r(gpu_cost / n_img) if n_img else None,
         },
+        "demand": _demand(run),
     }
+
+
+def _demand(run) -> dict:
+    from sim.demand.feedback import demand_summary
+
+    return demand_summary(run)
 
 
 def _gpu_price(run) -> float:

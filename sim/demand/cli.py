@@ -1,0 +1,170 @@
+"""`floodgate demand SCENARIO`: the demand alone, before any policy or capacity limit.
+
+Figures are for the whole service (cell_fraction undone) and come from the model's mean
+intensity, which is quick; `--sample` also generates the simulated cell's requests, chunk by
+chunk with the run's random numbers, and reports what came out. The last stdout line is one
+JSON object.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from datetime import UTC, datetime
+
+import numpy as np
+
+DAY = 86400.0
+WINDOW = 8 * DAY  # "700M+ images since last Tuesday": the first ~8 days
+
+
+def expected_figures(sc) -> tuple[dict, dict, object]:
+    """Headline figures of a scenario's demand from its mean intensity (whole service)."""
+    from sim.demand import build_demand
+
+    span = max(sc.horizon, WINDOW)
+    model = build_demand(sc, scale=1.0, until=span)
+    exp = model.expected(span, 60.0)
+    rate = exp["rate"]
+    t = np.arange(0.0, sc.horizon + 60.0, 60.0)
+    r = rate.rate(t)
+    out = {
+        "scenario": sc.name,
+        "model": sc.demand.model,
+        "peak_new_users_per_hour": None,
+        "peak_new_users_at": None,
+        "users_first_8_days": _num(exp["unique_users"](WINDOW)),
+        "images_first_8_days": _num(rate.cumulative(WINDOW) - rate.cumulative(0.0)),
+        "peak_requests_per_s": round(float(r.max()), 3),
+        "peak_requests_at": _when(sc, float(t[int(r.argmax())])),
+        "mean_requests_per_s_first_8_days": round(
+            float((rate.cumulative(WINDOW) - rate.cumulative(0.0)) / WINDOW), 3),
+        "horizon_s": sc.horizon,
+        "images_horizon": _num(rate.cumulative(sc.horizon) - rate.cumulative(0.0)),
+    }
+    if exp["new_users"] is not None:
+        h = np.arange(0.0, span - 3600.0 + 1.0, 60.0)
+        N = exp["new_users"]
+        per_hour = N(h + 3600.0) - N(h)
+        j = int(per_hour.argmax())
+        out["peak_new_users_per_hour"] = _num(per_hour[j])
+        out["peak_new_users_at"] = _when(sc, float(h[j]))
+    u = out["users_first_8_days"]
+    out["images_per_user_first_8_days"] = round(out["images_first_8_days"] / u, 3) if u else None
+    if sc.demand.social is not None:
+        out["social_branching"] = sc.demand.social.branching
+    return out, exp, model
+
+
+def sampled_figures(sc, until: float | None = None) -> dict:
+    """Generate the cell's requests (the run's chunks and seeds) and count, scaled back."""
+    from sim.demand import build_demand
+
+    until = min(sc.horizon, WINDOW) if until is None else until
+    model = build_demand(sc)
+    c = sc.chunk_s
+    n = first8 = 0
+    per_min = np.zeros(int(np.ceil(until / 60.0)) + 1, np.int64)
+    users = None
+    k = 0
+    while k * c < until:
+        t0, t1 = k * c, min((k + 1) * c, until)
+        a = model.generate(t0, t1, np.random.default_rng([sc.seed, 1, k]))
+        n += len(a)
+        first8 += int(np.searchsorted(a.t, WINDOW))
+        np.add.at(per_min, (a.t / 60.0).astype(np.int64), 1)
+        if len(a):
+            m = int(a.user.max()) + 1
+            if users is None or m > len(users):
+                grown = np.zeros(max(m, 2 * (0 if users is None else len(users))), bool)
+                if users is not None:
+                    grown[: len(users)] = users
+                users = grown
+            users[a.user] = True
+        k += 1
+    x = 1.0 / sc.cell_fraction
+    out = {"until_s": until, "images": _num(n * x), "images_first_8_days": _num(first8 * x),
+           "unique_users": _num((0 if users is None else int(users.sum())) * x),
+           "peak_requests_per_s": round(float(per_min.max() / 60.0 * x), 3)}
+    if hasattr(model, "first_sessions"):
+        out["new_users"] = _num(model.first_sessions * x)
+    return out
+
+
+def _num(v) -> int:
+    return int(round(float(np.asarray(v).ravel()[0] if np.ndim(v) else v)))
+
+
+def _when(sc, t: float) -> str:
+    return datetime.fromtimestamp(sc.epoch + t, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def plot(sc, exp: dict, path) -> None:
+    """PNG of the demand curve (and new users per hour), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sim.report.write import write_file
+
+    t = np.arange(0.0, sc.horizon + 60.0, 60.0)
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.plot(t / 3600.0, exp["rate"].rate(t), color="tab:blue", lw=1.0, label="requests / s")
+    ax.set_xlabel("time (h)")
+    ax.set_ylabel("requests / s (whole service)")
+    ax.set_title(f"Demand: {sc.name} ({sc.demand.model})")
+    if exp["new_users"] is not None:
+        ax2 = ax.twinx()
+        h = t[t + 3600.0 <= max(t[-1], 3600.0)]
+        ax2.plot(h / 3600.0, (exp["new_users"](h + 3600.0) - exp["new_users"](h)) / 1e6,
+                 color="tab:orange", lw=1.2, label="new users / hour (M)")
+        ax2.set_ylabel("new users / hour (millions)")
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    write_file(path, buf.getvalue())
+
+
+def cmd_demand(args) -> int:
+    from sim.scenario import load_scenario
+
+    over = {}
+    if args.seed is not None:
+        over["seed"] = args.seed
+    if args.horizon is not None:
+        over["horizon"] = args.horizon
+    sc = load_scenario(args.scenario, over)
+    out, exp, _ = expected_figures(sc)
+    if args.sample:
+        out["sampled"] = sampled_figures(sc)
+        if sc.demand.social is not None and sc.demand.social.only_successful:
+            # offspring of served images are made during a run, not by the generator
+            out["sampled"]["excludes_social"] = True
+    if args.plot:
+        plot(sc, exp, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    if not args.json:
+        for k, v in out.items():
+            if k != "sampled":
+                print(f"{k:34s} {v:,}" if isinstance(v, int) else f"{k:34s} {v}")
+        for k, v in out.get("sampled", {}).items():
+            print(f"sampled.{k:26s} {v:,}" if isinstance(v, int) else f"sampled.{k:26s} {v}")
+    print(json.dumps(out))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    d = sub.add_parser("demand", help="the demand of a scenario alone: adoption, load, peaks")
+    d.add_argument("scenario")
+    d.add_argument("--json", action="store_true", help="print only the JSON line")
+    d.add_argument("--plot", metavar="FILE", help="write a PNG of the demand curve")
+    d.add_argument("--sample", action="store_true",
+                   help="also generate the simulated cell's requests and count them")
+    d.add_argument("--seed", type=int)
+    d.add_argument("--horizon", help="override the horizon, e.g. 2d")
+    d.set_defaults(func=cmd_demand)

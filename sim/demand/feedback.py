@@ -1,0 +1,251 @@
+"""Demand that reacts to the run: retries, paid conversion, social feedback from served images,
+and the counts that separate unique demand from offered load.
+
+All of it hangs on the engine's hooks (`run.retry`, `run.on_window`, `run.add_requests`) and
+draws from `run.prng`, so a scenario and seed still give identical results. Requests created
+here land in later windows: one whose time falls inside the window just processed is deferred
+to its end (counted in `deferred`), so keep chunk_s small next to the shortest backoff and the
+social kernel's time scale when their exact timing matters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim.demand.base import Arrivals
+from sim.demand.stream import Kernel
+from sim.policies import REASONS
+
+QUOTA = REASONS.index("quota_exceeded")
+TIMEOUT = REASONS.index("timeout")
+
+
+class Growable:
+    """A per-user array that grows to the largest user id seen."""
+
+    def __init__(self, dtype, fill=0):
+        self.dtype, self.fill = dtype, fill
+        self.a = np.zeros(0, dtype)
+
+    def ensure(self, users: np.ndarray) -> np.ndarray:
+        if len(users):
+            need = int(users.max()) + 1
+            if need > len(self.a):
+                b = np.full(max(need, 2 * len(self.a), 1024), self.fill, self.dtype)
+                b[: len(self.a)] = self.a
+                self.a = b
+        return self.a
+
+
+class Pending:
+    """Requests created during the run, held by time bucket (chunk_s) and handed to the run
+    (run.add_requests) one window ahead: the engine's list of pending batches stays short
+    however far ahead retries are scheduled (a quota's Retry-After reaches to midnight).
+    Socially triggered requests get their user when released (user -1 until then)."""
+
+    def __init__(self, run):
+        self.run = run
+        self.c = run.sc.chunk_s
+        self.buckets: dict[int, list[Arrivals]] = {}
+
+    def push(self, a: Arrivals) -> None:
+        if len(a) == 0:
+            return
+        b = np.floor(a.t / self.c).astype(np.int64)
+        cuts = np.flatnonzero(np.diff(b)) + 1
+        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(a)]]), strict=True):
+            self.buckets.setdefault(int(b[lo]), []).append(a.take(slice(lo, hi)))
+
+    def flush(self) -> None:
+        """Hand over everything due before the end of the next window."""
+        run = self.run
+        limit = int(np.floor((run.cursor + self.c) / self.c))
+        due = sorted(k for k in self.buckets if k <= limit)
+        if not due:
+            return
+        a = Arrivals.concat([p for k in due for p in self.buckets.pop(k)])
+        need = a.user < 0
+        if need.any():
+            u, t = run.demand.pick(a.t[need], run.prng)
+            a.user[need] = u
+            a.tier[need] = run.demand.tier_now(u, t)
+        run.add_requests(a)
+
+
+class Retry:
+    """Exponential backoff with jitter, up to max_attempts tries; honours Retry-After.
+
+    Backoff before retry r (r = 1 for the first): v = min(cap, base * 2^(r-1)); `none` waits v,
+    `full` U(0, v), `equal` v/2 + U(0, v/2), `decorrelated` min(cap, U(base, 3 v)) (the AWS
+    scheme with the previous sleep taken as v: the engine keeps no per-request state). With
+    honour_retry_after the wait is at least the Retry-After, unless the user has since moved
+    to another tier (paid conversion lifts the quota). A timed-out request is retried from
+    the moment the user gave up (arrival + patience)."""
+
+    def __init__(self, spec, demand, tiers, pending: Pending | None = None):
+        self.spec, self.demand, self.pending = spec, demand, pending
+        self.reasons = None if spec.reasons is None else np.array(
+            [REASONS.index(r) for r in spec.reasons], np.int64)
+        self.patience = np.array([t.patience_s or 0.0 for t in tiers])
+        self.retries = 0
+
+    def backoff(self, r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        sp = self.spec
+        v = np.minimum(sp.cap_s, sp.base_s * 2.0 ** np.minimum(r - 1, 60))
+        u = rng.random(len(r))
+        if sp.jitter == "full":
+            return u * v
+        if sp.jitter == "equal":
+            return v / 2 + u * v / 2
+        if sp.jitter == "decorrelated":
+            return np.minimum(sp.cap_s, sp.base_s + u * np.maximum(3 * v - sp.base_s, 0.0))
+        return v
+
+    def after_reject(self, a: Arrivals, code: np.ndarray, retry_after: np.ndarray,
+                     rng: np.random.Generator) -> Arrivals:
+        sp = self.spec
+        att = a.attempts()
+        m = att + 1 < sp.max_attempts
+        if self.reasons is not None:
+            m &= np.isin(code, self.reasons)
+        if sp.probability < 1:
+            m &= rng.random(len(a)) < sp.probability
+        idx = np.flatnonzero(m)
+        if len(idx) == 0:
+            return Arrivals.empty()
+        r = att[idx] + 1
+        d = self.backoff(r, rng)
+        tier = self.demand.tier_now(a.user[idx], a.tier[idx])
+        if sp.honour_retry_after:
+            ra = retry_after[idx]
+            use = np.isfinite(ra) & (tier == a.tier[idx])
+            d = np.where(use, np.maximum(d, np.where(use, ra, 0.0)), d)
+        t0 = a.t[idx] + np.where(code[idx] == TIMEOUT, self.patience[a.tier[idx]], 0.0)
+        self.retries += len(idx)
+        out = Arrivals(t0 + d, a.user[idx], tier, r.astype(np.int64))
+        out = out.take(np.argsort(out.t, kind="stable"))
+        if self.pending is None:
+            return out
+        self.pending.push(out)
+        self.pending.flush()
+        return Arrivals.empty()
+
+
+class Conversion:
+    """Free users who hit the quota upgrade with some probability: each user decides once, at
+    their first quota_exceeded rejection; converts then make requests in the new tier."""
+
+    def __init__(self, spec, demand, names):
+        self.demand = demand
+        self.src = np.array([names.index(t) for t in spec.tiers], np.int64)
+        self.to = names.index(spec.to)
+        self.p = spec.probability
+        self.decided = Growable(bool, False)
+        self.conversions = 0
+
+    def __call__(self, run, a, code, retry_after) -> None:
+        m = (code == QUOTA) & np.isin(a.tier, self.src)
+        if not m.any():
+            return
+        users = np.unique(a.user[m])
+        dec = self.decided.ensure(users)
+        users = users[~dec[users]]
+        if len(users) == 0:
+            return
+        dec[users] = True
+        conv = users[run.prng.random(len(users)) < self.p]
+        self.demand.override.set(conv, self.to)
+        self.conversions += len(conv)
+
+
+class SocialOnSuccess:
+    """Hawkes feedback where only requests that were not rejected excite: each triggers
+    Poisson(branching) requests at delays drawn from the kernel (one generation per window;
+    the offspring's own offspring come when they are served)."""
+
+    def __init__(self, spec, demand, pending: Pending):
+        self.pending = pending
+        s = spec.social
+        self.n = s.branching
+        self.kernel = Kernel(s.kernel, s.scale_s, s.exponent, s.max_delay_s)
+        self.demand = demand
+        self.offspring = 0
+
+    def __call__(self, run, a, code, retry_after) -> None:
+        ok = np.flatnonzero(code < 0)
+        if len(ok) == 0:
+            return
+        k = run.prng.poisson(self.n, len(ok))
+        t = np.repeat(a.t[ok], k)
+        if len(t) == 0:
+            return
+        t = t + self.kernel.sample(len(t), run.prng)
+        t = t[t < run.sc.horizon]
+        t = np.sort(t, kind="stable")
+        self.offspring += len(t)
+        self.pending.push(Arrivals(t, np.full(len(t), -1, np.int64), np.zeros(len(t), np.int64)))
+
+
+class DemandStats:
+    """Offered requests, first attempts, unique users, per window."""
+
+    def __init__(self):
+        self.offered = 0
+        self.first = 0
+        self.seen = Growable(bool, False)
+
+    def __call__(self, run, a, code, retry_after) -> None:
+        if len(a) == 0:
+            return
+        self.offered += len(a)
+        self.first += int((a.attempts() == 0).sum()) if a.attempt is not None else len(a)
+        self.seen.ensure(a.user)[a.user] = True
+
+
+def attach(run) -> None:
+    """Hook the scenario's retry, conversion and social-feedback models into a run."""
+    sc, d = run.sc, run.sc.demand
+    names = [t.name for t in sc.tiers]
+    run.demand_stats = DemandStats()
+    run.on_window.append(run.demand_stats)
+    run.conversion = run.social = None
+    pending = Pending(run)
+    if d.conversion is not None:
+        run.conversion = Conversion(d.conversion, run.demand, names)
+        run.on_window.append(run.conversion)
+    if d.social is not None and d.social.only_successful:
+        run.social = SocialOnSuccess(d, run.demand, pending)
+        run.on_window.append(run.social)
+    if d.retry is not None:
+        run.retry = Retry(d.retry, run.demand, sc.tiers, pending)
+    if run.social is not None or run.retry is not None:
+        run.on_window.append(lambda run, a, code, ra: pending.flush())
+
+
+def demand_summary(run) -> dict:
+    """The `demand` section of summary.json: unique demand against offered load."""
+    x = 1.0 / run.sc.cell_fraction
+    st = getattr(run, "demand_stats", None)
+    if st is None:
+        return {}
+
+    def n(v) -> int:
+        return int(round(float(v) * x))
+
+    dem = run.demand
+    social = getattr(dem, "offspring", 0) + (run.social.offspring if run.social else 0)
+    out = {
+        "model": run.sc.demand.model,
+        "offered": n(st.offered),
+        "first_attempts": n(st.first),
+        "retries": n(st.offered - st.first),
+        "retry_amplification": round(st.offered / st.first, 6) if st.first else None,
+        "unique_users": n(int(st.seen.a.sum())),
+        "conversions": n(run.conversion.conversions) if run.conversion else 0,
+        "social_requests": n(social),
+        "deferred": n(run.deferred),
+    }
+    if hasattr(dem, "first_sessions"):
+        out["new_users"] = n(dem.first_sessions)
+        out["sessions"] = n(dem.sessions)
+    return out

@@ -1,0 +1,281 @@
+"""Demand models: intensity against counts, Hawkes, Bass, trace replay, retries, the Ghibli figures."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import numpy as np
+import pytest
+from helpers import queue_scenario, run
+
+from sim.cli import main
+from sim.demand import build_demand
+from sim.demand.base import Arrivals
+from sim.demand.viral import ViralModel
+from sim.metrics.summary import summarize
+from sim.policies import REASONS, Policy, register
+from sim.policies.base import Params
+from sim.scenario import parse_scenario
+
+TIERS = [{"name": "paid", "share": 0.2, "priority": 0, "price_per_image": 0.01, "slo_s": 60},
+         {"name": "free", "share": 0.8, "priority": 1, "price_per_image": 0.0, "slo_s": 120}]
+
+
+def scenario(demand: dict, horizon=86400.0, chunk_s=60.0, cell_fraction=1.0, **extra):
+    d = {"name": "d", "seed": 7, "horizon": horizon, "chunk_s": chunk_s,
+         "cell_fraction": cell_fraction, "demand": demand, "tiers": TIERS,
+         "fleet": {"pools": [{"name": "p", "gpus": 1, "service_time_s": 1.0}]},
+         "outputs": {"figures": False, "report": False}}
+    d.update(extra)
+    return parse_scenario(d)
+
+
+def stream(sc, until=None):
+    """All chunks of a scenario's demand, as the engine would draw them."""
+    m = build_demand(sc)
+    parts, k, c = [], 0, sc.chunk_s
+    until = sc.horizon if until is None else until
+    while k * c < until:
+        parts.append(m.generate(k * c, min((k + 1) * c, until), np.random.default_rng([sc.seed, 1, k])))
+        k += 1
+    return m, Arrivals.concat(parts)
+
+
+VIRAL = {
+    "model": "viral",
+    "waves": [{"name": "a", "start": "2h", "market": 2e6, "p": 0.5, "q": 3.0,
+               "tiers": {"paid": 1.0}},
+              {"name": "b", "start": "10h", "market": 3e6, "adoption": "logistic", "rate": 6,
+               "i0": 0.01}],
+    "sessions": {"repeat": 3.0, "novelty_s": "6h", "images": 1.0},
+    "seasonality": {"diurnal_amplitude": 0.5, "weekend_factor": 1.3,
+                    "regions": [{"name": "x", "share": 0.6, "utc_offset_h": -5},
+                                {"name": "y", "share": 0.4, "utc_offset_h": 8}]},
+}
+
+
+def test_window_counts_match_integrated_intensity():
+    sc = scenario(VIRAL, horizon=86400.0, cell_fraction=0.02)
+    m, a = stream(sc)
+    edges = np.arange(0.0, sc.horizon + 1, 1800.0)
+    got = np.histogram(a.t, edges)[0]
+    # first sessions follow N(t) to within a user per block; repeats are Poisson(Lambda)
+    lam = np.diff(m.new_users(edges) + m.rep_rate.cumulative(edges))
+    assert lam.sum() > 1e5
+    assert np.all(np.abs(got - lam) < 4 * np.sqrt(lam) + 2 * len(m.M)), np.max(np.abs(got - lam) / np.sqrt(lam + 1))
+    assert np.all(np.diff(a.t) >= 0) and a.t.min() >= 0 and a.t.max() < sc.horizon
+    # the wave's tier mix: wave a's users are all paid
+    first_b = m.off[m.b_wave == 1].min()
+    assert np.all(a.tier[a.user < first_b] == 0)
+    assert 0.7 < np.mean(a.tier[a.user >= first_b] == 1) < 0.9
+
+
+def test_sessions_heavy_tails_and_expected_images():
+    spec = dict(VIRAL, sessions={"repeat": 2.0, "novelty_s": "6h", "images": 3.0, "think_s": 30,
+                                 "activity_tail": 1.5})
+    sc = scenario(spec, horizon=86400.0, cell_fraction=0.01)
+    m, a = stream(sc)
+    exp = m.image_rate(sc.horizon)
+    Lam = exp.cumulative(sc.horizon) - exp.cumulative(0.0)
+    assert abs(len(a) - Lam) < 0.03 * Lam  # sessions x images, compound: a loose bound
+    per_user = np.bincount(a.user)
+    per_user = np.sort(per_user[per_user > 0])[::-1]
+    top = per_user[: len(per_user) // 100].sum() / per_user.sum()
+    assert top > 0.05  # the top 1% of users make well over 1% of the requests
+
+
+def test_hawkes_mean_rate():
+    mu, n = 20.0, 0.5
+    d = {"points": [[0, mu]], "users": 1000,
+         "social": {"branching": n, "kernel": "exponential", "scale_s": 10}}
+    sc = scenario(d, horizon=20000.0, chunk_s=100.0)
+    _, a = stream(sc)
+    rate = np.sum(a.t >= 500) / (sc.horizon - 500)
+    assert abs(rate / (mu / (1 - n)) - 1) < 0.03
+    # power-law kernel, the same mean
+    d["social"] = {"branching": n, "kernel": "power_law", "scale_s": 2, "exponent": 1.5,
+                   "max_delay_s": 300}
+    _, a = stream(scenario(d, horizon=20000.0, chunk_s=100.0))
+    rate = np.sum(a.t >= 1000) / (20000.0 - 1000)
+    assert abs(rate / (mu / (1 - n)) - 1) < 0.03
+
+
+def test_hawkes_only_successful_through_the_run():
+    q = queue_scenario(10.0, 1.0, 60, 20000.0, seed=4, chunk_s=5.0)
+    q["demand"]["social"] = {"branching": 0.5, "scale_s": 60, "only_successful": True}
+    r = run(q)
+    s = summarize(r)
+    rate = s["demand"]["offered"] / 20000.0
+    assert abs(rate / 20.0 - 1) < 0.03
+    assert s["demand"]["social_requests"] > 0
+
+
+def bass_F(t, p, q):
+    e = np.exp(-(p + q) * t)
+    return (1 - e) / (1 + q / p * e)
+
+
+def test_bass_cumulative_adopters_closed_form():
+    p, q, m, start = 0.03, 0.9, 5e5, 3600.0
+    spec = {"model": "viral", "waves": [{"start": start, "market": m, "p": p, "q": q}],
+            "sessions": {"repeat": 0.0, "images": 1.0},
+            "seasonality": {"regions": [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.5}]}}
+    sc = scenario(spec, horizon=10 * 86400.0, chunk_s=600.0)
+    model, a = stream(sc)
+    ts = np.arange(0.0, sc.horizon + 1, 6 * 3600.0)
+    cum = np.searchsorted(a.t, ts)
+    closed = m * bass_F(np.maximum(ts - start, 0) / 86400.0, p, q)
+    assert np.all(np.abs(cum - closed) <= 2)  # one user per region block at most
+    assert len(np.unique(a.user)) == len(a)  # each adopter once: its first session
+    assert np.allclose(model.new_users(ts), closed, rtol=1e-12, atol=1e-6)
+
+
+def test_logistic_and_sir_shapes():
+    w = [{"market": 1e6, "adoption": "logistic", "rate": 2.0, "i0": 0.001},
+         {"market": 1e6, "adoption": "sir", "beta": 3.0, "gamma": 1.0, "i0": 0.001}]
+    m = ViralModel(scenario({"model": "viral", "waves": w}).demand,
+                   parse_scenario_tiers(), 1.0, until=60 * 86400.0)
+    t = np.linspace(0, 60 * 86400.0, 500)
+    for a in m.adopt:
+        F = a(t)
+        assert np.all(np.diff(F) >= -1e-12) and F[0] == 0
+        y = np.array([0.1, 0.3, 0.5])
+        assert np.allclose(a(a.inverse(y)), y, atol=1e-6)
+    assert abs(m.adopt[0](t[-1]) - 1) < 1e-6
+    # SIR final size z: z = 1 - exp(-R0 z) with R0 = beta / gamma (ever infected, from i0 -> 0)
+    z = m.adopt[1](t[-1])
+    assert abs(z - (1 - np.exp(-3.0 * z))) < 5e-3
+
+
+def parse_scenario_tiers():
+    from sim.scenario import Tier
+
+    return [Tier(**t) for t in TIERS]
+
+
+def _trace_times(path):
+    """Seconds since the first row, read independently of the model (integer nanoseconds)."""
+    ns = []
+    with open(path) as f:
+        next(f)
+        for line in f:
+            ts = line.split(",")[0]
+            day, frac = ts.split(".") if "." in ts else (ts, "0")
+            sec = int(datetime.fromisoformat(day).timestamp())
+            ns.append(sec * 10**9 + int(frac.ljust(9, "0")[:9]))
+    ns = np.sort(np.array(ns, np.int64))
+    return (ns - ns[0]) / 1e9
+
+
+@pytest.mark.parametrize("name", ["azure_llm_2023_code.csv", "azure_llm_2023_conv.csv"])
+def test_trace_replay_exact(root, name):
+    path = root / "sim/data/traces" / name
+    want = _trace_times(path)
+    sc = scenario({"model": "trace", "path": str(path)}, horizon=want[-1] + 1, chunk_s=60.0)
+    _, a = stream(sc)
+    assert np.array_equal(a.t, want)
+    # scaled, shifted, looped
+    d = {"model": "trace", "path": name, "time_scale": 0.5, "shift": 100, "loop": True,
+         "period": 2000}
+    sc = scenario(d, horizon=100 + 2000 + want[-1] * 0.5 + 1, chunk_s=60.0)
+    _, a = stream(sc)
+    exp = np.concatenate([100 + 0.5 * want, 2100 + 0.5 * want])
+    assert len(a) == len(exp) and np.allclose(a.t, exp, rtol=0, atol=1e-9)
+
+
+def test_trace_through_the_run_and_bad_column(root, tmp_path):
+    path = root / "sim/data/traces/azure_llm_2023_code.csv"
+    n = sum(1 for _ in open(path)) - 1
+    q = queue_scenario(5.0, 1.0, 10, 3700.0)
+    q["demand"] = {"model": "trace", "path": str(path)}
+    assert summarize(run(q))["demand"]["offered"] == n
+    q["demand"] = {"model": "trace", "path": str(path), "column": "nope"}
+    f = tmp_path / "s.yaml"
+    import yaml
+
+    f.write_text(yaml.safe_dump(q))
+    assert main(["demand", str(f), "--json"]) == 2
+
+
+class Coin(Policy):
+    """Rejects each attempt independently with probability p (tests only)."""
+
+    name = "test_coin"
+
+    class Params(Params):
+        p: float = 0.5
+
+    def __init__(self, params, tiers, epoch=0.0):
+        super().__init__(params, tiers, epoch)
+        self.rng = np.random.default_rng(99)
+
+    def admit_many(self, t, user, tier):
+        ok = self.rng.random(len(t)) >= self.params.p
+        code = np.where(ok, -1, REASONS.index("rate_limited")).astype(np.int8)
+        return ok, code, np.full(len(t), np.nan)
+
+
+register(Coin)
+
+
+@pytest.mark.parametrize("jitter", ["full", "decorrelated"])
+def test_retry_amplification(jitter):
+    p, A = 0.4, 3
+    q = queue_scenario(20.0, 1.0, 100, 10000.0, seed=5, chunk_s=1.0,
+                       policies=[{"policy": "test_coin", "p": p}])
+    q["demand"]["retry"] = {"max_attempts": A, "base_s": 1, "cap_s": 8, "jitter": jitter}
+    s = summarize(run(q))["demand"]
+    want = (1 - p**A) / (1 - p)
+    assert abs(s["retry_amplification"] / want - 1) < 0.01
+    assert s["offered"] == s["first_attempts"] + s["retries"]
+
+
+def test_conversion_moves_quota_hitters_to_paid():
+    q = queue_scenario(2.0, 1.0, 20, 3 * 86400.0, seed=1, chunk_s=300.0, tiers=TIERS,
+                       policies=[{"policy": "daily_quota", "tiers": ["free"], "limit": 2}])
+    q["demand"]["users"] = 2000
+    base = summarize(run(q))
+    q["demand"]["conversion"] = {"tiers": ["free"], "to": "paid", "probability": 0.5}
+    s = summarize(run(q))
+    assert s["demand"]["conversions"] > 300
+    assert s["tiers"]["paid"]["offered"] > base["tiers"]["paid"]["offered"]
+    assert s["tiers"]["free"]["rejected"]["quota_exceeded"] < base["tiers"]["free"]["rejected"]["quota_exceeded"]
+
+
+def test_viral_run_deterministic_with_demand_section():
+    spec = dict(VIRAL, retry={"max_attempts": 2}, social={"branching": 0.2, "scale_s": 600})
+    d = queue_scenario(1.0, 1.0, 30, 43200.0, seed=3, chunk_s=60.0, tiers=TIERS,
+                       cell_fraction=0.01)
+    d["demand"] = spec
+    a, b = summarize(run(d)), summarize(run(d))
+    assert a == b
+    assert a["demand"]["unique_users"] == a["demand"]["new_users"] > 0
+    assert a["demand"]["social_requests"] > 0
+
+
+def test_ghibli_figures(root, capsys):
+    assert main(["demand", str(root / "scenarios/ghibli_2025.yaml"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert abs(out["peak_new_users_per_hour"] / 1e6 - 1) < 0.1
+    assert abs(out["users_first_8_days"] / 130e6 - 1) < 0.1
+    assert abs(out["images_first_8_days"] / 700e6 - 1) < 0.1
+    assert out["peak_requests_per_s"] > 1000
+
+
+def test_demand_cli_plot_and_bad_input(tmp_path, root, capsys):
+    png = tmp_path / "d" / "demand.png"
+    assert main(["demand", str(root / "scenarios/ghibli_2025.yaml"), "--plot", str(png),
+                 "--horizon", "2d"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in png.parent.iterdir()] == ["demand.png"]
+    capsys.readouterr()
+    import yaml
+
+    d = yaml.safe_load((root / "scenarios/ghibli_2025.yaml").read_text())
+    d["demand"]["waves"][1]["speed"] = 3
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(d))
+    assert main(["demand", str(f), "--json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {f}: demand.waves[1].speed: unknown key"]
