@@ -258,6 +258,7 @@ class Run:
             if when.params:
                 merged = {**spec.params(), **when.params}
                 ap.policy.reconfigure(type(ap.policy).Params.model_validate(merged))
+            ap.policy.refresh(self, ap)
 
     def execute(self) -> Run:
         env = simpy.Environment()

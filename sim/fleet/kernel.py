@@ -332,6 +332,13 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                                 drr_ptr[0] = (k + 1) % nK
                                 drr_ptr[1] = 0
                     k = kk
+                    if disc == STRICT:
+                        # self-check: count any pick made while a higher tier waits
+                        for jj in range(nK):
+                            if prio_order[jj] == k:
+                                break
+                            if q_size[prio_order[jj]] > 0:
+                                batches[2] += 1
                     if lifo[k]:
                         idx = (q_head[k] + q_size[k] - 1) % cap
                     else:

@@ -90,7 +90,19 @@ def summarize(run) -> dict:
             "cost_per_image": _r(gpu_cost / n_img) if n_img else None,
         },
         "demand": _demand(run),
+        "policies": _policies(run),
     }
+
+
+def _policies(run) -> dict:
+    """What each policy did (its own report), keyed by name (and position when repeated)."""
+    out = {}
+    names = [ap.policy.name for ap in run.policies]
+    for i, ap in enumerate(run.policies):
+        key = ap.policy.name if names.count(ap.policy.name) == 1 else f"{ap.policy.name}[{i}]"
+        out[key] = {"tiers": [t for t, m in zip(ap.policy.tiers, ap.tiers, strict=True) if m],
+                    "enabled_at_end": ap.enabled, **ap.policy.report()}
+    return out
 
 
 def _demand(run) -> dict:

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 from sim.policies.base import REASONS, Decision, Params, Policy
+from sim.policies.dynamics import Autoscale, Failures, Throttling
+from sim.policies.limits import LIMITERS
+from sim.policies.overload import (
+    Aimd,
+    Brownout,
+    Concurrency,
+    ContentFilter,
+    Gradient2,
+    Shadow,
+    ShedReserve,
+)
 from sim.policies.quota import DailyQuota
 
-REGISTRY: dict[str, type[Policy]] = {p.name: p for p in (Policy, DailyQuota)}
+REGISTRY: dict[str, type[Policy]] = {
+    p.name: p
+    for p in (Policy, DailyQuota, *LIMITERS, Concurrency, ShedReserve, Aimd, Gradient2, Brownout,
+              ContentFilter, Shadow, Autoscale, Failures, Throttling)
+}
 
 
 def register(cls: type[Policy]) -> type[Policy]:

@@ -77,6 +77,14 @@ class Policy:
         """Simulator only: hook into a run (fleet-side limits, SimPy processes such as an
         autoscaler). `active` is the engine's ActivePolicy (enabled flag, tier mask)."""
 
+    def refresh(self, run, active) -> None:
+        """Simulator only: re-apply fleet-side settings after a schedule switched the policy
+        on or off or gave it new parameters."""
+
+    def report(self) -> dict:
+        """Figures for summary.json's `policies` section (what the policy did)."""
+        return {}
+
     def reconfigure(self, params: Params) -> None:
         """New parameters from a schedule; state (counters, buckets) is kept."""
         self.params = params

@@ -68,6 +68,10 @@ def render(run, s: dict, figs: list[tuple[str, Path]]) -> str:
     pools = table(["pool", "GPUs at end", "cost model", "images/s/GPU at max batch"],
                   [[n, p["gpus_end"], p["cost_model"], p["images_per_s_per_gpu_at_max_batch"]]
                    for n, p in f["pools"].items()])
+    pol_rows = [[name, ", ".join(p.get("tiers", [])),
+                 "; ".join(f"{k}: {v}" for k, v in p.items() if k not in ("tiers", "enabled_at_end"))]
+                for name, p in s.get("policies", {}).items()]
+    policies = table(["policy", "tiers", "what it did"], pol_rows) if pol_rows else "<p>No policies.</p>"
     verdict = ("every tier met its p95 SLO" if all(t["slo_met"] for t in s["tiers"].values())
                else "SLO missed for: " + ", ".join(n for n, t in s["tiers"].items() if not t["slo_met"]))
     sections = [
@@ -76,7 +80,7 @@ def render(run, s: dict, figs: list[tuple[str, Path]]) -> str:
         f"{sc.horizon / 3600:.1f} h. <strong>{html.escape(verdict)}</strong>. Latency quantiles "
         f"are within {s['quantile_relative_error'] * 100:.1f}% (streaming histograms).</p>",
         "<h2>Tiers</h2>", tier_tab, "<h2>Rejections by reason</h2>", rej_tab,
-        "<h2>Fleet and money</h2>", fleet_tab, pools,
+        "<h2>Fleet and money</h2>", fleet_tab, pools, "<h2>Policies</h2>", policies,
         "<h2>Figures</h2>", *[f"<h3>{html.escape(t)}</h3>" + img_tag(p, t) for t, p in figs],
     ]
     return page(f"Floodgate run: {sc.name}", sections)

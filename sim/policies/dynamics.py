@@ -1,0 +1,221 @@
+"""Fleet dynamics: autoscaling within a GPU budget, failures and repair, thermal throttling.
+
+These change the fleet over time, so they exist in the simulator only (SimPy processes
+started by `attach`); each first syncs the run to its instant, then acts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from sim.policies.base import Params, Policy
+
+
+def _pool(run, name: str | None) -> int:
+    names = [p.name for p in run.pools]
+    return names.index(name) if name in names else 0
+
+
+class _Meter:
+    """Utilisation of the live fleet since the last reading (from the fleet's series)."""
+
+    def __init__(self, run):
+        self.run = run
+        self.busy, self.active = self._totals()
+
+    def _totals(self):
+        S = self.run.fleet.S
+        return float(S.ser_busy.sum()), float(S.ser_active.sum())
+
+    def read(self) -> float:
+        b, a = self._totals()
+        db, da = b - self.busy, a - self.active
+        self.busy, self.active = b, a
+        return db / da if da > 0 else 0.0
+
+
+class AutoscaleParams(Params):
+    pool: str | None = None
+    metric: Literal["utilization", "queue"] = "utilization"
+    target: float = Field(0.7, gt=0, description="target busy share, or queued requests per GPU")
+    period_s: float = Field(60.0, gt=0)
+    provisioning_delay_s: float = Field(300.0, ge=0, description="from decision to GPU serving")
+    cooldown_s: float = Field(600.0, ge=0, description="no scale-in sooner than this after a change")
+    min_gpus: int = Field(1, ge=0)
+    max_gpus: int | None = Field(None, ge=1, description="budget ceiling (whole service)")
+    budget_per_hour: float | None = Field(None, gt=0, description="or a ceiling in $/h")
+
+
+class Autoscale(Policy):
+    """Target-tracking autoscaler: desired = live x utilisation / target (or queue per GPU),
+    scale-out after a provisioning delay, scale-in after a cool-down, never above the budget."""
+
+    name = "autoscale"
+    Params = AutoscaleParams
+
+    def __init__(self, params, tiers, epoch=0.0):
+        super().__init__(params, tiers, epoch)
+        self.added = self.removed = 0
+        self.max_live = 0
+        self.pending = 0
+
+    def attach(self, run, env, active) -> None:
+        self.per_cell = 1.0 / run.sc.cell_fraction  # reports count whole-service GPUs
+        env.process(self._loop(run, env, active))
+
+    def ceiling(self, run, j: int) -> int:
+        p = self.params
+        f = run.sc.cell_fraction
+        slots = int(np.sum(run.fleet.S.w_pool == j))
+        cap = slots
+        if p.max_gpus is not None:
+            cap = min(cap, max(1, round(p.max_gpus * f)))
+        if p.budget_per_hour is not None and run.pools[j].price_per_gpu_hour > 0:
+            cap = min(cap, max(1, int(p.budget_per_hour * f / run.pools[j].price_per_gpu_hour)))
+        return cap
+
+    def _loop(self, run, env, active):
+        p = self.params
+        j = _pool(run, p.pool)
+        meter = _Meter(run)
+        last_change = -math.inf
+        floor = max(0, round(p.min_gpus * run.sc.cell_fraction))
+        while True:
+            yield env.timeout(p.period_s)
+            run.sync(env.now)
+            util = meter.read()
+            if not active.enabled:
+                continue
+            live = run.fleet.gpus(j)
+            self.max_live = max(self.max_live, live)
+            if p.metric == "utilization":
+                desired = math.ceil(live * util / p.target) if live else 1
+            else:
+                desired = live + math.ceil(run.fleet.view()["queue_depth"] / p.target - live) \
+                    if live else 1
+            desired = min(max(desired, floor), self.ceiling(run, j))
+            if desired > live + self.pending:
+                add = desired - live - self.pending
+                self.pending += add
+                env.process(self._provision(run, env, j, add))
+                last_change = env.now
+            elif desired < live and env.now - last_change >= p.cooldown_s and self.pending == 0:
+                run.set_gpus(j, desired)
+                self.removed += live - desired
+                last_change = env.now
+
+    def _provision(self, run, env, j: int, add: int):
+        yield env.timeout(self.params.provisioning_delay_s)
+        run.sync(env.now)
+        live = run.fleet.gpus(j)
+        n = run.set_gpus(j, min(live + add, self.ceiling(run, j)))
+        self.added += n - live
+        self.pending -= add
+        self.max_live = max(self.max_live, n)
+
+    def report(self) -> dict:
+        x = getattr(self, "per_cell", 1.0)
+        return {"gpus_added": round(self.added * x), "gpus_removed": round(self.removed * x),
+                "max_live_gpus": round(self.max_live * x)}
+
+
+class FailureParams(Params):
+    pool: str | None = None
+    mtbf_h: float = Field(gt=0, description="mean time between failures of one GPU, hours")
+    mttr_h: float = Field(gt=0, description="mean time to repair, hours")
+    seed: int = 0
+
+
+class Failures(Policy):
+    """GPUs fail (exponential, rate live/MTBF) and come back after an exponential repair. A
+    failing GPU leaves service after the batch in hand (that batch is counted as served)."""
+
+    name = "failures"
+    Params = FailureParams
+
+    def __init__(self, params, tiers, epoch=0.0):
+        super().__init__(params, tiers, epoch)
+        self.failed = self.repaired = 0
+        self.down = 0
+
+    def attach(self, run, env, active) -> None:
+        self.rng = np.random.default_rng([run.sc.seed, 5, self.params.seed])
+        env.process(self._loop(run, env, active))
+
+    def _loop(self, run, env, active):
+        j = _pool(run, self.params.pool)
+        while True:
+            live = max(run.fleet.gpus(j), 1)
+            yield env.timeout(self.rng.exponential(self.params.mtbf_h * 3600 / live))
+            if not active.enabled or run.fleet.gpus(j) == 0:
+                continue
+            run.sync(env.now)
+            run.set_gpus(j, run.fleet.gpus(j) - 1)
+            self.failed += 1
+            self.down += 1
+            env.process(self._repair(run, env, j))
+
+    def _repair(self, run, env, j: int):
+        yield env.timeout(self.rng.exponential(self.params.mttr_h * 3600))
+        run.sync(env.now)
+        run.set_gpus(j, run.fleet.gpus(j) + 1)
+        self.repaired += 1
+        self.down -= 1
+
+    def report(self) -> dict:
+        return {"failures": self.failed, "repairs": self.repaired, "down_at_end": self.down}
+
+
+class ThrottleParams(Params):
+    pool: str | None = None
+    utilization: float = Field(0.9, gt=0, le=1, description="'hot' at or above this busy share")
+    after_s: float = Field(1800.0, gt=0, description="sustained heat before throttling")
+    slowdown: float = Field(1.25, ge=1, description="service time multiplier while throttled")
+    cool_below: float = Field(0.7, gt=0, le=1, description="recovers once utilisation falls below")
+    check_s: float = Field(60.0, gt=0)
+
+
+class Throttling(Policy):
+    """Thermal throttling ("GPUs melting"): after `after_s` above the utilisation threshold,
+    the pool's GPUs run `slowdown` times slower until utilisation drops below `cool_below`."""
+
+    name = "throttling"
+    Params = ThrottleParams
+
+    def __init__(self, params, tiers, epoch=0.0):
+        super().__init__(params, tiers, epoch)
+        self.hot = 0.0
+        self.throttled_s = 0.0
+        self.episodes = 0
+
+    def attach(self, run, env, active) -> None:
+        env.process(self._loop(run, env, active))
+
+    def _loop(self, run, env, active):
+        p = self.params
+        j = _pool(run, p.pool)
+        meter = _Meter(run)
+        on = False
+        workers = run.fleet.S.w_pool == j
+        while True:
+            yield env.timeout(p.check_s)
+            run.sync(env.now)
+            util = meter.read()
+            if on:
+                self.throttled_s += p.check_s
+            if util >= p.utilization:
+                self.hot += p.check_s
+            elif util < p.cool_below:
+                self.hot = 0.0
+            want = active.enabled and self.hot >= p.after_s
+            if want != on:
+                run.fleet.S.w_speed[workers] = p.slowdown if want else 1.0
+                on = want
+                self.episodes += int(want)
+
+    def report(self) -> dict:
+        return {"throttled_hours": round(self.throttled_s / 3600, 3), "episodes": self.episodes}
