@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean whatif plan
 
 install: $(STAMP)
 
@@ -15,6 +15,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	$(BIN)/floodgate run scenarios/ghibli_2025.yaml
+
+whatif: install
+	$(BIN)/floodgate compare scenarios/ghibli_2025.yaml \
+	  $(foreach v,no_limits historical reserve_shed brownout autoscale,--variant $(v)=scenarios/ghibli_whatif/$(v).yaml)
+
+plan: install
+	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --json
 
 lint: install
 	$(BIN)/ruff check .

@@ -91,6 +91,8 @@ class Plan:
             if p.get("max_gpus") is not None:
                 p["max_gpus"] = max(p["max_gpus"], int(n))
         d["seed"] = seed
+        # The plan sizes a fixed fleet: an autoscaler would move the size it is judging.
+        d["policies"] = [q for q in d["policies"] if q["policy"] != "autoscale"]
         d["outputs"]["figures"] = False
         d["outputs"]["report"] = False
         if self.window:
@@ -205,6 +207,8 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
         "replications": reps,
         "pools": {p.name: int(n) for p, n in zip(sc.fleet.pools, _split(best, plan._mix()), strict=True)},
         "slos": [f"{s.tier}:{s.quantile}<={s.seconds:g}s" for s in slos],
+        "window_s": list(window) if window else None,
+        "ignored_policies": sorted({q.policy for q in sc.policies if q.policy == "autoscale"}),
         "curve": [
             {"gpus": n, **{f"{s.tier}.{s.quantile}": _r(e.bounds(s)[0]) for s in slos},
              "meets": e.meets(slos)}
