@@ -21,7 +21,7 @@ whatif: install
 	  $(foreach v,no_limits historical reserve_shed brownout autoscale,--variant $(v)=scenarios/ghibli_whatif/$(v).yaml)
 
 plan: install
-	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --json
+	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --without shed_reserve --json
 
 lint: install
 	$(BIN)/ruff check .

@@ -57,7 +57,11 @@ def cmd_plan(args) -> int:
     if args.reps < 1:
         raise InputError("--reps", str(args.reps), "must be at least 1")
     with Executor(args.jobs, args.cluster, progress=not args.quiet) as ex:
-        _, res = run_plan(sc, slos, args.reps, ex, window)
+        known = {q.policy for q in sc.policies}
+        for w in args.without:
+            if w not in known:
+                raise InputError("--without", w, f"no such policy in the scenario; it has {', '.join(sorted(known)) or 'none'}")
+        _, res = run_plan(sc, slos, args.reps, ex, window, tuple(args.without))
     out = Path(args.out) if args.out else Path("out") / sc.name / "plan"
     write_plan(res, out)
     if args.json:
@@ -108,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slo", action="append", default=[], help="TIER:p95<=60s (repeatable; default: each tier's slo_s on p95)")
     p.add_argument("--reps", type=int, default=3, help="replications per fleet size (common random numbers)")
     p.add_argument("--window", help="judge SLOs over FROM:UNTIL of the curve only, e.g. 144h:168h")
+    p.add_argument("--without", action="append", default=[], help="leave a policy out, e.g. shed_reserve (repeatable)")
     p.add_argument("--jobs", type=int, help="local worker processes (default: all cores)")
     p.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local' for a LocalCluster")
     p.add_argument("--out", help="output folder (default out/<scenario>/plan)")

@@ -3,7 +3,8 @@
 Each candidate fleet size runs R replications with common random numbers (the same seeds for
 every size, so sizes are compared on the same demand). A size is feasible when, for every
 tier with an SLO, the mean over replications of the p95 latency is within the target and at
-least 99% of admitted requests completed (a fleet cannot pass by letting users give up).
+least 99% of admitted requests completed rather than abandoned (a fleet cannot pass by
+letting users give up).
 Search: galloping from the scenario's size, then bisection. The confidence interval brackets
 the answer with the 95% bounds of the p95 estimates: ci_high is the smallest size whose upper
 bound meets every SLO, ci_low the smallest whose lower bound does.
@@ -77,6 +78,7 @@ class Plan:
     reps: int
     executor: Executor
     window: tuple[float, float] | None = None
+    without: tuple[str, ...] = ()
     evals: dict[int, Evaluation] = field(default_factory=dict)
 
     def _mix(self) -> np.ndarray:
@@ -92,7 +94,8 @@ class Plan:
                 p["max_gpus"] = max(p["max_gpus"], int(n))
         d["seed"] = seed
         # The plan sizes a fixed fleet: an autoscaler would move the size it is judging.
-        d["policies"] = [q for q in d["policies"] if q["policy"] != "autoscale"]
+        drop = {"autoscale", *self.without}
+        d["policies"] = [q for q in d["policies"] if q["policy"] not in drop]
         d["outputs"]["figures"] = False
         d["outputs"]["report"] = False
         if self.window:
@@ -110,9 +113,7 @@ class Plan:
             p, served = {}, {}
             for s in self.slos:
                 p[s.tier] = np.array([_q(r["tiers"][s.tier]["latency_s"][s.quantile]) for r in runs])
-                served[s.tier] = min(
-                    (r["tiers"][s.tier]["completed"] / r["tiers"][s.tier]["admitted"])
-                    if r["tiers"][s.tier]["admitted"] else 1.0 for r in runs)
+                served[s.tier] = min(_served(r["tiers"][s.tier]) for r in runs)
             self.evals[n] = Evaluation(n, p, served)
 
     def smallest(self, which: int = 0, start: int | None = None, cap: int = 1 << 22) -> int:
@@ -173,6 +174,13 @@ class Plan:
         return max(1, round(1 / self.sc.cell_fraction))
 
 
+def _served(t: dict) -> float:
+    """Share of admitted requests that completed rather than gave up waiting (requests still
+    in the system at the end of the window are neither)."""
+    done = t["completed"] + t["abandoned"]
+    return t["completed"] / done if done else 1.0
+
+
 def _q(v) -> float:
     return math.inf if v is None else float(v)
 
@@ -191,8 +199,11 @@ def _split(total: int, mix: np.ndarray) -> np.ndarray:
 
 
 def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
-             window: tuple[float, float] | None = None) -> tuple[Plan, dict]:
-    plan = Plan(sc, slos, reps, executor, window)
+             window: tuple[float, float] | None = None,
+             without: tuple[str, ...] = ()) -> tuple[Plan, dict]:
+    """Plan a fixed fleet; `without` names policies to leave out (e.g. shedding, which
+    would otherwise let a small fleet pass by rejecting the overflow)."""
+    plan = Plan(sc, slos, reps, executor, window, tuple(without))
     best = plan.smallest(0)
     ci_high = plan.smallest(2, start=best)
     ci_low = plan.smallest(1, start=best)
@@ -208,7 +219,8 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
         "pools": {p.name: int(n) for p, n in zip(sc.fleet.pools, _split(best, plan._mix()), strict=True)},
         "slos": [f"{s.tier}:{s.quantile}<={s.seconds:g}s" for s in slos],
         "window_s": list(window) if window else None,
-        "ignored_policies": sorted({q.policy for q in sc.policies if q.policy == "autoscale"}),
+        "ignored_policies": sorted({q.policy for q in sc.policies
+                                    if q.policy in {"autoscale", *without}}),
         "curve": [
             {"gpus": n, **{f"{s.tier}.{s.quantile}": _r(e.bounds(s)[0]) for s in slos},
              "meets": e.meets(slos)}
