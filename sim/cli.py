@@ -128,11 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="output folder (default out/<scenario>/compare)")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_compare)
-    for mod in ("sim.calibration.cli", "sim.demand.cli"):
-        try:
-            module = __import__(mod, fromlist=["add_parsers"])
-        except ImportError:
-            continue
+    import sim.calibration.cli
+    import sim.demand.cli
+
+    for module in (sim.calibration.cli, sim.demand.cli):
         module.add_parsers(sub)
     return ap
 

@@ -1,0 +1,1 @@
+"""Calibration: GPU (or CPU) cost of the diffusion denoising kernel, measured with torch."""
