@@ -149,7 +149,7 @@ def measure(model: str, device: str, dtype_name: str, batches: list[int], resolu
             kw = denoiser_inputs(model, bb, resolution, device, dtype)
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
-            lat = time_fn(lambda kw=kw: fwd(**kw), device, warmup, repeats)
+            lat = time_fn(lambda kw=kw, f=fwd: f(**kw), device, warmup, repeats)
             mem = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
         except (RuntimeError, MemoryError) as e:
             if _is_oom(e):
@@ -171,13 +171,13 @@ def measure(model: str, device: str, dtype_name: str, batches: list[int], resolu
     for b in batches:
         try:
             z = torch.randn(b, lat_ch, side, side, device=device, dtype=dtype)
-            lat = time_fn(lambda z=z: vae.decode(z), device, max(1, warmup // 2), max(3, repeats // 2))
+            lat = time_fn(lambda z=z, v=vae: v.decode(z), device, max(1, warmup // 2), max(3, repeats // 2))
         except (RuntimeError, MemoryError) as e:
             if _is_oom(e):
                 break
             raise
         on_entry({**common, "component": "vae_decode", "batch": b, "cfg": False,
-                  "latency_s": _stats(lat), "peak_mem_bytes": None, "flops": count_flops(lambda z=z: vae.decode(z))})
+                  "latency_s": _stats(lat), "peak_mem_bytes": None, "flops": count_flops(lambda z=z, v=vae: v.decode(z))})
     del vae
     with torch.device(device):
         enc = build_text(model).to(dtype=dtype).eval()
