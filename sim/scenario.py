@@ -361,12 +361,15 @@ def validate_policies(sc: Scenario) -> None:
                 raise InputError(sc.source, f"{where}.tiers", f"unknown tier {t!r}; tiers: {', '.join(sorted(tiers))}")
         for j, when in enumerate([None, *spec.schedule]):
             params = spec.params() if when is None else {**spec.params(), **(when.params or {})}
+            sub = where if when is None else f"{where}.schedule[{j - 1}].params"
             try:
-                cls.Params.model_validate(params)
+                parsed = cls.Params.model_validate(params)
             except ValidationError as e:
                 field, msg = _first_error(e)
-                sub = where if when is None else f"{where}.schedule[{j - 1}].params"
                 raise InputError(sc.source, f"{sub}.{field}", msg) from None
+            bad = cls.check_tiers(parsed, [t.name for t in sc.tiers])
+            if bad is not None:  # a parameter keyed by tier names a tier that does not exist
+                raise InputError(sc.source, f"{sub}.{bad[0]}", bad[1])
 
 
 def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -116,19 +118,38 @@ LIMITERS = {
 }
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 3 * DAY), st.integers(0, 4)), min_size=1, max_size=300),
-       st.sampled_from(sorted(LIMITERS)), st.integers(1, 5))
-def test_admit_many_equals_admit_in_order(reqs, name, pieces):
+LIMITERS.update({
+    "daily_quota_rolling": dict(limit=3, window="rolling"),
+    "content_filter": dict(strictness=0.7, violating_share=0.2, seed=3),
+})
+KEYED = {"token_bucket", "gcra", "fixed_window", "sliding_log", "sliding_counter"}
+
+
+def make2(name: str, key: str, **params):
+    """Two tiers; `name` may carry a suffix naming a variant of the same policy."""
+    base = name.removesuffix("_rolling")
+    cls = REGISTRY[base]
+    if base in KEYED:
+        params = {**params, "key": key}
+    return cls(cls.Params.model_validate(params), ["paid", "free"], EPOCH)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 3 * DAY), st.integers(0, 4), st.integers(0, 1)),
+                min_size=1, max_size=300),
+       st.sampled_from(sorted(LIMITERS)), st.integers(1, 5),
+       st.sampled_from(["user", "tier", "global"]))
+def test_admit_many_equals_admit_in_order(reqs, name, pieces, key):
     reqs.sort()
     t = np.array([r[0] for r in reqs])
     user = np.array([r[1] for r in reqs], np.int64)
-    tier = np.zeros(len(t), np.int64)
-    a, b = make(name, **LIMITERS[name]), make(name, **LIMITERS[name])
+    tier = np.array([r[2] for r in reqs], np.int64)
+    a, b = make2(name, key, **LIMITERS[name]), make2(name, key, **LIMITERS[name])
     cuts = np.linspace(0, len(t), pieces + 1).astype(int)
     ok_many = np.concatenate([a.admit_many(t[i:j], user[i:j], tier[i:j])[0]
                               for i, j in zip(cuts[:-1], cuts[1:], strict=True)])
-    ok_one = np.array([b.admit(float(x), int(u), 0).ok for x, u in zip(t, user, strict=True)])
+    ok_one = np.array([b.admit(float(x), int(u), int(k)).ok
+                       for x, u, k in zip(t, user, tier, strict=True)])
     assert (ok_many == ok_one).all()
 
 
@@ -138,3 +159,114 @@ def test_keys_user_tier_global():
     assert per_user.admit(0, 1, 0).ok and per_user.admit(0, 2, 0).ok
     assert glob.admit(0, 1, 0).ok and not glob.admit(0, 2, 0).ok
     assert isinstance(per_user, TokenBucket) and not isinstance(per_user, Gcra)
+
+
+# ---- adaptive concurrency, shedding, brownout, filter, shadow ----
+
+
+def test_aimd_follows_the_netflix_formula():
+    a = make("aimd", initial=100, min_limit=5, latency_bound_s=10)
+    assert a.update(5.0, False, 50) == 101  # 2 * inflight >= L: additive increase
+    assert a.update(5.0, False, 10) == 101  # too little in flight: unchanged
+    assert a.update(5.0, True, 10) == max(5, min(100, 0.9 * 101))  # drop: multiplicative
+    assert a.update(11.0, False, 90) == 0.9 * 90.9  # latency over the bound counts as a drop
+    for _ in range(200):
+        a.update(20.0, False, 0)
+    assert a.limit == 5  # never below the floor
+
+
+def test_gradient2_shrinks_on_rising_latency_and_holds_when_app_limited():
+    g = make("gradient2", initial=100, queue_size=4, smoothing=0.2, long_window=100)
+    assert g.update(2.0, False, 100) == 0.8 * 100 + 0.2 * (100 + 4)  # steady: + queue_size
+    L = g.limit
+    assert g.update(10.0, False, 5) == L  # inflight < L/2: app-limited, unchanged
+    before = g.limit
+    g.update(100.0, False, 200)  # short >> long (mean of 2, 10, 100): gradient clamped at 0.5
+    assert g.limit == 0.8 * before + 0.2 * (before * 0.5 + 4)
+
+
+def test_shed_reserve_sheds_less_critical_tiers_first():
+    cls = REGISTRY["shed_reserve"]
+    p = cls(cls.Params.model_validate({"utilization": {"free": 0.8, "plus": 0.95},
+                                       "predicted_wait_s": {"free": 60}}),
+            ["pro", "plus", "free"], EPOCH)
+    view = {"utilization": 0.85, "queue_depth": 10}
+    assert [p.admit_with(view, k, 1.0).ok for k in range(3)] == [True, True, False]
+    view = {"utilization": 0.97, "queue_depth": 10}
+    assert [p.admit_with(view, k, 1.0).ok for k in range(3)] == [True, False, False]
+    d = p.admit_with({"utilization": 0.1, "queue_depth": 61}, 2, 1.0)  # 61 s of queued work
+    assert not d.ok and d.reason == "shed"
+
+
+def test_brownout_per_tier_thresholds_and_quality_proxy():
+    cls = REGISTRY["brownout"]
+    b = cls(cls.Params.model_validate({"utilization": {"free": 0.8, "paid": 0.95},
+                                       "steps": {"free": 4, "paid": 10}}), ["paid", "free"], EPOCH)
+    tier = np.array([0, 1, 1, 0])
+    steps = np.full(4, 20, np.float32)
+    out = b.degrade({"utilization": 0.9, "queue_depth": 0}, np.zeros(4), tier, steps, np.array([True, True]))
+    assert out.tolist() == [20, 4, 4, 20] and steps.tolist() == [20] * 4
+    out = b.degrade({"utilization": 0.99, "queue_depth": 0}, np.zeros(4), tier, steps, np.array([True, True]))
+    assert out.tolist() == [10, 4, 4, 10]
+    r = b.report()
+    assert r["degraded_share"] == {"paid": 0.5, "free": 1.0}
+    assert r["quality_proxy"] == {"paid": 0.75, "free": 0.2}
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(0, 1))
+def test_content_filter_false_positives_rise_with_strictness(s):
+    cls = REGISTRY["content_filter"]
+
+    def fpr(x):
+        return cls(cls.Params.model_validate({"strictness": x}), ["free"], EPOCH).rates()
+
+    (r0, f0), (r1, f1) = fpr(s), fpr(min(1.0, s + 0.1))
+    assert f1 >= f0 and r1 >= r0
+
+
+def test_content_filter_counts_false_blocks_per_tier():
+    cls = REGISTRY["content_filter"]
+    f = cls(cls.Params.model_validate({"strictness": 1.0, "violating_share": 0.1}), ["paid", "free"], EPOCH)
+    n = 200_000
+    tier = np.arange(n) % 2
+    ok, code, _ = f.admit_many(np.zeros(n), np.arange(n), tier)
+    r = f.report()
+    assert (code[~ok] == 3).all()  # filtered
+    assert sum(r["true_blocks"].values()) + sum(r["false_blocks"].values()) == (~ok).sum()
+    assert abs(r["false_block_share"]["free"] - r["false_positive_rate"]) < 0.005
+    assert abs(sum(r["missed"].values()) / (0.1 * n) - (1 - r["recall"])) < 0.01
+
+
+def test_shadow_counts_what_it_would_block_and_blocks_nothing():
+    sh = make("shadow", of={"policy": "token_bucket", "rate": 0.1, "burst": 2})
+    tb = make("token_bucket", rate=0.1, burst=2)
+    t = np.sort(np.random.default_rng(0).uniform(0, 100, 300))
+    u = np.zeros(300, np.int64)
+    ok, _, _ = sh.admit_many(t, u, u)
+    assert ok.all()
+    assert sh.report()["would_block"]["free"] == sum(not tb.admit(x, 0, 0).ok for x in t)
+
+
+def test_bad_policy_input_gives_one_line_and_exit_2(tmp_path, capsys):
+    from sim.cli import main
+
+    base = (Path(__file__).resolve().parents[1] / "scenarios/policies/shed_reserve.yaml").read_text()
+    cases = {
+        "utilization: {free: 0.9}": ("utilization: {fre: 0.9}", "policies[0].utilization", "unknown tier 'fre'"),
+        "- policy: shed_reserve": ("- policy: shed_reservoir", "policies[0].policy", "unknown policy"),
+        "  queue_depth: {free: 60}": ("  queue_depth: {free: 60}\n  bogus: 1", "policies[0].bogus", "unknown key"),
+        "  tiers: [free]\n  utilization": ("  tiers: [free]\n  of: {policy: autoscale}\n  utilization",
+                                            "policies[0].of", "policy: 'autoscale' cannot be dark-launched"),
+    }
+    for old, (new, field, msg) in cases.items():
+        text = base.replace(old, new)
+        if "autoscale" in new:
+            text = text.replace("policy: shed_reserve", "policy: shadow")
+            text = text.replace("  utilization: {free: 0.9}\n  queue_depth: {free: 60}\n", "")
+        f = tmp_path / "bad.yaml"
+        f.write_text(text)
+        assert main(["run", str(f), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {f}: {field}"), err
+        assert msg in err[0], err

@@ -17,7 +17,7 @@ FIELDS = (
     # configuration
     "cfg prio_order disc lifo deadline slo patience q_limit tier_limit user_limit "
     "drr_quantum drr_deficit drr_ptr pool_maxb pool_maxw pool_cycle pool_dist pool_sigma "
-    "cost_fixed cost_step shed_util shed_depth "
+    "cost_fixed cost_step shed_util shed_depth codel "
     # tier queues (ring buffers)
     "q_t q_steps q_noise q_z q_user q_head q_size "
     # workers
@@ -77,7 +77,7 @@ class Fleet:
             patience=np.array([t.patience_s or np.inf for t in tiers], f8),
             q_limit=np.array([t.queue_limit if t.queue_limit is not None else 2**62 for t in tiers], i8),
             tier_limit=np.full(nk, 2**62, i8),
-            user_limit=np.array([2**62], i8),
+            user_limit=np.full(nk, 2**62, i8),  # per-user in-flight cap, by the user's tier
             drr_quantum=np.array([t.weight * scheduler.quantum_s for t in tiers], f8),
             drr_deficit=z(nk, f8),
             drr_ptr=z(2, i8),
@@ -90,6 +90,8 @@ class Fleet:
             cost_step=cost_step,
             shed_util=np.full(nk, np.inf),
             shed_depth=np.full(nk, np.inf),
+            # CoDel per tier: target, interval (inf: off), last instant the queue was empty
+            codel=np.array([[np.inf, np.inf, 0.0]] * nk, f8),
             q_t=z((nk, cap), f8), q_steps=z((nk, cap), np.float32), q_noise=z((nk, cap), f8),
             q_z=z((nk, cap), f8), q_user=z((nk, cap), i8), q_head=z(nk, i8), q_size=z(nk, i8),
             w_state=z(N, np.int8), w_pool=z(N, i8), w_speed=np.ones(N), w_until=z(N, f8),

@@ -104,7 +104,7 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
     warm, dts = S.cfg[0], S.cfg[1]
     prio_order, disc, lifo, deadline, slo, patience = (
         S.prio_order, S.disc[0], S.lifo, S.deadline, S.slo, S.patience)
-    q_limit, tier_limit, user_limit = S.q_limit, S.tier_limit, S.user_limit[0]
+    q_limit, tier_limit, user_limit, codel = S.q_limit, S.tier_limit, S.user_limit, S.codel
     drr_quantum, drr_deficit, drr_ptr = S.drr_quantum, S.drr_deficit, S.drr_ptr
     pool_maxb, pool_maxw, pool_cycle, pool_dist, pool_sigma = (
         S.pool_maxb, S.pool_maxw, S.pool_cycle, S.pool_dist, S.pool_sigma)
@@ -246,7 +246,7 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                     reason = R_QUEUE_FULL
                 elif shed_decision(util, total, shed_util[k], shed_depth[k]):
                     reason = R_SHED
-                elif n_sys[k] >= tier_limit[k] or (u >= 0 and u < nU and user_inflight[u] >= user_limit):
+                elif n_sys[k] >= tier_limit[k] or (u >= 0 and u < nU and user_inflight[u] >= user_limit[k]):
                     reason = R_CONCURRENCY
                 if reason >= 0:
                     afate[i] = 1 + reason
@@ -254,6 +254,8 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                     kernel_rej[k, reason] += 1
                 else:
                     afate[i] = 0
+                    if q_size[k] == 0:
+                        codel[k, 2] = t  # CoDel: the last instant the tier's queue was empty
                     j = (q_head[k] + q_size[k]) % cap
                     q_t[k, j] = t
                     q_steps[k, j] = asteps[i]
@@ -294,7 +296,8 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                 b = min(total, pool_maxb[p])
                 maxsteps = 0.0
                 noise = 1.0
-                for j in range(b):
+                j = 0
+                while j < b and total > 0:
                     # which tier gives the next request
                     kk = -1
                     if disc == STRICT:
@@ -347,6 +350,19 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                     q_size[k] -= 1
                     total -= 1
                     ta0 = q_t[k, idx]
+                    if now - ta0 > codel[k, 0] and now - codel[k, 2] > codel[k, 1]:
+                        # CoDel (server-queue form): the tier's queue has not been empty for
+                        # an interval, so a request that waited over the target is dropped
+                        n_sys[k] -= 1
+                        kernel_rej[k, R_TIMEOUT] += 1
+                        ser_rej[iv, k, R_TIMEOUT] += 1
+                        u = q_user[k, idx]
+                        if u >= 0 and u < nU:
+                            user_inflight[u] -= 1
+                        if ta0 >= warm:
+                            sum_sys[k] += now - ta0
+                            aband_stats[k] += 1
+                        continue
                     if j == 0:
                         # the batch's service noise comes from its first request (common
                         # random numbers across policy variants)
@@ -365,6 +381,12 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                         wt = now - ta0
                         sum_wait[k] += wt
                         wait_hist[k, hist_bin(wt, HIST_MIN, lg, HIST_BINS)] += 1
+                    j += 1
+                if j == 0 and b > 0 and not pool_cycle[p]:  # CoDel dropped all that was queued
+                    idle[p, idle_n[p]] = w
+                    idle_n[p] += 1
+                    break
+                b = j
                 if b == 0:
                     # an empty epoch of a cycling worker; cost_fixed[p, 0] is its mean length
                     noise = np.random.exponential(1.0) if pool_dist[p] == 1 else 1.0

@@ -8,6 +8,7 @@ from sim.policies.limits import LIMITERS
 from sim.policies.overload import (
     Aimd,
     Brownout,
+    Codel,
     Concurrency,
     ContentFilter,
     Gradient2,
@@ -19,7 +20,7 @@ from sim.policies.quota import DailyQuota
 REGISTRY: dict[str, type[Policy]] = {
     p.name: p
     for p in (Policy, DailyQuota, *LIMITERS, Concurrency, ShedReserve, Aimd, Gradient2, Brownout,
-              ContentFilter, Shadow, Autoscale, Failures, Throttling)
+              ContentFilter, Shadow, Codel, Autoscale, Failures, Throttling)
 }
 
 

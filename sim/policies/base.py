@@ -42,6 +42,8 @@ class Policy:
 
     name: ClassVar[str] = "none"
     Params: ClassVar[type[Params]] = Params
+    # True when admit/admit_many decide before the queue, so `shadow` can dark-launch it
+    shadowable: ClassVar[bool] = False
 
     def __init__(self, params: Params, tiers: list[str], epoch: float = 0.0):
         self.params = params
@@ -84,6 +86,38 @@ class Policy:
     def report(self) -> dict:
         """Figures for summary.json's `policies` section (what the policy did)."""
         return {}
+
+    @classmethod
+    def check_tiers(cls, params: Params, tiers: list[str]) -> tuple[str, str] | None:
+        """(field, message) when the parameters name a tier that does not exist."""
+        return None
+
+    # -- per-tier counts of what an admission policy decided (simulator path) --
+
+    def count(self, tier: np.ndarray, ok: np.ndarray) -> None:
+        K = len(self.tiers)
+        if not hasattr(self, "_checked"):
+            self._checked = np.zeros(K, np.int64)
+            self._blocked = np.zeros(K, np.int64)
+        self._checked += np.bincount(tier, minlength=K)[:K]
+        self._blocked += np.bincount(tier[~ok], minlength=K)[:K]
+
+    # Reports give whole-service counts: summarize sets `scale` = 1 / cell_fraction.
+    scale: float = 1.0
+
+    def n(self, v) -> int:
+        """A count of the simulated cell, scaled to the whole service."""
+        return int(round(float(v) * self.scale))
+
+    def counts_report(self) -> dict:
+        if not hasattr(self, "_checked"):
+            return {}
+        return {
+            "checked": {t: self.n(self._checked[k]) for k, t in enumerate(self.tiers) if self._checked[k]},
+            "blocked": {t: self.n(self._blocked[k]) for k, t in enumerate(self.tiers) if self._checked[k]},
+            "blocked_share": {t: round(float(self._blocked[k] / self._checked[k]), 6)
+                              for k, t in enumerate(self.tiers) if self._checked[k]},
+        }
 
     def reconfigure(self, params: Params) -> None:
         """New parameters from a schedule; state (counters, buckets) is kept."""

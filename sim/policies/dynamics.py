@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from sim.fleet import kernel as K
 from sim.policies.base import Params, Policy
 
 
@@ -41,7 +42,8 @@ class _Meter:
 class AutoscaleParams(Params):
     pool: str | None = None
     metric: Literal["utilization", "queue"] = "utilization"
-    target: float = Field(0.7, gt=0, description="target busy share, or queued requests per GPU")
+    target: float = Field(0.7, gt=0, description="utilization: target busy share; queue: "
+                          "queued requests one more GPU should absorb")
     period_s: float = Field(60.0, gt=0)
     provisioning_delay_s: float = Field(300.0, ge=0, description="from decision to GPU serving")
     cooldown_s: float = Field(600.0, ge=0, description="no scale-in sooner than this after a change")
@@ -51,8 +53,12 @@ class AutoscaleParams(Params):
 
 
 class Autoscale(Policy):
-    """Target-tracking autoscaler: desired = live x utilisation / target (or queue per GPU),
-    scale-out after a provisioning delay, scale-in after a cool-down, never above the budget."""
+    """Target-tracking autoscaler, every period_s: desired = ceil(live x utilisation over the
+    period / target) (metric utilization) or ceil(busy GPUs + queued requests / target)
+    (metric queue). Scale-out takes effect after the provisioning delay; scale-in waits for
+    the cool-down since the last change and for no GPU to be pending; never below min_gpus nor
+    above the budget (max_gpus, budget_per_hour, the pool's max_gpus). GPU counts in the
+    parameters and the report are whole-service figures (scaled by cell_fraction)."""
 
     name = "autoscale"
     Params = AutoscaleParams
@@ -64,7 +70,6 @@ class Autoscale(Policy):
         self.pending = 0
 
     def attach(self, run, env, active) -> None:
-        self.per_cell = 1.0 / run.sc.cell_fraction  # reports count whole-service GPUs
         env.process(self._loop(run, env, active))
 
     def ceiling(self, run, j: int) -> int:
@@ -95,8 +100,9 @@ class Autoscale(Policy):
             if p.metric == "utilization":
                 desired = math.ceil(live * util / p.target) if live else 1
             else:
-                desired = live + math.ceil(run.fleet.view()["queue_depth"] / p.target - live) \
-                    if live else 1
+                S = run.fleet.S
+                busy = int(np.sum((S.w_state == K.BUSY) & (S.w_pool == j)))
+                desired = math.ceil(busy + int(S.q_size.sum()) / p.target)
             desired = min(max(desired, floor), self.ceiling(run, j))
             if desired > live + self.pending:
                 add = desired - live - self.pending
@@ -118,9 +124,8 @@ class Autoscale(Policy):
         self.max_live = max(self.max_live, n)
 
     def report(self) -> dict:
-        x = getattr(self, "per_cell", 1.0)
-        return {"gpus_added": round(self.added * x), "gpus_removed": round(self.removed * x),
-                "max_live_gpus": round(self.max_live * x)}
+        return {"gpus_added": self.n(self.added), "gpus_removed": self.n(self.removed),
+                "max_live_gpus": self.n(self.max_live)}
 
 
 class FailureParams(Params):
@@ -131,8 +136,11 @@ class FailureParams(Params):
 
 
 class Failures(Policy):
-    """GPUs fail (exponential, rate live/MTBF) and come back after an exponential repair. A
-    failing GPU leaves service after the batch in hand (that batch is counted as served)."""
+    """GPUs fail (exponential, rate live/MTBF) and come back after an exponential repair.
+    A failed GPU is retired the way set_gpus retires one: an idle GPU leaves at once, a busy one
+    finishes the batch in hand (counted as served; the failure is taken to be detected when
+    the GPU next asks for work) and then leaves. Repair brings one GPU back. Counts in the
+    report are whole-service figures (scaled by cell_fraction)."""
 
     name = "failures"
     Params = FailureParams
@@ -144,6 +152,9 @@ class Failures(Policy):
 
     def attach(self, run, env, active) -> None:
         self.rng = np.random.default_rng([run.sc.seed, 5, self.params.seed])
+        self.run = run
+        self.down_s = 0.0
+        self._since = 0.0
         env.process(self._loop(run, env, active))
 
     def _loop(self, run, env, active):
@@ -155,6 +166,7 @@ class Failures(Policy):
                 continue
             run.sync(env.now)
             run.set_gpus(j, run.fleet.gpus(j) - 1)
+            self._tally(env.now)
             self.failed += 1
             self.down += 1
             env.process(self._repair(run, env, j))
@@ -163,11 +175,20 @@ class Failures(Policy):
         yield env.timeout(self.rng.exponential(self.params.mttr_h * 3600))
         run.sync(env.now)
         run.set_gpus(j, run.fleet.gpus(j) + 1)
+        self._tally(env.now)
         self.repaired += 1
         self.down -= 1
 
+    def _tally(self, now: float) -> None:
+        self.down_s += self.down * (now - self._since)
+        self._since = now
+
     def report(self) -> dict:
-        return {"failures": self.failed, "repairs": self.repaired, "down_at_end": self.down}
+        if hasattr(self, "run"):
+            self._tally(self.run.sc.horizon)
+        return {"failures": self.n(self.failed), "repairs": self.n(self.repaired),
+                "down_at_end": self.n(self.down),
+                "gpu_hours_down": round(getattr(self, "down_s", 0.0) * self.scale / 3600, 3)}
 
 
 class ThrottleParams(Params):

@@ -21,9 +21,19 @@ class KeyedParams(Params):
 class Keyed(Policy):
     """A limiter whose state is per user, per tier or one for everyone."""
 
+    shadowable = True
+
     def _key(self, user: int, tier: int) -> int:
         k = self.params.key
         return user if k == "user" else tier if k == "tier" else 0
+
+    def admit_many(self, t, user, tier):
+        ok, code, retry = super().admit_many(t, user, tier)  # admit() in order: the definition
+        self.count(tier, ok)
+        return ok, code, retry
+
+    def report(self) -> dict:
+        return {"key": self.params.key, **self.counts_report()}
 
 
 class TokenBucketParams(KeyedParams):

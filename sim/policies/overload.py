@@ -12,10 +12,38 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from sim.fleet.kernel import shed_decision
+from sim.fleet.kernel import (
+    R_CONCURRENCY,
+    R_SHED,
+    R_TIMEOUT,
+    SERIES_BINS,
+    SERIES_GAMMA,
+    SERIES_MIN,
+    shed_decision,
+)
 from sim.policies.base import ADMIT, REASON_CODE, Decision, Params, Policy
+
+NO_LIMIT = 2**62
+
+
+def _pass(n: int):
+    """admit_many of a policy enforced inside the fleet loop: all pass here."""
+    return np.ones(n, bool), np.full(n, -1, np.int8), np.full(n, np.nan)
+
+
+def _by_tier(pol: Policy, mask, values) -> dict:
+    return {t: pol.n(values[k]) for k, t in enumerate(pol.tiers) if mask is None or mask[k]}
+
+
+def _unknown_tier(maps: dict[str, Any], tiers: list[str]) -> tuple[str, str] | None:
+    for field, m in maps.items():
+        if isinstance(m, dict):
+            for t in m:
+                if t not in tiers:
+                    return field, f"unknown tier {t!r}; tiers: {', '.join(tiers)}"
+    return None
 
 # ---- concurrency ----
 
@@ -49,22 +77,30 @@ class Concurrency(Policy):
         self.inflight[k] = max(0, self.inflight.get(k, 0) - 1)
 
     def admit_many(self, t, user, tier):  # the simulator enforces it inside the fleet loop
-        n = len(t)
-        return np.ones(n, bool), np.full(n, -1, np.int8), np.full(n, np.nan)
+        return _pass(len(t))
 
     def attach(self, run, env, active) -> None:
+        self.run, self.active = run, active
         if self.params.key == "user":
             users = _max_users(run)
-            run.fleet.S = run.fleet.S._replace(user_inflight=np.zeros(users, np.int64))
+            if len(run.fleet.S.user_inflight) < users:
+                run.fleet.S = run.fleet.S._replace(user_inflight=np.zeros(users, np.int64))
         self.refresh(run, active)
 
     def refresh(self, run, active) -> None:
         S = run.fleet.S
-        lim = self.params.limit if active.enabled else 2 ** 62
+        lim = self.params.limit if active.enabled else NO_LIMIT
         if self.params.key == "tier":
             S.tier_limit[active.tiers] = lim
-        else:
-            S.user_limit[0] = lim
+        else:  # users of these tiers; in-flight counts live in the fleet loop
+            S.user_limit[active.tiers] = lim
+
+    def report(self) -> dict:
+        out = {"key": self.params.key, "limit": self.params.limit}
+        if hasattr(self, "run"):
+            out["blocked"] = _by_tier(self, self.active.tiers,
+                                      self.run.fleet.S.kernel_rej[:, R_CONCURRENCY])
+        return out
 
 
 def _max_users(run) -> int:
@@ -90,10 +126,21 @@ class ShedParams(Params):
 
 class ShedReserve(Policy):
     """Reserve fleet capacity for paid tiers: less critical tiers are shed (503) at lower
-    thresholds (Stripe's fleet-usage shedder keeps ~20% for critical traffic: free at 0.8)."""
+    thresholds, so they go first (Stripe's fleet-usage shedder keeps ~20% for critical
+    traffic: non-critical shed at 0.8). Thresholds per tier on utilisation, total queue depth
+    or predicted wait (queued requests / the live fleet's images per second at max batch).
+
+    Simulator: the fleet loop decides per arrival through its gate arrays (shed_util,
+    shed_depth) with `shed_decision`; gateway: `admit_with(view, ...)`, the same function."""
 
     name = "shed_reserve"
     Params = ShedParams
+    shadowable = True  # through admit_with on the fleet's state at each window's start
+
+    @classmethod
+    def check_tiers(cls, params, tiers):
+        return _unknown_tier({"utilization": params.utilization, "queue_depth": params.queue_depth,
+                              "predicted_wait_s": params.predicted_wait_s}, tiers)
 
     def thresholds(self, tier_name: str, images_per_s: float) -> tuple[float, float]:
         p = self.params
@@ -111,18 +158,24 @@ class ShedReserve(Policy):
         return ADMIT
 
     def admit_many(self, t, user, tier):
-        n = len(t)
-        return np.ones(n, bool), np.full(n, -1, np.int8), np.full(n, np.nan)
+        return _pass(len(t))
+
+    @staticmethod
+    def images_per_s(run) -> float:
+        return sum(p.cost.images_per_s(p.max_batch) * run.fleet.gpus(j) for j, p in enumerate(run.pools))
 
     def attach(self, run, env, active) -> None:
+        self.run, self.active = run, active
         self.refresh(run, active)
         if self.params.predicted_wait_s:
             env.process(self._follow_fleet(run, env, active))
 
     def refresh(self, run, active) -> None:
         S = run.fleet.S
-        ips = sum(p.cost.images_per_s(p.max_batch) * run.fleet.gpus(j) for j, p in enumerate(run.pools))
+        ips = self.images_per_s(run)
         for k, name in enumerate(self.tiers):
+            if not active.tiers[k]:
+                continue
             u, d = self.thresholds(name, ips)
             on = active.enabled
             S.shed_util[k] = u if on else math.inf
@@ -134,6 +187,14 @@ class ShedReserve(Policy):
             yield env.timeout(run.sc.chunk_s)
             self.refresh(run, active)
 
+    def report(self) -> dict:
+        p = self.params
+        out = {"utilization": p.utilization, "queue_depth": p.queue_depth,
+               "predicted_wait_s": p.predicted_wait_s}
+        if hasattr(self, "run"):
+            out["shed"] = _by_tier(self, self.active.tiers, self.run.fleet.S.kernel_rej[:, R_SHED])
+        return out
+
 
 # ---- adaptive concurrency (Netflix concurrency-limits) ----
 
@@ -143,15 +204,41 @@ class AdaptiveParams(Params):
     min_limit: int = Field(1, ge=1)
     max_limit: int = Field(100000, ge=1)
     window_s: float = Field(60.0, gt=0, description="how often the limit is updated")
-    latency_bound_s: float = Field(60.0, gt=0, description="AIMD: backs off above this p95")
+    latency_bound_s: float = Field(60.0, gt=0, description="AIMD: backs off when the window's "
+                                   "p95 latency is above this (Netflix: the timeout)")
     backoff: float = Field(0.9, gt=0, lt=1)
     smoothing: float = Field(0.2, gt=0, le=1)
     queue_size: float = Field(4, ge=0, description="Gradient2 headroom")
+    long_window: int = Field(100, ge=1, description="Gradient2: windows in the long-term average")
+
+
+class _LatencyWindow:
+    """Latency histogram of completions of some tiers since the last reading, from the fleet
+    loop's per-interval series (rows before the current one are final and folded once)."""
+
+    def __init__(self, run, mask):
+        self.run, self.mask = run, mask
+        self.rows = 0
+        self.base = np.zeros(SERIES_BINS, np.int64)
+        self.prev = np.zeros(SERIES_BINS, np.int64)
+
+    def read(self) -> np.ndarray:
+        S = self.run.fleet.S
+        h = S.ser_lat_hist
+        i = min(int(S.clock[0] / self.run.interval), h.shape[0] - 1)
+        if i > self.rows:
+            self.base += h[self.rows:i][:, self.mask].sum(axis=(0, 1))
+            self.rows = i
+        cum = self.base + h[i][self.mask].sum(axis=0)
+        out, self.prev = cum - self.prev, cum
+        return out
 
 
 class Aimd(Policy):
-    """AIMD on the tier's in-flight cap: on drops or p95 over the bound L = max(min,
-    min(L-1, backoff*L)); else if 2*inflight >= L then L+1. Rejections: rate_limited."""
+    """AIMD on the tiers' in-flight cap: on drops (abandoned or CoDel-dropped requests) or the
+    window's p95 latency over the bound, L = max(min, min(L-1, backoff*L)); else if
+    2*inflight >= L then L+1. The limit is split evenly over the policy's tiers and enforced
+    per arrival by the fleet loop (tier_limit); rejections are rate_limited."""
 
     name = "aimd"
     Params = AdaptiveParams
@@ -161,48 +248,70 @@ class Aimd(Policy):
         self.limit = float(params.initial)
         self.history: list[tuple[float, float]] = []
 
-    def update(self, p95: float, dropped: bool, inflight: int, short=None) -> float:
+    def update(self, rtt: float, dropped: bool, inflight: int) -> float:
         p = self.params
-        if dropped or p95 > p.latency_bound_s:
+        if dropped or rtt > p.latency_bound_s:
             self.limit = max(p.min_limit, min(self.limit - 1, p.backoff * self.limit))
         elif 2 * inflight >= self.limit:
             self.limit = min(p.max_limit, self.limit + 1)
         return self.limit
 
-    def admit_many(self, t, user, tier):
-        n = len(t)
-        return np.ones(n, bool), np.full(n, -1, np.int8), np.full(n, np.nan)
-
-    def attach(self, run, env, active) -> None:
-        env.process(self._loop(run, env, active))
-
-    def _loop(self, run, env, active):
+    def sample(self, hist: np.ndarray) -> float:
+        """The window's latency: p95 (AIMD compares it with the bound)."""
         from sim.metrics.sketch import quantiles
 
-        last_drop = int(run.fleet.S.abandoned.sum())
+        return float(quantiles(hist, (0.95,), series=True)[0])
+
+    def admit_many(self, t, user, tier):
+        return _pass(len(t))
+
+    def attach(self, run, env, active) -> None:
+        self.run, self.active = run, active
+        self.apply(run, active)
+        env.process(self._loop(run, env, active))
+
+    def refresh(self, run, active) -> None:
+        self.apply(run, active)
+
+    def apply(self, run, active) -> None:
+        lim = int(self.limit) if active.enabled else NO_LIMIT
+        run.fleet.S.tier_limit[active.tiers] = max(1, lim // max(1, int(active.tiers.sum())))
+
+    def _drops(self, S, mask) -> int:
+        return int(S.abandoned[mask].sum() + S.kernel_rej[mask, R_TIMEOUT].sum())
+
+    def _loop(self, run, env, active):
+        win = _LatencyWindow(run, active.tiers)
+        last_drop = self._drops(run.fleet.S, active.tiers)
         while True:
             yield env.timeout(self.params.window_s)
             run.sync(env.now)
             S = run.fleet.S
-            i = min(int(env.now / run.interval), S.ser_lat_hist.shape[0] - 1)
-            hist = S.ser_lat_hist[max(0, i - 1), active.tiers].sum(axis=0)
-            p95 = float(quantiles(hist, (0.95,), series=True)[0]) if hist.sum() else 0.0
-            drops = int(S.abandoned.sum())  # requests that timed out waiting count as drops
-            inflight = int(S.n_sys[active.tiers].sum())
-            self.update(p95, drops > last_drop, inflight, p95)
+            hist = win.read()
+            drops = self._drops(S, active.tiers)
+            if hist.sum() or drops > last_drop:
+                rtt = self.sample(hist) if hist.sum() else 0.0
+                self.update(rtt, drops > last_drop, int(S.n_sys[active.tiers].sum()))
             last_drop = drops
-            lim = int(self.limit) if active.enabled else 2 ** 62
-            S.tier_limit[active.tiers] = max(1, lim // max(1, int(active.tiers.sum())))
+            self.apply(run, active)
             self.history.append((env.now, self.limit))
 
     def report(self) -> dict:
         lims = [x for _, x in self.history]
-        return {"limit_end": round(self.limit, 2), "limit_min": min(lims) if lims else None,
-                "limit_max": max(lims) if lims else None, "updates": len(lims)}
+        out = {"limit_end": round(self.limit, 2), "limit_min": round(min(lims), 2) if lims else None,
+               "limit_max": round(max(lims), 2) if lims else None, "updates": len(lims),
+               "decreases": sum(1 for x, y in zip(lims, lims[1:], strict=False) if y < x)}
+        if hasattr(self, "run"):
+            out["blocked"] = _by_tier(self, self.active.tiers,
+                                      self.run.fleet.S.kernel_rej[:, R_CONCURRENCY])
+        return out
 
 
 class Gradient2(Aimd):
-    """Gradient2: g = clamp(long_rtt / short_rtt, 0.5, 1); L' = L*g + queue_size, smoothed."""
+    """Gradient2 (Netflix concurrency-limits), one sample per window: short = the window's mean
+    latency, long = its exponential average over `long_window` windows (cut by 5% when
+    long/short > 2); app-limited (inflight < L/2): unchanged; else g = clamp(long/short, 0.5, 1),
+    L' = L*g + queue_size, L = (1-smoothing)*L + smoothing*L', within [min, max]."""
 
     name = "gradient2"
     Params = AdaptiveParams
@@ -210,64 +319,163 @@ class Gradient2(Aimd):
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
         self.long_rtt: float | None = None
+        self.samples = 0
 
-    def update(self, p95: float, dropped: bool, inflight: int, short=None) -> float:
+    def sample(self, hist: np.ndarray) -> float:
+        from sim.metrics.sketch import _rep
+
+        v = _rep(np.arange(len(hist)), SERIES_MIN, SERIES_GAMMA)
+        return float((hist * v).sum() / hist.sum())
+
+    def update(self, rtt: float, dropped: bool, inflight: int) -> float:
         p = self.params
-        short = max(short or 0.0, 1e-9)
-        self.long_rtt = short if self.long_rtt is None else 0.95 * self.long_rtt + 0.05 * short
+        if rtt <= 0:
+            return self.limit
+        short = rtt
+        self.samples += 1
+        if self.long_rtt is None:
+            self.long_rtt = short
+        else:  # warm-up: a plain mean of the first samples, then exponential
+            a = 1.0 / self.samples if self.samples <= 10 else 2.0 / (p.long_window + 1)
+            self.long_rtt += a * (short - self.long_rtt)
+        if self.long_rtt / short > 2:
+            self.long_rtt *= 0.95
+        if inflight < self.limit / 2:
+            return self.limit  # app-limited: no evidence for a new limit
         g = min(1.0, max(0.5, self.long_rtt / short))
         new = self.limit * g + p.queue_size
-        self.limit = min(p.max_limit, max(p.min_limit, (1 - p.smoothing) * self.limit + p.smoothing * new))
+        new = (1 - p.smoothing) * self.limit + p.smoothing * new
+        self.limit = min(p.max_limit, max(p.min_limit, new))
         return self.limit
+
+
+# ---- CoDel ----
+
+
+class CodelParams(Params):
+    target_s: float = Field(gt=0, description="queueing delay allowed while the queue stays busy")
+    interval_s: float = Field(gt=0, description="the queue counts as standing after this long "
+                              "without being empty")
+
+
+class Codel(Policy):
+    """CoDel for request queues (Facebook's server-queue form, "Fail at Scale", 2015): when a
+    tier's queue has not been empty for `interval_s`, a request that has waited longer than
+    `target_s` is dropped at dequeue (reason timeout) instead of served late; when the queue
+    drains regularly, requests wait as long as their patience allows. Runs in the fleet loop
+    (per-tier codel gate); combine with lifo tiers for adaptive LIFO."""
+
+    name = "codel"
+    Params = CodelParams
+
+    def admit_many(self, t, user, tier):
+        return _pass(len(t))
+
+    def attach(self, run, env, active) -> None:
+        self.run, self.active = run, active
+        self.refresh(run, active)
+
+    def refresh(self, run, active) -> None:
+        c = run.fleet.S.codel
+        on = active.enabled
+        c[active.tiers, 0] = self.params.target_s if on else math.inf
+        c[active.tiers, 1] = self.params.interval_s if on else math.inf
+
+    def report(self) -> dict:
+        out = {"target_s": self.params.target_s, "interval_s": self.params.interval_s}
+        if hasattr(self, "run"):
+            out["dropped"] = _by_tier(self, self.active.tiers,
+                                      self.run.fleet.S.kernel_rej[:, R_TIMEOUT])
+        return out
 
 
 # ---- brownout ----
 
+TierNumber = float | dict[str, float]
+
 
 class BrownoutParams(Params):
-    utilization: float = Field(0.9, gt=0, le=1, description="degrade at or above this busy share")
-    queue_depth: float = Field(math.inf, gt=0, description="... or this many queued requests")
-    steps: int = Field(gt=0, description="denoising steps when degraded (e.g. 4 for a distilled model)")
+    utilization: TierNumber = Field(0.9, description="degrade at or above this busy share "
+                                    "(a number, or tier -> number)")
+    queue_depth: TierNumber = Field(math.inf, description="... or this many queued requests")
+    steps: int | dict[str, int] = Field(description="denoising steps when degraded (e.g. 4 for a "
+                                        "distilled model; a cheaper model or lower resolution "
+                                        "as the step count of equal GPU cost)")
+
+    @model_validator(mode="after")
+    def _positive(self):
+        for f in ("utilization", "queue_depth", "steps"):
+            v = getattr(self, f)
+            for x in v.values() if isinstance(v, dict) else [v]:
+                if not x > 0:
+                    raise ValueError(f"{f}: must be greater than 0")
+        return self
 
 
 class Brownout(Policy):
     """Under load, admitted requests of its tiers get fewer denoising steps (a cheaper,
-    lower-quality image) instead of waiting. Reports the share degraded and a quality proxy:
-    steps served / nominal steps, averaged over images."""
+    lower-quality image) instead of waiting longer. Thresholds and steps may differ per tier
+    (degrade free first and deepest). The fleet state is read at the start of each admission
+    window (chunk or policy event), so a window's requests share one decision.
+    Reports per tier: the share degraded and a quality proxy, steps served / nominal steps."""
 
     name = "brownout"
     Params = BrownoutParams
 
+    @classmethod
+    def check_tiers(cls, params, tiers):
+        return _unknown_tier({"utilization": params.utilization, "queue_depth": params.queue_depth,
+                              "steps": params.steps}, tiers)
+
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
-        self.n = np.zeros(len(tiers), np.int64)
-        self.degraded = np.zeros(len(tiers), np.int64)
-        self.steps_sum = np.zeros(len(tiers))
-        self.nominal_sum = np.zeros(len(tiers))
+        K = len(tiers)
+        self.served = np.zeros(K, np.int64)
+        self.degraded = np.zeros(K, np.int64)
+        self.steps_sum = np.zeros(K)
+        self.nominal_sum = np.zeros(K)
+        self._arrays()
 
-    def overloaded(self, view: dict) -> bool:
-        return shed_decision(view["utilization"], view["queue_depth"], self.params.utilization,
-                             self.params.queue_depth)
+    def reconfigure(self, params) -> None:
+        super().reconfigure(params)
+        self._arrays()
+
+    def _arrays(self) -> None:
+        def arr(v, default):
+            if isinstance(v, dict):
+                return np.array([v.get(t, default) for t in self.tiers], float)
+            return np.full(len(self.tiers), float(v))
+
+        p = self.params
+        self.thr_util = arr(p.utilization, math.inf)
+        self.thr_depth = arr(p.queue_depth, math.inf)
+        self.low_steps = arr(p.steps, math.inf)
+
+    def overloaded(self, view: dict, tier: int = 0) -> bool:
+        return shed_decision(view["utilization"], view["queue_depth"], self.thr_util[tier],
+                             self.thr_depth[tier])
 
     def degrade(self, view, t, tier, steps, tiers_mask):
-        nominal = steps.copy()
-        if self.overloaded(view):
-            m = tiers_mask[tier]
-            steps = steps.copy()
-            steps[m] = np.minimum(steps[m], self.params.steps)
+        over = (view["utilization"] >= self.thr_util) | (view["queue_depth"] >= self.thr_depth)
         sel = tiers_mask[tier]
+        m = sel & over[tier]
+        nominal = steps
+        if m.any():
+            steps = steps.copy()
+            steps[m] = np.minimum(steps[m], self.low_steps[tier[m]]).astype(steps.dtype)
         K = len(self.tiers)
-        self.n += np.bincount(tier[sel], minlength=K)
+        self.served += np.bincount(tier[sel], minlength=K)
         self.degraded += np.bincount(tier[sel & (steps < nominal)], minlength=K)
         self.steps_sum += np.bincount(tier[sel], weights=steps[sel], minlength=K)
         self.nominal_sum += np.bincount(tier[sel], weights=nominal[sel], minlength=K)
         return steps
 
     def report(self) -> dict:
-        share = {t: round(float(self.degraded[k] / self.n[k]), 6) for k, t in enumerate(self.tiers) if self.n[k]}
-        q = {t: round(float(self.steps_sum[k] / self.nominal_sum[k]), 6) for k, t in enumerate(self.tiers) if self.n[k]}
-        return {"degraded": {t: int(self.degraded[k]) for k, t in enumerate(self.tiers) if self.n[k]},
-                "degraded_share": share, "quality_proxy": q}
+        ks = [(k, t) for k, t in enumerate(self.tiers) if self.served[k]]
+        return {"degraded": {t: self.n(self.degraded[k]) for k, t in ks},
+                "degraded_share": {t: round(float(self.degraded[k] / self.served[k]), 6) for k, t in ks},
+                "quality_proxy": {t: round(float(self.steps_sum[k] / self.nominal_sum[k]), 6)
+                                  for k, t in ks}}
 
 
 # ---- content filter ----
@@ -284,20 +492,28 @@ class FilterParams(Params):
 
 
 class ContentFilter(Policy):
-    """A classifier before the queue. Recall rises with strictness (0.6 + 0.4 s), and so does
-    the false-positive rate (base + slope s^2): legitimate requests wrongly blocked. The
-    filter's own cost is counted in CPU-hours and dollars."""
+    """A prompt classifier before the queue. Recall rises with strictness (0.6 + 0.4 s), and
+    so does the false-positive rate (base + slope s^2): legitimate requests wrongly blocked.
+    Caught violations and false blocks are both rejected as `filtered`; the report separates
+    them per tier, with the violations that got through (missed).
+
+    Cost: the classifier runs on CPUs at the gateway, so its cost is CPU-seconds per request
+    (cost_s), reported as CPU-hours and dollars; it takes no GPU time and, being far shorter
+    than a generation, adds no latency in the model."""
 
     name = "content_filter"
     Params = FilterParams
+    shadowable = True
 
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
         self.rng = np.random.default_rng([params.seed, 77])
         K = len(tiers)
         self.checked = np.zeros(K, np.int64)
+        self.legit = np.zeros(K, np.int64)
         self.true_blocks = np.zeros(K, np.int64)
         self.false_blocks = np.zeros(K, np.int64)
+        self.missed = np.zeros(K, np.int64)
 
     def rates(self) -> tuple[float, float]:
         s = self.params.strictness
@@ -306,13 +522,15 @@ class ContentFilter(Policy):
     def admit_many(self, t, user, tier):
         n = len(t)
         tpr, fpr = self.rates()
-        u = self.rng.random((2, n))
-        bad = u[0] < self.params.violating_share
-        block = np.where(bad, u[1] < tpr, u[1] < fpr)
+        u = self.rng.random((n, 2))  # two draws per request, in order: admit() gives the same
+        bad = u[:, 0] < self.params.violating_share
+        block = np.where(bad, u[:, 1] < tpr, u[:, 1] < fpr)
         K = len(self.tiers)
         self.checked += np.bincount(tier, minlength=K)
+        self.legit += np.bincount(tier[~bad], minlength=K)
         self.true_blocks += np.bincount(tier[block & bad], minlength=K)
         self.false_blocks += np.bincount(tier[block & ~bad], minlength=K)
+        self.missed += np.bincount(tier[~block & bad], minlength=K)
         code = np.where(block, REASON_CODE["filtered"], -1).astype(np.int8)
         return ~block, code, np.full(n, np.nan)
 
@@ -323,11 +541,17 @@ class ContentFilter(Policy):
     def report(self) -> dict:
         tpr, fpr = self.rates()
         cpu_h = float(self.checked.sum()) * self.params.cost_s / 3600
+        ks = [(k, t) for k, t in enumerate(self.tiers) if self.checked[k]]
         return {
-            "strictness": self.params.strictness, "recall": tpr, "false_positive_rate": fpr,
-            "true_blocks": {t: int(self.true_blocks[k]) for k, t in enumerate(self.tiers)},
-            "false_blocks": {t: int(self.false_blocks[k]) for k, t in enumerate(self.tiers)},
-            "cpu_hours": round(cpu_h, 3), "cost": round(cpu_h * self.params.price_per_cpu_hour, 2),
+            "strictness": self.params.strictness, "recall": round(tpr, 6),
+            "false_positive_rate": round(fpr, 6),
+            "true_blocks": {t: self.n(self.true_blocks[k]) for k, t in ks},
+            "false_blocks": {t: self.n(self.false_blocks[k]) for k, t in ks},
+            "false_block_share": {t: round(float(self.false_blocks[k] / max(1, self.legit[k])), 6)
+                                  for k, t in ks},
+            "missed": {t: self.n(self.missed[k]) for k, t in ks},
+            "cpu_hours": round(cpu_h * self.scale, 3),
+            "cost": round(cpu_h * self.scale * self.params.price_per_cpu_hour, 2),
         }
 
 
@@ -337,41 +561,73 @@ class ContentFilter(Policy):
 class ShadowParams(Params):
     of: dict[str, Any] = Field(description="the policy to dark-launch: {policy: name, ...params}")
 
-    @model_validator(mode="after")
-    def _inner(self):
+    @field_validator("of")
+    @classmethod
+    def _inner(cls, v):
+        from pydantic import ValidationError
+
         from sim.policies import REGISTRY
 
-        spec = dict(self.of)
+        spec = dict(v)
         name = spec.pop("policy", None)
-        if name not in REGISTRY or name == "shadow":
-            raise ValueError(f"of.policy: unknown policy {name!r}; known: {', '.join(sorted(REGISTRY))}")
-        REGISTRY[name].Params.model_validate(spec)
-        return self
+        ok = sorted(n for n, c in REGISTRY.items() if c.shadowable)
+        if name not in REGISTRY:
+            raise ValueError(f"policy: unknown policy {name!r}; can be dark-launched: {', '.join(ok)}")
+        if not REGISTRY[name].shadowable:
+            raise ValueError(f"policy: {name!r} cannot be dark-launched; these can: {', '.join(ok)}")
+        try:
+            REGISTRY[name].Params.model_validate(spec)
+        except ValidationError as e:  # one line: the first error, with its field
+            err = e.errors()[0]
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            raise ValueError(f"{'.'.join(map(str, err['loc'])) or name}: {msg}") from None
+        return v
 
 
 class Shadow(Policy):
-    """Evaluate a policy without enforcing it, and count what it would have blocked."""
+    """Evaluate an admission policy without enforcing it (Stripe's dark launch), and count
+    per tier what it would have blocked. The inner policy keeps its own state as if it were
+    enforcing (a token bucket is charged only by the requests it would have let through).
+    A shedder is evaluated on the fleet's state at the start of each admission window."""
 
     name = "shadow"
     Params = ShadowParams
 
+    @classmethod
+    def check_tiers(cls, params, tiers):
+        spec = dict(params.of)
+        inner = _lookup(spec.pop("policy"))
+        return inner.check_tiers(inner.Params.model_validate(spec), tiers)
+
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
-        from sim.policies import REGISTRY
-
         spec = dict(params.of)
-        cls = REGISTRY[spec.pop("policy")]
+        cls = _lookup(spec.pop("policy"))
         self.inner = cls(cls.Params.model_validate(spec), tiers, epoch)
         self.would_block = np.zeros(len(tiers), np.int64)
         self.seen = np.zeros(len(tiers), np.int64)
+        self.run = None
+
+    def attach(self, run, env, active) -> None:
+        self.run = run
+
+    def _inner_many(self, t, user, tier):
+        if isinstance(self.inner, ShedReserve):
+            ok = np.ones(len(t), bool)
+            if self.run is not None and len(t):
+                view = self.run.fleet.view()
+                ips = ShedReserve.images_per_s(self.run)
+                for k in np.unique(tier):
+                    ok[tier == k] = self.inner.admit_with(view, int(k), ips).ok
+            return ok
+        return self.inner.admit_many(t, user, tier)[0]
 
     def admit_many(self, t, user, tier):
-        ok, _, _ = self.inner.admit_many(t, user, tier)
+        ok = self._inner_many(t, user, tier)
         K = len(self.tiers)
         self.seen += np.bincount(tier, minlength=K)
         self.would_block += np.bincount(tier[~ok], minlength=K)
-        n = len(t)
-        return np.ones(n, bool), np.full(n, -1, np.int8), np.full(n, np.nan)
+        return _pass(len(t))
 
     def admit(self, now: float, user: int, tier: int) -> Decision:
         d = self.inner.admit(now, user, tier)
@@ -380,7 +636,14 @@ class Shadow(Policy):
         return ADMIT
 
     def report(self) -> dict:
+        ks = [(k, t) for k, t in enumerate(self.tiers) if self.seen[k]]
         return {"shadow_of": self.inner.name,
-                "would_block": {t: int(self.would_block[k]) for k, t in enumerate(self.tiers)},
+                "would_block": {t: self.n(self.would_block[k]) for k, t in ks},
                 "would_block_share": {t: round(float(self.would_block[k] / self.seen[k]), 6)
-                                      for k, t in enumerate(self.tiers) if self.seen[k]}}
+                                      for k, t in ks}}
+
+
+def _lookup(name: str) -> type[Policy]:
+    from sim.policies import REGISTRY
+
+    return REGISTRY[name]

@@ -23,6 +23,7 @@ class DailyQuota(Policy):
 
     name = "daily_quota"
     Params = DailyQuotaParams
+    shadowable = True
 
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
@@ -60,7 +61,15 @@ class DailyQuota(Policy):
         self._count[user] += 1
         return ADMIT
 
+    def report(self) -> dict:
+        return {"limit": self.params.limit, "window": self.params.window, **self.counts_report()}
+
     def admit_many(self, t, user, tier):
+        ok, code, retry = self._admit_many(t, user, tier)
+        self.count(tier, ok)
+        return ok, code, retry
+
+    def _admit_many(self, t, user, tier):
         if self.params.window == "rolling" or len(t) == 0:
             return super().admit_many(t, user, tier)
         # Calendar window, vectorised: within each (user, day) group the k-th request passes
