@@ -1,168 +1,259 @@
-"""`floodgate calibrate` and `floodgate profiles`. torch is imported only when calibrating."""
+"""`floodgate calibrate` and `floodgate profiles`.
+
+torch and diffusers are imported inside the calibrate handler only: building the parser (as
+`floodgate run` does) must not load them.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import shlex
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from sim.calibration.configs import COMPONENTS, MODELS, max_resolution, resolution_step
 from sim.errors import InputError
 
-
-def add_parsers(sub) -> None:
-    c = sub.add_parser("calibrate", help="time the diffusion denoising kernel and write a profile")
-    c.add_argument("--model", action="append", default=[], help="e.g. tiny-unet, sd15, sdxl, sd3-medium (repeatable, or a comma list)")
-    c.add_argument("--device", default="cpu", help="cpu or cuda")
-    c.add_argument("--dtype", help="fp32 (CPU default), bf16 (GPU default) or fp16")
-    c.add_argument("--batches", help="comma list; default 1,2,4,... until memory runs out (GPU) or 1,2 (CPU)")
-    c.add_argument("--resolution", type=int, help="image side in pixels (default: the model's)")
-    c.add_argument("--repeats", type=int, default=20)
-    c.add_argument("--warmup", type=int, default=3)
-    c.add_argument("--cfg", action=__import__("argparse").BooleanOptionalAction, default=True,
-                   help="classifier-free guidance: the denoiser batch is doubled")
-    c.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
-    c.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    c.add_argument("--steps", type=int, default=20, help="denoising steps a served image takes")
-    c.add_argument("--out", help="profile JSON (default benchmarks/profiles/<device>-<models>.json)")
-    c.add_argument("--quiet", action="store_true")
-    c.set_defaults(func=cmd_calibrate)
-    p = sub.add_parser("profiles", help="list calibration profiles")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_profiles)
+ATTENTION = ("default", "math", "flash", "efficient", "cudnn")
+DTYPE_NAMES = ("fp32", "fp16", "bf16")
 
 
-def _models(args) -> list[str]:
-    from sim.calibration.models import MODELS
+def _csv(values: list[str] | None) -> list[str]:
+    """Repeatable and comma-separated: ['a,b', 'c'] -> ['a', 'b', 'c']."""
+    return [v.strip() for x in values or [] for v in x.split(",") if v.strip()]
 
-    names = [m for arg in (args.model or ["tiny-unet"]) for m in arg.split(",") if m]
-    for m in names:
+
+def _ints(arg: str, values: list[str], low: int = 1) -> list[int]:
+    out = []
+    for v in values:
+        try:
+            n = int(v)
+        except ValueError:
+            raise InputError(arg, v, "not an integer") from None
+        if n < low:
+            raise InputError(arg, v, f"must be at least {low}")
+        out.append(n)
+    return sorted(set(out))
+
+
+def _batches(args, cuda: bool) -> list[int]:
+    vals = _csv(args.batches) or ["auto"]
+    if vals == ["auto"]:  # 1, 2, 4, ... up to --max-batch (or out of memory)
+        cap = args.max_batch or (256 if cuda else 4)
+        if cap < 1:
+            raise InputError("--max-batch", str(cap), "must be at least 1")
+        return [2**k for k in range(cap.bit_length()) if 2**k <= cap]
+    return _ints("--batches", vals)
+
+
+def _check(args) -> tuple[list[str], str, list[str], list[int] | None, Path]:
+    """Every cheap check, before torch is imported: models, device, dtype, sizes, output."""
+    models = _csv(args.model)
+    if not models:
+        raise InputError("--model", "(none)", f"give at least one of {', '.join(MODELS)}")
+    for m in models:
         if m not in MODELS:
             raise InputError("--model", m, f"unknown model; known: {', '.join(MODELS)}")
-    return names
+    dev = args.device
+    if dev != "cpu" and not (dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise InputError("--device", dev, "unknown device; use cpu, cuda or cuda:N")
+    dtype = args.dtype or ("fp32" if dev == "cpu" else "bf16")
+    if dtype not in DTYPE_NAMES:
+        raise InputError("--dtype", dtype, f"use one of {', '.join(DTYPE_NAMES)}")
+    if args.attention not in ATTENTION:
+        raise InputError("--attention", args.attention, f"use one of {', '.join(ATTENTION)}")
+    comps = _csv(args.components) or list(COMPONENTS)
+    for c in comps:
+        if c not in COMPONENTS:
+            raise InputError("--components", c, f"use some of {', '.join(COMPONENTS)}")
+    res = _ints("--resolution", _csv(args.resolution)) or None
+    for m in models:
+        for r in res or []:
+            step, top = resolution_step(m), max_resolution(m)
+            if r % step:
+                raise InputError("--resolution", str(r), f"{m} needs a multiple of {step} pixels")
+            if top and r > top:
+                raise InputError("--resolution", str(r), f"{m} goes up to {top} pixels")
+    for name, value, low in (("--repeats", args.repeats, 1), ("--warmup", args.warmup, 0),
+                             ("--steps", args.steps, 1), ("--threads", args.threads, 1)):
+        if value is not None and value < low:
+            raise InputError(name, str(value), f"must be at least {low}")
+    return models, dtype, comps, res, _out_path(args, models)
+
+
+def _out_path(args, models: list[str]) -> Path:
+    if args.out is None:  # default: out/profiles/, created on demand
+        out = Path("out") / "profiles" / f"{args.device.split(':')[0]}-{'-'.join(models)}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return out
+    out = Path(args.out)
+    if out.suffix != ".json":
+        raise InputError("--out", args.out, "a profile file ends in .json")
+    if not out.parent.is_dir():
+        raise InputError("--out", args.out, f"directory {str(out.parent)!r} does not exist")
+    return out
+
+
+def _settings(args):
+    """Checked options as runner Settings, and the output path (imports torch)."""
+    models, dtype, comps, res, out = _check(args)
+    if args.device == "cpu":
+        # Idle OpenMP threads sleep instead of spinning: on a shared CPU a spinning thread
+        # starves a busy one and single repeats jump 10-50x. Read when torch loads (below).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    from sim.calibration.runner import Settings
+
+    dev = args.device
+    if dev != "cpu":
+        if not torch.cuda.is_available():
+            raise InputError("--device", dev, f"CUDA is not available to torch {torch.__version__}")
+        if ":" in dev and int(dev[5:]) >= torch.cuda.device_count():
+            raise InputError("--device", dev, f"only {torch.cuda.device_count()} GPU(s)")
+    s = Settings(
+        models=models, device=dev, dtype=dtype, batches=_batches(args, dev != "cpu"),
+        resolutions=res, repeats=args.repeats, warmup=args.warmup, cfg=args.cfg,
+        compile=args.compile, compile_mode=args.compile_mode, attention=args.attention,
+        threads=args.threads, components=tuple(comps), progress=not args.quiet, seed=args.seed,
+    )
+    return s, out
+
+
+def _command(s, out: Path, steps: int, name: str) -> str:
+    """The fully resolved command line that reproduces this run."""
+    parts = [
+        "floodgate", "calibrate", "--model", ",".join(s.models), "--device", s.device,
+        "--dtype", s.dtype, "--batches", ",".join(map(str, s.batches)),
+        "--repeats", str(s.repeats), "--warmup", str(s.warmup),
+        "--cfg" if s.cfg else "--no-cfg", "--attention", s.attention,
+        "--components", ",".join(s.components), "--steps", str(steps),
+        "--seed", str(s.seed), "--name", name, "--out", str(out),
+    ]
+    if s.resolutions:
+        parts += ["--resolution", ",".join(map(str, s.resolutions))]
+    if s.threads:
+        parts += ["--threads", str(s.threads)]
+    if s.compile:
+        parts += ["--compile"] + (["--compile-mode", s.compile_mode] if s.compile_mode else [])
+    return shlex.join(parts)
 
 
 def cmd_calibrate(args) -> int:
-    models = _models(args)
-    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
-        raise InputError("--device", args.device, "use cpu or cuda")
-    out = Path(args.out) if args.out else Path("benchmarks/profiles") / f"{args.device}-{'-'.join(models)}.json"
-    if not out.parent.is_dir():
-        raise InputError(str(out), "(file)", f"folder {out.parent} does not exist")
-    if args.repeats < 1 or args.warmup < 0:
-        raise InputError("--repeats", str(args.repeats), "needs repeats >= 1 and warmup >= 0")
-    try:
-        batches = [int(b) for b in args.batches.split(",")] if args.batches else None
-    except ValueError:
-        raise InputError("--batches", args.batches, "a comma list of integers") from None
-    if batches is not None and any(b < 1 for b in batches):
-        raise InputError("--batches", args.batches, "batch sizes are >= 1")
+    """Measure, write PROFILE.json and PROFILE.md, print {"profile", "device", "entries"}."""
+    from datetime import UTC, datetime
 
-    import torch
+    s, out = _settings(args)
+    from sim.calibration.profile import make_profile, markdown, write_profile
+    from sim.calibration.runner import calibrate
 
-    from sim.calibration import bench
-    from sim.calibration.models import MODELS
-    from sim.fleet.cost import SCHEMA
-    from sim.report.write import write_file
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device", args.device, "no CUDA device here; use --device cpu")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dtype_name = args.dtype or ("fp32" if args.device == "cpu" else "bf16")
-    if dtype_name not in bench.DTYPES:
-        raise InputError("--dtype", dtype_name, f"use one of {', '.join(bench.DTYPES)}")
-    if batches is None:
-        batches = [1, 2] if args.device == "cpu" else [1, 2, 4, 8, 16, 32, 64]
-    info = bench.device_info(args.device)
-    peak = bench.peak_tflops(args.device, getattr(torch, bench.DTYPES[dtype_name]))
-    entries: list[dict] = []
-    total = len(models) * len(batches) * 3
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc="calibrate", unit="cfg", file=sys.stderr)
-
-    def keep(e: dict) -> None:
-        entries.append(e)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(f"{e['model']} {e['component']} b={e['batch']}")
-
+    name = args.name or out.stem
     t0 = time.perf_counter()
-    interrupted = False
-    try:
-        for m in models:
-            res = args.resolution or MODELS[m].resolution
-            bench.measure(m, args.device, dtype_name, batches, res, args.cfg, args.warmup,
-                          args.repeats, args.compile, peak, keep)
-    except KeyboardInterrupt:
-        interrupted = True  # keep what was measured
-    finally:
-        if bar is not None:
-            bar.close()
-    prof = {
-        "schema": SCHEMA,
-        "name": out.stem,
-        "placeholder": False,
-        "source": f"measured by floodgate calibrate on {info['device']}",
-        "measured_on": {**info, "dtype": dtype_name, "peak_tflops": round(peak, 3),
-                        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                        "wall_s": round(time.perf_counter() - t0, 1), "interrupted": interrupted},
-        "command": "floodgate " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-        "steps": args.steps,
-        "entries": entries,
-    }
-    write_file(out, json.dumps(prof, indent=1) + "\n")
-    write_file(out.with_suffix(".md"), markdown(prof))
-    print(json.dumps({"profile": str(out), "device": info["device"], "entries": len(entries)}))
-    return 130 if interrupted else 0
-
-
-def markdown(prof: dict) -> str:
-    mo = prof["measured_on"]
-    lines = [f"# Profile {prof['name']}", "",
-             f"{prof['source']}; torch {mo.get('torch')}, CUDA {mo.get('cuda')}, driver "
-             f"{mo.get('driver')}, dtype {mo.get('dtype')}, matmul peak {mo.get('peak_tflops')} TFLOP/s.",
-             f"Command: `{prof['command']}`", "",
-             "| model | component | res | batch | CFG | median s | p10 s | p90 s | TFLOP/s | MFU |",
-             "|---|---|---:|---:|:-:|---:|---:|---:|---:|---:|"]
-    for e in prof["entries"]:
-        lat = e["latency_s"]
-        lines.append(f"| {e['model']} | {e['component']} | {e['resolution']} | {e['batch']} | "
-                     f"{'yes' if e.get('cfg') else 'no'} | {lat['median']:.4g} | {lat['p10']:.4g} | "
-                     f"{lat['p90']:.4g} | {e.get('tflops') or '–'} | {e.get('mfu') or '–'} |")
-    return "\n".join(lines) + "\n"
+    res = calibrate(s)
+    wall = time.perf_counter() - t0
+    if not res.entries:
+        why = ("interrupted before anything was measured" if res.interrupted
+               else "nothing could be measured (see the skipped lines above)")
+        print(f"error: {out}: entries: {why}; nothing written", file=sys.stderr)
+        return 130 if res.interrupted else 1
+    res.measured_on["wall_s"] = round(wall, 1)
+    created = datetime.now(UTC).replace(microsecond=0).isoformat()
+    prof = make_profile(
+        name, res.measured_on, _command(s, out, args.steps, name), res.entries, res.models,
+        res.skipped, res.interrupted, created, steps=args.steps,
+    )
+    path, md = write_profile(out, prof)
+    print(markdown(prof))
+    print(f"wrote {path} and {md} ({len(res.entries)} entries in {wall:.1f} s)", file=sys.stderr)
+    print(json.dumps({"profile": str(path), "device": res.measured_on["device"],
+                      "entries": len(res.entries)}))
+    return 130 if res.interrupted else 0
 
 
 def cmd_profiles(args) -> int:
-    from sim.fleet.cost import CostModel, load_profile, profile_dirs
+    """List profiles (the search path, or the files given) with images/s at the best batch."""
+    from sim.calibration.listing import find_all, summarise, table
 
-    seen, rows = set(), []
-    for d in profile_dirs():
-        for f in sorted(Path(d).glob("*.json")) if Path(d).is_dir() else []:
-            if f.resolve() in seen:
-                continue
-            seen.add(f.resolve())
-            prof = load_profile(f)
-            steps = int(prof.get("steps") or 20)
-            for m in sorted({e["model"] for e in prof["entries"] if e["component"] == "denoise_step"}):
-                bs = sorted({e["batch"] for e in prof["entries"] if e["model"] == m and e["component"] == "denoise_step"})
-                cm = CostModel.from_profile(prof, str(f), m, None, steps, max(bs))
-                best = max(bs, key=cm.images_per_s)
-                rows.append({"profile": f.stem, "device": prof.get("measured_on", {}).get("device"),
-                             "model": m, "steps": steps, "best_batch": best,
-                             "images_per_s": round(cm.images_per_s(best), 4),
-                             "placeholder": bool(prof.get("placeholder")), "path": str(f)})
+    if args.steps is not None and args.steps < 1:
+        raise InputError("--steps", str(args.steps), "must be at least 1")
+    for p in args.paths:
+        if not Path(p).is_file():
+            raise InputError(p, "(file)", "no such profile")
+    paths = [Path(p) for p in args.paths] or find_all()
+    rows = [r for p in paths for r in summarise(p, args.steps)]
     if args.json:
         print(json.dumps(rows))
-        return 0
-    print(f"{'profile':32} {'model':12} {'device':40} {'batch':>5} {'img/s':>9}  note")
-    for r in rows:
-        note = "placeholder (not measured)" if r["placeholder"] else ""
-        print(f"{r['profile']:32} {r['model']:12} {str(r['device'])[:40]:40} {r['best_batch']:>5} "
-              f"{r['images_per_s']:>9.3f}  {note}")
+    elif rows:
+        print(table(rows))
+    else:
+        print("no profiles found", file=sys.stderr)
     return 0
+
+
+def add_parsers(subparsers) -> None:
+    """Add `calibrate` and `profiles` to an argparse subparsers object."""
+    c = subparsers.add_parser(
+        "calibrate", help="time the diffusion kernels on this machine and write a profile",
+        description="Build denoisers from config dicts (random weights) and time one "
+        "denoising step, VAE decode and text encoding per batch size; write a profile.",
+    )
+    c.add_argument("--model", action="append", metavar="NAME",
+                   help=f"repeatable or comma list: {', '.join(MODELS)}")
+    c.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    c.add_argument("--dtype", help="fp32, fp16 or bf16 (default: bf16 on cuda, fp32 on cpu)")
+    c.add_argument("--batches", action="append",
+                   help="comma list, or 'auto': 1, 2, 4, ... up to --max-batch or out of memory")
+    c.add_argument("--max-batch", type=int, help="cap for auto batches (default cuda 256, cpu 4)")
+    c.add_argument("--resolution", action="append",
+                   help="image side in pixels, repeatable or comma list (default: per model)")
+    c.add_argument("--repeats", type=int, default=20, help="timed repeats (default 20)")
+    c.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs (default 3)")
+    c.add_argument("--cfg", action=argparse.BooleanOptionalAction, default=True,
+                   help="classifier-free guidance: the denoiser batch is doubled (default on)")
+    c.add_argument("--compile", action="store_true", help="torch.compile each workload")
+    c.add_argument("--compile-mode", help="torch.compile mode, e.g. max-autotune")
+    c.add_argument("--attention", default="default",
+                   help="SDPA backend: default, math, flash, efficient or cudnn")
+    c.add_argument("--components", action="append",
+                   help=f"comma list of {', '.join(COMPONENTS)} (default all)")
+    c.add_argument("--threads", type=int, help="torch threads (default: all cores on cpu)")
+    c.add_argument("--steps", type=int, default=20,
+                   help="nominal denoising steps per image, recorded in the profile (default 20)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    c.add_argument("--name", help="profile name (default: the output file's stem)")
+    c.add_argument("--out", help="profile JSON path (default out/profiles/DEVICE-MODELS.json)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_calibrate)
+
+    p = subparsers.add_parser(
+        "profiles", help="list calibration profiles with images/s at the best batch",
+        description="List benchmarks/profiles/*.json and the FLOODGATE_PROFILES folders (or "
+        "the files given) with images/s at the best measured batch, from the cost model.",
+    )
+    p.add_argument("paths", nargs="*", help="profile files (default: the profile search path)")
+    p.add_argument("--steps", type=int,
+                   help="denoising steps per image (default: the profile's, else 20)")
+    p.add_argument("--json", action="store_true", help="print the rows as one JSON line")
+    p.set_defaults(func=cmd_profiles)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (python -m sim.calibration.cli); `floodgate` wires add_parsers."""
+    ap = argparse.ArgumentParser(prog="floodgate")
+    add_parsers(ap.add_subparsers(dest="command", required=True))
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as e:
+        print(f"error: {e.file}: {e.field}: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # raised before measuring started (imports, model build)
+        print("interrupted: nothing written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

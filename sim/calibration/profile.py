@@ -64,6 +64,8 @@ def markdown(profile: dict) -> str:
         f"{mo.get('attention')}, {mo.get('warmup')} warm-up + {mo.get('repeats')} timed repeats"
         f", timer {mo.get('timer')}",
         f"- peak matmul: {_fmt(peak, '.3f')} TFLOP/s ({mo.get('peak_method', '-')})",
+        f"- device copy: {_fmt(mo.get('copy_gb_s'), ',.1f')} GB/s "
+        f"({mo.get('copy_method', '-')})",
         f"- command: `{profile['command']}`",
         "",
         "| model | component | res | batch | cfg | median ms | p10 ms | p90 ms | ms/image "
@@ -78,7 +80,7 @@ def markdown(profile: dict) -> str:
             f"| {'yes' if e.get('cfg') else 'no'} | {lat['median'] * 1e3:.2f} "
             f"| {lat['p10'] * 1e3:.2f} | {lat['p90'] * 1e3:.2f} "
             f"| {lat['median'] * 1e3 / e['batch']:.2f} "
-            f"| {_fmt(None if flops is None else flops / 1e9, ',.1f')} "
+            f"| {_fmt(None if flops is None else flops / 1e9, '.4g')} "
             f"| {_fmt(e.get('tflops'), '.4f')} | {_fmt(e.get('mfu'), '.1%')} "
             f"| {_fmt_bytes(e.get('peak_mem_bytes'))} |"
         )

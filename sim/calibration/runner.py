@@ -19,7 +19,13 @@ from sim.calibration.build import build_component, workload
 from sim.calibration.configs import MODELS, component_config, config_hash
 from sim.calibration.device import DTYPES, describe
 from sim.calibration.flops import component_params, count_flops
-from sim.calibration.timing import free_memory, is_oom, peak_matmul_tflops, time_fn
+from sim.calibration.timing import (
+    copy_bandwidth_gbs,
+    free_memory,
+    is_oom,
+    peak_matmul_tflops,
+    time_fn,
+)
 
 ORDER = ("denoise_step", "vae_decode", "text_encode")  # most important first, for Ctrl-C
 SDPA = {"math": "MATH", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
@@ -93,11 +99,14 @@ def calibrate(s: Settings) -> Result:
     bar = tqdm(total=total, desc="calibrate", unit="cfg", file=sys.stderr,
                disable=not s.progress, dynamic_ncols=True)
     peak = peak_matmul_tflops(device, dtype)
+    copy = copy_bandwidth_gbs(device)
     mo = describe(device) | {
         "dtype": s.dtype,
         "peak_tflops": peak["tflops"],
         "peak_matmul_size": peak.get("size"),
         "peak_method": f"{s.dtype} {peak['method']}",
+        "copy_gb_s": copy["gb_s"],
+        "copy_method": copy["method"],
         "compile": s.compile,
         "compile_mode": s.compile_mode if s.compile else None,
         "attention": s.attention,

@@ -119,3 +119,35 @@ def peak_matmul_tflops(
         del a, b
     best["method"] = f"median of {repeats} square matmuls, best of sizes {list(sizes)}"
     return best
+
+
+def copy_bandwidth_gbs(
+    device: torch.device, nbytes: int | None = None, repeats: int | None = None
+) -> dict:
+    """Device-to-device copy bandwidth: fp32 `b.copy_(a)`, bytes read plus written, in GB/s.
+
+    1 GiB on a GPU (far past its L2), 64 MiB on a CPU (past most last-level caches); random
+    data, never zeros. The memory floor of a weight-bound step is weight bytes over this.
+    """
+    cuda = device.type == "cuda"
+    nbytes = nbytes or (2**30 if cuda else 2**26)
+    repeats = repeats or (20 if cuda else 5)
+    n = nbytes // 4
+    try:
+        a = torch.randn(n, device=device, dtype=torch.float32)
+        b = torch.empty_like(a)
+        t = time_fn(lambda a=a, b=b: b.copy_(a), device, warmup=3, repeats=repeats)
+    except Exception as e:  # too big for this device: try half the size
+        if not is_oom(e) or nbytes <= 2**24:
+            raise
+        free_memory(device)
+        return copy_bandwidth_gbs(device, nbytes // 2, repeats)
+    med = t.stats()["median"]
+    del a, b
+    free_memory(device)
+    return {
+        "gb_s": 2 * n * 4 / med / 1e9,
+        "bytes": n * 4,
+        "method": f"median of {repeats} fp32 copies of {n * 4 / 2**20:,.0f} MiB "
+        "(bytes read + written)",
+    }
