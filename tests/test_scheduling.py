@@ -77,6 +77,8 @@ def _acting(name: str, s: dict) -> bool:
         "edf": rej["queue_full"] > 0 and all(t["goodput"] == t["completed"] for t in s["tiers"].values()),
         "codel": sum(pol.get("codel", {}).get("dropped", {}).values()) == rej["timeout"] > 0
         and s["tiers"]["free"]["latency_s"]["p95"] < 60,
+        # served newest first: the served free requests skip the standing queue (FIFO: p95 ~300 s)
+        "lifo": s["tiers"]["free"]["latency_s"]["p95"] < 30 and rej["timeout"] > 0,
         "brownout": max(pol.get("brownout", {}).get("degraded_share", {"x": 0}).values()) > 0,
         "content_filter": sum(pol.get("content_filter", {}).get("false_blocks", {}).values()) > 0,
         "autoscale": pol.get("autoscale", {}).get("gpus_added", 0) > 0,
@@ -102,7 +104,7 @@ def test_every_policy_has_a_scenario():
     names = {p.stem for p in SCENARIOS}
     shipped = {n for n, c in REGISTRY.items() if c.__module__.startswith("sim.policies")}
     assert shipped - {"none"} <= names
-    assert {"strict_priority", "drr", "edf", "pools"} <= names
+    assert {"strict_priority", "drr", "edf", "lifo", "pools"} <= names
 
 
 def _codel_run(lam: float, codel: bool, horizon: float = 4000.0):
