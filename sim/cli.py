@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_compare)
     import sim.calibration.cli
     import sim.demand.cli
+    import sim.live.cli
 
-    for module in (sim.calibration.cli, sim.demand.cli):
+    for module in (sim.calibration.cli, sim.demand.cli, sim.live.cli):
         module.add_parsers(sub)
     return ap
 

@@ -1,0 +1,352 @@
+"""The live gateway: a FastAPI app running the scenario's policies on real requests.
+
+`POST /v1/images` (Authorization: Bearer KEY, body {"id", "attempt", "scheduled_t"}):
+the key gives user and tier (nothing else can); admission policies decide in scenario order
+with the same objects as the simulator, brownout picks the steps, then the live fleet
+(sim/live/workers.py) queues, batches and serves it. Answers: 200 with times; 429 for
+limiter-side rejections (rate_limited, quota_exceeded), 503 for fleet-side ones (shed,
+queue_full, timeout) and while draining, 403 for the content filter, 500 when a real batch
+failed; 401 for a missing or unknown key. 429/503 carry Retry-After (wall seconds) and the
+RateLimit-Policy / RateLimit fields of the policies the request met.
+`GET /healthz`, `GET /metrics` (Prometheus text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from sim.engine import build_pools
+from sim.live.admission import (
+    apply_fleet,
+    build_policies,
+    concurrency_decision,
+    images_per_s,
+    ratelimit_fields,
+    wall_s,
+)
+from sim.live.keys import KeyTable
+from sim.live.metrics import Metrics, RequestLog, log_record
+from sim.live.workers import LiveFleet, Req
+from sim.policies import Decision
+from sim.policies.quota import DAY, DailyQuota
+from sim.scenario import Scenario
+
+JSON = "application/json"
+READY = "serving http://{host}:{port}"  # the line on stderr once accepting
+
+
+def _r6(x: float) -> float:
+    return round(x, 6)
+
+
+def _num(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else x
+
+
+def _dumps(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class Gateway:
+    """Admission, fleet, log and metrics of one server process (one event loop)."""
+
+    def __init__(self, sc: Scenario, keys: KeyTable, log_path: str | Path, time_scale: float = 1.0,
+                 max_queue: float | None = None, drain_timeout: float = 30.0, runner=None):
+        self.sc, self.keys, self.X = sc, keys, float(time_scale)
+        self.tiers = [t.name for t in sc.tiers]
+        self.pools = build_pools(sc)
+        self.policies = build_policies(sc)
+        self.admission = [lp for lp in self.policies if lp.kind == "admission"]
+        self.degraders = [lp for lp in self.policies if lp.kind == "degrade"]
+        self.ips = images_per_s(self.pools)
+        self.steps = float(sc.fleet.pools[0].steps)  # the simulator gives every request pool 0's
+        self.max_queue = max_queue if max_queue is not None else default_max_queue(sc)
+        self.drain_timeout = drain_timeout
+        self.metrics = Metrics(self.tiers)
+        self.log = RequestLog(log_path)
+        self.rng = np.random.default_rng([sc.seed, 4])
+        self.t0 = time.monotonic()
+        self.fleet = LiveFleet(sc, self.pools, self.clock, self.X, self.final, self.rng,
+                               self.max_queue, runner)
+        for lp in self.policies:
+            if lp.kind == "fleet":
+                apply_fleet(lp, self.fleet, self.ips)
+        self.draining = False
+        self.drain_deadline = math.inf
+        self.http_inflight = 0
+        self._tasks: list[asyncio.Task] = []
+        self.on_drained = None  # called once the drain is over (the server then exits)
+
+    def clock(self) -> float:
+        """Simulated seconds since the server started accepting."""
+        return (time.monotonic() - self.t0) * self.X
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        self.t0 = time.monotonic()
+        self.fleet.start(self.t0)
+        for lp in self.policies:
+            if self.sc.policies[lp.active.spec_index].schedule:
+                self._tasks.append(asyncio.create_task(self._schedule(lp)))
+
+    async def _schedule(self, lp) -> None:
+        """Switch a policy on/off or give it new parameters at simulated times."""
+        ap = lp.active
+        spec = self.sc.policies[ap.spec_index]
+        for when in sorted(spec.schedule, key=lambda w: w.at):
+            delay = self.t0 + when.at / self.X - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if when.enabled is not None:
+                ap.enabled = when.enabled
+            if when.params:
+                merged = {**spec.params(), **when.params}
+                ap.policy.reconfigure(type(ap.policy).Params.model_validate(merged))
+            if lp.kind == "fleet":
+                apply_fleet(lp, self.fleet, self.ips)
+
+    def begin_drain(self) -> None:
+        """SIGTERM: stop admitting, let the fleet finish, then call on_drained."""
+        if self.draining:  # a second signal: end the drain now
+            self.drain_deadline = time.monotonic()
+            self.fleet.empty.set()  # wakes the drain waiting for it
+            return
+        self.draining = True
+        self.drain_deadline = time.monotonic() + self.drain_timeout
+        self._tasks.append(asyncio.get_running_loop().create_task(self._drain()))
+
+    async def _drain(self) -> None:
+        while self.fleet.in_system and time.monotonic() < self.drain_deadline:
+            await self.fleet.wait_empty(self.drain_deadline - time.monotonic())
+        self.fleet.abort("drain_timeout")
+        self.log.flush()
+        if self.on_drained is not None:
+            self.on_drained()
+
+    async def stop(self) -> None:
+        """Nothing accepted is lost: whatever is left is recorded as drain_timeout."""
+        self.fleet.abort("drain_timeout")
+        for t in self._tasks:
+            t.cancel()
+        self.log.close()
+
+    # -- requests --
+
+    def final(self, req: Req) -> None:
+        self.log.write(log_record(req))
+        self.metrics.final(req)
+
+    def _reject(self, req: Req, reason: str, retry_after: float | None, infos) -> tuple[int, bytes, dict]:
+        self.fleet.finish(req, reason, req.arrival)
+        headers = ratelimit_fields(infos, self.X)
+        if req.status in (429, 503):
+            if reason == "draining":
+                secs = max(1, math.ceil(self.drain_deadline - time.monotonic()))
+            else:
+                secs = wall_s(retry_after if retry_after is not None else 0.0, self.X, 1)
+            headers["Retry-After"] = str(secs)
+        body = {"id": req.id, "reason": reason, "retry_after": retry_after}
+        return req.status, _dumps(body), headers
+
+    async def submit(self, user: int, tier: int, rid: int, attempt: int,
+                     scheduled_t: float | None) -> tuple[int, bytes, dict]:
+        """Admit, queue and serve one request: (status, JSON body, headers)."""
+        now = self.clock()
+        req = Req(rid, attempt, user, tier, self.tiers[tier], scheduled_t, now)
+        if self.draining:
+            return self._reject(req, "draining", None, [])
+        infos: list = []
+        for lp in self.admission:
+            ap = lp.active
+            if not ap.enabled or not ap.tiers[tier]:
+                continue
+            d = ap.policy.admit(now, user, tier)
+            if d.ok and d.limit is None and isinstance(ap.policy, DailyQuota):
+                d = _quota_left(ap.policy, user, now)
+            if d is not None and d.limit is not None:
+                infos.append((lp, d))
+            if d is not None and not d.ok:
+                return self._reject(req, d.reason, d.retry_after, infos)
+        steps = np.array([self.steps], np.float32)
+        if self.degraders:
+            view = self.fleet.view()
+            for lp in self.degraders:
+                ap = lp.active
+                if ap.enabled:
+                    steps = ap.policy.degrade(view, np.array([now]), np.array([tier]), steps, ap.tiers)
+        req.steps, req.nominal = float(steps[0]), self.steps
+        req.noise, req.z = self.rng.exponential(), self.rng.standard_normal()
+        req.fut = asyncio.get_running_loop().create_future()
+        reason = self.fleet.arrive(req)
+        if reason is not None:
+            if reason == "rate_limited":
+                c = concurrency_decision(self.policies, tier)
+                if c is not None:
+                    infos.append(c)
+            return self._reject(req, reason, None, infos)
+        self.metrics.admitted[self.tiers[tier]] += 1
+        await req.fut
+        if req.reason is not None:  # timeout, drain_timeout or error after admission
+            return self._reject_late(req, infos)
+        body = {"id": req.id, "user": user, "tier": req.tier_name, "arrival_s": _r6(req.arrival),
+                "start_s": _r6(req.start), "done_s": _r6(req.done), "wait_s": _r6(req.start - req.arrival),
+                "latency_s": _r6(req.done - req.arrival), "batch": req.batch, "steps": _num(req.steps),
+                "degraded": req.steps < req.nominal}
+        return 200, _dumps(body), ratelimit_fields(infos, self.X)
+
+    def _reject_late(self, req: Req, infos) -> tuple[int, bytes, dict]:
+        headers = ratelimit_fields(infos, self.X)
+        if req.status == 503:
+            headers["Retry-After"] = "1"
+        return req.status, _dumps({"id": req.id, "reason": req.reason, "retry_after": None}), headers
+
+    # -- observability --
+
+    def prometheus(self) -> str:
+        f = self.fleet
+        g = [("floodgate_queue_depth", "Requests waiting, per tier.", {"tier": t}, len(f.queues[k]))
+             for k, t in enumerate(self.tiers)]
+        g += [("floodgate_in_system", "Admitted requests queued or in service, per tier.",
+               {"tier": t}, f.n_sys[k]) for k, t in enumerate(self.tiers)]
+        for j, p in enumerate(self.pools):
+            busy = sum(1 for w in f.workers if w.pool == j and w.handle is not None)
+            g.append(("floodgate_workers_busy", "GPU workers running a batch.", {"pool": p.name}, busy))
+            g.append(("floodgate_workers", "GPU workers.", {"pool": p.name}, p.gpus))
+            g.append(("floodgate_batches", "Batches started (a counter).", {"pool": p.name}, f.batches[j]))
+            g.append(("floodgate_batched_requests", "Requests in started batches (a counter).",
+                      {"pool": p.name}, f.batched[j]))
+        g += [("floodgate_inflight", "Admitted requests not finished.", {}, f.in_system),
+              ("floodgate_http_inflight", "HTTP requests being handled.", {}, self.http_inflight),
+              ("floodgate_utilization", "Busy share of the GPU workers.", {}, f.utilization()),
+              ("floodgate_sim_time_seconds", "Simulated time since start.", {}, self.clock()),
+              ("floodgate_time_scale", "Simulated seconds per wall second.", {}, self.X),
+              ("floodgate_draining", "1 while draining.", {}, int(self.draining))]
+        return self.metrics.render(g)
+
+
+def _quota_left(pol: DailyQuota, user: int, now: float) -> Decision | None:
+    """What a calendar daily quota has left for a user after admitting (for the headers)."""
+    if pol.params.window != "calendar":
+        return None
+    day = math.floor((pol.epoch + now) / DAY)
+    used = int(pol._count[user]) if int(pol._day[user]) == day else 0
+    reset = (day + 1) * DAY - (pol.epoch + now)
+    return Decision(True, limit=pol.params.limit, remaining=max(0, pol.params.limit - used),
+                    reset_after=reset)
+
+
+def default_max_queue(sc: Scenario) -> int:
+    """The tiers' queue limits summed when every tier has one, else 10000."""
+    lims = [t.queue_limit for t in sc.tiers]
+    return sum(lims) if all(x is not None for x in lims) else 10000
+
+
+def bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, key = header.partition(" ")
+    return key.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _body(raw: bytes) -> tuple[int, int, float | None] | str:
+    """(id, attempt, scheduled_t) from the JSON body, or what is wrong with it. Any other
+    field (a `tier` among them) is ignored."""
+    try:
+        data = json.loads(raw or b"null")
+    except ValueError:
+        return "body is not JSON"
+    if not isinstance(data, dict):
+        return "body must be a JSON object"
+    rid, att, st = data.get("id"), data.get("attempt", 0), data.get("scheduled_t")
+    if not isinstance(rid, int) or isinstance(rid, bool):
+        return "id: an integer is required"
+    if att is None:
+        att = 0
+    if not isinstance(att, int) or isinstance(att, bool):
+        return "attempt: must be an integer"
+    if st is not None and (isinstance(st, bool) or not isinstance(st, int | float)):
+        return "scheduled_t: must be a number"
+    return rid, att, None if st is None else float(st)
+
+
+def create_app(gw: Gateway) -> FastAPI:
+    """The HTTP surface of a gateway."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await gw.start()
+        yield
+        await gw.stop()
+
+    app = FastAPI(title="floodgate gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.post("/v1/images")
+    async def images(request: Request) -> Response:
+        who = gw.keys.lookup(bearer(request.headers.get("authorization")))
+        if who is None:
+            gw.metrics.unauthorized += 1
+            return Response(_dumps({"detail": "unknown API key"}), 401, {"WWW-Authenticate": "Bearer"},
+                            media_type=JSON)
+        parsed = _body(await request.body())
+        if isinstance(parsed, str):
+            return Response(_dumps({"detail": parsed}), 422, media_type=JSON)
+        gw.http_inflight += 1
+        try:
+            status, body, headers = await gw.submit(who[0], who[1], *parsed)
+        finally:
+            gw.http_inflight -= 1
+        return Response(body, status, headers, media_type=JSON)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        if gw.draining:
+            return Response(_dumps({"status": "draining"}), 503, media_type=JSON)
+        return Response(_dumps({"status": "ok"}), 200, media_type=JSON)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(gw.prometheus(), 200, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, except that SIGTERM/SIGINT drain the gateway before it stops."""
+
+    def __init__(self, config: uvicorn.Config, gw: Gateway, host: str):
+        super().__init__(config)
+        self.gw, self.host = gw, host
+        self.loop: asyncio.AbstractEventLoop | None = None
+        gw.on_drained = self._drained
+
+    async def startup(self, sockets=None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
+        if self.started:
+            port = self.servers[0].sockets[0].getsockname()[1]
+            print(READY.format(host=self.host, port=port), file=sys.stderr, flush=True)
+
+    def _drained(self) -> None:
+        self.should_exit = True
+
+    def handle_exit(self, sig, frame) -> None:
+        # Not uvicorn's own: that stops accepting at once and re-raises the signal at exit.
+        if self.should_exit:
+            self.force_exit = True
+        elif self.loop is None or not self.started:
+            self.should_exit = True
+        else:  # a signal handler: hand over to the loop
+            self.loop.call_soon_threadsafe(self.gw.begin_drain)

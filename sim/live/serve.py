@@ -1,0 +1,189 @@
+"""`floodgate serve SCENARIO`: the scenario's policies as a live HTTP gateway (one process).
+
+Also the helpers to run one from Python: `free_port()`, `start_server(...)` (a subprocess,
+returned once /healthz answers) and `stop_server(proc)` (SIGTERM: drain, then exit).
+FastAPI, uvicorn and torch load inside the command only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from sim.errors import InputError
+
+
+def add_parser(subparsers) -> None:
+    s = subparsers.add_parser("serve", help="run the scenario's policies as a live HTTP gateway")
+    s.add_argument("scenario")
+    s.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    s.add_argument("--port", type=int, default=8000, help="default 8000; 0: any free port")
+    s.add_argument("--time-scale", type=float, default=1.0,
+                   help="simulated seconds per wall second (default 1; 10: ten times faster)")
+    s.add_argument("--kernel", choices=("model", "torch"), default="model",
+                   help="model (default): sleep the calibrated batch time; torch: run the real denoiser")
+    s.add_argument("--torch-device", help="torch kernel device (default: cuda if available, else cpu)")
+    s.add_argument("--torch-dtype", choices=("fp32", "fp16", "bf16"),
+                   help="torch kernel dtype (default: fp16 on a GPU, fp32 on a CPU)")
+    s.add_argument("--keys", help="key table CSV key,user,tier (default: generated, written "
+                   "next to the log as keys.csv)")
+    s.add_argument("--log", help="per-request JSONL (default out/<scenario>/live/requests.jsonl)")
+    s.add_argument("--max-queue", type=int, help="queued requests, all tiers, beyond which "
+                   "requests get 503 queue_full (default: the tiers' queue limits summed, or 10000)")
+    s.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="on SIGTERM, wall seconds to finish admitted requests (default 30)")
+    s.set_defaults(func=cmd_serve)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # listener says it is TCP; without it Nagle delays each response by ~40 ms on loopback.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise InputError("--port", str(port), f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _raise_fd_limit(n: int) -> None:
+    """Each queued request holds a connection: allow that many open files if we may."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = n if hard == resource.RLIM_INFINITY else min(n, hard)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def cmd_serve(args) -> int:
+    from sim.live.admission import check_live
+    from sim.live.keys import generate_keys, load_keys, write_keys
+    from sim.scenario import load_scenario
+
+    sc = load_scenario(args.scenario)
+    check_live(sc)
+    if not args.time_scale > 0:
+        raise InputError("--time-scale", str(args.time_scale), "must be greater than 0")
+    if not args.drain_timeout >= 0:
+        raise InputError("--drain-timeout", str(args.drain_timeout), "must be at least 0")
+    if args.max_queue is not None and args.max_queue < 0:
+        raise InputError("--max-queue", str(args.max_queue), "must be at least 0")
+    log = Path(args.log) if args.log else Path("out") / sc.name / "live" / "requests.jsonl"
+    if args.keys:
+        keys = load_keys(args.keys, sc)
+    else:
+        keys = generate_keys(sc)
+        write_keys(log.parent / "keys.csv", keys)
+    sock = _bind(args.host, args.port)
+
+    import uvicorn
+
+    from sim.engine import build_pools
+    from sim.live.gateway import Gateway, GatewayServer, create_app, default_max_queue
+
+    runner = None
+    if args.kernel == "torch":
+        try:
+            from sim.live.denoiser import TorchRunner
+        except ImportError as e:
+            raise InputError("--kernel", "torch", f"needs torch and diffusers: {e}") from None
+        runner = TorchRunner(sc, build_pools(sc), args.torch_device, args.torch_dtype)
+        print(f"torch kernel: {runner.describe()}", file=sys.stderr)
+    _raise_fd_limit((args.max_queue if args.max_queue is not None else default_max_queue(sc)) + 4096)
+    try:
+        gw = Gateway(sc, keys, log, args.time_scale, args.max_queue, args.drain_timeout, runner)
+    except OSError as e:
+        raise InputError(str(log), "(file)", f"cannot write: {e.strerror}") from None
+    config = uvicorn.Config(create_app(gw), log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5, backlog=4096)
+    server = GatewayServer(config, gw, args.host)
+    server.run(sockets=[sock])
+    return 0
+
+
+# ---- running a server from Python (tests, `floodgate validate`) ----
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on host right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_server(scenario_path, port: int, time_scale: float = 1.0, keys_path=None,
+                 log_path=None, extra_args=(), *, host: str = "127.0.0.1",
+                 timeout: float = 60.0, stderr_path=None) -> subprocess.Popen:
+    """Start `floodgate serve` in a subprocess and return it once /healthz answers 200.
+
+    Its stderr goes to `stderr_path` (default: serve.stderr next to the log, or a temporary
+    file); if it exits or does not get healthy in `timeout` s, RuntimeError with that text.
+    """
+    cmd = [sys.executable, "-m", "sim", "serve", str(scenario_path), "--host", host,
+           "--port", str(port), "--time-scale", repr(float(time_scale))]
+    if keys_path is not None:
+        cmd += ["--keys", str(keys_path)]
+    if log_path is not None:
+        cmd += ["--log", str(log_path)]
+    cmd += [str(a) for a in extra_args]
+    if stderr_path is None:
+        if log_path is not None:
+            stderr_path = Path(log_path).parent / "serve.stderr"
+            stderr_path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            fd, stderr_path = tempfile.mkstemp(prefix="floodgate-serve-", suffix=".stderr")
+            os.close(fd)
+    err = open(stderr_path, "wb")
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    finally:
+        err.close()
+    proc.stderr_path = Path(stderr_path)
+    url = f"http://{host}:{port}/healthz"
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"floodgate serve exited with {proc.returncode}: "
+                               f"{Path(stderr_path).read_text().strip()}")
+        if _healthy(url):
+            return proc
+        time.sleep(0.05)
+    stop_server(proc, 5.0)
+    raise RuntimeError(f"floodgate serve not healthy after {timeout} s: "
+                       f"{Path(stderr_path).read_text().strip()}")
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 60.0) -> int:
+    """SIGTERM (the gateway drains), wait up to `timeout` s, then kill; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
