@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean whatif plan
+.PHONY: install demo test bench lint clean whatif plan validate
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ whatif: install
 
 plan: install
 	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --without shed_reserve --json
+
+validate: install
+	$(BIN)/floodgate validate scenarios/validation_small.yaml --json
 
 lint: install
 	$(BIN)/ruff check .

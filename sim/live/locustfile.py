@@ -1,0 +1,159 @@
+"""Open-loop replay of a schedule against the gateway (run by `floodgate validate`, always in
+its own Locust process: `import locust` monkey-patches with gevent).
+
+One dispatcher user sleeps until each scheduled time (t / time_scale wall seconds after a
+common start) and spawns a greenlet per request, so a slow answer never delays the next
+request (no coordinated omission). 429 and 503 are expected answers, marked as successes;
+they are retried as the simulator's retry model does (sim/demand/feedback.py: same backoff;
+the body's retry_after, in simulated seconds, honoured where the gateway gives one, which is
+where the simulator has one: admission policies, not the fleet loop). One JSONL record per attempt, written as soon as it ends.
+
+Environment: FG_SCHEDULE (CSV id,t,user,tier), FG_OUT (JSONL), FG_TIME_SCALE, FG_HORIZON
+(sim s: no attempt is sent at or after it), FG_DRAIN (wall s to wait for answers after the
+last send), FG_RETRY (JSON of the scenario's demand.retry, or empty), FG_SEED,
+FG_CONCURRENCY (connection pool size), FG_LEAD (wall s from start-up to t = 0).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+import traceback
+
+import gevent
+import numpy as np
+from gevent.pool import Group
+from locust import constant, task
+from locust.contrib.fasthttp import FastHttpUser
+from locust.exception import StopUser
+
+from sim.demand.feedback import Retry
+from sim.live.schedule import user_key
+from sim.scenario import RetrySpec
+
+ENV = os.environ
+X = float(ENV.get("FG_TIME_SCALE", "1"))
+HORIZON = float(ENV.get("FG_HORIZON", "inf"))
+DRAIN = float(ENV.get("FG_DRAIN", "30"))
+LEAD = float(ENV.get("FG_LEAD", "0.5"))
+
+
+def load_schedule(path: str) -> list[tuple[int, float, int, str]]:
+    with open(path, newline="") as f:
+        return [(int(r["id"]), float(r["t"]), int(r["user"]), r["tier"]) for r in csv.DictReader(f)]
+
+
+class Dispatcher(FastHttpUser):
+    """Replays the whole schedule once, then stops Locust."""
+
+    wait_time = constant(0)
+    concurrency = int(ENV.get("FG_CONCURRENCY", "1024"))
+    network_timeout = DRAIN + 600.0  # a request is never cut short by the client
+    connection_timeout = 30.0
+
+    def on_start(self) -> None:
+        try:
+            self._setup()
+        except Exception:  # stop at once with a code of our own, not at --run-time
+            traceback.print_exc()
+            self.environment.process_exit_code = 3
+            gevent.spawn_later(0.1, self.environment.runner.quit)
+            raise StopUser() from None
+
+    def _setup(self) -> None:
+        self.schedule = load_schedule(ENV["FG_SCHEDULE"])
+        spec = ENV.get("FG_RETRY", "")
+        self.retry = Retry(RetrySpec.model_validate_json(spec), None, []) if spec else None
+        self.rng = np.random.default_rng(int(ENV.get("FG_SEED", "0")))
+        self.out = open(ENV["FG_OUT"], "w", buffering=1)  # noqa: SIM115 (closed in on_stop)
+        self.inflight: dict[tuple[int, int], dict] = {}
+        self.tasks_in_flight = Group()
+
+    def on_stop(self) -> None:
+        if not hasattr(self, "out"):
+            return  # set-up failed
+        for rec in list(self.inflight.values()):  # cut off by the deadline: no answer
+            self._write({**rec, "status": None, "reason": "unanswered"})
+        self.inflight.clear()
+        self.out.close()
+
+    def _write(self, rec: dict) -> None:
+        self.out.write(json.dumps(rec) + "\n")
+
+    @task
+    def replay(self) -> None:
+        self.start = time.monotonic() + LEAD
+        for rid, t, user, tier in self.schedule:
+            if t >= HORIZON:
+                break
+            self._sleep_until(t)
+            self.tasks_in_flight.spawn(self._send, rid, 0, t, user, tier)
+        # retries may be due up to the horizon; then DRAIN for the last answers (join returns
+        # as soon as nothing is left in flight)
+        t_end = HORIZON if math.isfinite(HORIZON) else (self.schedule[-1][1] if self.schedule else 0)
+        self.tasks_in_flight.join(timeout=max(0.0, self.start + t_end / X - time.monotonic()) + DRAIN)
+        self.tasks_in_flight.kill(block=True, timeout=5)
+        # the run is over: stop this user (so --stop-timeout has nothing to wait for), then Locust
+        gevent.spawn_later(0.1, self.environment.runner.quit)
+        raise StopUser()
+
+    def _sleep_until(self, t: float) -> None:
+        d = self.start + t / X - time.monotonic()
+        if d > 0:
+            gevent.sleep(d)
+
+    def _send(self, rid: int, attempt: int, t: float, user: int, tier: str) -> None:
+        key = (rid, attempt)
+        sent = time.monotonic()
+        rec = {"id": rid, "attempt": attempt, "user": user, "tier": tier, "scheduled_t": t,
+               "scheduled_wall": t / X, "send_wall": sent - self.start,
+               "lag_s": sent - (self.start + t / X)}
+        self.inflight[key] = rec
+        body = {"id": rid, "attempt": attempt, "scheduled_t": t}
+        hdr = {"Authorization": f"Bearer {user_key(user)}"}
+        t0 = time.perf_counter()
+        with self.client.post("/v1/images", json=body, headers=hdr, name="/v1/images",
+                              catch_response=True) as r:
+            rec["client_latency_s"] = time.perf_counter() - t0
+            status = int(r.status_code or 0)
+            data = {}
+            try:
+                data = r.json() if r.text else {}
+            except ValueError:
+                pass
+            if status in (200, 429, 503):
+                r.success()  # an answer the contract expects, not a load-test failure
+            else:
+                r.failure(f"status {status}: {r.text[:200] if r.text else r.error}")
+        rec.update(status=status, reason=data.get("reason"),
+                   gateway_latency_s=data.get("latency_s"), retry_after=data.get("retry_after"),
+                   retry_after_header=r.headers.get("Retry-After") if r.headers else None,
+                   answer_wall=time.monotonic() - self.start)
+        self.inflight.pop(key, None)
+        self._write(rec)
+        if status in (429, 503) and self.retry is not None:
+            self._maybe_retry(rec, data)
+
+    def _maybe_retry(self, rec: dict, data: dict) -> None:
+        """The simulator's rule: backoff from the moment of the answer (for a timeout, when
+        the user gave up), at least the retry_after when there is one."""
+        sp, reason, att = self.retry.spec, rec["reason"], rec["attempt"]
+        if att + 1 >= sp.max_attempts or (sp.reasons is not None and reason not in sp.reasons):
+            return
+        if sp.probability < 1 and self.rng.random() >= sp.probability:
+            return
+        d = float(self.retry.backoff(np.array([att + 1]), self.rng)[0])
+        ra = data.get("retry_after")  # simulated seconds; null for fleet-side rejections
+        if sp.honour_retry_after and ra is not None:
+            d = max(d, float(ra))
+        t = rec["answer_wall"] * X + d
+        if t >= HORIZON:
+            return  # the simulator's run drops retries past the horizon too
+        self.tasks_in_flight.spawn(self._later, rec["id"], att + 1, t, rec["user"], rec["tier"])
+
+    def _later(self, rid: int, attempt: int, t: float, user: int, tier: str) -> None:
+        self._sleep_until(t)
+        self._send(rid, attempt, t, user, tier)

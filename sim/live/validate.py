@@ -1,0 +1,580 @@
+"""`floodgate validate`: the simulator against a live gateway driven by Locust.
+
+One schedule (sim/live/schedule.py) drives both. Live: the gateway (`floodgate serve`) and
+a Locust process replaying the schedule open-loop, on loopback, bounded in time; each side
+writes one record per attempt. Simulated: the same scenario with the schedule as its demand,
+same time scale, several seeds (service noise and retry jitter differ; arrivals do not).
+Then per tier, over the whole run and below and above saturation: latency percentiles,
+rejection rates by reason, throughput per 10 s window and queue depth, simulated vs live
+(sim/report/validation_report.py writes the report). The output folder appears atomically;
+when the live side fails, its logs are kept in `<out>.failed/`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import InputError
+from sim.live import schedule
+from sim.scenario import Scenario
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+TARGETS = {"p50_rel_err": 0.10, "p95_rel_err": 0.10, "rejection_abs_err_pp": 2.0,
+           "throughput_rel_err": 0.05}
+WINDOW_WALL_S = 10.0  # throughput window, wall seconds
+BLOCK_WALL_S = 2.0  # bootstrap block: latencies are correlated over a few seconds
+LEAD_S = 0.5  # Locust's start-up to the schedule's t = 0, wall seconds
+QS = (0.5, 0.95, 0.99)
+
+
+class LiveError(Exception):
+    """The live side failed (a process died, nothing was recorded)."""
+
+
+@dataclass
+class Setup:
+    sc: Scenario
+    path: Path
+    duration: float  # wall seconds of schedule
+    X: float  # simulated seconds per wall second
+    drain: float  # wall seconds allowed after the schedule for the last answers
+    reps: int
+    kernel: str
+
+    @property
+    def horizon(self) -> float:
+        return self.duration * self.X
+
+    @property
+    def interval(self) -> float:
+        return self.X  # series step: one wall second
+
+    @property
+    def window(self) -> float:
+        return WINDOW_WALL_S * self.X
+
+
+# ---- the live side ----
+
+
+def pool_size(n: int) -> int:
+    """Locust's connection pool: connections open lazily, so one as large as the schedule
+    never makes a request wait for a connection."""
+    return max(64, min(n + 16, 20000))
+
+
+def _kill_group(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    p.wait()
+
+
+def run_live(st: Setup, d: Path, log=sys.stderr) -> dict:
+    """Gateway + Locust on loopback; returns paths and the Locust exit code."""
+    from sim.live.serve import free_port, start_server, stop_server
+
+    d = d.resolve()  # the subprocesses run elsewhere
+    live = d / "live"
+    live.mkdir()
+    gw_log, cl_log, lc_log = live / "gateway.jsonl", live / "client.jsonl", live / "locust.log"
+    with open(d / "schedule.csv") as f:
+        n = sum(1 for _ in f) - 1
+    retry = st.sc.demand.retry
+    env = {**os.environ, "FG_SCHEDULE": str(d / "schedule.csv"), "FG_OUT": str(cl_log),
+           "FG_TIME_SCALE": repr(st.X), "FG_HORIZON": repr(st.horizon),
+           "FG_DRAIN": repr(st.drain), "FG_LEAD": repr(LEAD_S), "FG_SEED": str(st.sc.seed),
+           "FG_CONCURRENCY": str(pool_size(n)),
+           "FG_RETRY": retry.model_dump_json() if retry is not None else ""}
+    run_time = math.ceil(LEAD_S + st.duration + st.drain + 10)
+    server = loc = None
+    t0 = time.monotonic()
+    try:
+        port = free_port()
+        try:
+            server = start_server(str(st.path.resolve()), port, st.X, str(d / "keys.csv"), str(gw_log),
+                                  ("--kernel", st.kernel))
+        except RuntimeError as e:
+            raise LiveError(str(e)) from None
+        host = f"http://127.0.0.1:{port}"
+        print(f"gateway up on {host}; Locust replays {n} requests over {st.duration:g} s",
+              file=log)
+        cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+               "--host", host, "-u", "1", "-r", "1", "--run-time", f"{run_time}s",
+               "--stop-timeout", str(math.ceil(st.drain + 5)), "--only-summary",
+               "--loglevel", "WARNING"]
+        with open(lc_log, "w") as out:
+            loc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True, cwd=str(d))
+            try:
+                rc = loc.wait(timeout=run_time + st.drain + 30)
+            except subprocess.TimeoutExpired:
+                raise LiveError(f"Locust ran past {run_time + st.drain + 30:.0f} s; see {lc_log.name}") from None
+    finally:
+        if loc is not None:
+            _kill_group(loc)
+        if server is not None:
+            stop_server(server, timeout=st.drain + 10)
+    wall = time.monotonic() - t0
+    if rc not in (0, 1):  # 1: some request failed (recorded per attempt); anything else: Locust did
+        lines = [x for x in lc_log.read_text().splitlines() if x.strip()]
+        errs = [x for x in lines if "Error" in x or "Exception" in x] or lines or [""]
+        raise LiveError(f"Locust exited with {rc}: {errs[-1].strip()}")
+    if not cl_log.exists() or not gw_log.exists():
+        raise LiveError("no per-request records from Locust or the gateway")
+    return {"gateway": gw_log, "client": cl_log, "locust_rc": rc, "wall_s": wall}
+
+
+def _jsonl(path: Path) -> pd.DataFrame:
+    with open(path) as f:
+        return pd.DataFrame([json.loads(x) for x in f if x.strip()])
+
+
+def load_live(paths: dict) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """Gateway and client records; gateway times moved onto the schedule's clock."""
+    gw, cl = _jsonl(paths["gateway"]), _jsonl(paths["client"])
+    if len(gw) == 0:
+        raise LiveError("the gateway recorded no request")
+    # Gateway t = 0 is its start, the schedule's is Locust's: the offset is the smallest
+    # arrival - scheduled (send lag >= 0; the least-lagged request is within ~1 ms).
+    off = float(np.nanmin(gw["arrival_s"] - gw["scheduled_t"]))
+    for c in ("arrival_s", "start_s", "done_s"):
+        gw[c] = pd.to_numeric(gw[c], errors="coerce") - off
+    return gw, cl, off
+
+
+# ---- the simulated side ----
+
+
+def simulate(st: Setup, sched_path: Path, t_first: float, seed: int, warmup: float = 0.0):
+    """One run on the schedule; retries at or past the horizon are dropped, as live."""
+    from sim.engine import Run
+
+    sc = schedule.replay_scenario(st.sc, sched_path, st.horizon + st.drain * st.X, t_first,
+                                  st.interval, seed, warmup)
+    run = Run(sc)
+    if run.retry is not None and run.retry.pending is not None:
+        p, push, H = run.retry.pending, run.retry.pending.push, st.horizon
+        p.push = lambda a: push(a.take(a.t < H))
+    return run.execute()
+
+
+def write_sim(run, d: Path) -> None:
+    """summary.json and timeseries.csv of the first replication, as `floodgate run` has them."""
+    from sim.metrics.summary import summarize, timeseries
+    from sim.report.write import dump_json
+
+    d.mkdir()
+    (d / "summary.json").write_text(dump_json(summarize(run)))
+    timeseries(run).to_csv(d / "timeseries.csv", index=False, float_format="%.6g")
+
+
+def capacity(st: Setup) -> float:
+    """Images per second of the fleet at max batch."""
+    from sim.engine import build_pools
+
+    return sum(p.cost.images_per_s(p.max_batch) * p.gpus for p in build_pools(st.sc))
+
+
+def saturation_time(st: Setup, cap: float) -> float | None:
+    """When the scheduled demand first reaches capacity, on the bootstrap-block grid."""
+    from sim.demand import build_demand
+
+    t = np.linspace(0.0, st.horizon, 2001)
+    rate = build_demand(st.sc.model_copy(update={"horizon": st.horizon})).rate(t)
+    over = np.flatnonzero(rate >= cap)
+    if len(over) == 0:
+        return None
+    b = BLOCK_WALL_S * st.X
+    ts = round(float(t[over[0]]) / b) * b
+    return ts if 0 < ts < st.horizon else None
+
+
+# ---- statistics ----
+
+
+def pct(x: np.ndarray, q: float) -> float:
+    """Nearest-rank percentile, the simulator's definition."""
+    if len(x) == 0:
+        return math.nan
+    s = np.sort(x)
+    return float(s[max(1, math.ceil(q * len(s))) - 1])
+
+
+def _rel(a: float, b: float) -> float | None:
+    return None if not (np.isfinite(a) and np.isfinite(b)) or b == 0 else float(a / b - 1.0)
+
+
+def _ci(v: np.ndarray) -> list[float] | None:
+    v = np.asarray(v, float)
+    v = v[np.isfinite(v)]
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else None
+
+
+def _rnd(x, nd=6):
+    if x is None:
+        return None
+    if isinstance(x, list):
+        return [_rnd(v, nd) for v in x]
+    return None if not np.isfinite(x) else round(float(x), nd)
+
+
+def live_stats(gw: pd.DataFrame, tiers: list[str], reasons: list[str]) -> dict:
+    """Per tier: latency percentiles of served requests, rejection counts, attempts."""
+    out = {}
+    for t in tiers:
+        g = gw[gw["tier"] == t]
+        lat = g.loc[g["status"] == 200, "latency_s"].to_numpy(float)
+        out[t] = {"n": len(g), "served": len(lat),
+                  "q": [pct(lat, q) for q in QS],
+                  "rej": {r: int((g["reason"] == r).sum()) for r in reasons}}
+    return out
+
+
+def bootstrap(gw: pd.DataFrame, span: tuple[float, float], block: float, tiers, reasons,
+              B: int, rng: np.random.Generator) -> list[dict]:
+    """Local block bootstrap over scheduled time (Paparoditis and Politis): each block of
+    attempts is replaced by itself or a neighbour, so resamples keep the demand ramp and
+    correlations shorter than a block, which an i.i.d. or plain block bootstrap would not."""
+    g = gw[(gw["scheduled_t"] >= span[0]) & (gw["scheduled_t"] < span[1])]
+    b = np.floor((g["scheduled_t"].to_numpy() - span[0]) / block).astype(np.int64)
+    nb = max(1, math.ceil((span[1] - span[0]) / block - 1e-9))
+    groups = [np.flatnonzero(b == i) for i in range(nb)]
+    out = []
+    for _ in range(B):
+        pick = np.clip(np.arange(nb) + rng.integers(-1, 2, nb), 0, nb - 1)
+        out.append(live_stats(g.iloc[np.concatenate([groups[i] for i in pick])], tiers, reasons))
+    return out
+
+
+def sim_stats(runA, runB, span: tuple[float, float], phase: str, tiers, reasons) -> dict:
+    """The simulator's figures for a phase. Latency by arrival time comes from the run
+    histograms: run B has warmup at the saturation time, so it holds arrivals after it,
+    and A - B those before it."""
+    from sim.engine import KERNEL_REASON
+    from sim.metrics.sketch import quantiles
+    from sim.policies import REASONS
+
+    S = runA.fleet.S
+    iv = np.arange(runA.n_int) * runA.interval
+    m = (iv >= span[0] - 1e-9) & (iv < span[1] - 1e-9)
+    rej = runA.ser_rejected.copy()  # admission policies' rejections, then the fleet loop's
+    for j, r in enumerate(KERNEL_REASON):
+        rej[:, :, r] += S.ser_rej[:, :, j]
+    out = {}
+    for k, t in enumerate(tiers):
+        if phase == "above":
+            h = runB.fleet.S.lat_hist[k]
+        elif phase == "below":
+            h = S.lat_hist[k] - runB.fleet.S.lat_hist[k]
+        else:
+            h = S.lat_hist[k]
+        out[t] = {"n": int(runA.ser_offered[m, k].sum()), "served": int(h.sum()),
+                  "q": [float(v) for v in quantiles(h, QS)],
+                  "rej": {r: int(rej[m, k, REASONS.index(r)].sum()) if r in REASONS else 0
+                          for r in reasons}}
+    return out
+
+
+def series(runs, gw: pd.DataFrame, st: Setup, tiers) -> dict:
+    """Completions per throughput window and queue depth per interval, both sides."""
+    T = st.horizon + st.drain * st.X
+    wedges = np.arange(0.0, T + 1e-9, st.window)
+    qedges = np.arange(0.0, T + 1e-9, st.interval)
+    out = {"window_edges_s": wedges.tolist(), "queue_edges_s": qedges.tolist(), "tiers": {}}
+    nq = len(qedges) - 1
+    for k, t in enumerate(tiers):
+        g = gw[gw["tier"] == t]
+        done = g.loc[g["status"] == 200, "done_s"].to_numpy(float)
+        live_thr = np.histogram(done, wedges)[0]
+        sim_thr = []
+        sim_q = []
+        for run in runs:
+            S = run.fleet.S
+            c = S.ser_completed[:, k]
+            per = int(round(st.window / run.interval))
+            nw = len(wedges) - 1
+            sim_thr.append([int(c[i * per:(i + 1) * per].sum()) for i in range(nw)])
+            sim_q.append((S.ser_queue[:nq, k] / run.interval).tolist())
+        # live queue: admitted requests wait from arrival to start (or to the end, if never
+        # started: timed out or cut off by the drain)
+        adm = g[g["start_s"].notna() | g["reason"].isin(["timeout", "drain_timeout"])]
+        a = adm["arrival_s"].to_numpy(float)
+        e = adm["start_s"].fillna(adm["done_s"]).to_numpy(float)
+        area = np.clip(qedges[None, :] - a[:, None], 0, (e - a)[:, None]).sum(axis=0)
+        out["tiers"][t] = {"live_completed": live_thr.tolist(), "sim_completed": sim_thr,
+                           "live_completed_iv": np.histogram(done, qedges)[0].tolist(),
+                           "sim_completed_iv": [r.fleet.S.ser_completed[:nq, k].tolist() for r in runs],
+                           "live_queue": (np.diff(area) / st.interval).tolist(),
+                           "sim_queue": sim_q}
+    return out
+
+
+def compare(st: Setup, gw: pd.DataFrame, simA: list, simB: list, t_sat: float | None,
+            ser: dict, B: int = 500) -> dict:
+    """Per tier and phase: simulated vs live, relative errors, bootstrap intervals."""
+    from sim.policies import REASONS
+
+    tiers = [t.name for t in st.sc.tiers]
+    reasons = list(REASONS)
+    H = st.horizon
+    phases = {"all": (0.0, H)}
+    if t_sat is not None:
+        phases |= {"below": (0.0, t_sat), "above": (t_sat, H)}
+    rng = np.random.default_rng(st.sc.seed)
+    res = {}
+    for ph, span in phases.items():
+        g = gw[(gw["scheduled_t"] >= span[0]) & (gw["scheduled_t"] < span[1])]
+        lv = live_stats(g, tiers, reasons)
+        boot = bootstrap(gw, span, BLOCK_WALL_S * st.X, tiers, reasons, B, rng)
+        sims = [sim_stats(a, b, span, ph, tiers, reasons) for a, b in zip(simA, simB, strict=True)]
+        R = len(sims)
+        tiers_out = {}
+        for t in tiers:
+            lat = {}
+            for j, q in enumerate(QS):
+                name = f"p{round(q * 100)}"
+                L = lv[t]["q"][j]
+                Lb = np.array([b[t]["q"][j] for b in boot])
+                Sr = np.array([s[t]["q"][j] for s in sims])
+                Sm = float(np.median(Sr)) if np.isfinite(Sr).all() else math.nan
+                relb = np.array([Sr[i % R] / Lb[i] - 1 if Lb[i] > 0 else np.nan for i in range(B)])
+                lat[name] = {"live": _rnd(L), "live_ci": _rnd(_ci(Lb)), "sim": _rnd(Sm),
+                             "sim_range": _rnd([float(Sr.min()), float(Sr.max())]) if np.isfinite(Sr).all() else None,
+                             "rel_err": _rnd(_rel(Sm, L), 4), "rel_err_ci": _rnd(_ci(relb), 4)}
+            rej = {}
+            for r in reasons:
+                n_l = lv[t]["n"]
+                live_r = 100 * lv[t]["rej"][r] / n_l if n_l else math.nan
+                sim_r = np.array([100 * s[t]["rej"][r] / s[t]["n"] if s[t]["n"] else np.nan for s in sims])
+                if live_r == 0 and np.nansum(sim_r) == 0:
+                    continue
+                lb = np.array([100 * b[t]["rej"][r] / b[t]["n"] if b[t]["n"] else np.nan for b in boot])
+                diff = np.array([sim_r[i % R] - lb[i] for i in range(B)])
+                sm = float(np.nanmedian(sim_r))
+                rej[r] = {"live_pct": _rnd(live_r, 3), "live_ci": _rnd(_ci(lb), 3),
+                          "sim_pct": _rnd(sm, 3), "abs_err_pp": _rnd(abs(sm - live_r), 3),
+                          "err_pp_ci": _rnd(_ci(diff), 3)}
+            thr = throughput(ser["tiers"][t], st, span, ser["window_edges_s"], ser["queue_edges_s"])
+            qd = queue_mean(ser["tiers"][t], ser["queue_edges_s"], span)
+            tiers_out[t] = {"attempts": {"live": lv[t]["n"], "sim": int(np.median([s[t]["n"] for s in sims]))},
+                            "served": {"live": lv[t]["served"], "sim": int(np.median([s[t]["served"] for s in sims]))},
+                            "latency_s": lat, "rejection": rej, "throughput": thr, "queue_depth": qd}
+        res[ph] = {"span_s": list(span), "tiers": tiers_out, "headline": headline(tiers_out)}
+    return res
+
+
+def throughput(s: dict, st: Setup, span: tuple[float, float], wedges: list[float],
+               qedges: list[float]) -> dict:
+    """Completions per second over the span (1 s intervals) and the worst whole 10 s
+    window inside it."""
+    q = np.asarray(qedges)
+    m = (q[:-1] >= span[0] - 1e-9) & (q[1:] <= span[1] + 1e-9)
+    if not m.any():
+        return {"windows": 0}
+    dur = m.sum() * st.interval
+    live = float(np.asarray(s["live_completed_iv"])[m].sum())
+    sims = np.asarray(s["sim_completed_iv"])[:, m].sum(axis=1)
+    sm = float(np.median(sims))
+    e = np.asarray(wedges)
+    w = np.flatnonzero((e[:-1] >= span[0] - 1e-9) & (e[1:] <= span[1] + 1e-9))
+    per = [_rel(float(np.median(np.asarray(s["sim_completed"])[:, i])), float(s["live_completed"][i]))
+           for i in w]
+    per = [abs(x) for x in per if x is not None]
+    return {"windows": int(len(w)), "live_per_s": _rnd(live / dur, 4),
+            "sim_per_s": _rnd(sm / dur, 4),
+            "sim_range": _rnd([float(sims.min() / dur), float(sims.max() / dur)], 4),
+            "rel_err": _rnd(_rel(sm, live), 4),
+            "window_abs_rel_err_max": _rnd(max(per), 4) if per else None}
+
+
+def queue_mean(s: dict, edges: list[float], span: tuple[float, float]) -> dict:
+    e = np.asarray(edges)
+    m = (e[:-1] >= span[0] - 1e-9) & (e[1:] <= span[1] + 1e-9)
+    live = float(np.mean(np.asarray(s["live_queue"])[m])) if m.any() else math.nan
+    sim = [float(np.mean(np.asarray(q)[m])) for q in s["sim_queue"]] if m.any() else [math.nan]
+    sm = float(np.median(sim))
+    return {"live_mean": _rnd(live, 3), "sim_mean": _rnd(sm, 3),
+            "sim_range": _rnd([min(sim), max(sim)], 3),
+            "abs_err": _rnd(abs(sm - live), 3), "rel_err": _rnd(_rel(sm, live), 4)}
+
+
+def headline(tiers: dict) -> dict:
+    """Worst tier of each figure (absolute relative errors, percentage points)."""
+    def worst(vals):
+        v = [abs(x) for x in vals if x is not None]
+        return round(max(v), 4) if v else None
+
+    return {
+        "p50_rel_err": worst(t["latency_s"]["p50"]["rel_err"] for t in tiers.values()),
+        "p95_rel_err": worst(t["latency_s"]["p95"]["rel_err"] for t in tiers.values()),
+        "p99_rel_err": worst(t["latency_s"]["p99"]["rel_err"] for t in tiers.values()),
+        "rejection_abs_err_pp": worst(r["abs_err_pp"] for t in tiers.values()
+                                      for r in t["rejection"].values()) or 0.0,
+        "throughput_rel_err": worst(t["throughput"].get("rel_err") for t in tiers.values()),
+    }
+
+
+def met(h: dict) -> dict:
+    return {k: (h[k] is not None and h[k] <= v) for k, v in TARGETS.items()}
+
+
+def client_figures(cl: pd.DataFrame, gw: pd.DataFrame, X: float, concurrency: int) -> dict:
+    """Send lag, client overhead (client latency - gateway latency), in-flight peak; wall s."""
+    if len(cl) == 0:
+        return {}
+    j = cl.merge(gw[["id", "attempt", "latency_s"]], on=["id", "attempt"], how="left",
+                 suffixes=("", "_gw"))
+    ok = j[(j["status"] == 200) & j["latency_s"].notna()]
+    over = (ok["client_latency_s"] - ok["latency_s"] / X).to_numpy(float)
+    ans = cl["answer_wall"].fillna(np.inf).to_numpy(float)
+    ev = np.concatenate([cl["send_wall"].to_numpy(float), ans])
+    step = np.concatenate([np.ones(len(cl)), -np.ones(len(cl))])
+    peak = int(np.max(np.cumsum(step[np.argsort(ev, kind="stable")]))) if len(ev) else 0
+    lag = cl["lag_s"].to_numpy(float)
+    st = cl["status"]
+    return {"attempts": int(len(cl)),
+            "lag_p50_s": _rnd(np.median(lag)), "lag_p99_s": _rnd(np.percentile(lag, 99)),
+            "lag_max_s": _rnd(lag.max()),
+            "overhead_p50_s": _rnd(np.median(over)) if len(over) else None,
+            "peak_in_flight": peak, "concurrency": concurrency,
+            "unanswered": int(st.isna().sum()),
+            "failed": int((~st.isin([200, 429, 503]) & st.notna()).sum())}
+
+
+# ---- the command ----
+
+
+def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.0,
+                   out: str | None = None, drain: float = 15.0, reps: int = 5,
+                   kernel: str = "model", bootstrap_n: int = 500, log=sys.stderr) -> dict:
+    """The whole validation; writes the report folder and returns validation.json."""
+    from sim.live.admission import check_live
+    from sim.policies import REASONS
+    from sim.report.validation_report import write_report
+    from sim.report.write import write_dir
+    from sim.scenario import load_scenario
+
+    if not duration > 0:
+        raise InputError("--duration", str(duration), "must be positive")
+    if not time_scale > 0:
+        raise InputError("--time-scale", str(time_scale), "must be positive")
+    if not drain >= 0:
+        raise InputError("--drain", str(drain), "must be at least 0")
+    if reps < 1:
+        raise InputError("--reps", str(reps), "must be at least 1")
+    sc = load_scenario(scenario)
+    schedule.check_supported(sc)
+    check_live(sc)  # policies the gateway cannot run
+    st = Setup(sc, Path(scenario), float(duration), float(time_scale), float(drain), reps, kernel)
+    target = Path(out) if out else Path("out") / sc.name / "validation"
+    t_start = time.monotonic()
+    result: dict = {}
+
+    def fill(d: Path) -> None:
+        sched = schedule.generate(sc, st.horizon)
+        if len(sched) == 0:
+            raise InputError(str(st.path), "demand", f"no request in the first {duration:g} s")
+        schedule.write(sched, d / "schedule.csv")
+        schedule.write_keys(sched, d / "keys.csv")
+        try:
+            paths = run_live(st, d, log)
+        except LiveError as e:  # keep the logs of a failed run beside the target
+            kept = target.parent / f"{target.name}.failed"
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(d / "live", kept)
+            raise LiveError(f"{e} (logs in {kept})") from None
+        gw, cl, off = load_live(paths)
+        print(f"live: {len(gw)} attempts recorded in {paths['wall_s']:.1f} s; simulating "
+              f"{st.reps} replications", file=log)
+        t_first = float(sched["t"].iloc[0])
+        cap = capacity(st)
+        t_sat = saturation_time(st, cap)
+        simA = [simulate(st, d / "schedule.csv", t_first, sc.seed + i) for i in range(st.reps)]
+        simB = ([simulate(st, d / "schedule.csv", t_first, sc.seed + i, t_sat) for i in range(st.reps)]
+                if t_sat is not None else simA)
+        ser = series(simA, gw, st, [t.name for t in sc.tiers])
+        write_sim(simA[0], d / "sim")
+        res = compare(st, gw, simA, simB, t_sat, ser, bootstrap_n)
+        result.update({
+            "scenario": sc.name, "duration_s": st.duration, "time_scale": st.X,
+            "horizon_sim_s": st.horizon, "drain_s": st.drain, "kernel": kernel,
+            "replications": st.reps, "bootstrap": bootstrap_n, "block_s": BLOCK_WALL_S,
+            "capacity_images_per_s": round(cap, 4), "saturation_s": t_sat,
+            "scheduled": int(len(sched)), "gateway_offset_s": round(off, 6),
+            "locust_exit_code": paths["locust_rc"], "live_wall_s": round(paths["wall_s"], 2),
+            "client": client_figures(cl, gw, st.X, pool_size(len(sched))),
+            "targets": TARGETS, "headline": res["all"]["headline"],
+            "met": met(res["all"]["headline"]),
+            "phases": res,
+        })
+        result["live_only_outcomes"] = {r: int((gw["reason"] == r).sum())
+                                        for r in gw["reason"].dropna().unique() if r not in REASONS}
+        result["wall_s"] = round(time.monotonic() - t_start, 2)
+        write_report(d, result, ser, [t.name for t in sc.tiers])
+
+    write_dir(target, fill)
+    shutil.rmtree(target.parent / f"{target.name}.failed", ignore_errors=True)  # stale now
+    result["out"] = str(target)
+    return result
+
+
+def json_line(res: dict) -> str:
+    """The last line printed with --json: the worst tier of each figure, and the phases."""
+    line = {**res["headline"], "met": res["met"], "out": res["out"], "wall_s": res["wall_s"],
+            "scheduled": res["scheduled"], "saturation_s": res["saturation_s"]}
+    for ph in ("below", "above"):
+        if ph in res["phases"]:
+            line[ph] = res["phases"][ph]["headline"]
+    return json.dumps(line)
+
+
+def cmd_validate(args) -> int:
+    def stop(signum, frame):  # so that finally: blocks stop the gateway and Locust
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        res = run_validation(args.scenario, args.duration, args.time_scale, args.out,
+                             args.drain, args.reps, args.kernel)
+    except LiveError as e:
+        lines = [x for x in str(e).strip().splitlines() if x.strip()] or ["failed"]
+        msg = lines[0] + (f" ... {lines[-1].strip()}" if len(lines) > 1 else "")
+        print(f"error: validate: {msg}", file=sys.stderr)  # one line; the logs are in live/
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    from sim.report.validation_report import summary_lines
+
+    print("\n".join(summary_lines(res)), file=sys.stderr)
+    print(f"wrote {res['out']}/ in {res['wall_s']:.1f} s", file=sys.stderr)
+    if args.json:
+        print(json_line(res))
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    v = subparsers.add_parser("validate", help="the simulator against a live gateway driven by Locust")
+    v.add_argument("scenario")
+    v.add_argument("--duration", type=float, default=60.0, help="wall seconds of schedule (default 60)")
+    v.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
+    v.add_argument("--drain", type=float, default=15.0, help="wall seconds allowed for the last answers (default 15)")
+    v.add_argument("--reps", type=int, default=5, help="simulator replications, seeds (default 5)")
+    v.add_argument("--kernel", choices=["model", "torch"], default="model", help="gateway batch kernel (default model)")
+    v.add_argument("--out", help="output folder (default out/<scenario>/validation)")
+    v.add_argument("--json", action="store_true", help="print one JSON line of the errors last")
+    v.set_defaults(func=cmd_validate)

@@ -1,0 +1,212 @@
+"""The live twin's validation: the schedule, the open-loop Locust replay against the real
+gateway, and a short `floodgate validate` end to end. Locust only ever runs in its own
+process (pytest runs with -p no:locust); every test checks that nothing it started is left."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from sim.cli import main
+from sim.engine import simulate
+from sim.live import schedule
+from sim.live.validate import Setup, run_live
+from sim.live.validate import simulate as sim_replay
+from sim.metrics.summary import summarize
+from sim.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "scenarios" / "validation_small.yaml"
+
+
+def leftovers(marker: Path) -> list[str]:
+    """Processes whose command line or working folder names `marker` (ours, by path)."""
+    m, found = str(marker), []
+    for p in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if m in cmd or (p.info["cwd"] or "").startswith(m):
+                found.append(f"{p.info['pid']}: {cmd}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+# ---- the schedule ----
+
+
+def test_schedule_is_deterministic_and_counts_match_the_demand():
+    sc = load_scenario(SMALL)
+    a, b = schedule.generate(sc, 60.0), schedule.generate(sc, 60.0)
+    pd.testing.assert_frame_equal(a, b)
+    other = schedule.generate(sc.model_copy(update={"seed": sc.seed + 1}), 60.0)
+    assert len(other) != len(a) or not np.array_equal(other["t"], a["t"])
+    lam = schedule.expected_count(sc, 60.0)
+    assert abs(len(a) - lam) <= 4 * math.sqrt(lam)  # Poisson: 4 sigma
+    assert list(a.columns) == ["id", "t", "user", "tier"]
+    assert (np.diff(a["t"]) >= 0).all() and a["t"].between(0, 60).all()
+    paid = (a["tier"] == "paid").mean()  # tiers by share (0.3)
+    assert abs(paid - 0.3) <= 4 * math.sqrt(0.3 * 0.7 / len(a))
+
+
+def test_keys_give_each_user_its_tier(tmp_path):
+    sc = load_scenario(SMALL)
+    df = schedule.generate(sc, 20.0)
+    n = schedule.write_keys(df, tmp_path / "keys.csv")
+    keys = pd.read_csv(tmp_path / "keys.csv")
+    assert n == len(keys) == df["user"].nunique()
+    assert (keys["key"] == [f"fg-{u:06d}" for u in keys["user"]]).all()
+    tier = dict(zip(keys["user"], keys["tier"], strict=True))
+    assert (df["tier"] == df["user"].map(tier)).all()
+
+
+def test_replaying_the_schedule_is_the_same_simulation(tmp_path):
+    """The simulator on the schedule (trace demand) gives exactly the run on the demand
+    model: same arrivals, same service noise, same retries."""
+    sc = load_scenario(SMALL, {"horizon": 20})
+    df = schedule.generate(sc, 20.0)
+    schedule.write(df, tmp_path / "s.csv")
+    want = summarize(simulate(sc))
+    rs = schedule.replay_scenario(sc, tmp_path / "s.csv", 20.0, float(df["t"].iloc[0]), 1.0)
+    got = summarize(simulate(rs))
+    assert got["tiers"] == want["tiers"]
+    assert got["demand"]["offered"] == want["demand"]["offered"]
+
+
+def test_phase_split_of_simulated_latencies(tmp_path):
+    """Run B (warm-up at the split) holds the later arrivals: A - B is a histogram, and
+    retries are never sent at or after the horizon."""
+    sc = load_scenario(SMALL)
+    st = Setup(sc, SMALL, 20.0, 1.0, 5.0, 1, "model")
+    df = schedule.generate(sc, st.horizon)
+    schedule.write(df, tmp_path / "s.csv")
+    a = sim_replay(st, tmp_path / "s.csv", float(df["t"].iloc[0]), sc.seed)
+    b = sim_replay(st, tmp_path / "s.csv", float(df["t"].iloc[0]), sc.seed, warmup=10.0)
+    below = a.fleet.S.lat_hist - b.fleet.S.lat_hist
+    assert (below >= 0).all() and below.sum() > 0 and b.fleet.S.lat_hist.sum() > 0
+    # (a retry due in the last chunk before the horizon is deferred to the chunk's end: the
+    # horizon itself, in the interval that starts there)
+    assert a.ser_offered[int(st.horizon) + 1:].sum() == 0
+    assert a.fleet.S.completed.sum() == b.fleet.S.completed.sum()
+
+
+# ---- Locust against the real gateway ----
+
+TINY = """
+name: tiny
+seed: 3
+horizon: 10s
+chunk_s: 0.1
+demand:
+  model: curve
+  users: 10
+  points: [[0, 1]]
+  retry: {max_attempts: 2, base_s: 0.01, cap_s: 0.01, jitter: none, reasons: [rate_limited]}
+tiers:
+- {name: free, share: 1, priority: 0, price_per_image: 0, slo_s: 60}
+policies:
+- {policy: token_bucket, key: user, rate: 1, burst: 1}
+fleet:
+  pools:
+  - {name: p, gpus: 2, service_time_s: 0.8, service_distribution: deterministic}
+"""
+
+
+def test_locust_replays_open_loop_against_the_gateway(tmp_path):
+    """12 requests in 1.1 s on 2 workers of 0.8 s: a closed-loop client would wait for
+    answers; open loop, every request leaves on time. User 0's second request within a
+    second is rate limited (429, marked a success) and retried after its Retry-After."""
+    sc_path = tmp_path / "tiny.yaml"
+    sc_path.write_text(TINY)
+    sc = load_scenario(sc_path)
+    d = tmp_path / "run"
+    d.mkdir()
+    rows = [(i, 0.1 * i, 0 if i in (0, 1) else i, "free") for i in range(12)]
+    df = pd.DataFrame(rows, columns=["id", "t", "user", "tier"])
+    schedule.write(df, d / "schedule.csv")
+    schedule.write_keys(df, d / "keys.csv")
+    st = Setup(sc, sc_path, 2.0, 1.0, 8.0, 1, "model")
+    try:
+        paths = run_live(st, d, log=sys.stderr)
+    finally:
+        left = leftovers(tmp_path)
+    assert left == [], left
+    assert paths["locust_rc"] == 0  # 429 is not a load-test failure
+    cl = pd.read_json(paths["client"], lines=True)
+    gw = pd.read_json(paths["gateway"], lines=True)
+    first = cl[cl["attempt"] == 0]
+    assert sorted(first["id"]) == list(range(12))
+    assert first["lag_s"].max() < 0.1, first["lag_s"].max()  # sent on schedule, not after answers
+    assert (first["status"] == 200).sum() == 11
+    r = first[first["status"] == 429].iloc[0]
+    assert r["id"] == 1 and r["reason"] == "rate_limited" and r["retry_after"] > 0.5
+    again = cl[(cl["id"] == 1) & (cl["attempt"] == 1)].iloc[0]
+    assert again["status"] == 200
+    assert again["send_wall"] >= r["answer_wall"] + r["retry_after"] - 0.02  # honoured
+    assert len(gw) == len(cl) == 13
+    served = gw[gw["status"] == 200]
+    assert served["latency_s"].max() > 1.5  # queueing happened while requests kept coming
+    assert np.allclose(cl.loc[cl["status"] == 200, "client_latency_s"].median(),
+                       served["latency_s"].median(), atol=0.05)
+
+
+# ---- floodgate validate, end to end ----
+
+
+def test_validate_short_run_end_to_end(tmp_path):
+    out = tmp_path / "v"  # given relative: the subprocesses run in other folders
+    p = subprocess.run([sys.executable, "-m", "sim", "validate", str(SMALL), "--duration", "30",
+                        "--json", "--out", "v"], capture_output=True, text=True,
+                       timeout=150, cwd=tmp_path)
+    assert leftovers(tmp_path) == []
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    for k in ("p50_rel_err", "p95_rel_err", "rejection_abs_err_pp", "throughput_rel_err",
+              "below", "above", "met"):
+        assert k in res, k
+    for f in ("validation.md", "validation.json", "schedule.csv", "keys.csv", "live/gateway.jsonl",
+              "live/client.jsonl", "sim/summary.json", "figures/latency.png",
+              "figures/throughput.png", "figures/queue_depth.png", "figures/rejections.png"):
+        assert (out / f).is_file(), f
+    full = json.loads((out / "validation.json").read_text())
+    assert set(full["phases"]) == {"all", "below", "above"}
+    assert full["client"]["unanswered"] == 0 and full["client"]["failed"] == 0
+    # Measured on a 2-core machine: p50 ~2%, p95 ~5%, rejection ~1 pp, throughput ~1.5%.
+    # The bounds leave room for a loaded CI machine (timer jitter, 30 s of samples) but not
+    # for a broken twin: a lost retry rule, a different batching rule or a shifted clock
+    # moves rejections by tens of points and latencies by a batch time (0.5 s of ~2 s).
+    assert res["throughput_rel_err"] <= 0.10
+    assert res["rejection_abs_err_pp"] <= 5.0
+    assert res["p50_rel_err"] <= 0.25 and res["p95_rel_err"] <= 0.25
+
+
+def test_validate_bad_input_is_one_error_line(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "no such file" in err[0]
+    bad = tmp_path / "conv.yaml"
+    bad.write_text(SMALL.read_text().replace(
+        "  retry:", "  conversion: {tiers: [free], to: paid, probability: 0.1}\n  retry:"))
+    assert main(["validate", str(bad)]) == 2
+    assert "demand.conversion" in capsys.readouterr().err
+    assert main(["validate", str(SMALL), "--duration", "0"]) == 2
+    assert "--duration" in capsys.readouterr().err
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("field", ["t", "user"])
+def test_schedule_read_checks_columns(tmp_path, field):
+    df = pd.DataFrame({"id": [0], "t": [0.0], "user": [1], "tier": ["free"]}).drop(columns=field)
+    df.to_csv(tmp_path / "s.csv", index=False)
+    from sim.errors import InputError
+
+    with pytest.raises(InputError, match=field):
+        schedule.read(tmp_path / "s.csv")
