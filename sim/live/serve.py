@@ -159,22 +159,38 @@ def start_server(scenario_path, port: int, time_scale: float = 1.0, keys_path=No
             os.close(fd)
     err = open(stderr_path, "wb")
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                preexec_fn=_die_with_parent)
     finally:
         err.close()
     proc.stderr_path = Path(stderr_path)
     url = f"http://{host}:{port}/healthz"
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"floodgate serve exited with {proc.returncode}: "
-                               f"{Path(stderr_path).read_text().strip()}")
-        if _healthy(url):
-            return proc
-        time.sleep(0.05)
+    try:
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"floodgate serve exited with {proc.returncode}: "
+                                   f"{Path(stderr_path).read_text().strip()}")
+            if _healthy(url):
+                return proc
+            time.sleep(0.05)
+    except BaseException:  # Ctrl-C while waiting: leave no server behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raise
     stop_server(proc, 5.0)
     raise RuntimeError(f"floodgate serve not healthy after {timeout} s: "
                        f"{Path(stderr_path).read_text().strip()}")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM (a drain) when the parent dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def stop_server(proc: subprocess.Popen, timeout: float = 60.0) -> int:
