@@ -1,0 +1,268 @@
+"""How close the simulator came to the live gateway: percentiles, rejection rates,
+throughput and queue depth per tier and phase, with bootstrap intervals on the live side and
+the spread over simulator seeds; the headline is the worst tier against the targets."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from sim.live.validate import Setup
+
+TARGETS = {"p50_rel_err": 0.10, "p95_rel_err": 0.10, "rejection_abs_err_pp": 2.0,
+           "throughput_rel_err": 0.05}
+BLOCK_WALL_S = 2.0  # bootstrap block: latencies are correlated over a few seconds
+QS = (0.5, 0.95, 0.99)
+
+
+def pct(x: np.ndarray, q: float) -> float:
+    """Nearest-rank percentile, the simulator's definition."""
+    if len(x) == 0:
+        return math.nan
+    s = np.sort(x)
+    return float(s[max(1, math.ceil(q * len(s))) - 1])
+
+
+def _rel(a: float, b: float) -> float | None:
+    return None if not (np.isfinite(a) and np.isfinite(b)) or b == 0 else float(a / b - 1.0)
+
+
+def _ci(v: np.ndarray) -> list[float] | None:
+    v = np.asarray(v, float)
+    v = v[np.isfinite(v)]
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else None
+
+
+def _rnd(x, nd=6):
+    if x is None:
+        return None
+    if isinstance(x, list):
+        return [_rnd(v, nd) for v in x]
+    return None if not np.isfinite(x) else round(float(x), nd)
+
+
+def live_stats(gw: pd.DataFrame, tiers: list[str], reasons: list[str]) -> dict:
+    """Per tier: latency percentiles of served requests, rejection counts, attempts."""
+    out = {}
+    for t in tiers:
+        g = gw[gw["tier"] == t]
+        lat = g.loc[g["status"] == 200, "latency_s"].to_numpy(float)
+        out[t] = {"n": len(g), "served": len(lat),
+                  "q": [pct(lat, q) for q in QS],
+                  "rej": {r: int((g["reason"] == r).sum()) for r in reasons}}
+    return out
+
+
+def bootstrap(gw: pd.DataFrame, span: tuple[float, float], block: float, tiers, reasons,
+              B: int, rng: np.random.Generator) -> list[dict]:
+    """Local block bootstrap over scheduled time (Paparoditis and Politis): each block of
+    attempts is replaced by itself or a neighbour, so resamples keep the demand ramp and
+    correlations shorter than a block, which an i.i.d. or plain block bootstrap would not."""
+    g = gw[(gw["scheduled_t"] >= span[0]) & (gw["scheduled_t"] < span[1])]
+    b = np.floor((g["scheduled_t"].to_numpy() - span[0]) / block).astype(np.int64)
+    nb = max(1, math.ceil((span[1] - span[0]) / block - 1e-9))
+    groups = [np.flatnonzero(b == i) for i in range(nb)]
+    out = []
+    for _ in range(B):
+        pick = np.clip(np.arange(nb) + rng.integers(-1, 2, nb), 0, nb - 1)
+        out.append(live_stats(g.iloc[np.concatenate([groups[i] for i in pick])], tiers, reasons))
+    return out
+
+
+def sim_stats(runA, runB, span: tuple[float, float], phase: str, tiers, reasons) -> dict:
+    """The simulator's figures for a phase. Latency by arrival time comes from the run
+    histograms: run B has warmup at the saturation time, so it holds arrivals after it,
+    and A - B those before it."""
+    from sim.engine import KERNEL_REASON
+    from sim.metrics.sketch import quantiles
+    from sim.policies import REASONS
+
+    S = runA.fleet.S
+    iv = np.arange(runA.n_int) * runA.interval
+    m = (iv >= span[0] - 1e-9) & (iv < span[1] - 1e-9)
+    rej = runA.ser_rejected.copy()  # admission policies' rejections, then the fleet loop's
+    for j, r in enumerate(KERNEL_REASON):
+        rej[:, :, r] += S.ser_rej[:, :, j]
+    out = {}
+    for k, t in enumerate(tiers):
+        if phase == "above":
+            h = runB.fleet.S.lat_hist[k]
+        elif phase == "below":
+            h = S.lat_hist[k] - runB.fleet.S.lat_hist[k]
+        else:
+            h = S.lat_hist[k]
+        out[t] = {"n": int(runA.ser_offered[m, k].sum()), "served": int(h.sum()),
+                  "q": [float(v) for v in quantiles(h, QS)],
+                  "rej": {r: int(rej[m, k, REASONS.index(r)].sum()) if r in REASONS else 0
+                          for r in reasons}}
+    return out
+
+
+def series(runs, gw: pd.DataFrame, st: Setup, tiers) -> dict:
+    """Completions per throughput window and queue depth per interval, both sides."""
+    T = st.horizon + st.drain * st.X
+    wedges = np.arange(0.0, T + 1e-9, st.window)
+    qedges = np.arange(0.0, T + 1e-9, st.interval)
+    out = {"window_edges_s": wedges.tolist(), "queue_edges_s": qedges.tolist(), "tiers": {}}
+    nq = len(qedges) - 1
+    for k, t in enumerate(tiers):
+        g = gw[gw["tier"] == t]
+        done = g.loc[g["status"] == 200, "done_s"].to_numpy(float)
+        live_thr = np.histogram(done, wedges)[0]
+        sim_thr = []
+        sim_q = []
+        for run in runs:
+            S = run.fleet.S
+            c = S.ser_completed[:, k]
+            per = int(round(st.window / run.interval))
+            nw = len(wedges) - 1
+            sim_thr.append([int(c[i * per:(i + 1) * per].sum()) for i in range(nw)])
+            sim_q.append((S.ser_queue[:nq, k] / run.interval).tolist())
+        # live queue: admitted requests wait from arrival to start (or to the end, if never
+        # started: timed out or cut off by the drain)
+        adm = g[g["start_s"].notna() | g["reason"].isin(["timeout", "drain_timeout"])]
+        a = adm["arrival_s"].to_numpy(float)
+        e = adm["start_s"].fillna(adm["done_s"]).to_numpy(float)
+        area = np.clip(qedges[None, :] - a[:, None], 0, (e - a)[:, None]).sum(axis=0)
+        out["tiers"][t] = {"live_completed": live_thr.tolist(), "sim_completed": sim_thr,
+                           "live_completed_iv": np.histogram(done, qedges)[0].tolist(),
+                           "sim_completed_iv": [r.fleet.S.ser_completed[:nq, k].tolist() for r in runs],
+                           "live_queue": (np.diff(area) / st.interval).tolist(),
+                           "sim_queue": sim_q}
+    return out
+
+
+def compare(st: Setup, gw: pd.DataFrame, simA: list, simB: list, t_sat: float | None,
+            ser: dict, B: int = 500) -> dict:
+    """Per tier and phase: simulated vs live, relative errors, bootstrap intervals."""
+    from sim.policies import REASONS
+
+    tiers = [t.name for t in st.sc.tiers]
+    reasons = list(REASONS)
+    H = st.horizon
+    phases = {"all": (0.0, H)}
+    if t_sat is not None:
+        phases |= {"below": (0.0, t_sat), "above": (t_sat, H)}
+    rng = np.random.default_rng(st.sc.seed)
+    res = {}
+    for ph, span in phases.items():
+        g = gw[(gw["scheduled_t"] >= span[0]) & (gw["scheduled_t"] < span[1])]
+        lv = live_stats(g, tiers, reasons)
+        boot = bootstrap(gw, span, BLOCK_WALL_S * st.X, tiers, reasons, B, rng)
+        sims = [sim_stats(a, b, span, ph, tiers, reasons) for a, b in zip(simA, simB, strict=True)]
+        R = len(sims)
+        tiers_out = {}
+        for t in tiers:
+            lat = {}
+            for j, q in enumerate(QS):
+                name = f"p{round(q * 100)}"
+                L = lv[t]["q"][j]
+                Lb = np.array([b[t]["q"][j] for b in boot])
+                Sr = np.array([s[t]["q"][j] for s in sims])
+                Sm = float(np.median(Sr)) if np.isfinite(Sr).all() else math.nan
+                relb = np.array([Sr[i % R] / Lb[i] - 1 if Lb[i] > 0 else np.nan for i in range(B)])
+                lat[name] = {"live": _rnd(L), "live_ci": _rnd(_ci(Lb)), "sim": _rnd(Sm),
+                             "sim_range": _rnd([float(Sr.min()), float(Sr.max())]) if np.isfinite(Sr).all() else None,
+                             "rel_err": _rnd(_rel(Sm, L), 4), "rel_err_ci": _rnd(_ci(relb), 4)}
+            rej = {}
+            for r in reasons:
+                n_l = lv[t]["n"]
+                live_r = 100 * lv[t]["rej"][r] / n_l if n_l else math.nan
+                sim_r = np.array([100 * s[t]["rej"][r] / s[t]["n"] if s[t]["n"] else np.nan for s in sims])
+                if live_r == 0 and np.nansum(sim_r) == 0:
+                    continue
+                lb = np.array([100 * b[t]["rej"][r] / b[t]["n"] if b[t]["n"] else np.nan for b in boot])
+                diff = np.array([sim_r[i % R] - lb[i] for i in range(B)])
+                sm = float(np.nanmedian(sim_r))
+                rej[r] = {"live_pct": _rnd(live_r, 3), "live_ci": _rnd(_ci(lb), 3),
+                          "sim_pct": _rnd(sm, 3), "abs_err_pp": _rnd(abs(sm - live_r), 3),
+                          "err_pp_ci": _rnd(_ci(diff), 3)}
+            thr = throughput(ser["tiers"][t], st, span, ser["window_edges_s"], ser["queue_edges_s"])
+            qd = queue_mean(ser["tiers"][t], ser["queue_edges_s"], span)
+            tiers_out[t] = {"attempts": {"live": lv[t]["n"], "sim": int(np.median([s[t]["n"] for s in sims]))},
+                            "served": {"live": lv[t]["served"], "sim": int(np.median([s[t]["served"] for s in sims]))},
+                            "latency_s": lat, "rejection": rej, "throughput": thr, "queue_depth": qd}
+        res[ph] = {"span_s": list(span), "tiers": tiers_out, "headline": headline(tiers_out)}
+    return res
+
+
+def throughput(s: dict, st: Setup, span: tuple[float, float], wedges: list[float],
+               qedges: list[float]) -> dict:
+    """Completions per second over the span (1 s intervals) and the worst whole 10 s
+    window inside it."""
+    q = np.asarray(qedges)
+    m = (q[:-1] >= span[0] - 1e-9) & (q[1:] <= span[1] + 1e-9)
+    if not m.any():
+        return {"windows": 0}
+    dur = m.sum() * st.interval
+    live = float(np.asarray(s["live_completed_iv"])[m].sum())
+    sims = np.asarray(s["sim_completed_iv"])[:, m].sum(axis=1)
+    sm = float(np.median(sims))
+    e = np.asarray(wedges)
+    w = np.flatnonzero((e[:-1] >= span[0] - 1e-9) & (e[1:] <= span[1] + 1e-9))
+    per = [_rel(float(np.median(np.asarray(s["sim_completed"])[:, i])), float(s["live_completed"][i]))
+           for i in w]
+    per = [abs(x) for x in per if x is not None]
+    return {"windows": int(len(w)), "live_per_s": _rnd(live / dur, 4),
+            "sim_per_s": _rnd(sm / dur, 4),
+            "sim_range": _rnd([float(sims.min() / dur), float(sims.max() / dur)], 4),
+            "rel_err": _rnd(_rel(sm, live), 4),
+            "window_abs_rel_err_max": _rnd(max(per), 4) if per else None}
+
+
+def queue_mean(s: dict, edges: list[float], span: tuple[float, float]) -> dict:
+    e = np.asarray(edges)
+    m = (e[:-1] >= span[0] - 1e-9) & (e[1:] <= span[1] + 1e-9)
+    live = float(np.mean(np.asarray(s["live_queue"])[m])) if m.any() else math.nan
+    sim = [float(np.mean(np.asarray(q)[m])) for q in s["sim_queue"]] if m.any() else [math.nan]
+    sm = float(np.median(sim))
+    return {"live_mean": _rnd(live, 3), "sim_mean": _rnd(sm, 3),
+            "sim_range": _rnd([min(sim), max(sim)], 3),
+            "abs_err": _rnd(abs(sm - live), 3), "rel_err": _rnd(_rel(sm, live), 4)}
+
+
+def headline(tiers: dict) -> dict:
+    """Worst tier of each figure (absolute relative errors, percentage points)."""
+    def worst(vals):
+        v = [abs(x) for x in vals if x is not None]
+        return round(max(v), 4) if v else None
+
+    return {
+        "p50_rel_err": worst(t["latency_s"]["p50"]["rel_err"] for t in tiers.values()),
+        "p95_rel_err": worst(t["latency_s"]["p95"]["rel_err"] for t in tiers.values()),
+        "p99_rel_err": worst(t["latency_s"]["p99"]["rel_err"] for t in tiers.values()),
+        "rejection_abs_err_pp": worst(r["abs_err_pp"] for t in tiers.values()
+                                      for r in t["rejection"].values()) or 0.0,
+        "throughput_rel_err": worst(t["throughput"].get("rel_err") for t in tiers.values()),
+    }
+
+
+def met(h: dict) -> dict:
+    return {k: (h[k] is not None and h[k] <= v) for k, v in TARGETS.items()}
+
+
+def client_figures(cl: pd.DataFrame, gw: pd.DataFrame, X: float, concurrency: int) -> dict:
+    """Send lag, client overhead (client latency - gateway latency), in-flight peak; wall s."""
+    if len(cl) == 0:
+        return {}
+    j = cl.merge(gw[["id", "attempt", "latency_s"]], on=["id", "attempt"], how="left",
+                 suffixes=("", "_gw"))
+    ok = j[(j["status"] == 200) & j["latency_s"].notna()]
+    over = (ok["client_latency_s"] - ok["latency_s"] / X).to_numpy(float)
+    ans = cl["answer_wall"].fillna(np.inf).to_numpy(float)
+    ev = np.concatenate([cl["send_wall"].to_numpy(float), ans])
+    step = np.concatenate([np.ones(len(cl)), -np.ones(len(cl))])
+    peak = int(np.max(np.cumsum(step[np.argsort(ev, kind="stable")]))) if len(ev) else 0
+    lag = cl["lag_s"].to_numpy(float)
+    st = cl["status"]
+    return {"attempts": int(len(cl)),
+            "lag_p50_s": _rnd(np.median(lag)), "lag_p99_s": _rnd(np.percentile(lag, 99)),
+            "lag_max_s": _rnd(lag.max()),
+            "overhead_p50_s": _rnd(np.median(over)) if len(over) else None,
+            "peak_in_flight": peak, "concurrency": concurrency,
+            "unanswered": int(st.isna().sum()),
+            "failed": int((~st.isin([200, 429, 503]) & st.notna()).sum())}
