@@ -200,3 +200,24 @@ def test_bad_calibrate_input_is_one_error_line(args, expect):
     p = _cli("calibrate", *args)
     assert p.returncode == 2 and p.stderr.startswith(expect), p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_gpu_profiles_are_measured_and_the_ghibli_fleet_uses_one():
+    from sim.fleet.cost import find_profile
+    from sim.scenario import load_scenario
+
+    prof = load_profile(ROOT / "benchmarks" / "profiles" / "h100-bf16.json")
+    mo = prof["measured_on"]
+    assert not prof.get("placeholder") and "H100" in mo["device"]
+    assert mo["driver"] and mo["torch"] and mo["cuda"] and mo["peak_tflops"] > 100
+    assert mo["copy_gb_s"] > 500  # HBM, not a host copy
+    comps = {(e["model"], e["component"]) for e in prof["entries"]}
+    for m in ("sd15", "sdxl", "sd3-medium"):
+        assert {(m, "denoise_step"), (m, "vae_decode"), (m, "text_encode")} <= comps
+    # FLOPs on the GPU are the meta-device counts: SDXL CFG step at batch 1 (reference: 13.52 T)
+    sdxl1 = next(e for e in prof["entries"] if e["model"] == "sdxl"
+                 and e["component"] == "denoise_step" and e["batch"] == 1)
+    assert abs(sdxl1["flops"] / 13.52e12 - 1) < 0.01
+    sc = load_scenario(str(ROOT / "scenarios" / "ghibli_2025.yaml"))
+    pool = sc.fleet.pools[0]
+    assert find_profile(pool.profile, ROOT / "scenarios").stem == "h100-bf16"
