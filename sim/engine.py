@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import simpy
 
-from sim.demand import Arrivals, build_demand
+from sim.demand import Arrivals, build_demand, chunk_arrivals
 from sim.errors import InputError
 from sim.fleet.cost import CostModel, find_profile, load_profile
 from sim.fleet.fleet import Fleet, PoolSetup
@@ -127,10 +127,7 @@ class Run:
     # -- demand, chunk by chunk on a fixed grid (common random numbers across variants) --
 
     def _load_chunk(self, k: int) -> None:
-        c = self.sc.chunk_s
-        t0, t1 = k * c, min((k + 1) * c, self.sc.horizon)
-        rng = np.random.default_rng([self.sc.seed, 1, k])
-        self._buf = self.demand.generate(t0, t1, rng) if t1 > t0 else Arrivals.empty()
+        self._buf = chunk_arrivals(self.demand, self.sc, k, self.sc.horizon)
         srng = np.random.default_rng([self.sc.seed, 2, k])
         n = len(self._buf)
         self._noise = (srng.exponential(1.0, n), srng.standard_normal(n))

@@ -10,6 +10,8 @@ paid conversion (`demand.conversion`) act during a run (sim/demand/feedback.py).
 
 from __future__ import annotations
 
+import numpy as np
+
 from sim.demand.base import Arrivals, PiecewiseLinearRate
 from sim.demand.curve import CurveModel
 from sim.demand.trace import TraceModel
@@ -30,4 +32,15 @@ def build_demand(scenario, scale: float | None = None, until: float | None = Non
     return cls.from_scenario(scenario, scale, until)
 
 
-__all__ = ["Arrivals", "MODELS", "PiecewiseLinearRate", "build_demand"]
+def chunk_arrivals(model, scenario, k: int, until: float) -> Arrivals:
+    """First attempts of chunk k: [k * chunk_s, min((k + 1) * chunk_s, until)), drawn from
+    rng([seed, 1, k]). Every reader of a scenario's demand (the run, `floodgate demand`, the
+    live schedule) draws through here, so all see the same arrivals for the same seed."""
+    c = scenario.chunk_s
+    t0, t1 = k * c, min((k + 1) * c, until)
+    if t1 <= t0:
+        return Arrivals.empty()
+    return model.generate(t0, t1, np.random.default_rng([scenario.seed, 1, k]))
+
+
+__all__ = ["Arrivals", "MODELS", "PiecewiseLinearRate", "build_demand", "chunk_arrivals"]

@@ -59,7 +59,7 @@ def expected_figures(sc) -> tuple[dict, dict, object]:
 
 def sampled_figures(sc, until: float | None = None) -> dict:
     """Generate the cell's requests (the run's chunks and seeds) and count, scaled back."""
-    from sim.demand import build_demand
+    from sim.demand import build_demand, chunk_arrivals
 
     until = min(sc.horizon, WINDOW) if until is None else until
     model = build_demand(sc)
@@ -69,8 +69,7 @@ def sampled_figures(sc, until: float | None = None) -> dict:
     users = None
     k = 0
     while k * c < until:
-        t0, t1 = k * c, min((k + 1) * c, until)
-        a = model.generate(t0, t1, np.random.default_rng([sc.seed, 1, k]))
+        a = chunk_arrivals(model, sc, k, until)
         n += len(a)
         first8 += int(np.searchsorted(a.t, WINDOW))
         np.add.at(per_min, (a.t / 60.0).astype(np.int64), 1)

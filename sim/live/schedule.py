@@ -1,6 +1,6 @@
 """The request schedule shared by Locust and the simulator: `id,t,user,tier`, t in simulated
-seconds from 0. It is drawn exactly as the engine draws a run's arrivals (chunk k from
-rng([seed, 1, k])), so it is the scenario's own demand for that seed. Retries are not in
+seconds from 0. It is drawn exactly as the engine draws a run's arrivals (chunk by chunk,
+sim.demand.chunk_arrivals), so it is the scenario's own demand for that seed. Retries are not in
 it: they depend on what the system answers, and each side makes its own.
 
 The key table gives each user one API key, `fg-{user:06d}`, with the user's tier.
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.demand import Arrivals, build_demand
+from sim.demand import Arrivals, build_demand, chunk_arrivals
 from sim.errors import InputError
 from sim.scenario import Scenario, parse_scenario
 
@@ -44,8 +44,7 @@ def generate(sc: Scenario, horizon: float) -> pd.DataFrame:
     model = build_demand(sc)
     c, parts, k = sc.chunk_s, [], 0
     while k * c < horizon:
-        t0, t1 = k * c, min((k + 1) * c, horizon)
-        parts.append(model.generate(t0, t1, np.random.default_rng([sc.seed, 1, k])))
+        parts.append(chunk_arrivals(model, sc, k, horizon))
         k += 1
     a = Arrivals.concat(parts)
     names = np.array([t.name for t in sc.tiers])
