@@ -44,6 +44,19 @@ class ActivePolicy:
         return type(self.policy).degrade is not Policy.degrade
 
 
+def build_policies(sc: Scenario) -> list[ActivePolicy]:
+    """The scenario's policy objects in scenario order, each with its tier mask and enabled
+    flag; the simulator and the live gateway both start from these."""
+    names = [t.name for t in sc.tiers]
+    out = []
+    for i, spec in enumerate(sc.policies):
+        cls = REGISTRY[spec.policy]
+        pol = cls(cls.Params.model_validate(spec.params()), names, sc.epoch)
+        mask = np.array([spec.tiers is None or n in spec.tiers for n in names])
+        out.append(ActivePolicy(i, pol, mask, spec.enabled))
+    return out
+
+
 def build_pools(sc: Scenario) -> list[PoolSetup]:
     """Resolve each pool's cost model from its calibration profile (or fixed service time)."""
     base = Path(sc.source).parent if sc.source and not sc.source.startswith("<") else None
@@ -91,13 +104,7 @@ class Run:
         self.fleet = Fleet(self.pools, sc.tiers, sc.scheduler, sc.horizon, self.interval,
                            sc.outputs.warmup_s, sc.seed)
         self.steps = np.array([p.steps for p in sc.fleet.pools], dtype=np.float32)
-        names = [t.name for t in sc.tiers]
-        self.policies = []
-        for i, spec in enumerate(sc.policies):
-            cls = REGISTRY[spec.policy]
-            pol = cls(cls.Params.model_validate(spec.params()), names, sc.epoch)
-            mask = np.array([spec.tiers is None or n in spec.tiers for n in names])
-            self.policies.append(ActivePolicy(i, pol, mask, spec.enabled))
+        self.policies = build_policies(sc)
         self.offered = np.zeros(nk, np.int64)
         self.rejected = np.zeros((nk, len(REASONS)), np.int64)
         self.ser_offered = np.zeros((self.n_int, nk), np.int64)

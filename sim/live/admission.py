@@ -13,11 +13,13 @@ failures, throttling, aimd, gradient2) exist in the simulator only.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from sim.engine import ActivePolicy
+from sim.engine import build_policies as engine_policies
 from sim.errors import InputError
 from sim.fleet.fleet import PoolSetup
 from sim.policies import REGISTRY, Decision, Policy
@@ -59,19 +61,13 @@ class LivePolicy:
 
 
 def build_policies(sc: Scenario) -> list[LivePolicy]:
-    """Policy objects exactly as the simulator's Run makes them."""
+    """The simulator's own policy objects (sim.engine.build_policies), with where each runs."""
     check_live(sc)
-    names = [t.name for t in sc.tiers]
-    count = {s.policy: 0 for s in sc.policies}
-    for s in sc.policies:
-        count[s.policy] += 1
+    count = Counter(s.policy for s in sc.policies)
     out = []
-    for i, spec in enumerate(sc.policies):
-        cls = REGISTRY[spec.policy]
-        pol = cls(cls.Params.model_validate(spec.params()), names, sc.epoch)
-        mask = np.array([spec.tiers is None or n in spec.tiers for n in names])
-        header = spec.policy if count[spec.policy] == 1 else f"{spec.policy}-{i}"
-        out.append(LivePolicy(ActivePolicy(i, pol, mask, spec.enabled), live_kind(cls), header))
+    for ap, spec in zip(engine_policies(sc), sc.policies, strict=True):
+        header = spec.policy if count[spec.policy] == 1 else f"{spec.policy}-{ap.spec_index}"
+        out.append(LivePolicy(ap, live_kind(type(ap.policy)), header))
     return out
 
 
