@@ -51,6 +51,20 @@ def shed_decision(util, depth, thr_util, thr_depth):
 
 
 @njit(cache=True, inline="always")
+def _leave_as_timeout(k, u, ta0, now, iv, warm, nU, n_sys, ser_rej, user_inflight, sum_sys,
+                      aband_stats):
+    """A queued request leaves unserved (its patience ran out, or CoDel dropped it): out of
+    the system, its user's in-flight slot freed, its time in system still counted (Little)."""
+    n_sys[k] -= 1
+    ser_rej[iv, k, R_TIMEOUT] += 1
+    if u >= 0 and u < nU:
+        user_inflight[u] -= 1
+    if ta0 >= warm:
+        sum_sys[k] += now - ta0
+        aband_stats[k] += 1
+
+
+@njit(cache=True, inline="always")
 def _heap_push(ht, hw, hn, t, w):
     i = hn[0]
     hn[0] = i + 1
@@ -225,15 +239,9 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                         q_head[k] = (idx + 1) % cap
                         q_size[k] -= 1
                         total -= 1
-                        n_sys[k] -= 1
                         abandoned[k] += 1
-                        ser_rej[iv, k, R_TIMEOUT] += 1
-                        u = q_user[k, idx]
-                        if u >= 0 and u < nU:
-                            user_inflight[u] -= 1
-                        if ta0 >= warm:
-                            sum_sys[k] += now - ta0
-                            aband_stats[k] += 1
+                        _leave_as_timeout(k, q_user[k, idx], ta0, now, iv, warm, nU, n_sys,
+                                          ser_rej, user_inflight, sum_sys, aband_stats)
             elif ta == t:
                 # -- an arrival: fleet-side admission, then its tier queue --
                 k = atier[i]
@@ -353,15 +361,9 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                     if now - ta0 > codel[k, 0] and now - codel[k, 2] > codel[k, 1]:
                         # CoDel (server-queue form): the tier's queue has not been empty for
                         # an interval, so a request that waited over the target is dropped
-                        n_sys[k] -= 1
                         kernel_rej[k, R_TIMEOUT] += 1
-                        ser_rej[iv, k, R_TIMEOUT] += 1
-                        u = q_user[k, idx]
-                        if u >= 0 and u < nU:
-                            user_inflight[u] -= 1
-                        if ta0 >= warm:
-                            sum_sys[k] += now - ta0
-                            aband_stats[k] += 1
+                        _leave_as_timeout(k, q_user[k, idx], ta0, now, iv, warm, nU, n_sys,
+                                          ser_rej, user_inflight, sum_sys, aband_stats)
                         continue
                     if j == 0:
                         # the batch's service noise comes from its first request (common
