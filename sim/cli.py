@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-from sim.errors import InputError
+from sim.errors import InputError, Interrupted
+from sim.report.write import check_out
 
 
 def cmd_run(args) -> int:
@@ -22,7 +25,7 @@ def cmd_run(args) -> int:
     if args.horizon is not None:
         over["horizon"] = args.horizon
     sc = load_scenario(args.scenario, over)
-    out = Path(args.out) if args.out else Path("out") / sc.name
+    out = check_out(args.out if args.out is not None else Path("out") / sc.name)
     t0 = time.perf_counter()
     run = simulate(sc, progress=not args.quiet)
     wall = time.perf_counter() - t0
@@ -56,13 +59,13 @@ def cmd_plan(args) -> int:
         window = (a, b)
     if args.reps < 1:
         raise InputError("--reps", str(args.reps), "must be at least 1")
+    out = check_out(args.out if args.out is not None else Path("out") / sc.name / "plan")
     with Executor(args.jobs, args.cluster, progress=not args.quiet) as ex:
         known = {q.policy for q in sc.policies}
         for w in args.without:
             if w not in known:
                 raise InputError("--without", w, f"no such policy in the scenario; it has {', '.join(sorted(known)) or 'none'}")
         _, res = run_plan(sc, slos, args.reps, ex, window, tuple(args.without))
-    out = Path(args.out) if args.out else Path("out") / sc.name / "plan"
     write_plan(res, out)
     if args.json:
         print(json.dumps({k: res[k] for k in ("min_gpus", "ci_low", "ci_high", "gpu_cost_per_day",
@@ -87,9 +90,9 @@ def cmd_compare(args) -> int:
         over["horizon"] = args.horizon
     if over:
         sc = load_scenario(args.scenario, over)
+    out = check_out(args.out if args.out is not None else Path("out") / sc.name / "compare")
     with Executor(args.jobs, args.cluster, progress=not args.quiet) as ex:
         res, series = run_compare(sc, extra, ex)
-    out = Path(args.out) if args.out else Path("out") / sc.name / "compare"
     write_compare(res, series, [t.name for t in sc.tiers], [t.slo_s for t in sc.tiers], out)
     print(markdown(res))
     print(f"wrote {out}/", file=sys.stderr)
@@ -137,16 +140,28 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _on_sigterm(signum, frame):
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so temporary output folders are removed on the way out
+    # (`serve` installs uvicorn's own handlers when it starts).
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except InputError as e:
         print(f"error: {e.file}: {e.field}: {e.message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted: nothing written", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

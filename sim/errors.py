@@ -11,3 +11,11 @@ class InputError(Exception):
         self.file = str(file)
         self.field = field
         self.message = message
+
+
+class Interrupted(KeyboardInterrupt):
+    """A termination signal (SIGTERM) turned into an exception, so outputs clean up as on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum

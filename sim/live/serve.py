@@ -85,6 +85,12 @@ def cmd_serve(args) -> int:
     if args.max_queue is not None and args.max_queue < 0:
         raise InputError("--max-queue", str(args.max_queue), "must be at least 0")
     log = Path(args.log) if args.log else Path("out") / sc.name / "live" / "requests.jsonl"
+    from sim.report.write import mark_dir
+
+    try:
+        mark_dir(log.parent, "live")  # `floodgate run` into out/<scenario>/ later keeps the log
+    except OSError as e:
+        raise InputError("--log", str(log), f"cannot create its folder: {e.strerror}") from None
     if args.keys:
         keys = load_keys(args.keys, sc)
     else:

@@ -218,7 +218,7 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
     from sim.live.admission import check_live
     from sim.policies import REASONS
     from sim.report.validation_report import write_report
-    from sim.report.write import write_dir
+    from sim.report.write import check_out, write_dir
     from sim.scenario import load_scenario
 
     if not duration > 0:
@@ -233,7 +233,7 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
     schedule.check_supported(sc)
     check_live(sc)  # policies the gateway cannot run
     st = Setup(sc, Path(scenario), float(duration), float(time_scale), float(drain), reps, kernel)
-    target = Path(out) if out else Path("out") / sc.name / "validation"
+    target = check_out(out if out is not None else Path("out") / sc.name / "validation")
     t_start = time.monotonic()
     result: dict = {}
 
@@ -279,7 +279,7 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
         result["wall_s"] = round(time.monotonic() - t_start, 2)
         write_report(d, result, ser, [t.name for t in sc.tiers])
 
-    write_dir(target, fill)
+    write_dir(target, fill, kind="validation")
     shutil.rmtree(target.parent / f"{target.name}.failed", ignore_errors=True)  # stale now
     result["out"] = str(target)
     return result

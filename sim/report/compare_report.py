@@ -118,4 +118,4 @@ def write_compare(res: dict, series: dict, tiers: list[str], slos: list[float], 
              "within the tier's SLO.</p>", table(header, rows),
              *[f"<h3>{t}</h3>" + img_tag(p, t) for t, p in figs]]))
 
-    write_dir(out, fill)
+    write_dir(out, fill, kind="compare")

@@ -62,4 +62,4 @@ def write_plan(res: dict, out: Path) -> None:
              f"meet {', '.join(res['slos'])}; GPU cost ${res['gpu_cost_per_day']:,.0f} per day.</p>",
              tab, img_tag(fig, "capacity vs SLO")]))
 
-    write_dir(out, fill)
+    write_dir(out, fill, kind="plan")

@@ -30,7 +30,7 @@ def write_run(run, out: Path, extra: dict | None = None) -> dict:
         if run.sc.outputs.report:
             (d / "report.html").write_text(render(run, summary, figs))
 
-    write_dir(out, fill)
+    write_dir(out, fill, kind="run")
     return summary
 
 
