@@ -3,7 +3,7 @@
 The same as `floodgate calibrate` (all its options; --help lists them), e.g.
   python benchmarks/diffusion_kernel.py --model tiny-unet --device cpu --out /tmp/p.json
   python benchmarks/diffusion_kernel.py --model sd15,sdxl,sd3-medium --device cuda \
-      --out benchmarks/profiles/h100-bf16.json
+      --out sim/data/profiles/h100-bf16.json
 Builds the denoisers from config dicts (random weights), times one denoising step, the VAE
 decode and text encoding per batch size, and writes PROFILE.json and PROFILE.md.
 """

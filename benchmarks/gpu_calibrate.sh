@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Calibrate on a GPU machine and write the profiles under OUT (default benchmarks/profiles).
+# Calibrate on a GPU machine and write the profiles under OUT (default sim/data/profiles).
 #   bash benchmarks/gpu_calibrate.sh eager     # all components, batches 1-16 (~5 min on an H100)
 #   bash benchmarks/gpu_calibrate.sh compile   # torch.compile, denoise step, batches 1,8 (>9 min)
 # Each run is stopped with SIGINT after LIMIT seconds (default 520): the calibrate command
@@ -7,7 +7,7 @@
 # Needs python3 with torch (CUDA), transformers and diffusers; the log goes to OUT too.
 set -u
 mode=${1:-eager}
-OUT=${OUT:-benchmarks/profiles}
+OUT=${OUT:-sim/data/profiles}
 LIMIT=${LIMIT:-520}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"

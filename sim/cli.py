@@ -99,9 +99,49 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    from sim.examples import example_path, list_examples
+    from sim.report.write import write_file
+
+    src = example_path(args.example)
+    if src is None:
+        names = list_examples()
+        raise InputError("--example", args.example,
+                         f"no such example; there are: {', '.join(names) or 'none in this install'}")
+    d = Path(args.dir)
+    if d.exists() and not d.is_dir():
+        raise InputError("DIR", args.dir, "exists and is not a folder")
+    dest = d / "scenario.yaml"
+    if dest.exists() or dest.is_symlink():
+        raise InputError("DIR", args.dir, "already holds a scenario.yaml; it is left as it is")
+    try:
+        write_file(dest, src.read_bytes())
+    except OSError as e:
+        raise InputError("DIR", args.dir, f"cannot write: {e.strerror}") from None
+    print(f"wrote {dest} (from the {args.example} example); run it with: floodgate run {dest}",
+          file=sys.stderr)
+    return 0
+
+
+# Which extra brings which import: a missing one is a one-line hint, not a traceback.
+EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "locust": "serve",
+          "starlette": "serve", "dask": "cluster", "distributed": "cluster",
+          "torch": "calibrate", "diffusers": "calibrate", "transformers": "calibrate"}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from sim import __version__
+
     ap = argparse.ArgumentParser(prog="floodgate", description="Capacity and rate-limit simulator for image-generation surges.")
+    ap.add_argument("--version", action="version", version=f"floodgate {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
+    i = sub.add_parser("init", help="write DIR/scenario.yaml from an example to start from",
+                       description="Write DIR/scenario.yaml, a runnable copy of a shipped example "
+                       "(its profiles resolve from the package). Example: floodgate init my-surge")
+    i.add_argument("dir", metavar="DIR")
+    i.add_argument("--example", default="ghibli_2025",
+                   help="example name (default ghibli_2025; e.g. policies/token_bucket)")
+    i.set_defaults(func=cmd_init)
     r = sub.add_parser("run", help="simulate a scenario and write its report")
     r.add_argument("scenario")
     r.add_argument("--out", help="output folder (default out/<scenario name>)")
@@ -155,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except InputError as e:
         print(f"error: {e.file}: {e.field}: {e.message}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"error: floodgate {args.command} needs: pip install 'floodgate[{extra}]' "
+              f"({e.name} is not installed)", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print("interrupted: nothing written", file=sys.stderr)

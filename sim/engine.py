@@ -70,7 +70,7 @@ def build_pools(sc: Scenario) -> list[PoolSetup]:
             if path is None:
                 raise InputError(
                     sc.source, f"fleet.pools[{i}].profile",
-                    f"profile {p.profile!r} not found (looked in the scenario's folder and benchmarks/profiles/)",
+                    f"profile {p.profile!r} not found (looked in the scenario's folder, FLOODGATE_PROFILES and the shipped profiles; `floodgate profiles` lists them)",
                 )
             prof = load_profile(path)
             cost = CostModel.from_profile(

@@ -163,7 +163,7 @@ def test_profiles_lists_the_shipped_ones(tmp_path):
                        env=env)
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout.strip().splitlines()[-1])
-    shipped = {f.stem for f in (ROOT / "benchmarks" / "profiles").glob("*.json")}
+    shipped = {f.stem for f in (ROOT / "sim" / "data" / "profiles").glob("*.json")}
     assert {"cpu-tiny", "cpu-sd15-small"} <= shipped
     assert shipped <= {r["profile"] for r in rows}
     for r in rows:
@@ -206,7 +206,7 @@ def test_shipped_gpu_profiles_are_measured_and_the_ghibli_fleet_uses_one():
     from sim.fleet.cost import find_profile
     from sim.scenario import load_scenario
 
-    prof = load_profile(ROOT / "benchmarks" / "profiles" / "h100-bf16.json")
+    prof = load_profile(ROOT / "sim" / "data" / "profiles" / "h100-bf16.json")
     mo = prof["measured_on"]
     assert not prof.get("placeholder") and "H100" in mo["device"]
     assert mo["driver"] and mo["torch"] and mo["cuda"] and mo["peak_tflops"] > 100

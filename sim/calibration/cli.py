@@ -230,7 +230,7 @@ def add_parsers(subparsers) -> None:
 
     p = subparsers.add_parser(
         "profiles", help="list calibration profiles with images/s at the best batch",
-        description="List benchmarks/profiles/*.json and the FLOODGATE_PROFILES folders (or "
+        description="List sim/data/profiles/*.json and the FLOODGATE_PROFILES folders (or "
         "the files given) with images/s at the best measured batch, from the cost model.",
     )
     p.add_argument("paths", nargs="*", help="profile files (default: the profile search path)")

@@ -5,7 +5,7 @@ each term interpolated monotonically over the measured batch sizes (piecewise li
 extrapolated at the per-image cost of the largest measured batch). Service-time variance is a
 lognormal whose spread matches the measured p10/p90 of the denoising step.
 
-Profile JSON (schema "floodgate.profile/1"), kept as data in benchmarks/profiles/:
+Profile JSON (schema "floodgate.profile/1"), shipped as package data in sim/data/profiles/:
 {
   "schema": "floodgate.profile/1", "name": str, "placeholder": bool, "source": str,
   "measured_on": {"device": str, "driver": str|null, "torch": str, "cuda": str|null, ...},
@@ -35,14 +35,18 @@ COMPONENTS = ("denoise_step", "vae_decode", "text_encode")
 Z90 = 1.2815515655446004  # standard normal quantile at 0.9
 
 
+PACKAGE_PROFILES = Path(__file__).resolve().parents[1] / "data" / "profiles"
+
+
 def profile_dirs(extra: list[Path] | None = None) -> list[Path]:
-    """Where profiles are looked up by name, first match wins."""
+    """Where profiles are looked up by name, first match wins: the scenario's folder (`extra`),
+    then each FLOODGATE_PROFILES folder, then the profiles shipped in the package. A profile of
+    your own beside the scenario therefore overrides a shipped one of the same name."""
     dirs = list(extra or [])
     env = os.environ.get("FLOODGATE_PROFILES")
     if env:
         dirs += [Path(p) for p in env.split(os.pathsep) if p]
-    dirs.append(Path.cwd() / "benchmarks" / "profiles")
-    dirs.append(Path(__file__).resolve().parents[2] / "benchmarks" / "profiles")
+    dirs.append(PACKAGE_PROFILES)
     return dirs
 
 
