@@ -5,3 +5,14 @@ Data flows one way: scenario -> demand -> policies (admission) -> scheduler and 
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["run", "plan", "compare", "__version__"]
+
+
+def __getattr__(name: str):
+    # `import sim` stays light (the CLI's --help imports it); the API loads on first use.
+    if name in ("run", "plan", "compare"):
+        from sim import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'sim' has no attribute {name!r}")

@@ -40,7 +40,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from sim.plan import parse_slo, run_plan
+    from sim.planner import parse_slo, run_plan
     from sim.report.plan_report import markdown, write_plan
     from sim.scenario import _duration, load_scenario
     from sim.sweep import Executor
@@ -76,10 +76,10 @@ def cmd_plan(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from sim.compare import load_variant, run_compare
     from sim.report.compare_report import markdown, write_compare
     from sim.scenario import load_scenario
     from sim.sweep import Executor
+    from sim.variants import load_variant, run_compare
 
     sc = load_scenario(args.scenario)
     extra = [load_variant(v) for v in args.variant]

@@ -156,3 +156,11 @@ def timeseries(run) -> pd.DataFrame:
         scaled = [c for c in df.columns if not c.startswith("t_") and "latency" not in c and c != "utilization"]
         df[scaled] = df[scaled].astype(float) / sc.cell_fraction
     return df
+
+
+def with_calendar_time(ts: pd.DataFrame, sc) -> pd.DataFrame:
+    """The series with a `time` column first: calendar time (UTC) of each interval's start,
+    from the scenario's `start`."""
+    out = ts.copy()
+    out.insert(0, "time", pd.to_datetime(sc.epoch + ts["t_s"].to_numpy(), unit="s", utc=True))
+    return out

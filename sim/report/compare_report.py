@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from sim.report.html import img_tag, page, table  # noqa: E402
-from sim.report.write import dump_json, write_dir  # noqa: E402
+from sim.report.html import img_tag, page, table
+from sim.report.write import dump_json, write_dir
 
 
 def _rows(res: dict) -> tuple[list[str], list[list]]:
@@ -63,10 +60,11 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figures(series: dict[str, pd.DataFrame], tiers: list[str], slos: list[float], fdir: Path) -> list[tuple[str, Path]]:
-    fdir.mkdir()
-    out = []
-    fig, axes = plt.subplots(len(tiers), 1, figsize=(9, 2.6 * len(tiers)), sharex=True, squeeze=False)
+def compare_figures(series: dict[str, pd.DataFrame], tiers: list[str],
+                    slos: list[float]) -> dict[str, tuple[str, Figure]]:
+    """The variants overlaid, by file stem: (title, Figure); object API, no pyplot."""
+    fig = Figure(figsize=(9, 2.6 * len(tiers)))
+    axes = fig.subplots(len(tiers), 1, sharex=True, squeeze=False)
     for ax, t, s in zip(axes[:, 0], tiers, slos, strict=True):
         for n, ts in series.items():
             ax.plot(ts["t_h"], ts[f"{t}.latency_p95_s"], lw=1.1, label=n)
@@ -76,34 +74,38 @@ def figures(series: dict[str, pd.DataFrame], tiers: list[str], slos: list[float]
     axes[0, 0].legend(fontsize=7, ncol=3)
     axes[-1, 0].set_xlabel("time (h)")
     fig.suptitle("p95 latency per tier (dashed: SLO)")
-    fig.tight_layout()
-    fig.savefig(fdir / "latency_p95.png", dpi=100)
-    plt.close(fig)
-    out.append(("p95 latency per tier", fdir / "latency_p95.png"))
+    out = {"latency_p95": ("p95 latency per tier", fig)}
 
-    fig, ax = plt.subplots(figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    ax = fig.add_subplot()
     for n, ts in series.items():
         dt = ts["t_s"].iloc[1] - ts["t_s"].iloc[0] if len(ts) > 1 else 1.0
         ax.plot(ts["t_h"], sum(ts[f"{t}.goodput"] for t in tiers) / dt, lw=1.1, label=n)
     ax.set_xlabel("time (h)")
     ax.set_ylabel("goodput (images/s within SLO)")
     ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(fdir / "goodput.png", dpi=100)
-    plt.close(fig)
-    out.append(("Goodput", fdir / "goodput.png"))
+    out["goodput"] = ("Goodput", fig)
 
-    fig, ax = plt.subplots(figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    ax = fig.add_subplot()
     for n, ts in series.items():
         ax.plot(ts["t_h"], ts["gpus_active"], lw=1.1, label=n)
     ax.set_xlabel("time (h)")
     ax.set_ylabel("GPUs live")
     ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(fdir / "gpus.png", dpi=100)
-    plt.close(fig)
-    out.append(("GPUs live", fdir / "gpus.png"))
+    out["gpus"] = ("GPUs live", fig)
     return out
+
+
+def figures(series: dict[str, pd.DataFrame], tiers: list[str], slos: list[float],
+            fdir: Path) -> list[tuple[str, Path]]:
+    fdir.mkdir()
+    paths = []
+    for stem, (title, fig) in compare_figures(series, tiers, slos).items():
+        fig.tight_layout()
+        fig.savefig(fdir / f"{stem}.png", dpi=100)
+        paths.append((title, fdir / f"{stem}.png"))
+    return paths
 
 
 def write_compare(res: dict, series: dict, tiers: list[str], slos: list[float], out: Path) -> None:

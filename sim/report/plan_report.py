@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from sim.report.html import img_tag, page, table  # noqa: E402
-from sim.report.write import dump_json, write_dir  # noqa: E402
+from sim.report.html import img_tag, page, table
+from sim.report.write import dump_json, write_dir
 
 
 def markdown(res: dict) -> str:
@@ -27,8 +24,10 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def curve_figure(res: dict, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(8, 4))
+def curve_figure(res: dict) -> Figure:
+    """p95 (or the SLO's quantile) per tier against fleet size; object API, no pyplot."""
+    fig = Figure(figsize=(8, 4))
+    ax = fig.add_subplot()
     xs = [r["gpus"] for r in res["curve"]]
     for slo in res["slos"]:
         key, target = slo.split("<=")
@@ -42,9 +41,13 @@ def curve_figure(res: dict, path: Path) -> Path:
     ax.set_ylabel("latency (s)")
     ax.set_title("Capacity vs SLO (dashed: targets)")
     ax.legend(fontsize=8)
+    return fig
+
+
+def save_curve(res: dict, path: Path) -> Path:
+    fig = curve_figure(res)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -52,7 +55,7 @@ def write_plan(res: dict, out: Path) -> None:
     def fill(d: Path) -> None:
         (d / "plan.json").write_text(dump_json(res))
         (d / "plan.md").write_text(markdown(res))
-        fig = curve_figure(res, d / "capacity_vs_slo.png")
+        fig = save_curve(res, d / "capacity_vs_slo.png")
         keys = [k for k in res["curve"][0] if k not in ("gpus", "meets")]
         tab = table(["GPUs", *keys, "meets"],
                     [[r["gpus"], *[r[k] for k in keys], "yes" if r["meets"] else "no"] for r in res["curve"]])

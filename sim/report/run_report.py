@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.metrics.summary import summarize, timeseries
+from sim.metrics.summary import summarize, timeseries, with_calendar_time
 from sim.policies import REASONS
 from sim.report import figures
 from sim.report.html import img_tag, page, table
@@ -34,18 +34,30 @@ def write_run(run, out: Path, extra: dict | None = None) -> dict:
     return summary
 
 
-def make_figures(run, ts, fdir: Path) -> list[tuple[str, Path]]:
-    fdir.mkdir()
-    names = [t.name for t in run.sc.tiers]
+def capacity_per_s(run, ts) -> np.ndarray:
+    """Images/s the live fleet can serve in each interval (at each pool's largest batch)."""
     ips = np.array([p.cost.images_per_s(p.max_batch) for p in run.pools])
     w = np.array([max(p.gpus, 1) for p in run.pools], float)
-    capacity = ts["gpus_active"].to_numpy() * float((ips * w).sum() / w.sum())
-    return [
-        ("Demand vs capacity", figures.demand_vs_capacity(ts, names, capacity, fdir / "demand_vs_capacity.png")),
-        ("Latency per tier", figures.latency(ts, names, [t.slo_s for t in run.sc.tiers], fdir / "latency.png")),
-        ("Rejections by reason", figures.rejections(ts, names, fdir / "rejections.png")),
-        ("Utilisation", figures.utilization(ts, fdir / "utilization.png")),
-    ]
+    return ts["gpus_active"].to_numpy() * float((ips * w).sum() / w.sum())
+
+
+def run_figures(run, ts) -> dict:
+    """The run's figures by file stem: (title, Figure). `ts` may carry a calendar `time`."""
+    names = [t.name for t in run.sc.tiers]
+    return {
+        "demand_vs_capacity": ("Demand vs capacity",
+                               figures.demand_vs_capacity(ts, names, capacity_per_s(run, ts))),
+        "latency": ("Latency per tier", figures.latency(ts, names, [t.slo_s for t in run.sc.tiers])),
+        "rejections": ("Rejections by reason", figures.rejections(ts, names)),
+        "utilization": ("Utilisation", figures.utilization(ts)),
+    }
+
+
+def make_figures(run, ts, fdir: Path) -> list[tuple[str, Path]]:
+    fdir.mkdir()
+    ts = with_calendar_time(ts, run.sc)
+    return [(title, figures.save(fig, fdir / f"{stem}.png"))
+            for stem, (title, fig) in run_figures(run, ts).items()]
 
 
 def render(run, s: dict, figs: list[tuple[str, Path]]) -> str:
