@@ -14,6 +14,8 @@ th:first-child,td:first-child{text-align:left}
 th{background:#f3f3f3} .bad{color:#b00020;font-weight:600} .ok{color:#1b7f3b}
 figure{margin:1rem 0} figure img{max-width:100%;border:1px solid #eee}
 code{background:#f6f6f6;padding:0 .2rem}
+.findings{background:#f7f9fc;border-left:4px solid #3b6fb6;padding:.4rem 1rem;margin:1rem 0}
+.findings li{margin:.25rem 0}
 """
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from sim.metrics.summary import summarize, timeseries, with_calendar_time
 from sim.policies import REASONS
 from sim.report import figures
+from sim.report.findings import findings
 from sim.report.html import img_tag, page, table
 from sim.report.write import dump_json, write_dir
 
@@ -28,7 +29,9 @@ def write_run(run, out: Path, extra: dict | None = None) -> dict:
         if run.sc.outputs.figures:
             figs = make_figures(run, ts, d / "figures")
         if run.sc.outputs.report:
-            (d / "report.html").write_text(render(run, summary, figs))
+            found = findings(summary, with_calendar_time(ts, run.sc),
+                             [q.policy for q in run.sc.policies])
+            (d / "report.html").write_text(render(run, summary, figs, found))
 
     write_dir(out, fill, kind="run")
     return summary
@@ -60,7 +63,22 @@ def make_figures(run, ts, fdir: Path) -> list[tuple[str, Path]]:
             for stem, (title, fig) in run_figures(run, ts).items()]
 
 
-def render(run, s: dict, figs: list[tuple[str, Path]]) -> str:
+def _words(v) -> str:
+    """A policy figure in words: mappings as 'key value' pairs, numbers with separators."""
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_words(x)}" for k, x in v.items()) or "none"
+    if isinstance(v, list | tuple):
+        return ", ".join(_words(x) for x in v) or "none"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    return str(v)
+
+
+def render(run, s: dict, figs: list[tuple[str, Path]], found: list[str] | None = None) -> str:
     sc = run.sc
     rows, klass = [], []
     for name, t in s["tiers"].items():
@@ -81,12 +99,18 @@ def render(run, s: dict, figs: list[tuple[str, Path]]) -> str:
                   [[n, p["gpus_end"], p["cost_model"], p["images_per_s_per_gpu_at_max_batch"]]
                    for n, p in f["pools"].items()])
     pol_rows = [[name, ", ".join(p.get("tiers", [])),
-                 "; ".join(f"{k}: {v}" for k, v in p.items() if k not in ("tiers", "enabled_at_end"))]
+                 "; ".join(f"{k.replace('_', ' ')}: {_words(v)}" for k, v in p.items()
+                           if k not in ("tiers", "enabled_at_end"))]
                 for name, p in s.get("policies", {}).items()]
     policies = table(["policy", "tiers", "what it did"], pol_rows) if pol_rows else "<p>No policies.</p>"
     verdict = ("every tier met its p95 SLO" if all(t["slo_met"] for t in s["tiers"].values())
                else "SLO missed for: " + ", ".join(n for n, t in s["tiers"].items() if not t["slo_met"]))
+    block = ""
+    if found:
+        block = ('<section class="findings" id="findings"><h2>Findings</h2><ul>'
+                 + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul></section>")
     sections = [
+        block,
         f"<p>{html.escape(sc.description)}</p>" if sc.description else "",
         f"<p>Scenario <code>{html.escape(sc.name)}</code>, seed {sc.seed}, horizon "
         f"{sc.horizon / 3600:.1f} h. <strong>{html.escape(verdict)}</strong>. Latency quantiles "
