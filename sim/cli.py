@@ -94,7 +94,15 @@ def cmd_compare(args) -> int:
     with Executor(args.jobs, args.cluster, progress=not args.quiet) as ex:
         res, series = run_compare(sc, extra, ex)
     write_compare(res, series, [t.name for t in sc.tiers], [t.slo_s for t in sc.tiers], out)
-    print(markdown(res))
+    if args.json:
+        print(json.dumps({"out": str(out), "seed": res["seed"], "variants": {
+            n: {"gpu_cost": v["gpu_cost"], "revenue": v["revenue"], "utilization": v["utilization"],
+                "tiers": {t: {"p95_s": x["p95_s"], "goodput": x["goodput"],
+                              "rejected": sum(x["rejected"].values())}
+                          for t, x in v["tiers"].items()}}
+            for n, v in res["variants"].items()}}))
+    else:
+        print(markdown(res))
     print(f"wrote {out}/", file=sys.stderr)
     return 0
 
@@ -129,10 +137,15 @@ EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "locust": "s
           "torch": "calibrate", "diffusers": "calibrate", "transformers": "calibrate"}
 
 
+EPILOG = """exit codes: 0 done; 2 bad input (one line: error: FILE: FIELD: WHAT); 3 no answer within
+bounds (plan: no fleet size meets an SLO); 130/143 interrupted (nothing written)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sim import __version__
 
-    ap = argparse.ArgumentParser(prog="floodgate", description="Capacity and rate-limit simulator for image-generation surges.")
+    ap = argparse.ArgumentParser(prog="floodgate", description="Capacity and rate-limit simulator for image-generation surges.",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"floodgate {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     i = sub.add_parser("init", help="write DIR/scenario.yaml from an example to start from",
@@ -169,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, help="local worker processes (default: all cores)")
     c.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local'")
     c.add_argument("--out", help="output folder (default out/<scenario>/compare)")
+    c.add_argument("--json", action="store_true", help="print one JSON line of each variant's headline figures instead of the table")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_compare)
     import sim.calibration.cli
@@ -195,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except InputError as e:
         print(f"error: {e.file}: {e.field}: {e.message}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except ModuleNotFoundError as e:
         extra = EXTRAS.get((e.name or "").split(".")[0])
         if extra is None:

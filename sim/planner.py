@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.errors import InputError
+from sim.errors import Infeasible, InputError
 from sim.scenario import Scenario
 from sim.sweep import Executor, Job, run_job
 
@@ -145,7 +145,7 @@ class Plan:
                 if hi > cap or not self._improves(lo, hi):
                     worst = ", ".join(f"{s.tier} {s.quantile} {self.evals[hi].bounds(s)[0]:.3g}s"
                                       for s in self.slos)
-                    raise InputError(self.sc.source, "tiers",
+                    raise Infeasible(self.sc.source, "tiers",
                                      f"SLO out of reach: at {hi} GPUs still {worst} (service time alone is too long)")
                 lo = hi
         while hi - lo > step:

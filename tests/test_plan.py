@@ -53,10 +53,25 @@ def test_unreachable_slo_is_a_clear_error(tmp_path, capsys):
     path = tmp_path / "s.json"
     path.write_text(json.dumps(d))
     # p95 of the service time alone is 3 s: no fleet gives 1 s
-    assert main(["plan", str(path), "--slo", "a:p95<=1s", "--reps", "2", "--jobs", "1", "--quiet"]) == 2
+    # exit 3: the input is fine, the question has no answer within bounds
+    assert main(["plan", str(path), "--slo", "a:p95<=1s", "--reps", "2", "--jobs", "1", "--quiet",
+                 "--out", str(tmp_path / "p")]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "SLO out of reach" in err[0]
     assert main(["plan", str(path), "--slo", "nosuch:p95<=1s", "--quiet"]) == 2
+
+
+def test_compare_json_line(tmp_path, capsys):
+    d = queue_scenario(6.0, 1.0, 8, 2000, seed=4)
+    (tmp_path / "s.json").write_text(json.dumps(d))
+    (tmp_path / "v.yaml").write_text("fleet: {pools: [{name: p, gpus: 12, service_time_s: 1.0, "
+                                     "service_distribution: exponential}]}\n")
+    assert main(["compare", str(tmp_path / "s.json"), "--variant", f"big={tmp_path / 'v.yaml'}",
+                 "--jobs", "1", "--quiet", "--json", "--out", str(tmp_path / "c")]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(line["variants"]) == {"baseline", "big"}
+    base, big = line["variants"]["baseline"]["tiers"]["a"], line["variants"]["big"]["tiers"]["a"]
+    assert big["p95_s"] < base["p95_s"] and line["variants"]["big"]["gpu_cost"] >= 0
 
 
 def test_dask_local_cluster_equals_process_pool():
