@@ -24,7 +24,7 @@ def cmd_run(args) -> int:
         over["seed"] = args.seed
     if args.horizon is not None:
         over["horizon"] = args.horizon
-    sc = load_scenario(args.scenario, over)
+    sc = load_scenario(args.scenario, over, args.set)
     out = check_out(args.out if args.out is not None else Path("out") / sc.name)
     t0 = time.perf_counter()
     run = simulate(sc, progress=not args.quiet)
@@ -45,7 +45,7 @@ def cmd_plan(args) -> int:
     from sim.scenario import _duration, load_scenario
     from sim.sweep import Executor
 
-    sc = load_scenario(args.scenario)
+    sc = load_scenario(args.scenario, sets=args.set)
     slos = [parse_slo(s, sc) for s in args.slo] or [
         parse_slo(f"{t.name}:p95<={t.slo_s}s", sc) for t in sc.tiers]
     window = None
@@ -81,7 +81,7 @@ def cmd_compare(args) -> int:
     from sim.sweep import Executor
     from sim.variants import load_variant, run_compare
 
-    sc = load_scenario(args.scenario)
+    sc = load_scenario(args.scenario, sets=args.set)
     extra = [load_variant(v) for v in args.variant]
     if not sc.variants and not extra:
         raise InputError(sc.source, "variants", "nothing to compare: give --variant NAME=FILE or a variants: section")
@@ -89,7 +89,7 @@ def cmd_compare(args) -> int:
     if args.horizon:
         over["horizon"] = args.horizon
     if over:
-        sc = load_scenario(args.scenario, over)
+        sc = load_scenario(args.scenario, over, args.set)
     out = check_out(args.out if args.out is not None else Path("out") / sc.name / "compare")
     with Executor(args.jobs, args.cluster, progress=not args.quiet) as ex:
         res, series = run_compare(sc, extra, ex)
@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_init)
     r = sub.add_parser("run", help="simulate a scenario and write its report")
     r.add_argument("scenario")
+    r.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="change one field, e.g. fleet.pools.h100.gpus=900 or policies.daily_quota.limit=5 (repeatable)")
     r.add_argument("--out", help="output folder (default out/<scenario name>)")
     r.add_argument("--seed", type=int)
     r.add_argument("--horizon", help="override the horizon, e.g. 6h")
@@ -171,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--without", action="append", default=[], help="leave a policy out, e.g. shed_reserve (repeatable)")
     p.add_argument("--jobs", type=int, help="local worker processes (default: all cores)")
     p.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local' for a LocalCluster")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="change one field, e.g. fleet.pools.h100.gpus=900 or policies.daily_quota.limit=5 (repeatable)")
     p.add_argument("--out", help="output folder (default out/<scenario>/plan)")
     p.add_argument("--json", action="store_true", help="print one JSON line of the result last")
     p.add_argument("--quiet", action="store_true")
@@ -181,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--horizon", help="override the horizon of every variant, e.g. 2d")
     c.add_argument("--jobs", type=int, help="local worker processes (default: all cores)")
     c.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local'")
+    c.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="change one field, e.g. fleet.pools.h100.gpus=900 or policies.daily_quota.limit=5 (repeatable)")
     c.add_argument("--out", help="output folder (default out/<scenario>/compare)")
     c.add_argument("--json", action="store_true", help="print one JSON line of each variant's headline figures instead of the table")
     c.add_argument("--quiet", action="store_true")

@@ -386,8 +386,10 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     return sc
 
 
-def load_scenario(path: str | Path, overrides: dict | None = None) -> Scenario:
-    """Read, merge overrides into, and validate a scenario file."""
+def load_scenario(path: str | Path, overrides: dict | None = None,
+                  sets: list[str] | None = None) -> Scenario:
+    """Read, merge overrides into, apply `--set PATH=VALUE` changes to, and validate a
+    scenario file."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -403,6 +405,10 @@ def load_scenario(path: str | Path, overrides: dict | None = None) -> Scenario:
         raise InputError(str(p), where, f"malformed YAML: {getattr(e, 'problem', None) or e}") from None
     if overrides and isinstance(data, dict):
         data = merge(data, overrides)
+    if sets:
+        from sim.overrides import apply_sets
+
+        data = apply_sets(data, sets)
     return parse_scenario(data, str(p))
 
 
