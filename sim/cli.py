@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from sim.args import Parser, int_in, seed
 from sim.errors import InputError, Interrupted
 from sim.report.write import check_out
 
@@ -141,10 +142,10 @@ EPILOG = """exit codes: 0 done; 2 bad input (one line: error: FILE: FIELD: WHAT)
 bounds (plan: no fleet size meets an SLO); 130/143 interrupted (nothing written)"""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     from sim import __version__
 
-    ap = argparse.ArgumentParser(prog="floodgate", description="Capacity and rate-limit simulator for image-generation surges.",
+    ap = Parser(prog="floodgate", description="Capacity and rate-limit simulator for image-generation surges.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"floodgate {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="change one field, e.g. fleet.pools.h100.gpus=900 or policies.daily_quota.limit=5 (repeatable)")
     r.add_argument("--out", help="output folder (default out/<scenario name>)")
-    r.add_argument("--seed", type=int)
+    r.add_argument("--seed", type=seed, help="override the seed (0..2**63-1)")
     r.add_argument("--horizon", help="override the horizon, e.g. 6h")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--json", action="store_true", help="print a JSON line of headline figures")
@@ -168,10 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="smallest fleet that meets every tier's SLO")
     p.add_argument("scenario")
     p.add_argument("--slo", action="append", default=[], help="TIER:p95<=60s (repeatable; default: each tier's slo_s on p95)")
-    p.add_argument("--reps", type=int, default=3, help="replications per fleet size (common random numbers)")
+    p.add_argument("--reps", type=int_in(1, 1000), default=3, help="replications per fleet size (common random numbers)")
     p.add_argument("--window", help="judge SLOs over FROM:UNTIL of the curve only, e.g. 144h:168h")
     p.add_argument("--without", action="append", default=[], help="leave a policy out, e.g. shed_reserve (repeatable)")
-    p.add_argument("--jobs", type=int, help="local worker processes (default: all cores)")
+    p.add_argument("--jobs", type=int_in(1, 1024), help="local worker processes (default: all cores)")
     p.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local' for a LocalCluster")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="change one field, e.g. fleet.pools.h100.gpus=900 or policies.daily_quota.limit=5 (repeatable)")
@@ -183,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("scenario")
     c.add_argument("--variant", action="append", default=[], help="NAME=OVERRIDES.yaml (repeatable)")
     c.add_argument("--horizon", help="override the horizon of every variant, e.g. 2d")
-    c.add_argument("--jobs", type=int, help="local worker processes (default: all cores)")
+    c.add_argument("--jobs", type=int_in(1, 1024), help="local worker processes (default: all cores)")
     c.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local'")
     c.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="change one field, e.g. fleet.pools.h100.gpus=900 or policies.daily_quota.limit=5 (repeatable)")

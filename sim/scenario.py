@@ -11,47 +11,79 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sim.errors import InputError
+from sim.inputs import read_yaml
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+# Bounds shared by many fields (README, "Bounds and limits"). Durations up to ~317 years,
+# counts that fit the arrays they size; the work and memory a run needs are checked separately
+# before it starts (sim/budget.py).
+MAX_S = 1e10
+MIN_S = 1e-6
+MAX_SEED = 2**63 - 1
+MAX_USERS = 10**9
+MAX_GPUS = 10**6
+MAX_BATCH = 4096
+MAX_RATE = 1e9  # requests/s of the whole service
+MAX_PRICE = 1e6  # USD per image or per GPU-hour
+MAX_COUNT = 10**12
 
 
 def _duration(v: Any) -> Any:
     if isinstance(v, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([smhdw]?)\s*", v)
-        if not m:
-            raise ValueError(f"not a duration: {v!r} (use seconds or e.g. '90s', '15m', '36h', '8d')")
+        if not m or len(v) > 64:
+            raise ValueError(f"not a duration: {v[:40]!r} (use seconds or e.g. '90s', '15m', '36h', '8d')")
         return float(m.group(1)) * _UNITS[m.group(2) or "s"]
     return v
 
 
-Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0)]
-PosDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+def _tuples(v: Any) -> Any:
+    """YAML has lists, not tuples: [[t, rate], ...] pairs as tuples for the strict schema."""
+    if isinstance(v, list):
+        return [tuple(x) if isinstance(x, list) else x for x in v]
+    return v
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0, le=MAX_S)]
+PosDuration = Annotated[float, BeforeValidator(_duration), Field(ge=MIN_S, le=MAX_S)]
+Share = Annotated[float, Field(ge=0, le=1)]
+Price = Annotated[float, Field(ge=0, le=MAX_PRICE)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `horizon: true` or `gpus: 1.5` are errors, not 1 s or 1 GPU; no inf or NaN
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Tier(Strict):
     name: str
-    share: float = Field(gt=0, le=1, description="share of users in this tier")
-    priority: int = Field(ge=0, description="0 is served first")
-    price_per_image: float = Field(ge=0, description="revenue per completed image, USD")
+    share: float = Field(gt=0, le=1, description="share of users in this tier (shares sum to 1)")
+    priority: int = Field(ge=0, le=10**6, description="0 is served first")
+    price_per_image: float = Field(ge=0, le=MAX_PRICE, description="revenue per completed image, USD")
     slo_s: PosDuration = Field(description="end-to-end latency target for goodput and plans")
     patience_s: PosDuration | None = Field(None, description="a waiting user abandons after this")
-    queue_limit: int | None = Field(None, ge=0, description="queued requests beyond this: queue_full")
-    weight: float = Field(1.0, gt=0, description="DRR weight")
+    queue_limit: int | None = Field(None, ge=0, le=MAX_COUNT, description="queued requests beyond this: queue_full")
+    weight: float = Field(1.0, ge=1e-3, le=1e3, description="DRR weight")
     lifo: bool = False
 
 
 class RetrySpec(Strict):
     """What a rejected user does: try again after a backoff, up to max_attempts tries in all."""
 
-    max_attempts: int = Field(3, ge=1, description="tries in all, the first included")
+    max_attempts: int = Field(3, ge=1, le=100, description="tries in all, the first included")
     base_s: PosDuration = Field(2.0, description="first backoff; doubles with each attempt")
     cap_s: PosDuration = Field(120.0, description="longest backoff")
     jitter: Literal["none", "full", "equal", "decorrelated"] = "full"
@@ -75,7 +107,7 @@ class SocialSpec(Strict):
     branching: float = Field(ge=0, lt=1, description="mean requests triggered per image (n < 1)")
     kernel: Literal["exponential", "power_law"] = "exponential"
     scale_s: PosDuration = Field(1800.0, description="kernel time scale")
-    exponent: float = Field(1.5, gt=0, description="power_law: density ~ (1 + t/scale)^-(1+exponent)")
+    exponent: float = Field(1.5, ge=1e-3, le=100, description="power_law: density ~ (1 + t/scale)^-(1+exponent)")
     max_delay_s: PosDuration | None = Field(None, description="power_law: truncation (default 1000 scales)")
     only_successful: bool = Field(False, description="only images that were not rejected excite "
                                   "(offspring then come from the run; see sim/demand/feedback.py)")
@@ -91,8 +123,9 @@ class CurveDemand(DemandCommon):
     """A piecewise-linear rate curve: [[time, requests/s], ...]; Poisson arrivals on it."""
 
     model: Literal["curve"] = "curve"
-    points: list[tuple[Duration, Annotated[float, Field(ge=0)]]] = Field(min_length=1)
-    users: int = Field(gt=0, description="population the requests come from")
+    points: Annotated[list[tuple[Duration, Annotated[float, Field(ge=0, le=MAX_RATE)]]],
+                      BeforeValidator(_tuples)] = Field(min_length=1, max_length=10**6)
+    users: int = Field(gt=0, le=MAX_USERS, description="population the requests come from")
     interpolation: Literal["linear", "step"] = "linear"
 
     @model_validator(mode="after")
@@ -108,38 +141,38 @@ class Wave(Strict):
 
     name: str = "wave"
     start: Duration = Field(0.0, description="when the wave begins")
-    market: float = Field(gt=0, description="users this wave eventually brings (whole service); "
+    market: float = Field(gt=0, le=1e11, description="users this wave eventually brings (whole service); "
                           "sir: the susceptible population")
     adoption: Literal["bass", "logistic", "sir"] = "bass"
-    p: float = Field(0.01, gt=0, description="bass: innovation coefficient, per day")
-    q: float = Field(0.5, ge=0, description="bass: imitation coefficient, per day")
-    rate: float = Field(1.0, gt=0, description="logistic (SI): growth rate, per day")
-    i0: float = Field(0.001, gt=0, lt=1, description="logistic, sir: initial adopted fraction")
-    beta: float = Field(1.0, gt=0, description="sir: contact rate, per day")
-    gamma: float = Field(0.3, ge=0, description="sir: loss-of-interest rate, per day")
-    tiers: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
+    p: float = Field(0.01, ge=1e-9, le=1e3, description="bass: innovation coefficient, per day")
+    q: float = Field(0.5, ge=0, le=1e3, description="bass: imitation coefficient, per day")
+    rate: float = Field(1.0, ge=1e-9, le=1e3, description="logistic (SI): growth rate, per day")
+    i0: float = Field(0.001, ge=1e-12, lt=1, description="logistic, sir: initial adopted fraction")
+    beta: float = Field(1.0, ge=1e-9, le=1e3, description="sir: contact rate, per day")
+    gamma: float = Field(0.3, ge=0, le=1e3, description="sir: loss-of-interest rate, per day")
+    tiers: dict[str, Share] | None = Field(
         None, description="tier mix of this wave's new users (default: the tiers' shares)")
 
 
 class Sessions(Strict):
     """Per-user behaviour: a first session at adoption, then repeat sessions with novelty decay."""
 
-    repeat: float = Field(1.0, ge=0, description="mean further sessions per user, over a lifetime")
+    repeat: float = Field(1.0, ge=0, le=1e4, description="mean further sessions per user, over a lifetime")
     novelty: Literal["exponential", "power_law"] = "exponential"
     novelty_s: PosDuration = Field(172800.0, description="time scale of a user's interest decay")
-    novelty_exponent: float = Field(1.0, gt=0, description="power_law: tail exponent")
-    activity_tail: float = Field(2.0, gt=1, description="Pareto index of per-user activity "
+    novelty_exponent: float = Field(1.0, ge=1e-3, le=100, description="power_law: tail exponent")
+    activity_tail: float = Field(2.0, gt=1, le=100, description="Pareto index of per-user activity "
                                  "(lower: a few users make more of the sessions)")
-    images: float = Field(2.5, ge=1, description="mean images per session")
+    images: float = Field(2.5, ge=1, le=1e4, description="mean images per session")
     images_dist: Literal["lognormal", "pareto"] = "lognormal"
-    images_sigma: float = Field(1.0, gt=0, description="lognormal sigma of images per session")
-    images_alpha: float = Field(2.5, gt=1, description="pareto index of images per session")
+    images_sigma: float = Field(1.0, ge=1e-3, le=10, description="lognormal sigma of images per session")
+    images_alpha: float = Field(2.5, gt=1, le=100, description="pareto index of images per session")
     think_s: Duration = Field(45.0, description="mean gap between images of a session")
 
 
 class Region(Strict):
     name: str
-    share: float = Field(gt=0, description="share of the users")
+    share: float = Field(gt=0, le=1, description="share of the users")
     utc_offset_h: float = Field(0.0, ge=-12, le=14)
 
 
@@ -148,7 +181,7 @@ class Seasonality(Strict):
 
     diurnal_amplitude: float = Field(0.0, ge=0, lt=1, description="1 + a cos(...): 0 is flat")
     peak_hour: float = Field(20.0, ge=0, lt=24, description="local hour of the daily peak")
-    weekend_factor: float = Field(1.0, gt=0, description="weekend day rate / weekday rate")
+    weekend_factor: float = Field(1.0, ge=1e-3, le=1e3, description="weekend day rate / weekday rate")
     regions: list[Region] = Field(default_factory=lambda: [Region(name="utc", share=1.0)],
                                   min_length=1)
 
@@ -160,7 +193,7 @@ class ViralDemand(DemandCommon):
     waves: list[Wave] = Field(min_length=1)
     sessions: Sessions = Sessions()
     seasonality: Seasonality = Seasonality()
-    grid_s: PosDuration = Field(300.0, description="step of the intensity grid")
+    grid_s: PosDuration = Field(300.0, ge=1.0, description="step of the intensity grid")
 
 
 class TraceDemand(DemandCommon):
@@ -171,11 +204,11 @@ class TraceDemand(DemandCommon):
     column: str = "TIMESTAMP"
     user_column: str | None = None
     tier_column: str | None = None
-    time_scale: float = Field(1.0, gt=0, description="t_sim = shift + time_scale * (t - t_first)")
+    time_scale: float = Field(1.0, ge=1e-9, le=1e9, description="t_sim = shift + time_scale * (t - t_first)")
     shift: Duration = 0.0
     loop: bool = False
     period: PosDuration | None = Field(None, description="loop period (default: span + mean gap)")
-    users: int = Field(1000, gt=0, description="users to draw from when there is no user column")
+    users: int = Field(1000, gt=0, le=MAX_USERS, description="users to draw from when there is no user column")
 
 
 DEMAND_MODELS = ("curve", "viral", "trace")
@@ -212,18 +245,18 @@ class PolicySpec(BaseModel):
 
 class Pool(Strict):
     name: str
-    gpus: int = Field(ge=0)
-    max_gpus: int | None = Field(None, ge=0, description="ceiling for autoscaling")
-    profile: str | None = Field(None, description="calibration profile: name or path")
+    gpus: int = Field(ge=0, le=MAX_GPUS)
+    max_gpus: int | None = Field(None, ge=0, le=MAX_GPUS, description="ceiling for autoscaling")
+    profile: str | None = Field(None, max_length=255, description="calibration profile: name or path")
     model: str | None = None
-    resolution: int | None = Field(None, gt=0)
-    steps: int = Field(20, gt=0, description="denoising steps per image")
+    resolution: int | None = Field(None, gt=0, le=65536)
+    steps: int = Field(20, gt=0, le=10000, description="denoising steps per image")
     service_time_s: PosDuration | None = Field(None, description="fixed batch time instead of a profile")
     service_distribution: Literal["profile", "exponential", "deterministic"] = "profile"
-    max_batch: int = Field(1, ge=1)
+    max_batch: int = Field(1, ge=1, le=MAX_BATCH)
     max_wait_s: Duration = 0.0
     launch: Literal["on_demand", "cycle"] = "on_demand"
-    price_per_gpu_hour: float = Field(0.0, ge=0)
+    price_per_gpu_hour: float = Field(0.0, ge=0, le=MAX_PRICE)
 
     @model_validator(mode="after")
     def _cost(self):
@@ -238,23 +271,25 @@ class Fleet(Strict):
 
 class Scheduler(Strict):
     discipline: Literal["strict_priority", "fifo", "edf", "drr"] = "strict_priority"
-    quantum_s: PosDuration = Field(1.0, description="DRR quantum in GPU-seconds per unit weight")
+    quantum_s: PosDuration = Field(1.0, ge=1e-3, description="DRR quantum in GPU-seconds per unit weight "
+                                   "(at least 1/1000 of one request's GPU time: sim/budget.py)")
 
 
 class Outputs(Strict):
-    interval_s: PosDuration | None = Field(None, description="time-series step; default: horizon/1000")
+    interval_s: PosDuration | None = Field(None, ge=1e-3, description="time-series step; default: horizon/1000")
     warmup_s: Duration = 0.0
     figures: bool = True
     report: bool = True
 
 
 class Scenario(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str = ""
-    seed: int = Field(0, ge=0)
-    start: datetime = Field(datetime(2025, 1, 1, tzinfo=UTC), description="calendar time of t = 0")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    start: datetime = Field(datetime(2025, 1, 1, tzinfo=UTC), strict=False,
+                            description="calendar time of t = 0")
     horizon: PosDuration
-    chunk_s: PosDuration = Field(60.0, description="arrivals are generated this many seconds at a time")
+    chunk_s: PosDuration = Field(60.0, ge=1e-3, description="arrivals are generated this many seconds at a time")
     cell_fraction: float = Field(
         1.0, gt=0, le=1,
         description="simulate one cell with this share of the users and GPUs; counts and money "
@@ -271,6 +306,13 @@ class Scenario(Strict):
 
     # Set by load_scenario: where the file is, for relative paths and messages.
     source: str = Field("<scenario>", exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _not_dots(cls, v: str) -> str:
+        if set(v) == {"."}:  # "." and ".." are folders, not names (out/<name>/)
+            raise ValueError("must not be only dots")
+        return v
 
     @model_validator(mode="after")
     def _check(self):
@@ -381,6 +423,9 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
         field, msg = _first_error(e)
         raise InputError(source, field, msg) from None
     sc.source = source
+    total = sum(t.share for t in sc.tiers)
+    if abs(total - 1.0) > 1e-6:  # not normalised silently: 0.3 + 0.9 is a typo, not a mix
+        raise InputError(source, "tiers", f"shares must sum to 1 (they sum to {total:.6g})")
     validate_policies(sc)
     validate_demand(sc)
     return sc
@@ -391,18 +436,7 @@ def load_scenario(path: str | Path, overrides: dict | None = None,
     """Read, merge overrides into, apply `--set PATH=VALUE` changes to, and validate a
     scenario file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise InputError(str(p), "(file)", "no such file") from None
-    except OSError as e:
-        raise InputError(str(p), "(file)", f"cannot read: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "(yaml)"
-        raise InputError(str(p), where, f"malformed YAML: {getattr(e, 'problem', None) or e}") from None
+    data = read_yaml(p)
     if overrides and isinstance(data, dict):
         data = merge(data, overrides)
     if sets:

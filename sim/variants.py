@@ -8,13 +8,12 @@ not from luck of the draw.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from sim.errors import InputError
+from sim.inputs import read_yaml
 from sim.scenario import Scenario, merge, parse_scenario
 from sim.sweep import Executor, Job
 
@@ -32,12 +31,7 @@ def load_variant(arg: str) -> tuple[str, dict]:
     if "=" not in arg:
         raise InputError("--variant", arg, "expected NAME=OVERRIDES.yaml")
     name, path = arg.split("=", 1)
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(path, "(file)", "no such file") from None
-    except yaml.YAMLError as e:
-        raise InputError(path, "(yaml)", f"malformed YAML: {e}") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError(path, "(root)", "overrides are a YAML mapping")
     return name, data

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from sim.args import seed
+
 DAY = 86400.0
 WINDOW = 8 * DAY  # "700M+ images since last Tuesday": the first ~8 days
 
@@ -164,6 +166,6 @@ def add_parsers(sub) -> None:
     d.add_argument("--plot", metavar="FILE", help="write a PNG of the demand curve")
     d.add_argument("--sample", action="store_true",
                    help="also generate the simulated cell's requests and count them")
-    d.add_argument("--seed", type=int)
+    d.add_argument("--seed", type=seed)
     d.add_argument("--horizon", help="override the horizon, e.g. 2d")
     d.set_defaults(func=cmd_demand)

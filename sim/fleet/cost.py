@@ -20,15 +20,17 @@ denoise_step latencies are per step for the whole batch (CFG already included wh
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sim.errors import InputError
+from sim.inputs import load_json, read_text
 
 SCHEMA = "floodgate.profile/1"
 COMPONENTS = ("denoise_step", "vae_decode", "text_encode")
@@ -50,7 +52,7 @@ def profile_dirs(extra: list[Path] | None = None) -> list[Path]:
     return dirs
 
 
-def find_profile(ref: str, base: Path | None = None) -> Path:
+def find_profile(ref: str, base: Path | None = None) -> Path | None:
     """A profile by path (relative to the scenario's folder) or by name (file stem)."""
     cands = []
     if base is not None:
@@ -59,43 +61,66 @@ def find_profile(ref: str, base: Path | None = None) -> Path:
     for d in profile_dirs([base] if base else None):
         cands += [d / ref, d / f"{ref}.json"]
     for c in cands:
-        if c.is_file():
-            return c
+        try:
+            if c.is_file():
+                return c
+        except OSError:  # a name too long for the file system, say: not this candidate
+            continue
     return None
+
+
+class _Loose(BaseModel):
+    # metadata beyond the checked fields is kept (measured_on details, flops, mfu, ...)
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+class Latency(_Loose):
+    median: float = Field(gt=0, le=1e6)
+    p10: float = Field(gt=0, le=1e6)
+    p90: float = Field(gt=0, le=1e6)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.p10 <= self.median <= self.p90:
+            raise ValueError("needs p10 <= median <= p90")
+        return self
+
+
+class Entry(_Loose):
+    model: str = Field(min_length=1, max_length=200)
+    component: Literal["denoise_step", "vae_decode", "text_encode"]
+    resolution: int = Field(ge=0, le=65536, description="0: any resolution (text encoders)")
+    batch: int = Field(ge=1, le=65536)
+    latency_s: Latency
+
+
+class ProfileFile(_Loose):
+    """What a profile must hold; the rest is description (sim/calibration/profile.py)."""
+
+    schema_: Literal["floodgate.profile/1"] = Field(alias="schema")
+    name: str = Field("", max_length=200)
+    entries: list[Entry] = Field(min_length=1, max_length=100000)
+
+
+def _profile_error(e: ValidationError) -> tuple[str, str]:
+    err = e.errors()[0]
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    if err["type"] == "missing":
+        return loc or "(root)", "missing"
+    if loc == "schema":
+        return loc, f"expected {SCHEMA!r}"
+    return loc or "(root)", err["msg"].removeprefix("Value error, ")
 
 
 def load_profile(path: Path) -> dict:
     """Read and check a profile; any problem is an InputError naming the file and field."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(str(path), f"line {e.lineno}", f"not valid JSON: {e.msg}") from None
-    except OSError as e:
-        raise InputError(str(path), "(file)", f"cannot read: {e.strerror}") from None
+    data = load_json(read_text(path), str(path))
     if not isinstance(data, dict):
         raise InputError(str(path), "(root)", "a profile is a JSON object")
-    if data.get("schema") != SCHEMA:
-        raise InputError(str(path), "schema", f"expected {SCHEMA!r}, got {data.get('schema')!r}")
-    entries = data.get("entries")
-    if not isinstance(entries, list) or not entries:
-        raise InputError(str(path), "entries", "must be a non-empty list")
-    for i, e in enumerate(entries):
-        for key in ("model", "component", "resolution", "batch", "latency_s"):
-            if key not in e:
-                raise InputError(str(path), f"entries[{i}].{key}", "missing")
-        if e["component"] not in COMPONENTS:
-            raise InputError(
-                str(path), f"entries[{i}].component", f"must be one of {', '.join(COMPONENTS)}"
-            )
-        lat = e["latency_s"]
-        if not isinstance(lat, dict) or not all(
-            isinstance(lat.get(q), (int, float)) and lat[q] > 0 for q in ("median", "p10", "p90")
-        ):
-            raise InputError(
-                str(path), f"entries[{i}].latency_s", "needs positive median, p10 and p90"
-            )
-        if not isinstance(e["batch"], int) or e["batch"] < 1:
-            raise InputError(str(path), f"entries[{i}].batch", "must be an integer >= 1")
+    try:
+        ProfileFile.model_validate(data)
+    except ValidationError as e:
+        raise InputError(str(path), *_profile_error(e)) from None
     return data
 
 

@@ -21,7 +21,8 @@ REASON_CODE = {r: i for i, r in enumerate(REASONS)}
 class Params(BaseModel):
     """Parameters of a policy as written in a scenario; unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict like the scenario (sim/scenario.py): no bool for a number, no inf or NaN
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 @dataclass

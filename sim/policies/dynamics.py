@@ -42,14 +42,14 @@ class _Meter:
 class AutoscaleParams(Params):
     pool: str | None = None
     metric: Literal["utilization", "queue"] = "utilization"
-    target: float = Field(0.7, gt=0, description="utilization: target busy share; queue: "
+    target: float = Field(0.7, gt=0, le=1e6, description="utilization: target busy share; queue: "
                           "queued requests one more GPU should absorb")
-    period_s: float = Field(60.0, gt=0)
-    provisioning_delay_s: float = Field(300.0, ge=0, description="from decision to GPU serving")
-    cooldown_s: float = Field(600.0, ge=0, description="no scale-in sooner than this after a change")
-    min_gpus: int = Field(1, ge=0)
-    max_gpus: int | None = Field(None, ge=1, description="budget ceiling (whole service)")
-    budget_per_hour: float | None = Field(None, gt=0, description="or a ceiling in $/h")
+    period_s: float = Field(60.0, ge=1e-3, le=1e10)
+    provisioning_delay_s: float = Field(300.0, ge=0, le=1e10, description="from decision to GPU serving")
+    cooldown_s: float = Field(600.0, ge=0, le=1e10, description="no scale-in sooner than this after a change")
+    min_gpus: int = Field(1, ge=0, le=10**6)
+    max_gpus: int | None = Field(None, ge=1, le=10**6, description="budget ceiling (whole service)")
+    budget_per_hour: float | None = Field(None, gt=0, le=1e12, description="or a ceiling in $/h")
 
 
 class Autoscale(Policy):
@@ -130,9 +130,9 @@ class Autoscale(Policy):
 
 class FailureParams(Params):
     pool: str | None = None
-    mtbf_h: float = Field(gt=0, description="mean time between failures of one GPU, hours")
-    mttr_h: float = Field(gt=0, description="mean time to repair, hours")
-    seed: int = 0
+    mtbf_h: float = Field(ge=1e-3, le=1e9, description="mean time between failures of one GPU, hours")
+    mttr_h: float = Field(ge=1e-4, le=1e9, description="mean time to repair, hours")
+    seed: int = Field(0, ge=0, le=2**63 - 1)
 
 
 class Failures(Policy):
@@ -194,10 +194,10 @@ class Failures(Policy):
 class ThrottleParams(Params):
     pool: str | None = None
     utilization: float = Field(0.9, gt=0, le=1, description="'hot' at or above this busy share")
-    after_s: float = Field(1800.0, gt=0, description="sustained heat before throttling")
-    slowdown: float = Field(1.25, ge=1, description="service time multiplier while throttled")
+    after_s: float = Field(1800.0, gt=0, le=1e10, description="sustained heat before throttling")
+    slowdown: float = Field(1.25, ge=1, le=1e3, description="service time multiplier while throttled")
     cool_below: float = Field(0.7, gt=0, le=1, description="recovers once utilisation falls below")
-    check_s: float = Field(60.0, gt=0)
+    check_s: float = Field(60.0, ge=1e-3, le=1e10)
 
 
 class Throttling(Policy):

@@ -37,8 +37,8 @@ class Keyed(Policy):
 
 
 class TokenBucketParams(KeyedParams):
-    rate: float = Field(gt=0, description="tokens per second")
-    burst: float = Field(ge=1, description="bucket capacity")
+    rate: float = Field(ge=1e-9, le=1e9, description="tokens per second")
+    burst: float = Field(ge=1, le=1e12, description="bucket capacity")
 
 
 class TokenBucket(Keyed):
@@ -66,9 +66,9 @@ class TokenBucket(Keyed):
 
 
 class GcraParams(KeyedParams):
-    count: int = Field(gt=0, description="requests per period")
-    period_s: float = Field(gt=0)
-    burst: int = Field(0, ge=0, description="extra requests allowed at once")
+    count: int = Field(gt=0, le=10**12, description="requests per period")
+    period_s: float = Field(ge=1e-6, le=1e10)
+    burst: int = Field(0, ge=0, le=10**12, description="extra requests allowed at once")
 
 
 class Gcra(Keyed):
@@ -100,8 +100,8 @@ class Gcra(Keyed):
 
 
 class FixedWindowParams(KeyedParams):
-    limit: int = Field(ge=0)
-    window_s: float = Field(gt=0, description="aligned to the epoch: 86400 resets at 00:00 UTC")
+    limit: int = Field(ge=0, le=10**12)
+    window_s: float = Field(ge=1e-6, le=1e10, description="aligned to the epoch: 86400 resets at 00:00 UTC")
 
 
 class FixedWindow(Keyed):
@@ -130,8 +130,8 @@ class FixedWindow(Keyed):
 
 
 class SlidingParams(KeyedParams):
-    limit: int = Field(ge=0)
-    window_s: float = Field(gt=0)
+    limit: int = Field(ge=0, le=10**12)
+    window_s: float = Field(ge=1e-3, le=1e10)
 
 
 class SlidingLog(Keyed):

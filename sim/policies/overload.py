@@ -49,7 +49,7 @@ def _unknown_tier(maps: dict[str, Any], tiers: list[str]) -> tuple[str, str] | N
 
 
 class ConcurrencyParams(Params):
-    limit: int = Field(ge=1, description="requests in flight (queued or in service)")
+    limit: int = Field(ge=1, le=10**12, description="requests in flight (queued or in service)")
     key: Literal["user", "tier"] = "user"
 
 
@@ -200,16 +200,16 @@ class ShedReserve(Policy):
 
 
 class AdaptiveParams(Params):
-    initial: int = Field(100, ge=1)
-    min_limit: int = Field(1, ge=1)
-    max_limit: int = Field(100000, ge=1)
-    window_s: float = Field(60.0, gt=0, description="how often the limit is updated")
-    latency_bound_s: float = Field(60.0, gt=0, description="AIMD: backs off when the window's "
+    initial: int = Field(100, ge=1, le=10**9)
+    min_limit: int = Field(1, ge=1, le=10**9)
+    max_limit: int = Field(100000, ge=1, le=10**9)
+    window_s: float = Field(60.0, ge=1e-3, le=1e10, description="how often the limit is updated")
+    latency_bound_s: float = Field(60.0, ge=1e-6, le=1e10, description="AIMD: backs off when the window's "
                                    "p95 latency is above this (Netflix: the timeout)")
     backoff: float = Field(0.9, gt=0, lt=1)
     smoothing: float = Field(0.2, gt=0, le=1)
-    queue_size: float = Field(4, ge=0, description="Gradient2 headroom")
-    long_window: int = Field(100, ge=1, description="Gradient2: windows in the long-term average")
+    queue_size: float = Field(4, ge=0, le=1e9, description="Gradient2 headroom")
+    long_window: int = Field(100, ge=1, le=10**6, description="Gradient2: windows in the long-term average")
 
 
 class _LatencyWindow:
@@ -353,8 +353,8 @@ class Gradient2(Aimd):
 
 
 class CodelParams(Params):
-    target_s: float = Field(gt=0, description="queueing delay allowed while the queue stays busy")
-    interval_s: float = Field(gt=0, description="the queue counts as standing after this long "
+    target_s: float = Field(ge=1e-6, le=1e10, description="queueing delay allowed while the queue stays busy")
+    interval_s: float = Field(ge=1e-6, le=1e10, description="the queue counts as standing after this long "
                               "without being empty")
 
 
@@ -485,10 +485,10 @@ class FilterParams(Params):
     strictness: float = Field(0.5, ge=0, le=1)
     violating_share: float = Field(0.02, ge=0, le=1, description="requests that truly break policy")
     base_false_positive: float = Field(0.002, ge=0, le=1)
-    false_positive_slope: float = Field(0.08, ge=0, description="fpr = base + slope*strictness^2")
-    cost_s: float = Field(0.05, ge=0, description="classifier CPU-seconds per request")
-    price_per_cpu_hour: float = Field(0.05, ge=0)
-    seed: int = 0
+    false_positive_slope: float = Field(0.08, ge=0, le=1, description="fpr = base + slope*strictness^2")
+    cost_s: float = Field(0.05, ge=0, le=1e6, description="classifier CPU-seconds per request")
+    price_per_cpu_hour: float = Field(0.05, ge=0, le=1e6)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
 
 
 class ContentFilter(Policy):

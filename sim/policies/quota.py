@@ -13,7 +13,7 @@ DAY = 86400.0
 
 
 class DailyQuotaParams(Params):
-    limit: int = Field(ge=0, description="images per user per day")
+    limit: int = Field(ge=0, le=10**9, description="images per user per day")
     window: Literal["calendar", "rolling"] = "calendar"
 
 
