@@ -55,3 +55,13 @@ def float_in(lo: float, hi: float, *, low_open: bool = False) -> Callable[[str],
 
 
 seed = int_in(0, MAX_SEED, "a seed")
+
+
+def size(s: str) -> int:
+    """An argparse type: a byte size such as 8G or 512M."""
+    from sim.budget import parse_bytes
+
+    try:
+        return parse_bytes(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-from sim.args import Parser, int_in, seed
+from sim.args import Parser, float_in, int_in, seed, size
 from sim.errors import InputError, Interrupted
 from sim.report.write import check_out
 
@@ -27,6 +28,7 @@ def cmd_run(args) -> int:
         over["horizon"] = args.horizon
     sc = load_scenario(args.scenario, over, args.set)
     out = check_out(args.out if args.out is not None else Path("out") / sc.name)
+    _check_budget(args, sc)
     t0 = time.perf_counter()
     run = simulate(sc, progress=not args.quiet)
     wall = time.perf_counter() - t0
@@ -47,6 +49,7 @@ def cmd_plan(args) -> int:
     from sim.sweep import Executor
 
     sc = load_scenario(args.scenario, sets=args.set)
+    _check_budget(args, sc, copies=args.jobs or os.cpu_count() or 1)
     slos = [parse_slo(s, sc) for s in args.slo] or [
         parse_slo(f"{t.name}:p95<={t.slo_s}s", sc) for t in sc.tiers]
     window = None
@@ -91,6 +94,12 @@ def cmd_compare(args) -> int:
         over["horizon"] = args.horizon
     if over:
         sc = load_scenario(args.scenario, over, args.set)
+    from sim.scenario import parse_scenario
+    from sim.variants import variant_dicts
+
+    for name, d in variant_dicts(sc, extra).items():
+        _check_budget(args, parse_scenario(d, f"{sc.source} (variant {name})"),
+                      copies=args.jobs or os.cpu_count() or 1)
     out = check_out(args.out if args.out is not None else Path("out") / sc.name / "compare")
     with Executor(args.jobs, args.cluster, progress=not args.quiet) as ex:
         res, series = run_compare(sc, extra, ex)
@@ -142,11 +151,28 @@ EPILOG = """exit codes: 0 done; 2 bad input (one line: error: FILE: FIELD: WHAT)
 bounds (plan: no fleet size meets an SLO); 130/143 interrupted (nothing written)"""
 
 
+def _check_budget(args, sc, copies: int = 1) -> None:
+    """Refuse a run above --max-requests / --max-memory before it starts (sim/budget.py);
+    with progress on, say what it will take."""
+    from sim.budget import check
+
+    e = check(sc, args.max_requests, args.max_memory, copies)
+    if not getattr(args, "quiet", False):
+        print(e.line(sc.name), file=sys.stderr)
+
+
+def _budget_flags(p) -> None:
+    p.add_argument("--max-requests", type=float_in(1, 1e15), metavar="N",
+                   help="refuse a run estimated above N requests of work (default 1e9)")
+    p.add_argument("--max-memory", type=size, metavar="SIZE",
+                   help="refuse a run estimated above SIZE of arrays, e.g. 16G (default: half the RAM)")
+
+
 def build_parser() -> Parser:
     from sim import __version__
 
     ap = Parser(prog="floodgate", description="Capacity and rate-limit simulator for image-generation surges.",
-                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"floodgate {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     i = sub.add_parser("init", help="write DIR/scenario.yaml from an example to start from",
@@ -165,6 +191,7 @@ def build_parser() -> Parser:
     r.add_argument("--horizon", help="override the horizon, e.g. 6h")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--json", action="store_true", help="print a JSON line of headline figures")
+    _budget_flags(r)
     r.set_defaults(func=cmd_run)
     p = sub.add_parser("plan", help="smallest fleet that meets every tier's SLO")
     p.add_argument("scenario")
@@ -179,6 +206,7 @@ def build_parser() -> Parser:
     p.add_argument("--out", help="output folder (default out/<scenario>/plan)")
     p.add_argument("--json", action="store_true", help="print one JSON line of the result last")
     p.add_argument("--quiet", action="store_true")
+    _budget_flags(p)
     p.set_defaults(func=cmd_plan)
     c = sub.add_parser("compare", help="policy variants side by side on the same random numbers")
     c.add_argument("scenario")
@@ -191,6 +219,7 @@ def build_parser() -> Parser:
     c.add_argument("--out", help="output folder (default out/<scenario>/compare)")
     c.add_argument("--json", action="store_true", help="print one JSON line of each variant's headline figures instead of the table")
     c.add_argument("--quiet", action="store_true")
+    _budget_flags(c)
     c.set_defaults(func=cmd_compare)
     import sim.calibration.cli
     import sim.demand.cli
