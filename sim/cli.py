@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from sim.args import Parser, float_in, int_in, seed, size
 from sim.errors import InputError, Interrupted
+from sim.jsonout import dumps
 from sim.report.write import check_out
 
 
@@ -36,7 +36,7 @@ def cmd_run(args) -> int:
     offered = sum(t["offered"] for t in summary["tiers"].values())
     print(f"wrote {out}/ ({offered:,} requests simulated in {wall:.1f} s)", file=sys.stderr)
     if args.json:
-        print(json.dumps({"out": str(out), "wall_s": round(wall, 3), **summary["money"],
+        print(dumps({"out": str(out), "wall_s": round(wall, 3), **summary["money"],
                           "tiers": {k: {"p95_s": v["latency_s"]["p95"], "slo_met": v["slo_met"]}
                                     for k, v in summary["tiers"].items()}}))
     return 0
@@ -72,7 +72,7 @@ def cmd_plan(args) -> int:
         _, res = run_plan(sc, slos, args.reps, ex, window, tuple(args.without))
     write_plan(res, out)
     if args.json:
-        print(json.dumps({k: res[k] for k in ("min_gpus", "ci_low", "ci_high", "gpu_cost_per_day",
+        print(dumps({k: res[k] for k in ("min_gpus", "ci_low", "ci_high", "gpu_cost_per_day",
                                                "evaluations", "replications", "pools")}))
     else:
         print(markdown(res))
@@ -105,7 +105,7 @@ def cmd_compare(args) -> int:
         res, series = run_compare(sc, extra, ex)
     write_compare(res, series, [t.name for t in sc.tiers], [t.slo_s for t in sc.tiers], out)
     if args.json:
-        print(json.dumps({"out": str(out), "seed": res["seed"], "variants": {
+        print(dumps({"out": str(out), "seed": res["seed"], "variants": {
             n: {"gpu_cost": v["gpu_cost"], "revenue": v["revenue"], "utilization": v["utilization"],
                 "tiers": {t: {"p95_s": x["p95_s"], "goodput": x["goodput"],
                               "rejected": sum(x["rejected"].values())}

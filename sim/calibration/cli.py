@@ -7,7 +7,6 @@ torch and diffusers are imported inside the calibrate handler only: building the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from sim.calibration.configs import COMPONENTS, MODELS, max_resolution, resolution_step
 from sim.errors import InputError
+from sim.jsonout import dumps
 
 ATTENTION = ("default", "math", "flash", "efficient", "cudnn")
 DTYPE_NAMES = ("fp32", "fp16", "bf16")
@@ -168,7 +168,7 @@ def cmd_calibrate(args) -> int:
     path, md = write_profile(out, prof)
     print(markdown(prof))
     print(f"wrote {path} and {md} ({len(res.entries)} entries in {wall:.1f} s)", file=sys.stderr)
-    print(json.dumps({"profile": str(path), "device": res.measured_on["device"],
+    print(dumps({"profile": str(path), "device": res.measured_on["device"],
                       "entries": len(res.entries)}))
     return 130 if res.interrupted else 0
 
@@ -185,7 +185,7 @@ def cmd_profiles(args) -> int:
     paths = [Path(p) for p in args.paths] or find_all()
     rows = [r for p in paths for r in summarise(p, args.steps)]
     if args.json:
-        print(json.dumps(rows))
+        print(dumps(rows))
     elif rows:
         print(table(rows))
     else:

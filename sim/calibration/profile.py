@@ -6,12 +6,12 @@ JSON is checked with sim.fleet.cost.load_profile before it replaces anything.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
 from sim.fleet.cost import SCHEMA, load_profile
+from sim.jsonout import dumps
 
 
 def make_profile(
@@ -112,7 +112,7 @@ def write_profile(path: Path, profile: dict) -> tuple[Path, Path]:
     """Write PATH (JSON) and PATH with .md; check the JSON loads before it goes in place."""
     path = Path(path)
     md_path = path.with_suffix(".md")
-    tmp = _atomic_write(path, json.dumps(profile, indent=1) + "\n")
+    tmp = _atomic_write(path, dumps(profile, indent=1) + "\n")
     try:
         load_profile(tmp)
     except BaseException:

@@ -9,13 +9,13 @@ JSON object.
 from __future__ import annotations
 
 import io
-import json
 import sys
 from datetime import UTC, datetime
 
 import numpy as np
 
 from sim.args import seed
+from sim.jsonout import dumps
 
 DAY = 86400.0
 WINDOW = 8 * DAY  # "700M+ images since last Tuesday": the first ~8 days
@@ -155,7 +155,7 @@ def cmd_demand(args) -> int:
                 print(f"{k:34s} {v:,}" if isinstance(v, int) else f"{k:34s} {v}")
         for k, v in out.get("sampled", {}).items():
             print(f"sampled.{k:26s} {v:,}" if isinstance(v, int) else f"sampled.{k:26s} {v}")
-    print(json.dumps(out))
+    print(dumps(out))
     return 0
 
 

@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from sim.engine import build_pools
+from sim.jsonout import dumps
 from sim.live.admission import (
     apply_fleet,
     build_policies,
@@ -55,7 +56,7 @@ def _num(x: float) -> int | float:
 
 
 def _dumps(obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return dumps(obj, separators=(",", ":")).encode()
 
 
 class Gateway:

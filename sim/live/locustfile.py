@@ -17,7 +17,6 @@ FG_CONCURRENCY (connection pool size), FG_LEAD (wall s from start-up to t = 0).
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import time
@@ -31,6 +30,7 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
 from sim.demand.feedback import Retry
+from sim.jsonout import dumps
 from sim.live.schedule import user_key
 from sim.scenario import RetrySpec
 
@@ -81,7 +81,7 @@ class Dispatcher(FastHttpUser):
         self.out.close()
 
     def _write(self, rec: dict) -> None:
-        self.out.write(json.dumps(rec) + "\n")
+        self.out.write(dumps(rec) + "\n")
 
     @task
     def replay(self) -> None:

@@ -6,10 +6,11 @@ and flushed at once, so nothing per request stays in memory after its response.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from sim.jsonout import dumps
 
 if TYPE_CHECKING:
     from sim.live.workers import Req
@@ -60,7 +61,7 @@ class RequestLog:
         self.lines = 0
 
     def write(self, rec: dict) -> None:
-        self.f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self.f.write(dumps(rec, separators=(",", ":")) + "\n")
         self.f.flush()
         self.lines += 1
 

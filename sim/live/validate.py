@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import InputError
+from sim.jsonout import dumps
 from sim.live import schedule
 from sim.live.fidelity import (
     BLOCK_WALL_S,
@@ -179,11 +180,12 @@ def simulate(st: Setup, sched_path: Path, t_first: float, seed: int, warmup: flo
 
 def write_sim(run, d: Path) -> None:
     """summary.json and timeseries.csv of the first replication, as `floodgate run` has them."""
+    from sim.jsonout import finite
     from sim.metrics.summary import summarize, timeseries
     from sim.report.write import dump_json
 
     d.mkdir()
-    (d / "summary.json").write_text(dump_json(summarize(run)))
+    (d / "summary.json").write_text(dump_json(finite(summarize(run))))
     timeseries(run).to_csv(d / "timeseries.csv", index=False, float_format="%.6g")
 
 
@@ -292,7 +294,7 @@ def json_line(res: dict) -> str:
     for ph in ("below", "above"):
         if ph in res["phases"]:
             line[ph] = res["phases"][ph]["headline"]
-    return json.dumps(line)
+    return dumps(line)
 
 
 def cmd_validate(args) -> int:

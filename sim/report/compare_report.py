@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from sim.jsonout import finite
 from sim.report.html import img_tag, page, table
 from sim.report.write import dump_json, write_dir
 
@@ -110,7 +111,7 @@ def figures(series: dict[str, pd.DataFrame], tiers: list[str], slos: list[float]
 
 def write_compare(res: dict, series: dict, tiers: list[str], slos: list[float], out: Path) -> None:
     def fill(d: Path) -> None:
-        (d / "compare.json").write_text(dump_json(res))
+        (d / "compare.json").write_text(dump_json(finite(res)))
         (d / "compare.md").write_text(markdown(res))
         figs = figures(series, tiers, slos, d / "figures")
         header, rows = _rows(res)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from sim.jsonout import finite
 from sim.report.html import img_tag, page, table
 from sim.report.write import dump_json, write_dir
 
@@ -53,7 +54,7 @@ def save_curve(res: dict, path: Path) -> Path:
 
 def write_plan(res: dict, out: Path) -> None:
     def fill(d: Path) -> None:
-        (d / "plan.json").write_text(dump_json(res))
+        (d / "plan.json").write_text(dump_json(finite(res)))
         (d / "plan.md").write_text(markdown(res))
         fig = save_curve(res, d / "capacity_vs_slo.png")
         keys = [k for k in res["curve"][0] if k not in ("gpus", "meets")]

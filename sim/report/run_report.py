@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.jsonout import finite
 from sim.metrics.summary import summarize, timeseries, with_calendar_time
 from sim.policies import REASONS
 from sim.report import figures
@@ -23,7 +24,7 @@ def write_run(run, out: Path, extra: dict | None = None) -> dict:
     ts = timeseries(run)
 
     def fill(d: Path) -> None:
-        (d / "summary.json").write_text(dump_json(summary))
+        (d / "summary.json").write_text(dump_json(finite(summary)))
         ts.to_csv(d / "timeseries.csv", index=False, float_format="%.6g")
         figs = []
         if run.sc.outputs.figures:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import matplotlib
 
+from sim.jsonout import finite
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -27,7 +29,7 @@ def write_report(d: Path, res: dict, ser: dict, tiers: list[str]) -> None:
             ("Completions per 10 s window", throughput_figure(res, ser, tiers, fdir / "throughput.png")),
             ("Queue depth", queue_figure(res, ser, tiers, fdir / "queue_depth.png")),
             ("Rejection rate by reason", rejection_figure(res, tiers, fdir / "rejections.png"))]
-    (d / "validation.json").write_text(dump_json({**res, "series": ser}))
+    (d / "validation.json").write_text(dump_json(finite({**res, "series": ser})))
     (d / "validation.md").write_text(markdown(res, tiers, [(t, p.relative_to(d)) for t, p in figs]))
 
 
