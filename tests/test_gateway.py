@@ -333,17 +333,35 @@ def test_bad_input_exits_2_with_one_line(tmp_path, case):
 
 
 def test_generated_keys_follow_the_contract(tmp_path):
-    """Without --keys: user u gets fg-{u:06d}, tiers drawn by share from default_rng(seed)."""
+    """Without --keys: user u gets a random key (secrets, not guessable from another's), tiers
+    drawn by share from default_rng(seed); the table is written 0600 and only hashes kept.
+    (Was fg-{u:06d}: any client could guess a paid key. Issue 18.)"""
+    import csv
+    import stat
+
     import numpy as np
 
-    from sim.live.keys import generate_keys
+    from sim.live.keys import generate_keys, load_keys, write_keys
     from sim.scenario import parse_scenario
 
     sc = parse_scenario(scenario([]))
     t = generate_keys(sc)
     assert len(t) == 200
     draw = np.random.default_rng(3).choice(2, size=200, p=[0.5, 0.5])
-    assert [t.lookup(f"fg-{u:06d}") for u in range(200)] == [(u, int(draw[u])) for u in range(200)]
+    keys = list(t.plain)
+    assert len(set(keys)) == 200 and all(k.startswith("fg_") and len(k) == 35 for k in keys)
+    assert [t.lookup(k) for k in keys] == [(u, int(draw[u])) for u in range(200)]
+    assert t.lookup("fg-000001") is None and t.lookup(keys[0][:-1]) is None
+    assert all(len(h) == 8 for h in t.entries)  # hashes, not keys, are what is stored
+    assert not set(keys) & {k for b in t.entries.values() for k, _ in b}
+    assert generate_keys(sc).plain.keys().isdisjoint(keys)  # fresh keys each start
+    path = tmp_path / "keys.csv"
+    write_keys(path, t)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    rows = list(csv.reader(path.open()))
+    assert rows[0] == ["key", "user", "tier"] and len(rows) == 201
+    again = load_keys(path, sc)
+    assert [again.lookup(k) for k in keys] == [t.lookup(k) for k in keys]
 
 
 def test_start_server_reports_a_failed_start(tmp_path):

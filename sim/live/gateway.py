@@ -14,7 +14,6 @@ RateLimit-Policy / RateLimit fields of the policies the request met.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import sys
 import time
@@ -34,8 +33,9 @@ from sim.live.admission import (
     concurrency_decision,
     images_per_s,
     ratelimit_fields,
-    wall_s,
 )
+from sim.live.headers import rejection_headers
+from sim.live.http_guard import http_record, parse_body
 from sim.live.keys import KeyTable
 from sim.live.metrics import Metrics, RequestLog, log_record
 from sim.live.workers import LiveFleet, Req
@@ -145,19 +145,24 @@ class Gateway:
 
     # -- requests --
 
+    def log_http(self, status: int, reason: str, detail: str | None = None, who=None) -> None:
+        """A request refused before admission (bad body, too large, too slow, too many)."""
+        self.log.write(http_record(self.clock(), status, reason, detail, who))
+
     def final(self, req: Req) -> None:
         self.log.write(log_record(req))
         self.metrics.final(req)
 
-    def _reject(self, req: Req, reason: str, retry_after: float | None, infos) -> tuple[int, bytes, dict]:
+    def _reject(self, req: Req, reason: str, retry_after: float | None, infos,
+                rejected_by=None) -> tuple[int, bytes, dict]:
+        """A request refused at admission: `infos` are the decisions of the policies it
+        passed, `rejected_by` the (policy, decision) that refused it (None: the fleet)."""
         self.fleet.finish(req, reason, req.arrival)
-        headers = ratelimit_fields(infos, self.X)
-        if req.status in (429, 503):
-            if reason == "draining":
-                secs = max(1, math.ceil(self.drain_deadline - time.monotonic()))
-            else:
-                secs = wall_s(retry_after if retry_after is not None else 0.0, self.X, 1)
-            headers["Retry-After"] = str(secs)
+        wall = None
+        if reason == "draining":
+            wall = max(1, math.ceil(self.drain_deadline - time.monotonic()))
+        headers = rejection_headers(req.status, retry_after, infos, self.X, rejected_by=rejected_by,
+                                    fleet_quota=self.max_queue, retry_after_wall=wall)
         body = {"id": req.id, "reason": reason, "retry_after": retry_after}
         return req.status, _dumps(body), headers
 
@@ -176,10 +181,10 @@ class Gateway:
             d = ap.policy.admit(now, user, tier)
             if d.ok and d.limit is None and isinstance(ap.policy, DailyQuota):
                 d = _quota_left(ap.policy, user, now)
+            if d is not None and not d.ok:
+                return self._reject(req, d.reason, d.retry_after, infos, (lp, d))
             if d is not None and d.limit is not None:
                 infos.append((lp, d))
-            if d is not None and not d.ok:
-                return self._reject(req, d.reason, d.retry_after, infos)
         steps = np.array([self.steps], np.float32)
         if self.degraders:
             view = self.fleet.view()
@@ -192,11 +197,8 @@ class Gateway:
         req.fut = asyncio.get_running_loop().create_future()
         reason = self.fleet.arrive(req)
         if reason is not None:
-            if reason == "rate_limited":
-                c = concurrency_decision(self.policies, tier)
-                if c is not None:
-                    infos.append(c)
-            return self._reject(req, reason, None, infos)
+            c = concurrency_decision(self.policies, tier) if reason == "rate_limited" else None
+            return self._reject(req, reason, None, infos, c)
         self.metrics.admitted[self.tiers[tier]] += 1
         await req.fut
         if req.reason is not None:  # timeout, drain_timeout or error after admission
@@ -208,9 +210,7 @@ class Gateway:
         return 200, _dumps(body), ratelimit_fields(infos, self.X)
 
     def _reject_late(self, req: Req, infos) -> tuple[int, bytes, dict]:
-        headers = ratelimit_fields(infos, self.X)
-        if req.status == 503:
-            headers["Retry-After"] = "1"
+        headers = rejection_headers(req.status, None, infos, self.X, fleet_quota=self.max_queue)
         return req.status, _dumps({"id": req.id, "reason": req.reason, "retry_after": None}), headers
 
     # -- observability --
@@ -261,27 +261,6 @@ def bearer(header: str | None) -> str | None:
     return key.strip() or None if scheme.lower() == "bearer" else None
 
 
-def _body(raw: bytes) -> tuple[int, int, float | None] | str:
-    """(id, attempt, scheduled_t) from the JSON body, or what is wrong with it. Any other
-    field (a `tier` among them) is ignored."""
-    try:
-        data = json.loads(raw or b"null")
-    except ValueError:
-        return "body is not JSON"
-    if not isinstance(data, dict):
-        return "body must be a JSON object"
-    rid, att, st = data.get("id"), data.get("attempt", 0), data.get("scheduled_t")
-    if not isinstance(rid, int) or isinstance(rid, bool):
-        return "id: an integer is required"
-    if att is None:
-        att = 0
-    if not isinstance(att, int) or isinstance(att, bool):
-        return "attempt: must be an integer"
-    if st is not None and (isinstance(st, bool) or not isinstance(st, int | float)):
-        return "scheduled_t: must be a number"
-    return rid, att, None if st is None else float(st)
-
-
 def create_app(gw: Gateway) -> FastAPI:
     """The HTTP surface of a gateway."""
 
@@ -301,8 +280,9 @@ def create_app(gw: Gateway) -> FastAPI:
             gw.metrics.unauthorized += 1
             return Response(_dumps({"detail": "unknown API key"}), 401, {"WWW-Authenticate": "Bearer"},
                             media_type=JSON)
-        parsed = _body(await request.body())
-        if isinstance(parsed, str):
+        parsed = parse_body(await request.body())
+        if isinstance(parsed, str):  # refused, and logged like every request
+            gw.log_http(422, "invalid_body", parsed, (who[0], gw.tiers[who[1]]))
             return Response(_dumps({"detail": parsed}), 422, media_type=JSON)
         gw.http_inflight += 1
         try:

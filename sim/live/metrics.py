@@ -52,12 +52,12 @@ def log_record(req: Req) -> dict:
 
 
 class RequestLog:
-    """Append-only JSONL file, one flushed line per request."""
+    """Append-only JSONL file, one flushed line per request (a restart appends)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(self.path, "w")
+        self.f = open(self.path, "a")  # a restarted gateway adds to its log, never truncates
         self.lines = 0
 
     def write(self, rec: dict) -> None:
@@ -90,6 +90,16 @@ class _Hist:
         self.counts[i] += 1
         self.sum += x
         self.n += 1
+
+
+def prom_value(v: float) -> str:
+    """A sample value in the Prometheus text format: +Inf, -Inf and NaN spelled its way."""
+    v = float(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return f"{v:g}"
 
 
 def _labels(**kw) -> str:
@@ -135,12 +145,13 @@ class Metrics:
                 for le, c in zip((*BUCKETS, "+Inf"), h.counts, strict=True):
                     cum += c
                     out.append(f"{name}_bucket{_labels(tier=t, le=le)} {cum}")
-                out.append(f"{name}_sum{_labels(tier=t)} {h.sum:.6f}")
+                total = f"{h.sum:.6f}" if math.isfinite(h.sum) else prom_value(h.sum)
+                out.append(f"{name}_sum{_labels(tier=t)} {total}")
                 out.append(f"{name}_count{_labels(tier=t)} {h.n}")
         seen = set()
         for name, help_, labels, value in gauges:
             if name not in seen:
                 seen.add(name)
                 out += [f"# HELP {name} {help_}", f"# TYPE {name} gauge"]
-            out.append(f"{name}{_labels(**labels) if labels else ''} {value:g}")
+            out.append(f"{name}{_labels(**labels) if labels else ''} {prom_value(value)}")
         return "\n".join(out) + "\n"

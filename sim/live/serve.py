@@ -18,28 +18,42 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from sim.args import float_in, int_in, size
 from sim.errors import InputError
+
+# the guard's defaults (sim/live/http_guard.py), here so the parser needs no FastAPI import
+MAX_BODY, HEADER_TIMEOUT, BODY_TIMEOUT = 64 * 2**10, 10.0, 10.0
 
 
 def add_parser(subparsers) -> None:
     s = subparsers.add_parser("serve", help="run the scenario's policies as a live HTTP gateway")
     s.add_argument("scenario")
     s.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
-    s.add_argument("--port", type=int, default=8000, help="default 8000; 0: any free port")
-    s.add_argument("--time-scale", type=float, default=1.0,
+    s.add_argument("--port", type=int_in(0, 65535, "a port"), default=8000,
+                   help="default 8000; 0: any free port")
+    s.add_argument("--time-scale", type=float_in(0, 1e6, low_open=True), default=1.0,
                    help="simulated seconds per wall second (default 1; 10: ten times faster)")
     s.add_argument("--kernel", choices=("model", "torch"), default="model",
                    help="model (default): sleep the calibrated batch time; torch: run the real denoiser")
     s.add_argument("--torch-device", help="torch kernel device (default: cuda if available, else cpu)")
     s.add_argument("--torch-dtype", choices=("fp32", "fp16", "bf16"),
                    help="torch kernel dtype (default: fp16 on a GPU, fp32 on a CPU)")
-    s.add_argument("--keys", help="key table CSV key,user,tier (default: generated, written "
-                   "next to the log as keys.csv)")
-    s.add_argument("--log", help="per-request JSONL (default out/<scenario>/live/requests.jsonl)")
-    s.add_argument("--max-queue", type=int, help="queued requests, all tiers, beyond which "
+    s.add_argument("--keys", help="key table CSV key,user,tier (default: random keys, written "
+                   "0600 next to the log as keys.csv; required on a non-loopback --host)")
+    s.add_argument("--log", help="per-request JSONL, appended to (default "
+                   "out/<scenario>/live/requests.jsonl)")
+    s.add_argument("--max-queue", type=int_in(0, 10**7), help="queued requests, all tiers, beyond which "
                    "requests get 503 queue_full (default: the tiers' queue limits summed, or 10000)")
-    s.add_argument("--drain-timeout", type=float, default=30.0,
+    s.add_argument("--drain-timeout", type=float_in(0, 86400), default=30.0,
                    help="on SIGTERM, wall seconds to finish admitted requests (default 30)")
+    s.add_argument("--max-body", type=size, default=MAX_BODY,
+                   help=f"largest request body, bytes (default {MAX_BODY // 1024}K; above: 413)")
+    s.add_argument("--header-timeout", type=float_in(0.01, 3600), default=HEADER_TIMEOUT,
+                   help=f"wall seconds to send a request's headers (default {HEADER_TIMEOUT:g}; then 408)")
+    s.add_argument("--body-timeout", type=float_in(0.01, 3600), default=BODY_TIMEOUT,
+                   help=f"wall seconds to send its body (default {BODY_TIMEOUT:g}; then 408)")
+    s.add_argument("--max-connections", type=int_in(1, 10**6),
+                   help="open connections beyond which new ones get 503 (default: --max-queue + 4096)")
     s.set_defaults(func=cmd_serve)
 
 
@@ -58,6 +72,27 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _writable(log: Path) -> None:
+    """The log's folder can be made and the log appended to, before anything starts."""
+    try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a"):
+            pass
+    except OSError as e:
+        raise InputError(str(log), "(file)", f"cannot write: {e.strerror or e}") from None
+
+
 def _raise_fd_limit(n: int) -> None:
     """Each queued request holds a connection: allow that many open files if we may."""
     try:
@@ -72,18 +107,17 @@ def _raise_fd_limit(n: int) -> None:
 
 
 def cmd_serve(args) -> int:
+    from sim.budget import check_drr
     from sim.live.admission import check_live
     from sim.live.keys import generate_keys, load_keys, write_keys
     from sim.scenario import load_scenario
 
     sc = load_scenario(args.scenario)
     check_live(sc)
-    if not args.time_scale > 0:
-        raise InputError("--time-scale", str(args.time_scale), "must be greater than 0")
-    if not args.drain_timeout >= 0:
-        raise InputError("--drain-timeout", str(args.drain_timeout), "must be at least 0")
-    if args.max_queue is not None and args.max_queue < 0:
-        raise InputError("--max-queue", str(args.max_queue), "must be at least 0")
+    check_drr(sc)  # a DRR pick must not spin: the server would freeze
+    if not args.keys and not _loopback(args.host):
+        raise InputError("--host", args.host, "a non-loopback address needs --keys FILE "
+                         "(generated keys are for local tests)")
     log = Path(args.log) if args.log else Path("out") / sc.name / "live" / "requests.jsonl"
     from sim.report.write import mark_dir
 
@@ -91,17 +125,23 @@ def cmd_serve(args) -> int:
         mark_dir(log.parent, "live")  # `floodgate run` into out/<scenario>/ later keeps the log
     except OSError as e:
         raise InputError("--log", str(log), f"cannot create its folder: {e.strerror}") from None
+    _writable(log)
     if args.keys:
         keys = load_keys(args.keys, sc)
     else:
         keys = generate_keys(sc)
-        write_keys(log.parent / "keys.csv", keys)
+        try:
+            write_keys(log.parent / "keys.csv", keys)
+        except OSError as e:
+            raise InputError(str(log.parent / "keys.csv"), "(file)", f"cannot write: {e.strerror}") from None
+        print(f"keys: {log.parent / 'keys.csv'} ({len(keys)} generated, mode 0600)", file=sys.stderr)
     sock = _bind(args.host, args.port)
 
     import uvicorn
 
     from sim.engine import build_pools
     from sim.live.gateway import Gateway, GatewayServer, create_app, default_max_queue
+    from sim.live.http_guard import BodyGuard, Limits, guarded_protocol
 
     runner = None
     if args.kernel == "torch":
@@ -116,8 +156,13 @@ def cmd_serve(args) -> int:
         gw = Gateway(sc, keys, log, args.time_scale, args.max_queue, args.drain_timeout, runner)
     except OSError as e:
         raise InputError(str(log), "(file)", f"cannot write: {e.strerror}") from None
-    config = uvicorn.Config(create_app(gw), log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, backlog=4096)
+    mq = args.max_queue if args.max_queue is not None else default_max_queue(sc)
+    limits = Limits(args.max_body, args.header_timeout, args.body_timeout,
+                    args.max_connections or mq + 4096)
+    app = BodyGuard(create_app(gw), limits, gw.log_http)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5, backlog=4096,
+                            http=guarded_protocol(limits, gw.log_http))
     server = GatewayServer(config, gw, args.host)
     server.run(sockets=[sock])
     return 0
