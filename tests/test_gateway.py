@@ -123,6 +123,19 @@ def _fields(value: str) -> dict:
     return {"name": json.loads(name), **{k: int(v) for k, v in (p.split("=") for p in params)}}
 
 
+def assert_rejection_headers(r: httpx.Response, name: str | None = None) -> None:
+    """Every 429/503 (sim/live/headers.py): Retry-After, and RateLimit fields whose item for
+    what rejected the request (the last) has r=0 and t equal to Retry-After."""
+    ra = int(r.headers["Retry-After"])
+    assert ra >= 1
+    items = [x.strip() for x in r.headers["RateLimit"].split(",")]
+    last = _fields(items[-1])
+    assert last["r"] == 0 and last["t"] == ra, (r.headers, ra)
+    assert last["name"] in r.headers["RateLimit-Policy"]
+    if name is not None:
+        assert last["name"] == name
+
+
 def test_429_quota_headers(gw):
     key = FREE[1]
     for i in range(QUOTA):
@@ -139,6 +152,7 @@ def test_429_quota_headers(gw):
     lim = _fields(r.headers["RateLimit"])
     assert lim["name"] == "daily_quota" and lim["r"] == 0
     assert lim["t"] == int(r.headers["Retry-After"])
+    assert_rejection_headers(r, "daily_quota")
 
 
 def test_429_token_bucket_headers(gw):
@@ -153,6 +167,8 @@ def test_429_token_bucket_headers(gw):
     assert _fields(r.headers["RateLimit-Policy"]) == {"name": "token_bucket", "q": BURST,
                                                        "w": math.ceil(BURST / 0.001 / X)}
     assert _fields(r.headers["RateLimit"])["r"] == 0
+    # Retry-After and t= agree (they said 20 and 60: t was the time to a full bucket)
+    assert_rejection_headers(r, "token_bucket")
 
 
 def test_503_shed_under_overload(gw):
@@ -164,6 +180,7 @@ def test_503_shed_under_overload(gw):
         if r.status_code == 503:
             assert r.json()["reason"] == "shed"
             assert int(r.headers["Retry-After"]) >= 1
+            assert_rejection_headers(r, "fleet")
     logged = [r for r in gw.records() if 4000 <= r["id"] < 4012]
     assert sorted(r["status"] for r in logged) == sorted(codes)
     # paid is not shed: it has no threshold
@@ -254,6 +271,7 @@ def test_sigterm_drains_every_admitted_request(tmp_path):
     for r in late:
         assert r.status_code == 503 and r.json()["reason"] == "draining"
         assert int(r.headers["Retry-After"]) >= 1
+        assert_rejection_headers(r, "fleet")  # it had no RateLimit fields
     recs = s.records()
     ids = [r["id"] for r in recs]
     assert len(ids) == len(set(ids)) == 25
@@ -268,6 +286,9 @@ def test_drain_deadline_records_the_rest(tmp_path):
     codes = [r.status_code for r in first]
     assert set(codes) == {200, 503} and codes.count(200) < 20
     assert {r.json()["reason"] for r in first if r.status_code == 503} == {"drain_timeout"}
+    for r in first:
+        if r.status_code == 503:
+            assert_rejection_headers(r, "fleet")
     recs = {r["id"]: r for r in s.records() if r["id"] < 20}
     assert len(recs) == 20 == len([r for r in s.records() if r["id"] < 20])
     assert sorted(r["status"] for r in recs.values()) == sorted(codes)
