@@ -80,3 +80,14 @@ def test_sizes():
     for bad in ("", "x", "-1G", "1e400", "inf"):
         with pytest.raises(ValueError):
             parse_bytes(bad)
+
+
+def test_periodic_policies_count_as_work():
+    """An autoscaler waking every second over 8 days is 691k wake-ups, each a sync of the run."""
+    d = _sc(horizon="8d", outputs={"interval_s": 3600, "figures": False, "report": False})
+    base = estimate(parse_scenario(d, "s.yaml")).windows
+    d["policies"] = [{"policy": "autoscale", "period_s": 1, "max_gpus": 20}]
+    assert estimate(parse_scenario(d, "s.yaml")).windows == base + 8 * 86400
+    d["policies"] = [{"policy": "autoscale", "period_s": 1e-3, "max_gpus": 20}]
+    with pytest.raises(InputError, match="period_s: Input should be greater than or equal to 1"):
+        parse_scenario(d, "s.yaml")

@@ -44,7 +44,7 @@ class AutoscaleParams(Params):
     metric: Literal["utilization", "queue"] = "utilization"
     target: float = Field(0.7, gt=0, le=1e6, description="utilization: target busy share; queue: "
                           "queued requests one more GPU should absorb")
-    period_s: float = Field(60.0, ge=1e-3, le=1e10)
+    period_s: float = Field(60.0, ge=1.0, le=1e10, description="decides this often")
     provisioning_delay_s: float = Field(300.0, ge=0, le=1e10, description="from decision to GPU serving")
     cooldown_s: float = Field(600.0, ge=0, le=1e10, description="no scale-in sooner than this after a change")
     min_gpus: int = Field(1, ge=0, le=10**6)
@@ -197,7 +197,7 @@ class ThrottleParams(Params):
     after_s: float = Field(1800.0, gt=0, le=1e10, description="sustained heat before throttling")
     slowdown: float = Field(1.25, ge=1, le=1e3, description="service time multiplier while throttled")
     cool_below: float = Field(0.7, gt=0, le=1, description="recovers once utilisation falls below")
-    check_s: float = Field(60.0, ge=1e-3, le=1e10)
+    check_s: float = Field(60.0, ge=1.0, le=1e10)
 
 
 class Throttling(Policy):

@@ -203,7 +203,7 @@ class AdaptiveParams(Params):
     initial: int = Field(100, ge=1, le=10**9)
     min_limit: int = Field(1, ge=1, le=10**9)
     max_limit: int = Field(100000, ge=1, le=10**9)
-    window_s: float = Field(60.0, ge=1e-3, le=1e10, description="how often the limit is updated")
+    window_s: float = Field(60.0, ge=0.1, le=1e10, description="how often the limit is updated")
     latency_bound_s: float = Field(60.0, ge=1e-6, le=1e10, description="AIMD: backs off when the window's "
                                    "p95 latency is above this (Netflix: the timeout)")
     backoff: float = Field(0.9, gt=0, lt=1)
