@@ -224,3 +224,21 @@ def test_readers_limits(tmp_path):
         load_json('{"a": ' + "1" * 400 + "}", "x")
     with pytest.raises(InputError, match="NaN is not JSON"):
         load_json('{"a": NaN}', "x")
+
+
+@pytest.mark.parametrize("argv,what", [
+    (["validate", "S", "--duration", "inf"], "argument --duration: expected a finite number"),
+    (["validate", "S", "--reps", "0"], "argument --reps"),
+    (["calibrate", "--model", "tiny-unet", "--steps", "9" * 30], "argument --steps"),
+    (["calibrate", "--model", "tiny-unet", "--seed", "-1"], "argument --seed"),
+    (["plan", "S", "--reps", "100000"], "argument --reps"),
+    (["plan", "S", "--jobs", "0"], "argument --jobs"),
+    (["run", "S", "--max-memory", "lots"], "argument --max-memory: not a size"),
+    (["run", "S", "--max-requests", "inf"], "argument --max-requests"),
+    (["demand", "S", "--seed", str(2**63)], "argument --seed"),
+])
+def test_bad_flags_of_every_command_one_line(capsys, argv, what):
+    """These hung (--duration inf) or were accepted (a 30-digit step count)."""
+    argv = [str(ROOT / "scenarios/policies/token_bucket.yaml") if a == "S" else a for a in argv]
+    rc, err = cli(capsys, *argv)
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: floodgate ") and what in err[0], err

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from sim.args import int_in, seed
 from sim.calibration.configs import COMPONENTS, MODELS, max_resolution, resolution_step
 from sim.errors import InputError
 from sim.jsonout import dumps
@@ -206,11 +207,11 @@ def add_parsers(subparsers) -> None:
     c.add_argument("--dtype", help="fp32, fp16 or bf16 (default: bf16 on cuda, fp32 on cpu)")
     c.add_argument("--batches", action="append",
                    help="comma list, or 'auto': 1, 2, 4, ... up to --max-batch or out of memory")
-    c.add_argument("--max-batch", type=int, help="cap for auto batches (default cuda 256, cpu 4)")
+    c.add_argument("--max-batch", type=int_in(1, 4096), help="cap for auto batches (default cuda 256, cpu 4)")
     c.add_argument("--resolution", action="append",
                    help="image side in pixels, repeatable or comma list (default: per model)")
-    c.add_argument("--repeats", type=int, default=20, help="timed repeats (default 20)")
-    c.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs (default 3)")
+    c.add_argument("--repeats", type=int_in(1, 10000), default=20, help="timed repeats (default 20)")
+    c.add_argument("--warmup", type=int_in(0, 10000), default=3, help="untimed warm-up runs (default 3)")
     c.add_argument("--cfg", action=argparse.BooleanOptionalAction, default=True,
                    help="classifier-free guidance: the denoiser batch is doubled (default on)")
     c.add_argument("--compile", action="store_true", help="torch.compile each workload")
@@ -219,10 +220,10 @@ def add_parsers(subparsers) -> None:
                    help="SDPA backend: default, math, flash, efficient or cudnn")
     c.add_argument("--components", action="append",
                    help=f"comma list of {', '.join(COMPONENTS)} (default all)")
-    c.add_argument("--threads", type=int, help="torch threads (default: all cores on cpu)")
-    c.add_argument("--steps", type=int, default=20,
+    c.add_argument("--threads", type=int_in(1, 4096), help="torch threads (default: all cores on cpu)")
+    c.add_argument("--steps", type=int_in(1, 10000), default=20,
                    help="nominal denoising steps per image, recorded in the profile (default 20)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs")
+    c.add_argument("--seed", type=seed, default=0, help="seed of the random weights and inputs")
     c.add_argument("--name", help="profile name (default: the output file's stem)")
     c.add_argument("--out", help="profile JSON path (default out/profiles/DEVICE-MODELS.json)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -234,7 +235,7 @@ def add_parsers(subparsers) -> None:
         "the files given) with images/s at the best measured batch, from the cost model.",
     )
     p.add_argument("paths", nargs="*", help="profile files (default: the profile search path)")
-    p.add_argument("--steps", type=int,
+    p.add_argument("--steps", type=int_in(1, 10000),
                    help="denoising steps per image (default: the profile's, else 20)")
     p.add_argument("--json", action="store_true", help="print the rows as one JSON line")
     p.set_defaults(func=cmd_profiles)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sim.args import float_in, int_in
 from sim.errors import InputError
 from sim.jsonout import dumps
 from sim.live import schedule
@@ -324,10 +325,10 @@ def cmd_validate(args) -> int:
 def add_parser(subparsers) -> None:
     v = subparsers.add_parser("validate", help="the simulator against a live gateway driven by Locust")
     v.add_argument("scenario")
-    v.add_argument("--duration", type=float, default=60.0, help="wall seconds of schedule (default 60)")
-    v.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per wall second (default 1)")
-    v.add_argument("--drain", type=float, default=15.0, help="wall seconds allowed for the last answers (default 15)")
-    v.add_argument("--reps", type=int, default=5, help="simulator replications, seeds (default 5)")
+    v.add_argument("--duration", type=float_in(0, 86400, low_open=True), default=60.0, help="wall seconds of schedule (default 60)")
+    v.add_argument("--time-scale", type=float_in(0, 1e6, low_open=True), default=1.0, help="simulated seconds per wall second (default 1)")
+    v.add_argument("--drain", type=float_in(0, 3600), default=15.0, help="wall seconds allowed for the last answers (default 15)")
+    v.add_argument("--reps", type=int_in(1, 1000), default=5, help="simulator replications, seeds (default 5)")
     v.add_argument("--kernel", choices=["model", "torch"], default="model", help="gateway batch kernel (default model)")
     v.add_argument("--out", help="output folder (default out/<scenario>/validation)")
     v.add_argument("--json", action="store_true", help="print one JSON line of the errors last")
