@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except InputError as e:
-        print(f"error: {e.file}: {e.field}: {e.message}", file=sys.stderr)
+        line = f"error: {e.file}: {e.field}: {e.message}"
+        print(" ".join(line.split("\n"))[:2000], file=sys.stderr)  # one line, whatever it quotes
         return e.exit_code
     except ModuleNotFoundError as e:
         extra = EXTRAS.get((e.name or "").split(".")[0])

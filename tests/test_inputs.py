@@ -242,3 +242,20 @@ def test_bad_flags_of_every_command_one_line(capsys, argv, what):
     argv = [str(ROOT / "scenarios/policies/token_bucket.yaml") if a == "S" else a for a in argv]
     rc, err = cli(capsys, *argv)
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: floodgate ") and what in err[0], err
+
+
+@pytest.mark.parametrize("content,field,what", [
+    (bytes(range(256)) * 4, "demand.column", "no column"),
+    (b"TIMESTAMP\n0\ninf\n5\n", "TIMESTAMP", "not a finite number in row 3"),
+    (b"TIMESTAMP\n0\n1e400\n", "TIMESTAMP", "not a finite number"),
+])
+def test_bad_trace_one_line(tmp_path, capsys, content, field, what):
+    (tmp_path / "t.csv").write_bytes(content)
+    d = copy.deepcopy(BASE)
+    d["demand"] = {"model": "trace", "path": "t.csv"}
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(d))
+    rc, err = cli(capsys, "run", str(f), "--out", str(tmp_path / "out"), "--quiet")
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {tmp_path / 't.csv'}: {field}: ") and what in err[0], err
+    assert not (tmp_path / "out").exists()

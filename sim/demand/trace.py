@@ -43,6 +43,8 @@ def read_trace(path: Path, column: str, user_column: str | None = None,
         raise InputError(str(path), column, f"empty timestamp in row {int(col.isna().argmax()) + 2}")
     if pd.api.types.is_numeric_dtype(col):
         v = col.to_numpy(float)
+        if not np.isfinite(v).all():
+            raise InputError(str(path), column, f"not a finite number in row {int((~np.isfinite(v)).argmax()) + 2}")
         rel = v - v[0]
     else:
         try:
