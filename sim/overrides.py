@@ -13,9 +13,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-import yaml
-
 from sim.errors import InputError
+from sim.inputs import load_yaml
 
 NAME_KEYS = ("name", "policy")
 
@@ -28,10 +27,11 @@ def parse_set(text: str, flag: str = "--set") -> tuple[str, Any]:
     path = path.strip()
     if not path or any(not s for s in path.split(".")):
         raise InputError(flag, text, "the path has an empty segment")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise InputError(flag, text, "the value is not valid YAML") from None
+    try:  # the scenario's own YAML limits (depth, digits, duplicate keys)
+        value = load_yaml(raw, flag) if raw.strip() else ""
+    except InputError as e:
+        msg = "the value is not valid YAML" if "malformed" in e.message else f"the value: {e.message}"
+        raise InputError(flag, text[:100], msg) from None
     return path, value
 
 

@@ -230,7 +230,7 @@ def test_bad_serve_flags_one_line(tmp_path, case):
         "port": (["--port", "70000"], "argument --port: expected a port in 0..65535"),
         "time_scale": (["--time-scale", "inf", "--port", port], "argument --time-scale"),
         "binary_keys": (["--keys", sys.executable, "--port", port], "not UTF-8 text"),
-        "proc_log": (["--keys", str(keys), "--log", "/proc/nope/r.jsonl", "--port", port], "cannot write"),
+        "proc_log": (["--keys", str(keys), "--log", "/proc/nope/r.jsonl", "--port", port], "cannot"),
         "public_host": (["--host", "0.0.0.0", "--port", port], "--host: 0.0.0.0: a non-loopback address needs --keys"),
         "drr": (["--port", port], "scheduler.quantum_s"),
     }[case]

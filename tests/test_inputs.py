@@ -153,7 +153,7 @@ def test_bad_flags_one_line(tmp_path, capsys, flags, what):
     assert not out.exists()
 
 
-PROFILE = json.loads((ROOT / "benchmarks/profiles/placeholder-sdxl-h100.json").read_text())
+PROFILE = json.loads((ROOT / "sim/data/profiles/placeholder-sdxl-h100.json").read_text())
 
 
 def _profile(tmp_path: Path, data) -> Path:
@@ -201,7 +201,7 @@ def test_bad_profile_through_the_cli(tmp_path, capsys):
 
 
 def test_shipped_profiles_and_scenarios_pass_the_schema():
-    for p in (ROOT / "benchmarks/profiles").glob("*.json"):
+    for p in (ROOT / "sim/data/profiles").glob("*.json"):
         load_profile(p)
     from sim.scenario import load_scenario
 
@@ -259,3 +259,16 @@ def test_bad_trace_one_line(tmp_path, capsys, content, field, what):
     assert rc == 2 and len(err) == 1, err
     assert err[0].startswith(f"error: {tmp_path / 't.csv'}: {field}: ") and what in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value,what", [
+    ("9" * 5000, "the value: an integer of 5000 digits"),
+    ("[" * 3000 + "]" * 3000, "the value: nested deeper than 64"),
+    ("{a: 1, a: 2}", "the value: key 'a' given twice"),
+    ("[1,", "the value is not valid YAML"),
+])
+def test_set_values_have_the_yaml_limits(tmp_path, capsys, value, what):
+    f = tmp_path / "s.yaml"
+    f.write_text(TEXT)
+    rc, err = cli(capsys, "run", str(f), "--out", str(tmp_path / "out"), "--quiet", "--set", f"seed={value}")
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: --set: ") and what in err[0], err
