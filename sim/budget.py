@@ -167,7 +167,9 @@ def check(sc, max_requests: float | None = None, max_memory: float | None = None
           copies: int = 1) -> Estimate:
     """The estimate of `sc`, or an InputError when it is above a limit (`copies` runs at once
     for plan/compare workers)."""
-    check_drr(sc)
+    from sim.engine import build_pools
+
+    check_drr(sc, build_pools(sc))  # profiles load (and fail) here, before the estimate shows
     max_requests = DEFAULT_MAX_REQUESTS if max_requests is None else max_requests
     max_memory = default_max_memory() if max_memory is None else max_memory
     static = _static_memory(sc)

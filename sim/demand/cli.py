@@ -142,6 +142,9 @@ def cmd_demand(args) -> int:
     sc = load_scenario(args.scenario, over)
     out, exp, _ = expected_figures(sc)
     if args.sample:
+        from sim.budget import check
+
+        check(sc)  # generating every request is a run's worth of work: the same limits
         out["sampled"] = sampled_figures(sc)
         if sc.demand.social is not None and sc.demand.social.only_successful:
             # offspring of served images are made during a run, not by the generator
