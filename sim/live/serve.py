@@ -107,8 +107,12 @@ def _raise_fd_limit(n: int) -> None:
 
 
 def cmd_serve(args) -> int:
+    import uvicorn  # the serve extra: missing, it is one line before anything is written
+
     from sim.budget import check_drr
     from sim.live.admission import check_live
+    from sim.live.gateway import Gateway, GatewayServer, create_app, default_max_queue
+    from sim.live.http_guard import BodyGuard, Limits, guarded_protocol
     from sim.live.keys import generate_keys, load_keys, write_keys
     from sim.scenario import load_scenario
 
@@ -137,11 +141,7 @@ def cmd_serve(args) -> int:
         print(f"keys: {log.parent / 'keys.csv'} ({len(keys)} generated, mode 0600)", file=sys.stderr)
     sock = _bind(args.host, args.port)
 
-    import uvicorn
-
     from sim.engine import build_pools
-    from sim.live.gateway import Gateway, GatewayServer, create_app, default_max_queue
-    from sim.live.http_guard import BodyGuard, Limits, guarded_protocol
 
     runner = None
     if args.kernel == "torch":
