@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sim.report.figures import _save  # noqa: E402
+from sim.report.figures import save as _save  # noqa: E402
 from sim.report.write import dump_json  # noqa: E402
 
 PHASES = ("all", "below", "above")
