@@ -235,7 +235,10 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # a usage error (one line, sim.args.Parser), --help or --version
+        return e.code if isinstance(e.code, int) else 2
     # SIGTERM unwinds like Ctrl-C, so temporary output folders are removed on the way out
     # (`serve` installs uvicorn's own handlers when it starts).
     previous = None
