@@ -16,7 +16,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
-from test_gateway import PAID, Server, _fields, scenario, write
+from test_gateway import PAID, Server, _fields, assert_rejection_headers, scenario, write
 
 from sim.live.headers import rejection_headers
 from sim.live.http_guard import parse_body
@@ -247,3 +247,21 @@ def test_parse_body_contract():
     assert isinstance(parse_body(b'{"id": 5.0}'), str)
     sc = parse_scenario(scenario([]))
     assert sc.name == "gw_test"
+
+
+def test_queue_full_503_carries_the_rejection_headers(tmp_path):
+    """queue_full had Retry-After but no RateLimit fields; now the fleet's item, t = Retry-After."""
+    import asyncio
+
+    from test_gateway import burst
+
+    s = Server(tmp_path, scenario([], service_s=5.0), "--max-queue", "0")
+    try:
+        got = asyncio.run(burst(s.url, [(PAID[i], 100 + i) for i in range(4)]))
+    finally:
+        assert s.stop() == 0
+    full = [r for r in got if r.status_code == 503]
+    assert full and all(r.json()["reason"] == "queue_full" for r in full)
+    for r in full:
+        assert_rejection_headers(r, "fleet")
+        assert '"fleet";q=0' in r.headers["RateLimit-Policy"]
