@@ -175,4 +175,7 @@ def write_file(path: Path, data: str | bytes) -> None:
 
 
 def dump_json(obj) -> str:
-    return json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    """Strict JSON (no NaN/Infinity: a missing figure is null) for every file Floodgate writes."""
+    from sim.jsonout import dumps
+
+    return dumps(obj, indent=2, sort_keys=False) + "\n"
