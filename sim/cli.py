@@ -144,6 +144,7 @@ def cmd_init(args) -> int:
 # Which extra brings which import: a missing one is a one-line hint, not a traceback.
 EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "locust": "serve",
           "starlette": "serve", "dask": "cluster", "distributed": "cluster",
+          "optuna": "search", "SALib": "search", "pyarrow": "search",
           "torch": "calibrate", "diffusers": "calibrate", "transformers": "calibrate"}
 
 
@@ -224,8 +225,9 @@ def build_parser() -> Parser:
     import sim.calibration.cli
     import sim.demand.cli
     import sim.live.cli
+    import sim.search.cli
 
-    for module in (sim.calibration.cli, sim.demand.cli, sim.live.cli):
+    for module in (sim.calibration.cli, sim.demand.cli, sim.live.cli, sim.search.cli):
         module.add_parsers(sub)
     return ap
 

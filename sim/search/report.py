@@ -1,0 +1,186 @@
+"""What sweep, optimize and sensitivity write: tables (CSV, Parquet), figures, report.html.
+
+Figures use the object API only (`matplotlib.figure.Figure`: no pyplot, no backend switch).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from sim.report.html import img_tag, page, table
+from sim.report.write import dump_json, write_dir
+
+
+def _label(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _numeric(values: list) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def sweep_metrics(res) -> list[str]:
+    """Metrics worth a figure: the objective, constrained metrics, each tier's p95 and rejected
+    share, free goodput, revenue minus GPU cost (each once, in that order)."""
+    out = []
+    if res.objective is not None:
+        out.append(res.objective.metric)
+    out += [c.metric for c in res.constraints if not c.metric.endswith("served_share")]
+    names = {m for v in res.values for m in v}
+    tiers = list(dict.fromkeys(m.split(".")[0] for m in names if m.endswith(".p95_s")))
+    out += [f"{t}.p95_s" for t in tiers]
+    out += ["free_goodput", "revenue_minus_gpu_cost"]
+    out += [f"{t}.rejected_share" for t in tiers]
+    return [m for m in dict.fromkeys(out) if m in names]
+
+
+def _bounds(res, metric: str) -> list:
+    return [c for c in res.constraints if c.metric == metric]
+
+
+def sweep_figures(res) -> dict[str, tuple[str, Figure]]:
+    """Line plots with 95% bands (one grid parameter) or heatmaps (two); by file stem."""
+    metrics = sweep_metrics(res)
+    out: dict[str, tuple[str, Figure]] = {}
+    if len(res.axes) == 1:
+        a = res.axes[0]
+        x = a.values if _numeric(a.values) else list(range(len(a.values)))
+        n = len(metrics)
+        cols = 2 if n > 1 else 1
+        rows = math.ceil(n / cols)
+        fig = Figure(figsize=(5.2 * cols, 3.0 * rows))
+        axs = fig.subplots(rows, cols, squeeze=False)
+        for ax, m in zip(axs.flat, metrics, strict=False):
+            mean = np.array([v[m][0] for v in res.values], float)
+            lo = np.array([v[m][1] for v in res.values], float)
+            hi = np.array([v[m][2] for v in res.values], float)
+            ax.plot(x, mean, marker="o", lw=1.4)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            ax.fill_between(np.asarray(x, float)[ok], lo[ok], hi[ok], alpha=0.25)
+            for c in _bounds(res, m):
+                ax.axhline(c.bound, color="crimson", ls="--", lw=1, label=c.text)
+                ax.legend(fontsize=7)
+            ax.set_title(m, fontsize=9)
+            ax.set_xlabel(a.path, fontsize=8)
+            if not _numeric(a.values):
+                ax.set_xticks(x, [_label(v) for v in a.values])
+        for ax in list(axs.flat)[n:]:
+            ax.set_visible(False)
+        fig.suptitle(f"Sweep of {a.path}: mean over {res.reps} replications, band: 95% interval")
+        out["sweep_lines"] = (f"Metrics against {a.path}", fig)
+    elif len(res.axes) == 2:
+        ax0, ax1 = res.axes
+        index = {(p[ax0.path], p[ax1.path]): i for i, p in enumerate(res.points)}
+        for m in metrics:
+            z = np.full((len(ax1.values), len(ax0.values)), np.nan)
+            for i0, v0 in enumerate(ax0.values):
+                for i1, v1 in enumerate(ax1.values):
+                    z[i1, i0] = res.values[index[(v0, v1)]][m][0]
+            fig = Figure(figsize=(1.0 + 0.9 * len(ax0.values) + 2, 1.0 + 0.6 * len(ax1.values) + 1.2))
+            ax = fig.add_subplot()
+            zz = np.where(np.isfinite(z), z, np.nan)
+            im = ax.imshow(zz, origin="lower", aspect="auto", cmap="viridis")
+            fig.colorbar(im, ax=ax, label=m)
+            for i0, v0 in enumerate(ax0.values):
+                for i1, v1 in enumerate(ax1.values):
+                    i = index[(v0, v1)]
+                    mark = "" if res.feasible(i) else " ✗"
+                    mark += " ?" if res.crossing(i) else ""
+                    ax.text(i0, i1, f"{_short(z[i1, i0])}{mark}", ha="center", va="center",
+                            fontsize=7, color="w" if not res.feasible(i) else "k",
+                            bbox=None if res.feasible(i) else {"fc": "k", "alpha": 0.35, "lw": 0})
+            ax.set_xticks(range(len(ax0.values)), [_label(v) for v in ax0.values], fontsize=8)
+            ax.set_yticks(range(len(ax1.values)), [_label(v) for v in ax1.values], fontsize=8)
+            ax.set_xlabel(ax0.path)
+            ax.set_ylabel(ax1.path)
+            ax.set_title(f"{m} (mean of {res.reps}; ✗ fails a constraint, ? interval crosses it)",
+                         fontsize=9)
+            out[f"heatmap_{m.replace('.', '_')}"] = (f"{m}", fig)
+    return out
+
+
+def _short(x: float) -> str:
+    if not np.isfinite(x):
+        return "∞"
+    a = abs(x)
+    if a >= 1e6:
+        return f"{x / 1e6:.3g}M"
+    if a >= 1e4:
+        return f"{x / 1e3:.3g}k"
+    return f"{x:.3g}"
+
+
+def _save_figs(figs: dict, fdir: Path) -> list[tuple[str, Path]]:
+    fdir.mkdir()
+    paths = []
+    for stem, (title, fig) in figs.items():
+        fig.tight_layout()
+        fig.savefig(fdir / f"{stem}.png", dpi=100)
+        paths.append((title, fdir / f"{stem}.png"))
+    return paths
+
+
+def _cell_rows(res) -> tuple[list[str], list[list], list[list[str]]]:
+    paths = [a.path for a in res.axes]
+    shown = sweep_metrics(res)
+    header = ["cell", *paths, *[f"{m} (95% CI)" for m in shown], "reps", "feasible",
+              "interval crosses"]
+    rows, klass = [], []
+    for i, p in enumerate(res.points):
+        cross = res.crossing(i)
+        r = [i, *[_label(p[k]) for k in paths]]
+        r += [_ci(res.values[i][m]) for m in shown]
+        r += [res.reps, "yes" if res.feasible(i) else "no", "; ".join(cross)]
+        rows.append(r)
+        k = [""] * len(r)
+        k[-2] = "ok" if res.feasible(i) else "bad"
+        k[-1] = "bad" if cross else ""
+        klass.append(k)
+    return header, rows, klass
+
+
+def _ci(v: tuple[float, float, float]) -> str:
+    m, lo, hi = v
+    if not np.isfinite(m):
+        return "∞"
+    return f"{_short(m)} [{_short(lo)}, {_short(hi)}]"
+
+
+def write_sweep(res, out: Path) -> None:
+    def fill(d: Path) -> None:
+        t = res.table
+        t.to_csv(d / "sweep.csv", index=False)
+        t.to_parquet(d / "sweep.parquet", index=False)
+        res.cells.to_csv(d / "cells.csv", index=False)
+        (d / "sweep.json").write_text(dump_json({
+            "scenario": res.scenario, "grid": {a.path: a.values for a in res.axes},
+            "constraints": list(dict.fromkeys(c.text for c in res.constraints)),
+            "objective": res.objective.text if res.objective else None, **res.headline()}))
+        figs = _save_figs(sweep_figures(res), d / "figures")
+        header, rows, klass = _cell_rows(res)
+        b = res.best
+        cons = ", ".join(html.escape(c) for c in dict.fromkeys(c.text for c in res.constraints))
+        intro = (f"<p>{len(res.points)} cells × {res.reps} replications each, every cell on the "
+                 f"same seeds (common random numbers). Values: mean over replications and the "
+                 f"95% interval. Constraints ({cons or 'none'}) are judged on the interval's "
+                 f"pessimistic end; a cell whose interval crosses a bound is flagged.</p>")
+        if res.objective is not None:
+            intro += ("<p class=findings>Best feasible cell for "
+                      f"<code>{html.escape(res.objective.text)}</code>: "
+                      + (", ".join(f"<code>{html.escape(k)}={html.escape(_label(v))}</code>"
+                                   for k, v in res.points[b].items())
+                         + f" ({_ci(res.values[b][res.objective.metric])})"
+                         if b is not None else "none meets every constraint") + "</p>")
+        (d / "report.html").write_text(page(
+            f"Floodgate sweep: {res.scenario}",
+            [intro, table(header, rows, klass),
+             *[f"<h3>{html.escape(t)}</h3>" + img_tag(p, t) for t, p in figs]]))
+
+    write_dir(out, fill, kind="sweep")

@@ -1,0 +1,99 @@
+"""floodgate sweep / optimize / sensitivity: common random numbers, intervals, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import queue_scenario
+
+from sim.cli import main
+from sim.search.metrics import interval
+from sim.search.space import load_base, overrides_for, parse_grid, parse_param
+
+
+def _queue(tmp_path, **kw):
+    # M/M/c with a short horizon and two tiers: paid served first, free shed under load.
+    tiers = [{"name": "paid", "share": 0.3, "priority": 0, "price_per_image": 0.01, "slo_s": 5},
+             {"name": "free", "share": 0.7, "priority": 1, "price_per_image": 0, "slo_s": 20}]
+    d = queue_scenario(5.0, 1.0, 6, 1500, seed=11, tiers=tiers, discipline="strict_priority",
+                       warmup=100, policies=[{"policy": "shed_reserve", "tiers": ["free"],
+                                              "queue_depth": {"free": 10}}], **kw)
+    p = tmp_path / "q.yaml"
+    p.write_text(json.dumps(d))
+    return p
+
+
+def test_grid_values_lists_and_ranges(tmp_path):
+    b = load_base(_queue(tmp_path))
+    assert parse_grid("fleet.pools.p.gpus=4:10:2", b).values == [4, 6, 8, 10]
+    assert parse_grid("fleet.pools.p.gpus=1,3,5", b).values == [1, 3, 5]
+    assert parse_grid("policies.shed_reserve.queue_depth.free=0.5:1.0:0.25", b).values == [0.5, 0.75, 1.0]
+    p = parse_param("fleet.pools.p.gpus=2:9", b)
+    assert (p.kind, p.log, p.low, p.high) == ("int", False, 2, 9)
+    assert parse_param("fleet.pools.p.service_time_s=0.5:2:log", b).kind == "float"
+
+
+def test_interval_covers_and_refuses_noise():
+    # 95% t-interval of the mean: covers the true mean in about 95% of samples of 5
+    rng = np.random.default_rng(3)
+    hits = sum(lo <= 10 <= hi for _, lo, hi in (interval(rng.normal(10, 2, 5)) for _ in range(2000)))
+    assert 0.93 < hits / 2000 < 0.97  # binomial sd 0.005
+    m, lo, hi = interval(np.array([3.0, 3.0, 3.0]))
+    assert m == lo == hi == 3.0
+    assert interval(np.array([1.0, np.nan]))[2] == float("inf")
+
+
+def test_overrides_write_lists_whole(tmp_path):
+    b = load_base(_queue(tmp_path))
+    o = overrides_for(b.data, {"policies.shed_reserve.queue_depth.free": 4, "fleet.pools.p.gpus": 3})
+    assert o["policies"][0]["queue_depth"] == {"free": 4}
+    assert o["fleet"]["pools"][0]["gpus"] == 3 and o["fleet"]["pools"][0]["name"] == "p"
+    assert set(o) == {"policies", "fleet"}
+
+
+def test_sweep_is_on_common_random_numbers(tmp_path, capsys):
+    """A cell's mean is the mean of plain runs at seeds seed..seed+R-1; the table is tidy."""
+    import sim
+
+    q = _queue(tmp_path)
+    out = tmp_path / "sw"
+    assert main(["sweep", str(q), "--grid", "fleet.pools.p.gpus=5,7", "--reps", "3",
+                 "--jobs", "1", "--constraint", "paid:p95<=5s", "--objective", "free_goodput",
+                 "--out", str(out), "--json", "--quiet"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["cells"] == 2 and line["reps"] == 3
+    t = pd.read_parquet(out / "sweep.parquet")
+    assert t.equals(pd.read_csv(out / "sweep.csv")) or np.allclose(
+        t["mean"], pd.read_csv(out / "sweep.csv")["mean"], equal_nan=True)
+    assert len(t) == 2 * t["metric"].nunique() and set(t["reps"]) == {3}
+    for gpus in (5, 7):
+        direct = [sim.run(str(q), seed=11 + r, fleet={"pools": [{**json.loads(q.read_text())["fleet"]["pools"][0], "gpus": gpus}]})
+                  for r in range(3)]
+        row = t[(t["fleet.pools.p.gpus"] == gpus) & (t["metric"] == "free.goodput")]
+        assert row["mean"].item() == pytest.approx(np.mean([d.summary["tiers"]["free"]["goodput"] for d in direct]))
+    # more GPUs serve more free requests on the same demand
+    g = t[t["metric"] == "free_goodput"].set_index("fleet.pools.p.gpus")["mean"]
+    assert g[7] > g[5]
+    assert line["best"] == {"fleet.pools.p.gpus": 7}
+    assert (out / "report.html").exists() and list((out / "figures").glob("*.png"))
+
+
+@pytest.mark.parametrize("argv,flag,why", [
+    (["--grid", "fleet.pools.p.gpuz=1,2"], "--grid", "unknown key"),
+    (["--grid", "fleet.pools.q.gpus=1,2"], "--grid", "no item named 'q'"),
+    (["--grid", "fleet.pools.p.gpus=a,b"], "--grid", "integer"),
+    (["--grid", "fleet.pools.p.gpus=9:3:1"], "--grid", "above HIGH"),
+    (["--grid", "fleet.pools.p.gpus=1:3"], "--grid", "LOW:HIGH:STEP"),
+    (["--grid", "fleet.pools.p.gpus=1,2", "--objective", "max:nope"], "--objective", "unknown metric"),
+    (["--grid", "fleet.pools.p.gpus=1,2", "--constraint", "gold:p95<=3s"], "--constraint", "unknown tier"),
+    (["--grid", "fleet.pools.p.gpus=1,2", "--reps", "0"], "--reps", "at least 1"),
+])
+def test_sweep_bad_input_is_one_error_line(tmp_path, capsys, argv, flag, why):
+    q = _queue(tmp_path)
+    rc = main(["sweep", str(q), *argv, "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: {flag}: ") and why in err[0]
+    assert not (tmp_path / "o").exists()
