@@ -97,3 +97,71 @@ def test_sweep_bad_input_is_one_error_line(tmp_path, capsys, argv, flag, why):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: {flag}: ") and why in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def _optimize(q, out, *extra):
+    return main(["optimize", str(q), "--param", "policies.shed_reserve.queue_depth.free=2:40",
+                 "--param", "fleet.pools.p.gpus=4:8", "--objective", "free_goodput",
+                 "--constraint", "paid:p95<=5s", "--reps", "2", "--trials", "6", "--batch", "3",
+                 "--out", str(out), "--json", "--quiet", *extra])
+
+
+def test_optimize_best_is_feasible_resumes_and_compare_takes_it(tmp_path, capsys):
+    import yaml
+
+    q = _queue(tmp_path)
+    out = tmp_path / "opt"
+    assert _optimize(q, out, "--jobs", "1") == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["trials"] == 6 and line["feasible"]
+    t = pd.read_csv(out / "trials.csv")
+    assert len(t) == 6
+    feas = t[t["feasible"]]
+    # constraints judged on the upper end of the interval, and the best is the feasible maximum
+    assert (feas["paid.p95_s.high"] <= 5).all() and (t.loc[~t["feasible"], "max_violation"] > 0).all()
+    assert line["best_value"] == pytest.approx(feas["free_goodput"].max())
+    # resumes: 9 trials in all, the first 6 kept
+    assert _optimize(q, out, "--jobs", "1", "--trials", "9") == 0
+    capsys.readouterr()
+    t2 = pd.read_csv(out / "trials.csv")
+    assert len(t2) == 9 and t2.head(6)["free_goodput"].tolist() == t["free_goodput"].tolist()
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    assert best["fleet"]["pools"][0]["gpus"] == json.loads((out / "optimize.json").read_text())["best"]["fleet.pools.p.gpus"]
+    assert main(["compare", str(q), "--variant", f"best={out / 'best.yaml'}", "--jobs", "1",
+                 "--out", str(tmp_path / "cmp"), "--json", "--quiet"]) == 0
+    cmp = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(cmp["variants"]) == {"baseline", "best"}
+
+
+@pytest.mark.parametrize("argv,flag,why", [
+    (["--param", "fleet.pools.p.gpus=9:3"], "--param", "above HIGH"),
+    (["--param", "fleet.pools.p.gpus=a:3"], "--param", "not a number"),
+    (["--param", "fleet.pools.p.gpuz=1:3"], "--param", "unknown key"),
+    (["--param", "fleet.pools.p.service_time_s=0:1:log"], "--param", "LOW > 0"),
+    (["--param", "fleet.pools.p.gpus=1:3:cubic"], "--param", "unknown type"),
+    (["--param", "fleet.pools.p.gpus=1:3", "--objective", "served_images", "--objective", "gpu_cost",
+      "--objective", "free_goodput"], "--objective", "at most two"),
+    (["--param", "fleet.pools.p.gpus=1:3", "--trials", "0"], "--trials", "at least 1"),
+])
+def test_optimize_bad_input_is_one_error_line(tmp_path, capsys, argv, flag, why):
+    rc = main(["optimize", str(_queue(tmp_path)), *argv, "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: {flag}: ") and why in err[0]
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o*"))
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_equals_the_process_pool(tmp_path, capsys):
+    """The same sweep and study on a real Dask LocalCluster and on the process pool."""
+    q = _queue(tmp_path)
+    outs = {}
+    for name, ex in (("pool", ["--jobs", "2"]), ("dask", ["--cluster", "local", "--jobs", "2"])):
+        assert main(["sweep", str(q), "--grid", "fleet.pools.p.gpus=5,7", "--reps", "2",
+                     "--out", str(tmp_path / f"sw-{name}"), "--quiet", "--json", *ex]) == 0
+        assert _optimize(q, tmp_path / f"opt-{name}", *ex) == 0
+        outs[name] = capsys.readouterr().out.strip().splitlines()
+    assert outs["pool"] == outs["dask"]
+    a, b = (pd.read_parquet(tmp_path / f"sw-{n}" / "sweep.parquet") for n in ("pool", "dask"))
+    pd.testing.assert_frame_equal(a, b)
+    a, b = (pd.read_csv(tmp_path / f"opt-{n}" / "trials.csv") for n in ("pool", "dask"))
+    pd.testing.assert_frame_equal(a, b)

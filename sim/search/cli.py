@@ -72,6 +72,71 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_optimize(args) -> int:
+    import shutil
+    import tempfile
+
+    from sim.search.metrics import metric_names, parse_constraints, parse_objective
+    from sim.search.optimize import run_optimize
+    from sim.search.report import write_optimize
+    from sim.search.space import load_base, parse_param
+    from sim.sweep import Executor
+
+    base = load_base(args.scenario, args.set)
+    if not args.param:
+        raise InputError("--param", "(none)", "give at least one --param PATH=LOW:HIGH")
+    params = [parse_param(t, base) for t in args.param]
+    if len({p.path for p in params}) != len(params):
+        raise InputError("--param", args.param[-1], "a path appears twice")
+    names = metric_names(base.sc)
+    objs = [parse_objective(t, names) for t in (args.objective or ["revenue_minus_gpu_cost"])]
+    if len(objs) > 2:
+        raise InputError("--objective", args.objective[2], "at most two objectives (a Pareto front)")
+    cons = [c for t in args.constraint for c in parse_constraints(t, base.sc, names)]
+    reps = _reps(args.reps)
+    if args.trials < 1:
+        raise InputError("--trials", str(args.trials), "must be at least 1")
+    if args.batch < 1:
+        raise InputError("--batch", str(args.batch), "must be at least 1")
+    out = check_out(args.out if args.out is not None else Path("out") / base.sc.name / "optimize")
+    # The study lives in --study FILE when given (updated in place), else in OUT/study.db: it is
+    # worked on in a temporary copy and moves into the new output with the rest.
+    tmp = None
+    if args.study:
+        study = Path(args.study)
+        if study.exists() and not study.is_file():
+            raise InputError("--study", args.study, "is not a file")
+        study.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.study-", suffix=".db", dir=out.parent)
+        import os
+
+        os.close(fd)
+        tmp = study = Path(name)
+        if (out / "study.db").is_file():
+            shutil.copyfile(out / "study.db", tmp)
+        else:
+            tmp.unlink()
+    try:
+        with Executor(args.jobs, args.cluster, progress=False) as ex:
+            res = run_optimize(base, params, objs, cons, reps, args.trials, ex,
+                               f"sqlite:///{study.resolve()}", args.batch, args.seed,
+                               progress=not args.quiet)
+        write_optimize(res, out, study)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    print(f"wrote {out}/ ({len(res.trials)} trials x {reps} replications, "
+          f"{res.wall_s:.0f} s)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(res.headline()))
+    else:
+        h = res.headline()
+        print("best:", json.dumps(h["best"]), "value:", h["best_value"], "feasible:", h["feasible"])
+    return 0
+
+
 def add_parsers(sub) -> None:
     s = sub.add_parser("sweep", help="grid of policy or fleet values, each cell replicated on "
                        "common random numbers",
@@ -84,3 +149,22 @@ def add_parsers(sub) -> None:
                    help="values as a list (1,3,5,10) or LOW:HIGH:STEP (900:1500:100) (repeatable)")
     _judging(s, False)
     s.set_defaults(func=cmd_sweep)
+    o = sub.add_parser("optimize", help="search policy parameters for the best objective "
+                       "under constraints (Optuna)",
+                       description="Optuna over PATH=LOW:HIGH parameters (TPE for one objective, "
+                       "NSGA-II for two), every trial replicated on the same seeds, constraints "
+                       "judged on the pessimistic end of the 95%% interval; writes best.yaml (a "
+                       "compare --variant), the Pareto front, trials.csv and the study (SQLite, "
+                       "resumes). Example: floodgate optimize S --param "
+                       "policies.daily_quota.limit=1:20 --objective free_goodput "
+                       "--constraint 'plus:p95<=60s' --trials 40")
+    _common(o)
+    o.add_argument("--param", action="append", default=[], metavar="PATH=LOW:HIGH[:int|:log]",
+                   help="a range to search; integer bounds search integers (repeatable)")
+    _judging(o, True)
+    o.add_argument("--trials", type=int, default=40, help="total trials (a resumed study counts "
+                   "the ones it has; default 40)")
+    o.add_argument("--batch", type=int, default=4, help="trials asked and run at once (default 4)")
+    o.add_argument("--seed", type=int, help="sampler seed (default: the scenario's seed)")
+    o.add_argument("--study", help="keep the study in this SQLite file (default OUT/study.db)")
+    o.set_defaults(func=cmd_optimize)

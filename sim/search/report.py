@@ -184,3 +184,112 @@ def write_sweep(res, out: Path) -> None:
              *[f"<h3>{html.escape(t)}</h3>" + img_tag(p, t) for t, p in figs]]))
 
     write_dir(out, fill, kind="sweep")
+
+
+def optimize_figures(res) -> dict[str, tuple[str, Figure]]:
+    """History of the first objective by trial, and the Pareto front of two metrics."""
+    o = res.objectives[0]
+    fig = Figure(figsize=(8, 3.6))
+    ax = fig.add_subplot()
+    n = [t.number for t in res.trials]
+    y = np.array([t.values[o.metric][0] for t in res.trials], float)
+    ok = np.array([t.feasible for t in res.trials])
+    ax.scatter(np.array(n)[ok], y[ok], s=16, color="tab:blue", label="feasible")
+    ax.scatter(np.array(n)[~ok], y[~ok], s=16, marker="x", color="tab:red", label="fails a constraint")
+    best, run = [], None
+    for t in res.trials:
+        v = t.values[o.metric][0]
+        if t.feasible and (run is None or o.better(v, run)):
+            run = v
+        best.append(np.nan if run is None else run)
+    ax.step(n, best, where="post", color="k", lw=1.2, label="best feasible so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(o.metric)
+    ax.set_title(f"{o.sense}imise {o.metric}: mean over {res.reps} replications per trial")
+    ax.legend(fontsize=8)
+    out = {"history": ("Optimisation history", fig)}
+
+    (a, _), (b, _) = res.front_metrics()
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    feas = [t for t in res.trials if t.feasible]
+    if feas:
+        ax.scatter([t.values[a][0] for t in feas], [t.values[b][0] for t in feas], s=14,
+                   color="0.6", label="feasible trials")
+    front = res.front
+    if front:
+        xs = np.array([t.values[a] for t in front], float)
+        ys = np.array([t.values[b] for t in front], float)
+        ax.errorbar(xs[:, 0], ys[:, 0], xerr=np.abs(xs[:, 1:].T - xs[:, 0]),
+                    yerr=np.abs(ys[:, 1:].T - ys[:, 0]), fmt="o-", color="crimson", lw=1.2,
+                    ms=5, capsize=2, label="Pareto front (95% intervals)")
+    if not feas:
+        ax.text(0.5, 0.5, "no feasible trial", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(a)
+    ax.set_ylabel(b)
+    ax.set_title("Pareto front among trials meeting every constraint")
+    if feas:
+        ax.legend(fontsize=8)
+    out["pareto"] = ("Pareto front", fig)
+    return out
+
+
+def write_optimize(res, out: Path, study_file: Path | None) -> None:
+    import shutil
+
+    import yaml
+
+    def fill(d: Path) -> None:
+        t = res.table
+        t.to_csv(d / "trials.csv", index=False)
+        front = res.front
+        ft = t[t["trial"].isin([x.number for x in front])]
+        ft.to_csv(d / "pareto.csv", index=False)
+        over = res.best_overrides()
+        if over is not None:
+            (d / "best.yaml").write_text(
+                f"# floodgate optimize: best feasible of {len(res.trials)} trials "
+                f"({res.objectives[0].text}); use with: floodgate compare SCENARIO "
+                f"--variant best=best.yaml\n" + yaml.safe_dump(over, sort_keys=False))
+        (d / "optimize.json").write_text(dump_json({
+            "scenario": res.scenario, "study": res.study_name,
+            "params": [p.text for p in res.params], "objectives": [o.text for o in res.objectives],
+            "constraints": list(dict.fromkeys(c.text for c in res.constraints)),
+            "reps": res.reps, "wall_s": round(res.wall_s, 2), **res.headline(),
+            "best_metrics": None if res.best is None else {k: list(v) for k, v in res.best.values.items()
+                                                            if k in t.columns}}))
+        if study_file is not None:
+            shutil.copyfile(study_file, d / "study.db")
+        figs = _save_figs(optimize_figures(res), d / "figures")
+        b = res.best
+        o = res.objectives[0]
+        cons = ", ".join(html.escape(c) for c in dict.fromkeys(c.text for c in res.constraints))
+        intro = (f"<p>{len(res.trials)} trials × {res.reps} replications, every trial on the same "
+                 f"seeds. Constraints ({cons or 'none'}) are judged on the pessimistic end of each "
+                 f"95% interval.</p>")
+        if b is None:
+            intro += "<p class=findings>No trial meets every constraint.</p>"
+        else:
+            intro += ("<div class=findings><p>Best feasible trial "
+                      f"({html.escape(o.text)} {_ci(b.values[o.metric])}): "
+                      + ", ".join(f"<code>{html.escape(k)}={html.escape(_label(v))}</code>"
+                                  for k, v in b.point.items())
+                      + "</p><p>As overrides for <code>compare --variant</code> (best.yaml):</p><pre>"
+                      + html.escape(yaml.safe_dump(over, sort_keys=False)) + "</pre></div>")
+        (a, _), (bm, _) = res.front_metrics()
+        header = ["trial", *[p.path for p in res.params], f"{a} (95% CI)", f"{bm} (95% CI)"]
+        rows = [[x.number, *[_label(x.point[p.path]) for p in res.params], _ci(x.values[a]),
+                 _ci(x.values[bm])] for x in front]
+        top = sorted(res.trials, key=lambda x: (-x.feasible, -x.values[o.metric][0] if o.sense == "max"
+                                                else x.values[o.metric][0]))[:15]
+        h2 = ["trial", *[p.path for p in res.params], f"{o.metric} (95% CI)", "feasible"]
+        r2 = [[x.number, *[_label(x.point[p.path]) for p in res.params], _ci(x.values[o.metric]),
+               "yes" if x.feasible else "no"] for x in top]
+        k2 = [[""] * (len(h2) - 1) + ["ok" if x.feasible else "bad"] for x in top]
+        (d / "report.html").write_text(page(
+            f"Floodgate optimize: {res.scenario}",
+            [intro, *[f"<h3>{html.escape(t)}</h3>" + img_tag(p, t) for t, p in figs],
+             "<h3>Pareto front</h3>", table(header, rows),
+             "<h3>Best trials</h3>", table(h2, r2, k2)]))
+
+    write_dir(out, fill, kind="optimize")
