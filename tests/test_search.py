@@ -165,3 +165,55 @@ def test_dask_local_cluster_equals_the_process_pool(tmp_path, capsys):
     pd.testing.assert_frame_equal(a, b)
     a, b = (pd.read_csv(tmp_path / f"opt-{n}" / "trials.csv") for n in ("pool", "dask"))
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_morris_ranks_the_fleet_first_and_an_inert_input_at_zero(tmp_path, capsys):
+    """demand.users does not change a points-curve's rate: its elementary effects are exactly 0
+    on common random numbers; the fleet size moves the free tier's p95 most."""
+    q = _queue(tmp_path)
+    out = tmp_path / "sens"
+    assert main(["sensitivity", str(q), "--factor", "fleet.pools.p.gpus=5:9",
+                 "--factor", "demand.users=500:2000", "--metric", "free.p95_s", "--samples", "3",
+                 "--reps", "1", "--jobs", "1", "--out", str(out), "--json", "--quiet"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["ranking"]["free.p95_s"] == ["fleet.pools.p.gpus", "demand.users"]
+    t = pd.read_csv(out / "sensitivity.csv").set_index("factor")
+    assert t.loc["demand.users", "mu_star"] == 0 and t.loc["fleet.pools.p.gpus", "mu_star_low"] > 0
+
+
+@pytest.mark.parametrize("argv,why", [
+    (["--factor", "demand.users=2000:500"], "above HIGH"),
+    (["--factor", "demand.userz=1:5"], "unknown key"),
+    (["--factor", "demand.users=5:5"], "nothing to vary"),
+])
+def test_sensitivity_bad_factor_is_one_error_line(tmp_path, capsys, argv, why):
+    rc = main(["sensitivity", str(_queue(tmp_path)), *argv, "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: --factor: ") and why in err[0]
+
+
+@pytest.mark.slow
+def test_search_reports_render_in_chromium(tmp_path, capsys):
+    from browser import inspect_page
+
+    q = _queue(tmp_path)
+    common = ["--reps", "2", "--jobs", "1", "--quiet", "--constraint", "paid:p95<=5s"]
+    assert main(["sweep", str(q), "--grid", "fleet.pools.p.gpus=5,7", "--grid",
+                 "policies.shed_reserve.queue_depth.free=5,20", "--objective", "free_goodput",
+                 "--out", str(tmp_path / "sweep2"), *common]) == 0
+    assert main(["sweep", str(q), "--grid", "fleet.pools.p.gpus=5:7:1",
+                 "--out", str(tmp_path / "sweep1"), *common]) == 0
+    assert _optimize(q, tmp_path / "optimize", "--jobs", "1") == 0
+    assert main(["sensitivity", str(q), "--factor", "fleet.pools.p.gpus=5:9", "--factor",
+                 "policies.shed_reserve.queue_depth.free=5:30", "--samples", "2", "--reps", "1",
+                 "--jobs", "1", "--quiet", "--out", str(tmp_path / "sensitivity")]) == 0
+    capsys.readouterr()
+    for kind in ("sweep2", "sweep1", "optimize", "sensitivity"):
+        n = len(list((tmp_path / kind / "figures").glob("*.png")))
+        assert n >= 1
+        page = inspect_page(tmp_path / kind / "report.html")
+        assert page["title"].startswith("Floodgate")
+        assert len(page["images"]) == n
+        for img in page["images"]:
+            assert img["complete"] and img["w"] > 100 and img["h"] > 100
+        assert page["errors"] == []

@@ -293,3 +293,79 @@ def write_optimize(res, out: Path, study_file: Path | None) -> None:
              "<h3>Best trials</h3>", table(h2, r2, k2)]))
 
     write_dir(out, fill, kind="optimize")
+
+
+def sensitivity_figures(res) -> dict[str, tuple[str, Figure]]:
+    """Morris: mu*-sigma per output; Sobol: tornado of total and first-order indices."""
+    out: dict[str, tuple[str, Figure]] = {}
+    n = len(res.outputs)
+    fig = Figure(figsize=(6.0 * n, 4.2))
+    axs = fig.subplots(1, n, squeeze=False)[0]
+    for ax, m in zip(axs, res.outputs, strict=True):
+        t = res.table[res.table["metric"] == m]
+        if res.method == "morris":
+            ax.errorbar(t["mu_star"], t["sigma"], xerr=t["mu_star"] - t["mu_star_low"], fmt="o",
+                        capsize=3)
+            for _, r in t.iterrows():
+                ax.annotate(r["factor"], (r["mu_star"], r["sigma"]), fontsize=7,
+                            xytext=(4, 4), textcoords="offset points")
+            lim = max(float(t["mu_star_high"].max()), float(t["sigma"].max()), 1e-12) * 1.15
+            ax.plot([0, lim], [0, lim], color="0.7", ls=":", lw=1)
+            ax.set_xlim(0, lim)
+            ax.set_ylim(0, lim)
+            ax.set_xlabel("mu* (mean |elementary effect|, 95% interval)")
+            ax.set_ylabel("sigma (interaction / non-linearity)")
+        else:
+            t = t.sort_values("ST")
+            y = np.arange(len(t))
+            ax.barh(y + 0.2, t["ST"], height=0.4, xerr=t["ST_high"] - t["ST"], capsize=3,
+                    label="total ST")
+            ax.barh(y - 0.2, t["S1"], height=0.4, xerr=t["S1_high"] - t["S1"], capsize=3,
+                    label="first-order S1")
+            ax.set_yticks(y, t["factor"], fontsize=8)
+            ax.set_xlabel("Sobol index (95% interval)")
+            ax.legend(fontsize=8)
+        ax.set_title(m, fontsize=10)
+    fig.suptitle(f"{res.method.capitalize()} sensitivity: {len(res.points)} points × {res.reps} "
+                 f"replications")
+    out["mu_star_sigma" if res.method == "morris" else "tornado"] = (
+        "mu*-sigma" if res.method == "morris" else "Sobol tornado", fig)
+    return out
+
+
+def write_sensitivity(res, out: Path) -> None:
+    def fill(d: Path) -> None:
+        res.table.to_csv(d / "sensitivity.csv", index=False)
+        (d / "sensitivity.json").write_text(dump_json({
+            "scenario": res.scenario, "method": res.method,
+            "factors": [f.text for f in res.factors], "metrics": res.outputs,
+            "points": len(res.points), "reps": res.reps,
+            "ranking": ranking(res)}))
+        figs = _save_figs(sensitivity_figures(res), d / "figures")
+        key = "mu_star" if res.method == "morris" else "ST"
+        header = ["metric", "factor", f"{key} (95% CI)",
+                  "sigma" if res.method == "morris" else "S1 (95% CI)"]
+        rows = []
+        for _, r in res.table.sort_values(["metric", key], ascending=[True, False]).iterrows():
+            second = (_short(r["sigma"]) if res.method == "morris"
+                      else _ci((r["S1"], r["S1_low"], r["S1_high"])))
+            rows.append([r["metric"], r["factor"],
+                         _ci((r[key], r[f"{key}_low"], r[f"{key}_high"])), second])
+        intro = (f"<p>{res.method.capitalize()} design of {len(res.points)} points, each "
+                 f"replicated {res.reps} times on the same seeds; outputs are means over "
+                 f"replications.</p><p class=findings>Largest effect: "
+                 + "; ".join(f"<code>{html.escape(m)}</code>: {html.escape(f[0])}"
+                             for m, f in ranking(res).items()) + "</p>")
+        (d / "report.html").write_text(page(
+            f"Floodgate sensitivity: {res.scenario}",
+            [intro, *[f"<h3>{html.escape(t)}</h3>" + img_tag(p, t) for t, p in figs],
+             table(header, rows)]))
+
+    write_dir(out, fill, kind="sensitivity")
+
+
+def ranking(res) -> dict[str, list[str]]:
+    """Per output, the factors from largest to smallest effect (mu* or total index)."""
+    key = "mu_star" if res.method == "morris" else "ST"
+    return {m: res.table[res.table["metric"] == m].sort_values(key, ascending=False)["factor"].tolist()
+            for m in res.outputs}
