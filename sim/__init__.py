@@ -6,7 +6,7 @@ Data flows one way: scenario -> demand -> policies (admission) -> scheduler and 
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "plan", "compare", "__version__"]
+__all__ = ["run", "plan", "compare", "grid_sweep", "optimize", "sensitivity", "__version__"]
 
 
 def __getattr__(name: str):
@@ -15,4 +15,8 @@ def __getattr__(name: str):
         from sim import api
 
         return getattr(api, name)
+    if name in ("grid_sweep", "optimize", "sensitivity"):
+        from sim.search import api as search_api
+
+        return getattr(search_api, name)
     raise AttributeError(f"module 'sim' has no attribute {name!r}")

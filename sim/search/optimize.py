@@ -52,6 +52,21 @@ class OptimizeResult:
     study_name: str
     wall_s: float
 
+    def figures(self) -> dict:
+        """The report's figures by file stem, each a matplotlib Figure."""
+        from sim.search.api import figures_of
+
+        return figures_of(self)
+
+    def write(self, out):
+        """Write the report folder, as the command's --out does."""
+        from sim.report.write import check_out
+        from sim.search.report import write_optimize
+
+        out = check_out(out)
+        write_optimize(self, out, None)
+        return out
+
     def objective_values(self, t: Trial) -> list[float]:
         return [t.values[o.metric][0] for o in self.objectives]
 
@@ -145,9 +160,10 @@ def _violations(values: dict, constraints: list[Constraint]) -> list[float]:
 
 def run_optimize(base: Base, params: list[Param], objectives: list[Objective],
                  constraints: list[Constraint], reps: int, trials: int, ex: Executor,
-                 storage: str, batch: int = 4, seed: int | None = None,
+                 storage: str | None, batch: int = 4, seed: int | None = None,
                  progress: bool = True) -> OptimizeResult:
-    """Run (or resume) the study stored at `storage` (a SQLAlchemy URL) up to `trials` trials."""
+    """Run (or resume) the study stored at `storage` (a SQLAlchemy URL; None: in memory) up
+    to `trials` trials."""
     import optuna
 
     if not 1 <= len(objectives) <= 2:

@@ -31,6 +31,21 @@ class SensitivityResult:
     points: list[dict]
     table: pd.DataFrame  # one row per output and factor
 
+    def figures(self) -> dict:
+        """The report's figures by file stem, each a matplotlib Figure."""
+        from sim.search.api import figures_of
+
+        return figures_of(self)
+
+    def write(self, out):
+        """Write the report folder, as the command's --out does."""
+        from sim.report.write import check_out
+        from sim.search.report import write_sensitivity
+
+        out = check_out(out)
+        write_sensitivity(self, out)
+        return out
+
 
 def _problem(factors: list[Param]) -> dict:
     return {"num_vars": len(factors), "names": [f.path for f in factors],

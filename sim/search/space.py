@@ -17,7 +17,7 @@ import yaml
 
 from sim.errors import InputError
 from sim.overrides import apply_set, apply_sets
-from sim.scenario import Scenario, parse_scenario
+from sim.scenario import Scenario, merge, parse_scenario
 
 
 @dataclass
@@ -29,8 +29,10 @@ class Base:
     sc: Scenario
 
 
-def load_base(scenario: str | Path | dict, sets: list[str] | None = None) -> Base:
-    """Read a scenario file (or take a dict) and apply `--set` changes, as `run` does."""
+def load_base(scenario: str | Path | dict, sets: list[str] | None = None,
+              overrides: dict | None = None) -> Base:
+    """Read a scenario file (or take a dict), merge `overrides` (nested mappings merge, as
+    `load_scenario` does) and apply `--set` changes, as `run` does."""
     if isinstance(scenario, dict):
         data, source = copy.deepcopy(scenario), "<dict>"
     else:
@@ -46,6 +48,8 @@ def load_base(scenario: str | Path | dict, sets: list[str] | None = None) -> Bas
         source = str(p)
     if not isinstance(data, dict):
         raise InputError(source, "(root)", "a scenario is a YAML mapping")
+    if overrides:
+        data = merge(data, overrides)
     if sets:
         apply_sets(data, sets)
     return Base(data, source, parse_scenario(copy.deepcopy(data), source))

@@ -28,6 +28,21 @@ class SweepResult:
     constraints: list[Constraint] = field(default_factory=list)
     objective: Objective | None = None
 
+    def figures(self) -> dict:
+        """The report's figures by file stem, each a matplotlib Figure."""
+        from sim.search.api import figures_of
+
+        return figures_of(self)
+
+    def write(self, out):
+        """Write the report folder, as the command's --out does."""
+        from sim.report.write import check_out
+        from sim.search.report import write_sweep
+
+        out = check_out(out)
+        write_sweep(self, out)
+        return out
+
     @property
     def table(self) -> pd.DataFrame:
         """Tidy: one row per cell and metric."""
