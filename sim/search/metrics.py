@@ -155,14 +155,15 @@ class Constraint:
         """The interval straddles the bound: replication noise decides."""
         return self.holds(v, "optimistic") and not self.holds(v, "pessimistic")
 
-    def violation(self, v: tuple[float, float, float]) -> float:
-        """How far the pessimistic end is past the bound, relative (0 when it holds)."""
+    def margin(self, v: tuple[float, float, float]) -> float:
+        """How far the pessimistic end is past the bound, relative to the bound: <= 0 holds
+        (Optuna's constraint convention); an undefined value counts as far past."""
         m, lo, hi = v
         x = hi if self.op == "<=" else lo
         if not math.isfinite(x):
             return 1e6
         d = (x - self.bound) if self.op == "<=" else (self.bound - x)
-        return max(0.0, d) / max(abs(self.bound), 1e-9)
+        return d / max(abs(self.bound), 1e-9)
 
 
 def parse_constraints(text: str, sc: Scenario, metrics: list[str],

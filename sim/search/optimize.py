@@ -143,21 +143,6 @@ def study_name(base: Base, params: list[Param], objectives: list[Objective],
     return f"{base.sc.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def _violations(values: dict, constraints: list[Constraint]) -> list[float]:
-    """Per constraint: how far the pessimistic interval end is past the bound, relative to the
-    bound (<= 0 holds); optuna's constraint convention."""
-    out = []
-    for c in constraints:
-        m, lo, hi = values[c.metric]
-        x = hi if c.op == "<=" else lo
-        if not math.isfinite(x):
-            out.append(1e6)
-            continue
-        d = (x - c.bound) if c.op == "<=" else (c.bound - x)
-        out.append(d / max(abs(c.bound), 1e-9))
-    return out
-
-
 def run_optimize(base: Base, params: list[Param], objectives: list[Objective],
                  constraints: list[Constraint], reps: int, trials: int, ex: Executor,
                  storage: str | None, batch: int = 4, seed: int | None = None,
@@ -210,7 +195,7 @@ def run_optimize(base: Base, params: list[Param], objectives: list[Objective],
             points.append(pt)
         values, _ = evaluate(base, points, reps, ex, desc="trials")
         for tr, v in zip(asked, values, strict=True):
-            viol = _violations(v, constraints)
+            viol = [c.margin(v[c.metric]) for c in constraints]
             tr.set_user_attr("violations", viol)
             if per_trial:
                 for i, x in enumerate(viol):
