@@ -50,6 +50,7 @@ class OptimizeResult:
     trials: list[Trial]
     base_data: dict
     study_name: str
+    sets: tuple[str, ...]
     wall_s: float
 
     def figures(self) -> dict:
@@ -231,4 +232,4 @@ def _result(base, params, objectives, constraints, reps, study, name, t0) -> Opt
         trials.append(Trial(t.number, {p.path: t.params[p.path] for p in params}, vals,
                             list(t.user_attrs["violations"])))
     return OptimizeResult(base.sc.name, params, objectives, constraints, reps, trials,
-                          base.data, name, time.perf_counter() - t0)
+                          base.data, name, base.sets, time.perf_counter() - t0)

@@ -100,8 +100,8 @@ def sweep_figures(res) -> dict[str, tuple[str, Figure]]:
             ax.set_yticks(range(len(ax1.values)), [_label(v) for v in ax1.values], fontsize=8)
             ax.set_xlabel(ax0.path)
             ax.set_ylabel(ax1.path)
-            ax.set_title(f"{m} (mean of {res.reps}; ✗ fails a constraint, ? interval crosses it)",
-                         fontsize=9)
+            ax.set_title(f"{m}: mean of {res.reps} replications\n"
+                         "✗ fails a constraint, ? its interval crosses one", fontsize=9)
             out[f"heatmap_{m.replace('.', '_')}"] = (f"{m}", fig)
     return out
 
@@ -247,10 +247,14 @@ def write_optimize(res, out: Path, study_file: Path | None) -> None:
         ft.to_csv(d / "pareto.csv", index=False)
         over = res.best_overrides()
         if over is not None:
+            import shlex
+
+            sets = "".join(f" --set {shlex.quote(x)}" for x in res.sets)
             (d / "best.yaml").write_text(
                 f"# floodgate optimize: best feasible of {len(res.trials)} trials "
-                f"({res.objectives[0].text}); use with: floodgate compare SCENARIO "
-                f"--variant best=best.yaml\n" + yaml.safe_dump(over, sort_keys=False))
+                f"({res.objectives[0].text}), {res.reps} replications each.\n# Use with: "
+                f"floodgate compare SCENARIO{sets} --variant best=best.yaml\n"
+                + yaml.safe_dump(over, sort_keys=False))
         (d / "optimize.json").write_text(dump_json({
             "scenario": res.scenario, "study": res.study_name,
             "params": [p.text for p in res.params], "objectives": [o.text for o in res.objectives],

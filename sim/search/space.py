@@ -27,6 +27,7 @@ class Base:
     data: dict
     source: str
     sc: Scenario
+    sets: tuple[str, ...] = ()  # the --set changes applied (a search's fixed conditions)
 
 
 def load_base(scenario: str | Path | dict, sets: list[str] | None = None,
@@ -52,7 +53,7 @@ def load_base(scenario: str | Path | dict, sets: list[str] | None = None,
         data = merge(data, overrides)
     if sets:
         apply_sets(data, sets)
-    return Base(data, source, parse_scenario(copy.deepcopy(data), source))
+    return Base(data, source, parse_scenario(copy.deepcopy(data), source), tuple(sets or ()))
 
 
 def with_point(data: dict, point: dict[str, Any], flag: str = "--grid") -> dict:
