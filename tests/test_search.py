@@ -217,3 +217,19 @@ def test_search_reports_render_in_chromium(tmp_path, capsys):
         for img in page["images"]:
             assert img["complete"] and img["w"] > 100 and img["h"] > 100
         assert page["errors"] == []
+
+
+def test_sobol_total_index_of_an_inert_input_is_zero(tmp_path, capsys):
+    """f(A) - f(AB_j) vanishes for an input the output does not depend on, so its total index
+    is 0 exactly; the fleet size carries the variance of the free p95."""
+    q = _queue(tmp_path)
+    assert main(["sensitivity", str(q), "--method", "sobol", "--factor", "fleet.pools.p.gpus=5:9",
+                 "--factor", "demand.users=500:2000", "--metric", "free.p95_s", "--samples", "4",
+                 "--reps", "1", "--jobs", "1", "--out", str(tmp_path / "sob"), "--json", "--quiet"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["points"] == 16 and line["ranking"]["free.p95_s"][0] == "fleet.pools.p.gpus"
+    t = pd.read_csv(tmp_path / "sob" / "sensitivity.csv").set_index("factor")
+    assert t.loc["demand.users", "ST"] == 0 and t.loc["fleet.pools.p.gpus", "ST"] > 0.5
+    assert main(["sensitivity", str(q), "--method", "sobol", "--factor", "demand.users=5:9",
+                 "--samples", "6", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "power of two" in capsys.readouterr().err
