@@ -233,3 +233,16 @@ def test_sobol_total_index_of_an_inert_input_is_zero(tmp_path, capsys):
     assert main(["sensitivity", str(q), "--method", "sobol", "--factor", "demand.users=5:9",
                  "--samples", "6", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "power of two" in capsys.readouterr().err
+
+
+def test_three_axis_sweep_writes_its_table_without_figures(tmp_path, capsys):
+    q = _queue(tmp_path)
+    out = tmp_path / "s3"
+    assert main(["sweep", str(q), "--grid", "fleet.pools.p.gpus=6", "--grid",
+                 "policies.shed_reserve.queue_depth.free=5,20", "--grid", "tiers.free.slo_s=10",
+                 "--reps", "1", "--jobs", "1", "--out", str(out), "--json", "--quiet"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line == {"cells": 2, "reps": 1, "best": None, "best_metrics": None}
+    t = pd.read_parquet(out / "sweep.parquet")
+    assert set(t["tiers.free.slo_s"]) == {10} and not list((out / "figures").glob("*.png"))
+    assert "one- or two-parameter" in (out / "report.html").read_text()

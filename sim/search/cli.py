@@ -44,6 +44,8 @@ def _reps(n: int) -> int:
 
 
 def cmd_sweep(args) -> int:
+    import pyarrow  # noqa: F401  (the Parquet table; missing: one line naming the extra, before any run)
+
     from sim.search.metrics import metric_names, parse_constraints, parse_objective
     from sim.search.report import write_sweep
     from sim.search.space import load_base, parse_grid

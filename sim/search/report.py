@@ -171,6 +171,9 @@ def write_sweep(res, out: Path) -> None:
                  f"same seeds (common random numbers). Values: mean over replications and the "
                  f"95% interval. Constraints ({cons or 'none'}) are judged on the interval's "
                  f"pessimistic end; a cell whose interval crosses a bound is flagged.</p>")
+        if len(res.axes) > 2:
+            intro += ("<p>Figures are drawn for one- or two-parameter grids; this one has "
+                      f"{len(res.axes)}, so the table (and sweep.parquet) carries it.</p>")
         if res.objective is not None:
             intro += ("<p class=findings>Best feasible cell for "
                       f"<code>{html.escape(res.objective.text)}</code>: "
