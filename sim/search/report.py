@@ -27,8 +27,9 @@ def _numeric(values: list) -> bool:
 
 
 def sweep_metrics(res) -> list[str]:
-    """Metrics worth a figure: the objective, constrained metrics, each tier's p95 and rejected
-    share, free goodput, revenue minus GPU cost (each once, in that order)."""
+    """Metrics worth a figure: the objective, constrained metrics, each tier's p95, free goodput,
+    revenue minus GPU cost, and the share rejected by each reason that rejected anything (each
+    once, in that order)."""
     out = []
     if res.objective is not None:
         out.append(res.objective.metric)
@@ -37,7 +38,9 @@ def sweep_metrics(res) -> list[str]:
     tiers = list(dict.fromkeys(m.split(".")[0] for m in names if m.endswith(".p95_s")))
     out += [f"{t}.p95_s" for t in tiers]
     out += ["free_goodput", "revenue_minus_gpu_cost"]
-    out += [f"{t}.rejected_share" for t in tiers]
+    # share rejected by reason, for the reasons that rejected anything somewhere in the grid
+    out += sorted(m for m in names if ".rejected_share." in m
+                  and any(np.isfinite(v[m][0]) and v[m][0] > 0 for v in res.values))
     return [m for m in dict.fromkeys(out) if m in names]
 
 
