@@ -87,7 +87,8 @@ def run_sensitivity(base: Base, factors: list[Param], outputs: list[str], method
             r = analyze.analyze(prob, Xrun, Y, conf_level=0.95, num_levels=levels, seed=seed)
             for j, f in enumerate(factors):
                 mu, c = float(r["mu_star"][j]), float(r["mu_star_conf"][j])
-                rows.append({"metric": m, "factor": f.path, "mu_star": mu, "mu_star_low": mu - c,
+                # mu* is a mean of absolute effects: its interval stops at 0
+                rows.append({"metric": m, "factor": f.path, "mu_star": mu, "mu_star_low": max(0.0, mu - c),
                              "mu_star_high": mu + c, "sigma": float(r["sigma"][j]),
                              "mu": float(r["mu"][j])})
         else:
