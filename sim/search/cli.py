@@ -5,11 +5,11 @@ Bad input is one `error:` line naming the flag (exit 2); `--json` prints one JSO
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from sim.errors import InputError
+from sim.jsonout import dumps
 from sim.report.write import check_out
 
 
@@ -68,7 +68,7 @@ def cmd_sweep(args) -> int:
     write_sweep(res, out)
     print(f"wrote {out}/ ({len(res.points)} cells x {reps} replications)", file=sys.stderr)
     if args.json:
-        print(json.dumps(res.headline()))
+        print(dumps(res.headline()))
     else:
         print(res.cells.to_string(index=False))
     return 0
@@ -132,10 +132,10 @@ def cmd_optimize(args) -> int:
     print(f"wrote {out}/ ({len(res.trials)} trials x {reps} replications, "
           f"{res.wall_s:.0f} s)", file=sys.stderr)
     if args.json:
-        print(json.dumps(res.headline()))
+        print(dumps(res.headline()))
     else:
         h = res.headline()
-        print("best:", json.dumps(h["best"]), "value:", h["best_value"], "feasible:", h["feasible"])
+        print("best:", dumps(h["best"]), "value:", h["best_value"], "feasible:", h["feasible"])
     return 0
 
 
@@ -172,7 +172,7 @@ def cmd_sensitivity(args) -> int:
     write_sensitivity(res, out)
     print(f"wrote {out}/ ({len(res.points)} points x {reps} replications)", file=sys.stderr)
     if args.json:
-        print(json.dumps({"method": res.method, "points": len(res.points), "reps": reps,
+        print(dumps({"method": res.method, "points": len(res.points), "reps": reps,
                           "ranking": ranking(res)}))
     else:
         print(res.table.to_string(index=False))

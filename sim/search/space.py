@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sim.errors import InputError
 from sim.overrides import apply_set, apply_sets
 from sim.scenario import Scenario, merge, parse_scenario
@@ -37,16 +35,9 @@ def load_base(scenario: str | Path | dict, sets: list[str] | None = None,
     if isinstance(scenario, dict):
         data, source = copy.deepcopy(scenario), "<dict>"
     else:
-        p = Path(scenario)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except FileNotFoundError:
-            raise InputError(str(p), "(file)", "no such file") from None
-        except OSError as e:
-            raise InputError(str(p), "(file)", f"cannot read: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise InputError(str(p), "(yaml)", f"malformed YAML: {e}") from None
-        source = str(p)
+        from sim.inputs import read_yaml
+
+        data, source = read_yaml(Path(scenario)), str(scenario)
     if not isinstance(data, dict):
         raise InputError(source, "(root)", "a scenario is a YAML mapping")
     if overrides:
@@ -124,12 +115,14 @@ def parse_grid(text: str, base: Base, flag: str = "--grid") -> Axis:
     elif ":" in raw and "," not in raw and all(_NUM.fullmatch(p.strip()) for p in parts):
         raise InputError(flag, text, "a range is LOW:HIGH:STEP, e.g. 900:1500:100")
     else:
+        from sim.inputs import load_yaml
+
         values = []
         for item in raw.split(","):
             try:
-                values.append(yaml.safe_load(item) if item.strip() else None)
-            except yaml.YAMLError:
-                raise InputError(flag, text, f"{item!r} is not a valid YAML value") from None
+                values.append(load_yaml(item, flag) if item.strip() else None)
+            except InputError as e:
+                raise InputError(flag, text, f"{item!r}: {e.message}") from None
         if any(v is None for v in values):
             raise InputError(flag, text, "an empty value in the list")
     if len(set(map(repr, values))) != len(values):
