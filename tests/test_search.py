@@ -10,6 +10,7 @@ import pytest
 from helpers import queue_scenario
 
 from sim.cli import main
+from sim.jsonout import loads_strict
 from sim.search.metrics import interval
 from sim.search.space import load_base, overrides_for, parse_grid, parse_param
 
@@ -63,7 +64,7 @@ def test_sweep_is_on_common_random_numbers(tmp_path, capsys):
     assert main(["sweep", str(q), "--grid", "fleet.pools.p.gpus=5,7", "--reps", "3",
                  "--jobs", "1", "--constraint", "paid:p95<=5s", "--objective", "free_goodput",
                  "--out", str(out), "--json", "--quiet"]) == 0
-    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    line = loads_strict(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["cells"] == 2 and line["reps"] == 3
     t = pd.read_parquet(out / "sweep.parquet")
     assert t.equals(pd.read_csv(out / "sweep.csv")) or np.allclose(
@@ -112,7 +113,7 @@ def test_optimize_best_is_feasible_resumes_and_compare_takes_it(tmp_path, capsys
     q = _queue(tmp_path)
     out = tmp_path / "opt"
     assert _optimize(q, out, "--jobs", "1") == 0
-    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    line = loads_strict(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["trials"] == 6 and line["feasible"]
     t = pd.read_csv(out / "trials.csv")
     assert len(t) == 6
@@ -125,6 +126,7 @@ def test_optimize_best_is_feasible_resumes_and_compare_takes_it(tmp_path, capsys
     capsys.readouterr()
     t2 = pd.read_csv(out / "trials.csv")
     assert len(t2) == 9 and t2.head(6)["free_goodput"].tolist() == t["free_goodput"].tolist()
+    loads_strict((out / "optimize.json").read_text())
     best = yaml.safe_load((out / "best.yaml").read_text())
     assert best["fleet"]["pools"][0]["gpus"] == json.loads((out / "optimize.json").read_text())["best"]["fleet.pools.p.gpus"]
     assert main(["compare", str(q), "--variant", f"best={out / 'best.yaml'}", "--jobs", "1",
@@ -175,7 +177,7 @@ def test_morris_ranks_the_fleet_first_and_an_inert_input_at_zero(tmp_path, capsy
     assert main(["sensitivity", str(q), "--factor", "fleet.pools.p.gpus=5:9",
                  "--factor", "demand.users=500:2000", "--metric", "free.p95_s", "--samples", "3",
                  "--reps", "1", "--jobs", "1", "--out", str(out), "--json", "--quiet"]) == 0
-    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    line = loads_strict(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["ranking"]["free.p95_s"] == ["fleet.pools.p.gpus", "demand.users"]
     t = pd.read_csv(out / "sensitivity.csv").set_index("factor")
     assert t.loc["demand.users", "mu_star"] == 0 and t.loc["fleet.pools.p.gpus", "mu_star_low"] > 0
@@ -226,7 +228,7 @@ def test_sobol_total_index_of_an_inert_input_is_zero(tmp_path, capsys):
     assert main(["sensitivity", str(q), "--method", "sobol", "--factor", "fleet.pools.p.gpus=5:9",
                  "--factor", "demand.users=500:2000", "--metric", "free.p95_s", "--samples", "4",
                  "--reps", "1", "--jobs", "1", "--out", str(tmp_path / "sob"), "--json", "--quiet"]) == 0
-    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    line = loads_strict(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["points"] == 16 and line["ranking"]["free.p95_s"][0] == "fleet.pools.p.gpus"
     t = pd.read_csv(tmp_path / "sob" / "sensitivity.csv").set_index("factor")
     assert t.loc["demand.users", "ST"] == 0 and t.loc["fleet.pools.p.gpus", "ST"] > 0.5
@@ -241,8 +243,9 @@ def test_three_axis_sweep_writes_its_table_without_figures(tmp_path, capsys):
     assert main(["sweep", str(q), "--grid", "fleet.pools.p.gpus=6", "--grid",
                  "policies.shed_reserve.queue_depth.free=5,20", "--grid", "tiers.free.slo_s=10",
                  "--reps", "1", "--jobs", "1", "--out", str(out), "--json", "--quiet"]) == 0
-    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    line = loads_strict(capsys.readouterr().out.strip().splitlines()[-1])
     assert line == {"cells": 2, "reps": 1, "best": None, "best_metrics": None}
+    loads_strict((out / "sweep.json").read_text())
     t = pd.read_parquet(out / "sweep.parquet")
     assert set(t["tiers.free.slo_s"]) == {10} and not list((out / "figures").glob("*.png"))
     assert "one- or two-parameter" in (out / "report.html").read_text()
