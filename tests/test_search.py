@@ -249,3 +249,21 @@ def test_three_axis_sweep_writes_its_table_without_figures(tmp_path, capsys):
     t = pd.read_parquet(out / "sweep.parquet")
     assert set(t["tiers.free.slo_s"]) == {10} and not list((out / "figures").glob("*.png"))
     assert "one- or two-parameter" in (out / "report.html").read_text()
+
+
+def test_two_objectives_give_a_pareto_front_of_nondominated_trials(tmp_path, capsys):
+    """NSGA-II: more GPUs cost more and serve more, so the front trades one for the other."""
+    q = _queue(tmp_path)
+    out = tmp_path / "nsga"
+    assert main(["optimize", str(q), "--set", "fleet.pools.p.price_per_gpu_hour=2.5",
+                 "--param", "fleet.pools.p.gpus=3:9", "--objective",
+                 "free_goodput", "--objective", "gpu_cost", "--reps", "1", "--trials", "8",
+                 "--batch", "4", "--jobs", "1", "--out", str(out), "--json", "--quiet"]) == 0
+    line = loads_strict(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["trials"] == 8 and line["feasible"]
+    front = pd.read_csv(out / "pareto.csv").sort_values("gpu_cost")
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(front) >= 2 and front["free_goodput"].is_monotonic_increasing
+    for _, t in trials.iterrows():  # nothing outside the front beats a front trial on both
+        assert not ((front["free_goodput"] < t["free_goodput"]) & (front["gpu_cost"] > t["gpu_cost"])).any()
+    assert (out / "figures" / "pareto.png").exists()
