@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import simpy
 
-from sim.demand import Arrivals, build_demand, chunk_arrivals
+from sim.demand import Arrivals, build_demand
+from sim.demand.feed import ChunkFeed
 from sim.errors import InputError
 from sim.fleet.cost import CostModel, find_profile, load_profile
 from sim.fleet.fleet import Fleet, PoolSetup
@@ -26,6 +27,17 @@ from sim.scenario import Scenario
 KERNEL_REASON = np.array(
     [REASONS.index(r) for r in ("queue_full", "shed", "timeout", "rate_limited")], dtype=np.int64
 )
+
+
+def bump(series: np.ndarray, iv: np.ndarray, k: np.ndarray, nk: int) -> np.ndarray:
+    """series[iv[i], k[i]] += 1 for each i (iv sorted, as times are); returns the counts per k.
+    One bincount over the few intervals a window spans, instead of np.add.at."""
+    if len(iv) == 0:
+        return np.zeros(nk, np.int64)
+    lo, hi = int(iv[0]), int(iv[-1]) + 1
+    c = np.bincount((iv - lo) * nk + k, minlength=(hi - lo) * nk).reshape(hi - lo, nk)
+    series[lo:hi] += c
+    return c.sum(axis=0)
 
 
 @dataclass
@@ -92,6 +104,7 @@ class Run:
 
     sc: Scenario
     progress: bool = False
+    threads: bool = True  # first attempts made ahead on a second thread (same results)
     fleet: Fleet = field(init=False)
 
     def __post_init__(self):
@@ -114,6 +127,7 @@ class Run:
         self._buf = Arrivals.empty()
         self._noise = (np.zeros(0), np.zeros(0))
         self._pos = 0
+        self._feed: ChunkFeed | None = None
         # Requests created during the run (retries, socially triggered requests): merged into
         # later windows. One that falls inside the window being processed is deferred to its
         # end; keep chunk_s below the shortest retry backoff for exact timing.
@@ -134,23 +148,23 @@ class Run:
     # -- demand, chunk by chunk on a fixed grid (common random numbers across variants) --
 
     def _load_chunk(self, k: int) -> None:
-        self._buf = chunk_arrivals(self.demand, self.sc, k, self.sc.horizon)
-        srng = np.random.default_rng([self.sc.seed, 2, k])
-        n = len(self._buf)
-        self._noise = (srng.exponential(1.0, n), srng.standard_normal(n))
+        if self._feed is None:
+            self._feed = ChunkFeed(self.demand, self.sc, self.sc.horizon, thread=self.threads)
+        a, e, z = self._feed.get(k)
+        if self.demand.override.a is not None and len(a):  # paid conversion so far
+            a = Arrivals(a.t, a.user, self.demand.tier_now(a.user, a.tier), a.attempt)
+        self._buf, self._noise = a, (e, z)
         self._chunk, self._pos = k, 0
 
     def _take(self, until: float) -> tuple[Arrivals, np.ndarray, np.ndarray]:
         """Arrivals in [cursor, until) with their service noise."""
-        parts, ne, nz = [], [], []
+        parts = []
         if self._chunk < 0:
             self._load_chunk(0)
         while True:
-            end = int(np.searchsorted(self._buf.t, until, side="left"))
+            end = self._pos + int(np.searchsorted(self._buf.t[self._pos:], until, side="left"))
             sl = slice(self._pos, end)
-            parts.append(self._buf.take(sl))
-            ne.append(self._noise[0][sl])
-            nz.append(self._noise[1][sl])
+            parts.append((self._buf.take(sl), self._noise[0][sl], self._noise[1][sl]))
             self._pos = end
             chunk_end = (self._chunk + 1) * self.sc.chunk_s
             if chunk_end >= until or chunk_end >= self.sc.horizon:
@@ -158,29 +172,34 @@ class Run:
             self._load_chunk(self._chunk + 1)
         keep = []
         for a, e, z in self._pending:
-            m = a.t < until
-            if m.any():
-                parts.append(a.take(m))
-                ne.append(e[m])
-                nz.append(z[m])
-            if not m.all():
-                keep.append((a.take(~m), e[~m], z[~m]))
+            cut = int(np.searchsorted(a.t, until, side="left"))  # pending batches are time-sorted
+            if cut:
+                parts.append((a.take(slice(0, cut)), e[:cut], z[:cut]))
+            if cut < len(a):
+                keep.append((a.take(slice(cut, None)), e[cut:], z[cut:]))
         self._pending = keep
         if len(parts) == 1:
-            return parts[0], ne[0], nz[0]
-        a = Arrivals.concat([p for p in parts])
-        # concat sorts by time: sort the noise the same way
-        allp = [p for p in parts if len(p)]
-        if not allp:
+            return parts[0]
+        parts = [p for p in parts if len(p[0])]
+        if not parts:
             return Arrivals.empty(), np.zeros(0), np.zeros(0)
-        t = np.concatenate([p.t for p in allp])
+        if len(parts) == 1:
+            return parts[0]
+        # one stable sort by time for the requests and their noise (earlier parts first at ties)
+        t = np.concatenate([p[0].t for p in parts])
         order = np.argsort(t, kind="stable")
-        e = np.concatenate([x for x, p in zip(ne, parts, strict=True) if len(p)])[order]
-        z = np.concatenate([x for x, p in zip(nz, parts, strict=True) if len(p)])[order]
+        att = None
+        if any(p[0].attempt is not None for p in parts):
+            att = np.concatenate([p[0].attempts() for p in parts])[order]
+        a = Arrivals(t[order], np.concatenate([p[0].user for p in parts])[order],
+                     np.concatenate([p[0].tier for p in parts])[order], att)
+        e = np.concatenate([p[1] for p in parts])[order]
+        z = np.concatenate([p[2] for p in parts])[order]
         return a, e, z
 
     def add_requests(self, a: Arrivals) -> None:
-        """Queue requests created during the run (retries, triggered requests) for later windows."""
+        """Queue requests created during the run (retries, triggered requests) for later
+        windows; `a` is time-sorted."""
         if len(a) == 0:
             return
         late = a.t < self.cursor
@@ -200,8 +219,7 @@ class Run:
         a, noise, z = self._take(until)
         nk = len(self.sc.tiers)
         iv = np.minimum((a.t / self.interval).astype(np.int64), self.n_int - 1)
-        np.add.at(self.ser_offered, (iv, a.tier), 1)
-        self.offered += np.bincount(a.tier, minlength=nk)
+        self.offered += bump(self.ser_offered, iv, a.tier, nk)
         keep = np.ones(len(a), dtype=bool)
         code_all = np.full(len(a), -1, np.int64)  # reason of each rejection (REASONS index)
         retry_after = np.full(len(a), np.nan)
@@ -239,8 +257,9 @@ class Run:
     def _count_rejections(self, iv, tier, code, kernel: bool = False) -> None:
         if kernel:
             return  # the fleet loop keeps its own counts (kernel_rej, ser_rej)
-        np.add.at(self.ser_rejected, (iv, tier, code), 1)
-        np.add.at(self.rejected, (tier, code), 1)
+        nr = len(REASONS)
+        self.rejected += bump(self.ser_rejected.reshape(self.n_int, -1), iv, tier * nr + code,
+                              self.rejected.size).reshape(self.rejected.shape)
 
     # -- SimPy processes --
 
@@ -279,8 +298,12 @@ class Run:
             spec = self.sc.policies[ap.spec_index]
             if spec.schedule:
                 env.process(self._schedule(env, ap, spec))
-        env.run(until=self.sc.horizon)
-        self.sync(self.sc.horizon)
+        try:
+            env.run(until=self.sc.horizon)
+            self.sync(self.sc.horizon)
+        finally:
+            if self._feed is not None:
+                self._feed.close()
         if bar is not None:
             bar.update(self.sc.horizon - bar.n)
             bar.close()

@@ -47,6 +47,17 @@ class Arrivals:
         return a.take(np.argsort(a.t, kind="stable"))
 
 
+def grown(a: np.ndarray, n: int, fill) -> np.ndarray:
+    """`a` extended to at least n entries with `fill` (by a quarter more, to amortise: per-user
+    arrays of the whole service hold ~130M entries, and doubling would waste up to half)."""
+    if n <= len(a):
+        return a
+    b = np.empty(max(n, len(a) + len(a) // 4, 1024), a.dtype)
+    b[: len(a)] = a
+    b[len(a):] = fill
+    return b
+
+
 class PiecewiseLinearRate:
     """lambda(t) linear between knots (constant outside); exact inverse-cumulative sampling."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.demand.base import Arrivals
+from sim.demand.base import Arrivals, grown
 from sim.demand.stream import Kernel
 from sim.policies import REASONS
 
@@ -21,7 +21,8 @@ TIMEOUT = REASONS.index("timeout")
 
 
 class Growable:
-    """A per-user array that grows to the largest user id seen."""
+    """A per-user array that grows to the largest user id seen (by a quarter at a time: the
+    whole service has ~130M users, so doubling would waste up to half)."""
 
     def __init__(self, dtype, fill=0):
         self.dtype, self.fill = dtype, fill
@@ -29,43 +30,66 @@ class Growable:
 
     def ensure(self, users: np.ndarray) -> np.ndarray:
         if len(users):
-            need = int(users.max()) + 1
-            if need > len(self.a):
-                b = np.full(max(need, 2 * len(self.a), 1024), self.fill, self.dtype)
-                b[: len(self.a)] = self.a
-                self.a = b
+            self.a = grown(self.a, int(users.max()) + 1, self.fill)
         return self.a
 
 
+def _merge(runs: list[tuple[np.ndarray, Arrivals]]) -> tuple[np.ndarray, Arrivals]:
+    """Time-sorted runs, oldest first, as one (stable: at equal times the older first)."""
+    t = np.concatenate([a.t for _, a in runs])
+    o = np.argsort(t, kind="stable")  # timsort: linear on a few sorted runs
+    att = None
+    if any(a.attempt is not None for _, a in runs):
+        att = np.concatenate([a.attempts() for _, a in runs])[o]
+    a = Arrivals(t[o], np.concatenate([a.user for _, a in runs])[o],
+                 np.concatenate([a.tier for _, a in runs])[o], att)
+    return np.concatenate([b for b, _ in runs])[o], a
+
+
 class Pending:
-    """Requests created during the run, held by time bucket (chunk_s) and handed to the run
-    (run.add_requests) one window ahead: the engine's list of pending batches stays short
-    however far ahead retries are scheduled (a quota's Retry-After reaches to midnight).
-    Socially triggered requests get their user when released (user -1 until then)."""
+    """Requests created during the run, handed to the run (run.add_requests) one window
+    ahead: the engine's list of pending batches stays short however far ahead retries are
+    scheduled (a quota's Retry-After reaches to midnight). Socially triggered requests get
+    their user when released (user -1 until then).
+
+    Held as time-sorted runs in push order, each with the time bucket (chunk_s) of every
+    request; the newest runs are merged while the one before is at most twice as long, so
+    there are O(log n) runs and each request is merged O(log n) times. What a flush hands
+    over is the stable time sort of the due requests in push order, whatever the merging."""
 
     def __init__(self, run):
         self.run = run
         self.c = run.sc.chunk_s
-        self.buckets: dict[int, list[Arrivals]] = {}
+        self.runs: list[tuple[np.ndarray, Arrivals]] = []
 
     def push(self, a: Arrivals) -> None:
+        """Add time-sorted requests."""
         if len(a) == 0:
             return
-        b = np.floor(a.t / self.c).astype(np.int64)
-        cuts = np.flatnonzero(np.diff(b)) + 1
-        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(a)]]), strict=True):
-            self.buckets.setdefault(int(b[lo]), []).append(a.take(slice(lo, hi)))
+        self.runs.append((np.floor(a.t / self.c).astype(np.int64), a))
+        while len(self.runs) >= 2 and len(self.runs[-2][1]) <= 2 * len(self.runs[-1][1]):
+            self.runs[-2:] = [_merge(self.runs[-2:])]
 
     def flush(self) -> None:
         """Hand over everything due before the end of the next window."""
         run = self.run
         limit = int(np.floor((run.cursor + self.c) / self.c))
-        due = sorted(k for k in self.buckets if k <= limit)
+        due, keep = [], []
+        for b, a in self.runs:
+            cut = int(np.searchsorted(b, limit, side="right"))
+            if cut:
+                due.append((b[:cut], a.take(slice(0, cut))))
+            if cut < len(a):
+                keep.append((b[cut:], a.take(slice(cut, None))))
+        self.runs = keep
         if not due:
             return
-        a = Arrivals.concat([p for k in due for p in self.buckets.pop(k)])
+        a = due[0][1] if len(due) == 1 else _merge(due)[1]
         need = a.user < 0
         if need.any():
+            if len(due) == 1:  # a view into a held run: copy before writing users in
+                a = Arrivals(a.t, a.user.copy(), a.tier.copy(), a.attempt)
+                need = a.user < 0
             u, t = run.demand.pick(a.t[need], run.prng)
             a.user[need] = u
             a.tier[need] = run.demand.tier_now(u, t)
@@ -138,13 +162,14 @@ class Conversion:
     def __init__(self, spec, demand, names):
         self.demand = demand
         self.src = np.array([names.index(t) for t in spec.tiers], np.int64)
+        self.src_mask = np.isin(np.arange(len(names)), self.src)
         self.to = names.index(spec.to)
         self.p = spec.probability
         self.decided = Growable(bool, False)
         self.conversions = 0
 
     def __call__(self, run, a, code, retry_after) -> None:
-        m = (code == QUOTA) & np.isin(a.tier, self.src)
+        m = (code == QUOTA) & self.src_mask[a.tier]
         if not m.any():
             return
         users = np.unique(a.user[m])

@@ -153,10 +153,11 @@ class Stream:
         the carry), to spare the per-call overhead."""
         return t1
 
-    def generate(self, t0: float, t1: float, rng: np.random.Generator) -> Arrivals:
+    def generate(self, t0: float, t1: float, rng: np.random.Generator, convert: bool = True) -> Arrivals:
         """Requests in [t0, t1), time-sorted. Chunks must come in order (the engine's do); a
         chunk out of order restarts the carry. The chunk's rng makes whatever it generates
-        (a chunk inside a batch already generated draws nothing)."""
+        (a chunk inside a batch already generated draws nothing). convert=False: tiers before
+        paid conversion (the caller applies tier_now)."""
         if t0 != self._next:
             self._carry = Arrivals.empty()
             self._until = t0
@@ -176,7 +177,7 @@ class Stream:
             allr = Arrivals.concat([self._carry, new])
             cut = int(np.searchsorted(allr.t, t1, side="left"))
             out, self._carry = allr.take(slice(0, cut)), allr.take(slice(cut, None))
-        if self.override.a is not None and len(out):
+        if convert and self.override.a is not None and len(out):
             out = Arrivals(out.t, out.user, self.tier_now(out.user, out.tier), out.attempt)
         self.generated += len(out)
         return out

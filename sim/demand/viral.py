@@ -26,7 +26,10 @@ Memory: one chunk of requests, the carry, and arrays over the grid and blocks.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+from numba import njit
 
 from sim.demand.base import Arrivals, PiecewiseLinearRate
 from sim.demand.stream import Kernel, Stream, expected_with_feedback
@@ -34,6 +37,26 @@ from sim.demand.stream import Kernel, Stream, expected_with_feedback
 DAY = 86400.0
 G1, G2 = 0.7548776662466927, 0.5698402909980532  # R2 low-discrepancy sequence
 MAX_COHORTS = 4096
+
+
+@njit(cache=True, nogil=True)
+def _tier_of(user, off, salt, b_wave, mix):  # pragma: no cover - compiled
+    # the block of each user (blocks are few), its low-discrepancy draw, its wave's tier mix
+    out = np.empty(len(user), np.int64)
+    nb, nt = len(off), mix.shape[1] - 1
+    for j in range(len(user)):
+        u = user[j]
+        b = nb - 1
+        while b > 0 and off[b] > u:
+            b -= 1
+        v = (0.5 + (u - off[b]) * G1 + salt[b]) % 1.0
+        w = b_wave[b]
+        k = 0
+        for m in range(nt):
+            if v >= mix[w, m]:
+                k += 1
+        out[j] = k
+    return out
 
 
 class Adoption:
@@ -145,7 +168,7 @@ class ViralModel(Stream):
         self.rep_wave = self.R * conv  # [W, grid], unseasoned
         rep = (self.rep_wave.sum(axis=0)) * self.season(self.grid)
         self.rep_rate = PiecewiseLinearRate(self.grid, rep)
-        self._cache: dict[int, tuple] = {}
+        self._cache = threading.local()  # cohort weights of recent grid cells, per thread
         self.first_sessions = 0
         self.sessions = 0
 
@@ -180,19 +203,17 @@ class ViralModel(Stream):
 
     def tier_of(self, user: np.ndarray) -> np.ndarray:
         """A user's own tier (its wave's mix), before any conversion."""
-        b = np.searchsorted(self.off, user, side="right") - 1
-        i = user - self.off[b]
-        v = (0.5 + i * G1 + self.salt[b]) % 1.0
-        w = self.b_wave[b]
-        return (v[:, None] >= self.mix[w][:, :-1]).sum(axis=1).astype(np.int64)
+        return _tier_of(np.ascontiguousarray(user, dtype=np.int64), self.off, self.salt,
+                        self.b_wave, self.mix)
 
     def _weights(self, cell: int):
         """Cumulative cohort weights for repeat sessions in grid cell `cell` (cached)."""
-        hit = self._cache.get(cell)
+        cache = self._cache.__dict__.setdefault("cells", {})  # one per thread
+        hit = cache.get(cell)
         if hit is not None:
             return hit
-        if len(self._cache) >= 8:
-            self._cache.clear()
+        if len(cache) >= 8:
+            cache.clear()
         tm = (cell + 0.5) * self.g
         k = int(np.searchsorted(self.edges, tm, side="right"))  # edges <= tm
         Ct = np.floor(self._block_N([tm])[:, 0] + 1e-9).astype(np.int64)
@@ -203,7 +224,7 @@ class ViralModel(Stream):
         w = w * self.region_factor([tm])[self.b_reg, 0][:, None]
         cum = np.cumsum(w.ravel())
         hit = (cum, lo.ravel(), cnt.ravel(), k)
-        self._cache[cell] = hit
+        cache[cell] = hit
         return hit
 
     def pick(self, t, rng):
