@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.demand.base import Arrivals, grown
+from sim.demand.base import Arrivals, grown, stable_argsort
 from sim.demand.stream import Kernel
 from sim.policies import REASONS
 
@@ -147,7 +147,7 @@ class Retry:
         t0 = a.t[idx] + np.where(code[idx] == TIMEOUT, self.patience[a.tier[idx]], 0.0)
         self.retries += len(idx)
         out = Arrivals(t0 + d, a.user[idx], tier, r.astype(np.int64))
-        out = out.take(np.argsort(out.t, kind="stable"))
+        out = out.take(stable_argsort(out.t))
         if self.pending is None:
             return out
         self.pending.push(out)
@@ -206,7 +206,7 @@ class SocialOnSuccess:
             return
         t = t + self.kernel.sample(len(t), run.prng)
         t = t[t < run.sc.horizon]
-        t = np.sort(t, kind="stable")
+        t = t[stable_argsort(t)]
         self.offspring += len(t)
         self.pending.push(Arrivals(t, np.full(len(t), -1, np.int64), np.zeros(len(t), np.int64)))
 

@@ -31,7 +31,7 @@ import threading
 import numpy as np
 from numba import njit
 
-from sim.demand.base import Arrivals, PiecewiseLinearRate
+from sim.demand.base import Arrivals, PiecewiseLinearRate, stable_argsort
 from sim.demand.stream import Kernel, Stream, expected_with_feedback
 
 DAY = 86400.0
@@ -233,16 +233,26 @@ class ViralModel(Stream):
         user = np.zeros(len(t), np.int64)
         ok = np.ones(len(t), bool)
         cells = np.minimum((t / self.g).astype(np.int64), len(self.grid) - 2)
-        for c in np.unique(cells):
-            sel = np.flatnonzero(cells == c)
+        # requests grouped by grid cell, cells ascending, each group in index order (what
+        # np.unique + flatnonzero per cell gave, without a pass over t per cell)
+        ordered = len(t) < 2 or bool((cells[1:] >= cells[:-1]).all())
+        order = None if ordered else np.argsort(cells, kind="stable")
+        cs = cells if ordered else cells[order]
+        cuts = np.concatenate([[0], np.flatnonzero(cs[1:] != cs[:-1]) + 1, [len(t)]])
+        for lo_i, hi_i in zip(cuts[:-1], cuts[1:], strict=True):
+            if hi_i <= lo_i:
+                continue
+            sel = slice(lo_i, hi_i) if ordered else order[lo_i:hi_i]
+            c = cs[lo_i]
             cum, lo, cnt, k = self._weights(int(c))
             if len(cum) == 0 or cum[-1] <= 0:
                 ok[sel] = False
                 continue
-            cell = np.minimum(np.searchsorted(cum, rng.random(len(sel)) * cum[-1], side="right"),
+            m = hi_i - lo_i
+            cell = np.minimum(np.searchsorted(cum, rng.random(m) * cum[-1], side="right"),
                               len(cum) - 1)
             b = cell // k
-            x = rng.random(len(sel)) ** (self.tail / (self.tail - 1.0))
+            x = rng.random(m) ** (self.tail / (self.tail - 1.0))
             i = lo[cell] + np.minimum((x * cnt[cell]).astype(np.int64), cnt[cell] - 1)
             user[sel] = self.off[b] + i
         if not ok.all():  # nobody has adopted yet: the earliest adopters of the first block
@@ -269,7 +279,7 @@ class ViralModel(Stream):
             s = w == j
             t[s] = self.start[j] + self.adopt[j].inverse(y[s] / self.M[b[s]])
         t = np.clip(t, t0, np.nextafter(t1, t0))
-        o = np.argsort(t, kind="stable")
+        o = stable_argsort(t)
         return t[o], (self.off[b] + i)[o]
 
     def _batch_end(self, t0: float, t1: float) -> float:
@@ -315,7 +325,7 @@ class ViralModel(Stream):
             gaps[first] = 0.0
             cs = np.cumsum(gaps)
             t = t + cs - np.repeat(cs[first], k)
-        o = np.argsort(t, kind="stable")
+        o = stable_argsort(t)
         t, u = t[o], u[o]
         return Arrivals(t, u, self.tier_of(u))
 
