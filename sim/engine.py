@@ -104,7 +104,7 @@ class Run:
 
     sc: Scenario
     progress: bool = False
-    threads: bool = True  # first attempts made ahead on a second thread (same results)
+    threads: bool = False  # first attempts made ahead on a second thread (same results)
     fleet: Fleet = field(init=False)
 
     def __post_init__(self):
