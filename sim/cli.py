@@ -27,18 +27,42 @@ def cmd_run(args) -> int:
     if args.horizon is not None:
         over["horizon"] = args.horizon
     sc = load_scenario(args.scenario, over, args.set)
+    if args.check_cell is not None:
+        _check_budget(args, sc)
+        return _check_cell(sc, args)
     out = check_out(args.out if args.out is not None else Path("out") / sc.name)
     _check_budget(args, sc)
     t0 = time.perf_counter()
     run = simulate(sc, progress=not args.quiet)
     wall = time.perf_counter() - t0
-    summary = write_run(run, out)
+    from sim.cell import regime
+
+    cell = regime(sc, run.demand, run.pools)
+    for w in cell["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    summary = write_run(run, out, {"cell": cell} if sc.cell_fraction < 1 else None)
     offered = sum(t["offered"] for t in summary["tiers"].values())
     print(f"wrote {out}/ ({offered:,} requests simulated in {wall:.1f} s)", file=sys.stderr)
     if args.json:
         print(dumps({"out": str(out), "wall_s": round(wall, 3), **summary["money"],
                           "tiers": {k: {"p95_s": v["latency_s"]["p95"], "slo_met": v["slo_met"]}
                                     for k, v in summary["tiers"].items()}}))
+    return 0
+
+
+def _check_cell(sc, args) -> int:
+    from sim.cell import check_cell
+
+    f = sc.cell_fraction
+    other = args.check_cell or (min(1.0, 10 * f) if f < 1 else 0.1)
+    if not 0 < other <= 1:
+        raise InputError("--check-cell", str(other), "must be in (0, 1]")
+    res = check_cell(sc, other)
+    print(f"{'figure':<24} {'cell ' + format(f, 'g'):>14} {'cell ' + format(other, 'g'):>14} {'rel diff':>9}")
+    for r in res["figures"]:
+        print(f"{r['figure']:<24} {r['cell']:>14,.6g} {r['other']:>14,.6g} {r['rel_diff']:>+9.2%}")
+    if args.json:
+        print(dumps(res))
     return 0
 
 
@@ -192,6 +216,9 @@ def build_parser() -> Parser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--json", action="store_true", help="print a JSON line of headline figures")
     _budget_flags(r)
+    r.add_argument("--check-cell", type=float_in(0, 1, low_open=True), nargs="?", const=0.0, default=None, metavar="F",
+                   help="run at the scenario's cell size and at F (default 10x, at most 1) on "
+                        "common random numbers and print the difference of the headline figures")
     r.set_defaults(func=cmd_run)
     p = sub.add_parser("plan", help="smallest fleet that meets every tier's SLO")
     p.add_argument("scenario")
