@@ -85,6 +85,16 @@ def cmd_plan(args) -> int:
         if not 0 <= a < b:
             raise InputError("--window", args.window, "needs 0 <= FROM < UNTIL")
         window = (a, b)
+    warm = None
+    if args.warm is not None:
+        if window is None:
+            raise InputError("--warm", args.warm, "needs --window (runs start that long before it)")
+        try:
+            warm = float(_duration(args.warm))
+        except ValueError:
+            raise InputError("--warm", args.warm, "expected a duration, e.g. 2h") from None
+        if warm < 0:
+            raise InputError("--warm", args.warm, "must not be negative")
     if args.reps < 1:
         raise InputError("--reps", str(args.reps), "must be at least 1")
     out = check_out(args.out if args.out is not None else Path("out") / sc.name / "plan")
@@ -93,7 +103,7 @@ def cmd_plan(args) -> int:
         for w in args.without:
             if w not in known:
                 raise InputError("--without", w, f"no such policy in the scenario; it has {', '.join(sorted(known)) or 'none'}")
-        _, res = run_plan(sc, slos, args.reps, ex, window, tuple(args.without))
+        _, res = run_plan(sc, slos, args.reps, ex, window, tuple(args.without), warm)
     write_plan(res, out)
     if args.json:
         print(dumps({k: res[k] for k in ("min_gpus", "ci_low", "ci_high", "gpu_cost_per_day",
@@ -225,6 +235,8 @@ def build_parser() -> Parser:
     p.add_argument("--slo", action="append", default=[], help="TIER:p95<=60s (repeatable; default: each tier's slo_s on p95)")
     p.add_argument("--reps", type=int_in(1, 1000), default=3, help="replications per fleet size (common random numbers)")
     p.add_argument("--window", help="judge SLOs over FROM:UNTIL of the curve only, e.g. 144h:168h")
+    p.add_argument("--warm", help="start each run this long before the window with an empty "
+                   "system (e.g. 2h) instead of simulating everything before it")
     p.add_argument("--without", action="append", default=[], help="leave a policy out, e.g. shed_reserve (repeatable)")
     p.add_argument("--jobs", type=int_in(1, 1024), help="local worker processes (default: all cores)")
     p.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local' for a LocalCluster")

@@ -105,6 +105,9 @@ class Run:
     sc: Scenario
     progress: bool = False
     threads: bool = False  # first attempts made ahead on a second thread (same results)
+    # Warm start: simulate from here (rounded down to a chunk boundary) with an empty system,
+    # for judging a late window (plan --window) without simulating the days before it.
+    start: float = 0.0
     fleet: Fleet = field(init=False)
 
     def __post_init__(self):
@@ -122,7 +125,9 @@ class Run:
         self.rejected = np.zeros((nk, len(REASONS)), np.int64)
         self.ser_offered = np.zeros((self.n_int, nk), np.int64)
         self.ser_rejected = np.zeros((self.n_int, nk, len(REASONS)), np.int64)
-        self.cursor = 0.0
+        self.start = min(float(np.floor(max(self.start, 0.0) / sc.chunk_s) * sc.chunk_s), sc.horizon)
+        self.cursor = self.start
+        self.fleet.S.clock[0] = self.start
         self._chunk = -1
         self._buf = Arrivals.empty()
         self._noise = (np.zeros(0), np.zeros(0))
@@ -139,7 +144,7 @@ class Run:
         self.on_window: list = []
         self.prng = np.random.default_rng([sc.seed, 3])  # draws made during the run
         # (time, pool, GPUs live from then on): for GPU cost per pool and the figures
-        self.gpu_log = [(0.0, j, p.gpus) for j, p in enumerate(self.pools)]
+        self.gpu_log = [(self.start, j, p.gpus) for j, p in enumerate(self.pools)]
         # Demand that reacts to the run: retries, paid conversion, social feedback, counts.
         from sim.demand.feedback import attach
 
@@ -149,7 +154,8 @@ class Run:
 
     def _load_chunk(self, k: int) -> None:
         if self._feed is None:
-            self._feed = ChunkFeed(self.demand, self.sc, self.sc.horizon, thread=self.threads)
+            self._feed = ChunkFeed(self.demand, self.sc, self.sc.horizon, thread=self.threads,
+                                   first=k)
         a, e, z = self._feed.get(k)
         if self.demand.override.a is not None and len(a):  # paid conversion so far
             a = Arrivals(a.t, a.user, self.demand.tier_now(a.user, a.tier), a.attempt)
@@ -160,7 +166,8 @@ class Run:
         """Arrivals in [cursor, until) with their service noise."""
         parts = []
         if self._chunk < 0:
-            self._load_chunk(0)
+            self._load_chunk(int(self.start // self.sc.chunk_s))
+            self._pos = int(np.searchsorted(self._buf.t, self.start, side="left"))
         while True:
             end = self._pos + int(np.searchsorted(self._buf.t[self._pos:], until, side="left"))
             sl = slice(self._pos, end)
@@ -284,12 +291,12 @@ class Run:
             ap.policy.refresh(self, ap)
 
     def execute(self) -> Run:
-        env = simpy.Environment()
+        env = simpy.Environment(initial_time=self.start)
         bar = None
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=self.sc.horizon, unit="sim-s", file=sys.stderr, delay=2.0,
+            bar = tqdm(total=self.sc.horizon, initial=self.start, unit="sim-s", file=sys.stderr, delay=2.0,
                        desc=self.sc.name, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]")
         env.process(self._clock(env, bar))
         for ap in self.policies:
@@ -327,8 +334,8 @@ class Run:
         return out
 
 
-def simulate(sc: Scenario, progress: bool = False) -> Run:
-    """Run a scenario to its horizon."""
-    return Run(sc, progress).execute()
+def simulate(sc: Scenario, progress: bool = False, start: float = 0.0) -> Run:
+    """Run a scenario to its horizon (from `start`, with an empty system: see Run.start)."""
+    return Run(sc, progress, start=start).execute()
 
 

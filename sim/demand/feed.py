@@ -29,12 +29,12 @@ def chunk_with_noise(model, sc, k: int, until: float) -> tuple[Arrivals, np.ndar
 
 
 class ChunkFeed:
-    """Chunks 0, 1, ... up to `until`, taken in order with `get(k)`; `ahead` chunks are made
+    """Chunks first, first + 1, ... up to `until`, taken in order with `get(k)`; `ahead` chunks are made
     in advance on a daemon thread (thread=False: made on demand, same results)."""
 
-    def __init__(self, model, sc, until: float, ahead: int = 2, thread: bool = True):
+    def __init__(self, model, sc, until: float, ahead: int = 2, thread: bool = True, first: int = 0):
         self.model, self.sc, self.until = model, sc, until
-        self.next = 0
+        self.first = self.next = first
         self._q: queue.Queue | None = None
         self._stop = threading.Event()
         if thread:
@@ -42,15 +42,15 @@ class ChunkFeed:
             self._t = threading.Thread(target=self._work, name="floodgate-demand", daemon=True)
             self._t.start()
 
-    def _count(self) -> int:
-        c, k = self.sc.chunk_s, 0
+    def _last(self) -> int:
+        c, k = self.sc.chunk_s, self.first
         while (k + 1) * c < self.until:  # the engine loads chunk k + 1 only while this holds
             k += 1
-        return k + 1
+        return k
 
     def _work(self) -> None:
         try:
-            for k in range(self._count()):
+            for k in range(self.first, self._last() + 1):
                 item = chunk_with_noise(self.model, self.sc, k, self.until)
                 while not self._stop.is_set():
                     try:
