@@ -21,7 +21,7 @@ whatif: install
 	  $(foreach v,no_limits historical reserve_shed brownout autoscale,--variant $(v)=scenarios/ghibli_whatif/$(v).yaml)
 
 plan: install
-	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --without shed_reserve --json
+	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --warm 2h --without shed_reserve --json
 
 validate: install
 	$(BIN)/floodgate validate scenarios/validation_small.yaml --json
@@ -35,6 +35,8 @@ test: install lint
 bench: install
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/demand_speed.py
+	$(BIN)/python benchmarks/policy_speed.py
+	$(BIN)/python benchmarks/full_scale.py
 
 clean:
 	rm -rf $(VENV) out
