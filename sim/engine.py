@@ -243,14 +243,17 @@ class Run:
             retry_after[bad] = ra[~ok]
             self._count_rejections(iv[bad], a.tier[bad], code[~ok].astype(np.int64))
         idx = np.flatnonzero(keep)
-        tier = a.tier[idx]
+        if len(idx) == len(a):  # nothing rejected: the arrays as they are, no gathers
+            t_in, tier, user, e_in, z_in = a.t, a.tier, a.user, noise, z
+        else:
+            t_in, tier, user, e_in, z_in = a.t[idx], a.tier[idx], a.user[idx], noise[idx], z[idx]
         steps = np.full(len(idx), self.steps[0], np.float32)
         view = None
         for ap in self.policies:
             if ap.enabled and ap.degrades:
                 view = view or self.fleet.view()
-                steps = ap.policy.degrade(view, a.t[idx], tier, steps, ap.tiers)
-        fate = self.fleet.advance(a.t[idx], tier, a.user[idx], steps, noise[idx], z[idx], until)
+                steps = ap.policy.degrade(view, t_in, tier, steps, ap.tiers)
+        fate = self.fleet.advance(t_in, tier, user, steps, e_in, z_in, until)
         rej = fate > 0
         if rej.any():
             code_all[idx[rej]] = KERNEL_REASON[fate[rej] - 1]

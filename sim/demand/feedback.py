@@ -34,16 +34,30 @@ class Growable:
         return self.a
 
 
-def _merge(runs: list[tuple[np.ndarray, Arrivals]]) -> tuple[np.ndarray, Arrivals]:
+def _merge(runs: list[Arrivals]) -> Arrivals:
     """Time-sorted runs, oldest first, as one (stable: at equal times the older first)."""
-    t = np.concatenate([a.t for _, a in runs])
+    t = np.concatenate([a.t for a in runs])
     o = np.argsort(t, kind="stable")  # timsort: linear on a few sorted runs
     att = None
-    if any(a.attempt is not None for _, a in runs):
-        att = np.concatenate([a.attempts() for _, a in runs])[o]
-    a = Arrivals(t[o], np.concatenate([a.user for _, a in runs])[o],
-                 np.concatenate([a.tier for _, a in runs])[o], att)
-    return np.concatenate([b for b, _ in runs])[o], a
+    if any(a.attempt is not None for a in runs):
+        att = np.concatenate([a.attempt if a.attempt is not None else np.zeros(len(a), a.user.dtype)
+                              for a in runs])[o]
+    return Arrivals(t[o], np.concatenate([a.user for a in runs])[o],
+                    np.concatenate([a.tier for a in runs])[o], att)
+
+
+def _compact(a: Arrivals) -> Arrivals:
+    """Requests as held while pending (tens of millions wait for a quota's midnight): users
+    as int32 where the ids fit, tiers and attempts as bytes."""
+    big = len(a.user) and int(a.user.max()) >= 2**31
+    att = None if a.attempt is None else a.attempt.astype(np.int8)
+    return Arrivals(a.t, a.user if big else a.user.astype(np.int32), a.tier.astype(np.int8), att)
+
+
+def _wide(a: Arrivals) -> Arrivals:
+    """Back to the engine's dtypes (int64 users, tiers and attempts)."""
+    att = None if a.attempt is None else a.attempt.astype(np.int64)
+    return Arrivals(a.t, a.user.astype(np.int64), a.tier.astype(np.int64), att)
 
 
 class Pending:
@@ -52,44 +66,52 @@ class Pending:
     scheduled (a quota's Retry-After reaches to midnight). Socially triggered requests get
     their user when released (user -1 until then).
 
-    Held as time-sorted runs in push order, each with the time bucket (chunk_s) of every
-    request; the newest runs are merged while the one before is at most twice as long, so
-    there are O(log n) runs and each request is merged O(log n) times. What a flush hands
-    over is the stable time sort of the due requests in push order, whatever the merging."""
+    Held as time-sorted runs in push order, in compact dtypes; the newest runs are merged
+    while the one before is at most twice as long, so there are O(log n) runs and each
+    request is merged O(log n) times. A request is due once its time bucket (chunk_s) is
+    at most the one that ends the next window; a flush hands over the stable time sort of
+    the due requests in push order, whatever the merging."""
 
     def __init__(self, run):
         self.run = run
         self.c = run.sc.chunk_s
-        self.runs: list[tuple[np.ndarray, Arrivals]] = []
+        self.runs: list[Arrivals] = []
 
     def push(self, a: Arrivals) -> None:
         """Add time-sorted requests."""
         if len(a) == 0:
             return
-        self.runs.append((np.floor(a.t / self.c).astype(np.int64), a))
-        while len(self.runs) >= 2 and len(self.runs[-2][1]) <= 2 * len(self.runs[-1][1]):
+        self.runs.append(_compact(a))
+        while len(self.runs) >= 2 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
             self.runs[-2:] = [_merge(self.runs[-2:])]
+
+    def _due(self, t: np.ndarray, limit: int) -> int:
+        """How many of the sorted times t have floor(t / c) <= limit (exactly)."""
+        c = self.c
+        cut = int(np.searchsorted(t, (limit + 1) * c, side="left"))
+        while cut < len(t) and np.floor(t[cut] / c) <= limit:
+            cut += 1
+        while cut > 0 and np.floor(t[cut - 1] / c) > limit:
+            cut -= 1
+        return cut
 
     def flush(self) -> None:
         """Hand over everything due before the end of the next window."""
         run = self.run
         limit = int(np.floor((run.cursor + self.c) / self.c))
         due, keep = [], []
-        for b, a in self.runs:
-            cut = int(np.searchsorted(b, limit, side="right"))
+        for a in self.runs:
+            cut = self._due(a.t, limit)
             if cut:
-                due.append((b[:cut], a.take(slice(0, cut))))
+                due.append(a.take(slice(0, cut)))
             if cut < len(a):
-                keep.append((b[cut:], a.take(slice(cut, None))))
+                keep.append(a.take(slice(cut, None)))
         self.runs = keep
         if not due:
             return
-        a = due[0][1] if len(due) == 1 else _merge(due)[1]
+        a = _wide(due[0] if len(due) == 1 else _merge(due))
         need = a.user < 0
         if need.any():
-            if len(due) == 1:  # a view into a held run: copy before writing users in
-                a = Arrivals(a.t, a.user.copy(), a.tier.copy(), a.attempt)
-                need = a.user < 0
             u, t = run.demand.pick(a.t[need], run.prng)
             a.user[need] = u
             a.tier[need] = run.demand.tier_now(u, t)

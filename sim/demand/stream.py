@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.demand.base import Arrivals, PiecewiseLinearRate
+from sim.demand.base import Arrivals, PiecewiseLinearRate, grown
 
 
 class TierOverride:
@@ -23,13 +23,7 @@ class TierOverride:
     def set(self, users: np.ndarray, tier: int) -> None:
         if len(users) == 0:
             return
-        need = int(users.max()) + 1
-        if self.a is None or need > len(self.a):
-            m = max(need, 2 * (0 if self.a is None else len(self.a)), 1024)
-            b = np.full(m, -1, np.int8)
-            if self.a is not None:
-                b[: len(self.a)] = self.a
-            self.a = b
+        self.a = grown(np.zeros(0, np.int8) if self.a is None else self.a, int(users.max()) + 1, -1)
         self.a[users] = tier
 
     def apply(self, user: np.ndarray, tier: np.ndarray) -> np.ndarray:
