@@ -70,16 +70,19 @@ def main() -> None:
     if p.returncode:
         sys.exit(p.returncode)
     got = json.loads(p.stdout.strip().splitlines()[-1])
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 2**30  # KiB on Linux
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss = ru.ru_maxrss * 1024 / 2**30  # KiB on Linux
+    cpu = ru.ru_utime + ru.ru_stime  # of the whole child (start-up and summary included)
     n, wall = got.pop("requests"), got.pop("wall_s")
     print(f"{Path(args.scenario).name} at cell_fraction {got['cell_fraction']}: {n:,} requests "
-          f"in {wall:.1f} s ({n / wall:,.0f} req/s), peak RSS {rss:.2f} GiB", file=sys.stderr)
+          f"in {wall:.1f} s ({n / wall:,.0f} req/s), peak RSS {rss:.2f} GiB; the child used "
+          f"{cpu:.1f} CPU-s (wall above CPU: other load on the machine)", file=sys.stderr)
     for k in ("offered", "completed", "shed", "p50_s", "p95_s"):
         print(f"  {k:<10} " + "  ".join(f"{t}={v:,}" if isinstance(v, int) else f"{t}={v}"
                                         for t, v in got[k].items()), file=sys.stderr)
     print(f"  mean batch {got['mean_batch']}, GPU-hours {got['gpu_hours']:,}", file=sys.stderr)
     print(json.dumps({"requests": n, "wall_s": round(wall, 2), "req_per_s": round(n / wall),
-                      "peak_rss_gb": round(rss, 3), **got}))
+                      "peak_rss_gb": round(rss, 3), "child_cpu_s": round(cpu, 1), **got}))
 
 
 if __name__ == "__main__":

@@ -279,3 +279,21 @@ def test_demand_cli_plot_and_bad_input(tmp_path, root, capsys):
     assert main(["demand", str(f), "--json"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {f}: demand.waves[1].speed: unknown key"]
+
+
+def test_user_bits_match_a_bool_array_per_user():
+    # one bit per user (seen users, conversion decisions): growing, setting and reading agree
+    # with a plain bool array, duplicates and ids past the end included
+    from sim.demand.feedback import UserBits
+
+    rng = np.random.default_rng(8)
+    bits, ref = UserBits(), np.zeros(0, bool)
+    for i in range(60):
+        u = rng.integers(0, 50 * (i + 1) ** 2, rng.integers(0, 400))
+        bits.set(u)
+        if len(u) and u.max() >= len(ref):
+            ref = np.concatenate([ref, np.zeros(u.max() + 1 - len(ref), bool)])
+        ref[u] = True
+        q = rng.integers(0, len(ref) + 9, 200)
+        assert (bits.get(q) == np.array([x < len(ref) and ref[x] for x in q])).all()
+    assert bits.count() == int(ref.sum())

@@ -11,6 +11,7 @@ social kernel's time scale when their exact timing matters.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from sim.demand.base import Arrivals, grown, stable_argsort
 from sim.demand.stream import Kernel
@@ -20,18 +21,45 @@ QUOTA = REASONS.index("quota_exceeded")
 TIMEOUT = REASONS.index("timeout")
 
 
-class Growable:
-    """A per-user array that grows to the largest user id seen (by a quarter at a time: the
-    whole service has ~130M users, so doubling would waste up to half)."""
+@njit(cache=True, nogil=True)
+def _set_bits(bits, users):  # pragma: no cover - compiled
+    for u in users:
+        bits[u >> 3] |= np.uint8(1 << (u & 7))
 
-    def __init__(self, dtype, fill=0):
-        self.dtype, self.fill = dtype, fill
-        self.a = np.zeros(0, dtype)
 
-    def ensure(self, users: np.ndarray) -> np.ndarray:
+@njit(cache=True, nogil=True)
+def _get_bits(bits, users, out):  # pragma: no cover - compiled
+    for j in range(len(users)):
+        u = users[j]
+        out[j] = (bits[u >> 3] >> (u & 7)) & 1
+
+
+class UserBits:
+    """One bit per user id (the whole service has ~130M users: 16 MB, not 130 MB), growing to
+    the largest id seen."""
+
+    def __init__(self):
+        self.a = np.zeros(0, np.uint8)
+
+    def _ensure(self, users: np.ndarray) -> np.ndarray:
+        users = np.ascontiguousarray(users, dtype=np.int64)
         if len(users):
-            self.a = grown(self.a, int(users.max()) + 1, self.fill)
-        return self.a
+            self.a = grown(self.a, (int(users.max()) >> 3) + 1, 0)
+        return users
+
+    def set(self, users: np.ndarray) -> None:
+        if len(users):
+            users = self._ensure(users)  # first: it may replace self.a
+            _set_bits(self.a, users)
+
+    def get(self, users: np.ndarray) -> np.ndarray:
+        users = self._ensure(users)
+        out = np.zeros(len(users), np.uint8)
+        _get_bits(self.a, users, out)
+        return out.astype(bool)
+
+    def count(self) -> int:
+        return int(np.unpackbits(self.a).sum(dtype=np.int64))
 
 
 def _merge(runs: list[Arrivals]) -> Arrivals:
@@ -187,7 +215,7 @@ class Conversion:
         self.src_mask = np.isin(np.arange(len(names)), self.src)
         self.to = names.index(spec.to)
         self.p = spec.probability
-        self.decided = Growable(bool, False)
+        self.decided = UserBits()
         self.conversions = 0
 
     def __call__(self, run, a, code, retry_after) -> None:
@@ -195,11 +223,10 @@ class Conversion:
         if not m.any():
             return
         users = np.unique(a.user[m])
-        dec = self.decided.ensure(users)
-        users = users[~dec[users]]
+        users = users[~self.decided.get(users)]
         if len(users) == 0:
             return
-        dec[users] = True
+        self.decided.set(users)
         conv = users[run.prng.random(len(users)) < self.p]
         self.demand.override.set(conv, self.to)
         self.conversions += len(conv)
@@ -239,14 +266,14 @@ class DemandStats:
     def __init__(self):
         self.offered = 0
         self.first = 0
-        self.seen = Growable(bool, False)
+        self.seen = UserBits()
 
     def __call__(self, run, a, code, retry_after) -> None:
         if len(a) == 0:
             return
         self.offered += len(a)
         self.first += int((a.attempts() == 0).sum()) if a.attempt is not None else len(a)
-        self.seen.ensure(a.user)[a.user] = True
+        self.seen.set(a.user)
 
 
 def attach(run) -> None:
@@ -287,7 +314,7 @@ def demand_summary(run) -> dict:
         "first_attempts": n(st.first),
         "retries": n(st.offered - st.first),
         "retry_amplification": round(st.offered / st.first, 6) if st.first else None,
-        "unique_users": n(int(st.seen.a.sum())),
+        "unique_users": n(st.seen.count()),
         "conversions": n(run.conversion.conversions) if run.conversion else 0,
         "social_requests": n(social),
         "deferred": n(run.deferred),

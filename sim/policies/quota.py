@@ -20,15 +20,32 @@ class DailyQuotaParams(Params):
     window: Literal["calendar", "rolling"] = "calendar"
 
 
+NO_DAY = -(2**15)  # int16: a user without a count
+SPAN = 2**15 - 1  # days either side of the epoch's UTC day that an int16 holds (~89 years)
+
+
+class _AbsoluteDays:
+    """`_day[user]`: the UTC day (since 1970) of a user's count, -1 for none (as the live
+    gateway reads it); stored as int16 days from the epoch's day."""
+
+    def __init__(self, q: DailyQuota):
+        self.q = q
+
+    def __getitem__(self, user: int) -> int:
+        v = int(self.q._dday[user])
+        return -1 if v == NO_DAY else v + self.q._day0
+
+
 @njit(cache=True, nogil=True)
-def _calendar(t, user, epoch, lim, day_a, count_a, ok, retry):  # pragma: no cover - compiled
+def _calendar(t, user, epoch, day0, lim, day_a, count_a, ok, retry):  # pragma: no cover - compiled
     # admit() in order, one request at a time: the definition, compiled
     for i in range(len(t)):
         u = user[i]
         x = epoch + t[i]
         d = np.floor(x / DAY)
-        if day_a[u] != d:
-            day_a[u] = d
+        rel = d - day0
+        if day_a[u] != rel:
+            day_a[u] = rel
             count_a[u] = 0
         if count_a[u] >= lim:
             ok[i] = False
@@ -56,7 +73,8 @@ class DailyQuota(Policy):
     `rolling`: GCRA with period 24 h, so a limit of 3 gives one image back every 8 h.
 
     State is per user in the narrowest dtypes that hold it (the whole service has ~130M
-    users): the UTC day of the count (int32) and the count (a byte while the limit fits)."""
+    users): the UTC day of the count (int16, days from the epoch's) and the count (a byte
+    while the limit fits): 3 bytes a user."""
 
     name = "daily_quota"
     Params = DailyQuotaParams
@@ -64,7 +82,8 @@ class DailyQuota(Policy):
 
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
-        self._day = np.full(0, -1, dtype=np.int32)  # calendar: UTC day of the count
+        self._day0 = int(np.floor(epoch / DAY))
+        self._dday = np.full(0, NO_DAY, dtype=np.int16)  # calendar: UTC day of the count
         self._count = np.zeros(0, dtype=self._count_dtype(params.limit))
         self._tat = np.zeros(0)  # rolling: theoretical arrival time (GCRA)
 
@@ -82,11 +101,20 @@ class DailyQuota(Policy):
         if self.params.window == "rolling":
             self._tat = grown(self._tat, n, -np.inf)
         else:
-            self._day = grown(self._day, n, -1)
-            self._count = grown(self._count, len(self._day), 0)
+            self._dday = grown(self._dday, n, NO_DAY)
+            self._count = grown(self._count, len(self._dday), 0)
+
+    @property
+    def _day(self) -> _AbsoluteDays:
+        return _AbsoluteDays(self)
 
     def _day_of(self, now):
         return np.floor((self.epoch + now) / DAY).astype(np.int64)
+
+    def _check_span(self, t0: float, t1: float) -> None:
+        for x in (t0, t1):
+            if abs(int(self._day_of(x)) - self._day0) > SPAN:
+                raise ValueError(f"daily_quota: t = {x} is more than {SPAN} days from the epoch")
 
     def admit(self, now: float, user: int, tier: int) -> Decision:
         self._grow(user + 1)
@@ -100,8 +128,9 @@ class DailyQuota(Policy):
             self._tat[user] = tat + T
             return ADMIT
         day = int(self._day_of(now))
-        if self._day[user] != day:
-            self._day[user], self._count[user] = day, 0
+        self._check_span(now, now)
+        if int(self._dday[user]) != day - self._day0:
+            self._dday[user], self._count[user] = day - self._day0, 0
         if self._count[user] >= lim:
             reset = (day + 1) * DAY - (self.epoch + now)
             return Decision(False, "quota_exceeded", float(reset), lim, 0, float(reset))
@@ -126,6 +155,8 @@ class DailyQuota(Policy):
             if self.params.window == "rolling":
                 _rolling(t, user, self.params.limit, self._tat, ok, retry)
             else:
-                _calendar(t, user, float(self.epoch), self.params.limit, self._day, self._count, ok, retry)
+                self._check_span(float(t[0]), float(t[-1]))
+                _calendar(t, user, float(self.epoch), float(self._day0), self.params.limit, self._dday,
+                          self._count, ok, retry)
         code = np.where(ok, -1, QUOTA).astype(np.int8)
         return ok, code, retry
