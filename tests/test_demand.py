@@ -297,3 +297,21 @@ def test_user_bits_match_a_bool_array_per_user():
         q = rng.integers(0, len(ref) + 9, 200)
         assert (bits.get(q) == np.array([x < len(ref) and ref[x] for x in q])).all()
     assert bits.count() == int(ref.sum())
+
+
+@pytest.mark.parametrize("kind", ["uniform", "ties", "signed", "runs", "few"])
+def test_stable_argsort_is_numpys_stable_argsort(kind):
+    # the radix path and the sorted-runs path give numpy's permutation exactly (ties in
+    # index order, -0.0 equal to 0.0, infinities at the ends)
+    from sim.demand.base import stable_argsort
+
+    rng = np.random.default_rng(3)
+    n = 20000
+    t = {"uniform": lambda: rng.uniform(1e5, 1e5 + 300, n),
+         "ties": lambda: np.round(rng.uniform(0, 30, n), 1),
+         "signed": lambda: np.where(np.arange(n) % 7 == 0, -0.0, rng.normal(0, 1e3, n)),
+         "runs": lambda: np.concatenate([np.sort(rng.uniform(0, 9, n // 2)), np.sort(rng.uniform(3, 5, n // 2))]),
+         "few": lambda: rng.uniform(0, 1, 100)}[kind]()
+    if kind == "signed":
+        t[::13], t[::17] = np.inf, -np.inf
+    assert (stable_argsort(t) == np.argsort(t, kind="stable")).all()
