@@ -49,13 +49,65 @@ def _radix_argsort(key):  # pragma: no cover - compiled
     return idx
 
 
+@njit(cache=True, nogil=True)
+def _quantized_argsort(t, lo, scale):  # pragma: no cover - compiled
+    # Stable radix sort on a 22-bit quantisation of t (monotone in t: equal times share a
+    # key), then a stable insertion pass on the exact times, which only moves neighbours
+    # within a quantum. Gives up (ok False) if that pass does too much work.
+    n = len(t)
+    q = np.empty(n, np.uint32)
+    top = np.uint32((1 << 22) - 1)
+    for i in range(n):
+        q[i] = min(np.uint32((t[i] - lo) * scale), top)
+    idx = np.arange(n)
+    i2 = np.empty_like(idx)
+    q2 = np.empty_like(q)
+    cnt = np.empty(2048, np.int64)
+    for shift in (0, 11):
+        cnt[:] = 0
+        for i in range(n):
+            cnt[(q[i] >> shift) & 2047] += 1
+        tot = 0
+        for d in range(2048):
+            c = cnt[d]
+            cnt[d] = tot
+            tot += c
+        for i in range(n):
+            d = (q[i] >> shift) & 2047
+            j = cnt[d]
+            cnt[d] = j + 1
+            q2[j] = q[i]
+            i2[j] = idx[i]
+        q, q2 = q2, q
+        idx, i2 = i2, idx
+    moves = 0
+    for i in range(1, n):
+        v = idx[i]
+        tv = t[v]
+        j = i
+        while j > 0 and t[idx[j - 1]] > tv:
+            idx[j] = idx[j - 1]
+            j -= 1
+        moves += i - j
+        idx[j] = v
+        if moves > 8 * n:
+            return idx, False
+    return idx, True
+
+
 def stable_argsort(t: np.ndarray) -> np.ndarray:
     """np.argsort(t, kind="stable") for float64 times without NaN, in O(n): numpy's timsort
-    when t is a few sorted runs, else a radix sort on the order-preserving integer image of
-    each float (-0.0 counted as 0.0). Either way the same permutation."""
+    when t is a few sorted runs, else a radix sort (on a quantisation of the times, fixed up
+    by an insertion pass; on the order-preserving integer image of each float when that does
+    not pay: infinities, tight clusters). Every path gives the same permutation."""
     t = np.ascontiguousarray(t, dtype=np.float64)
     if len(t) < 256 or np.count_nonzero(t[1:] < t[:-1]) < 16:
         return np.argsort(t, kind="stable")  # a few sorted runs: timsort merges them in O(n)
+    lo, hi = float(t.min()), float(t.max())
+    if np.isfinite(hi - lo) and hi > lo:
+        idx, ok = _quantized_argsort(t, lo, ((1 << 22) - 1) / (hi - lo))
+        if ok:
+            return idx
     u = (t + 0.0).view(np.uint64)
     neg = (u >> np.uint64(63)).astype(bool)
     key = np.where(neg, ~u, u | np.uint64(1 << 63))
