@@ -59,6 +59,24 @@ def _tier_of(user, off, salt, b_wave, mix):  # pragma: no cover - compiled
     return out
 
 
+@njit(cache=True, nogil=True)
+def _pick_cohort(x1, x2, cum, guide, lo, cnt, k, off, out):  # pragma: no cover - compiled
+    # cohort = searchsorted(cum, x1, "right") (clipped), found from the guide table in O(1);
+    # then the user at Pareto rank x2 within it
+    n, G, total = len(cum), len(guide), cum[-1]
+    for j in range(len(x1)):
+        x = x1[j]
+        g = min(max(int(x / total * G), 0), G - 1)
+        i = guide[g]
+        while i > 0 and cum[i - 1] > x:
+            i -= 1
+        while i < n and cum[i] <= x:
+            i += 1
+        cell = min(i, n - 1)
+        c = cnt[cell]
+        out[j] = off[cell // k] + lo[cell] + min(np.int64(x2[j] * c), c - 1)
+
+
 class Adoption:
     """Fraction F(x) of a wave's market adopted x seconds after its start, and its inverse."""
 
@@ -223,7 +241,10 @@ class ViralModel(Stream):
         w = cnt * self.novelty.density(tm - mids)[None, :]
         w = w * self.region_factor([tm])[self.b_reg, 0][:, None]
         cum = np.cumsum(w.ravel())
-        hit = (cum, lo.ravel(), cnt.ravel(), k)
+        # guide table: where searchsorted lands for u * cum[-1], u on a grid of len(cum) steps
+        guide = (np.searchsorted(cum, np.arange(len(cum)) / len(cum) * cum[-1], side="right")
+                 if len(cum) and cum[-1] > 0 else np.zeros(0, np.int64))
+        hit = (cum, np.ascontiguousarray(lo.ravel()), np.ascontiguousarray(cnt.ravel()), k, guide)
         cache[cell] = hit
         return hit
 
@@ -244,17 +265,16 @@ class ViralModel(Stream):
                 continue
             sel = slice(lo_i, hi_i) if ordered else order[lo_i:hi_i]
             c = cs[lo_i]
-            cum, lo, cnt, k = self._weights(int(c))
+            cum, lo, cnt, k, guide = self._weights(int(c))
             if len(cum) == 0 or cum[-1] <= 0:
                 ok[sel] = False
                 continue
             m = hi_i - lo_i
-            cell = np.minimum(np.searchsorted(cum, rng.random(m) * cum[-1], side="right"),
-                              len(cum) - 1)
-            b = cell // k
-            x = rng.random(m) ** (self.tail / (self.tail - 1.0))
-            i = lo[cell] + np.minimum((x * cnt[cell]).astype(np.int64), cnt[cell] - 1)
-            user[sel] = self.off[b] + i
+            x1 = rng.random(m) * cum[-1]  # cohort (block x adoption bin) by weight
+            x2 = rng.random(m) ** (self.tail / (self.tail - 1.0))  # Pareto rank within it
+            out = np.empty(m, np.int64)
+            _pick_cohort(x1, x2, cum, guide, lo, cnt, k, self.off, out)
+            user[sel] = out
         if not ok.all():  # nobody has adopted yet: the earliest adopters of the first block
             user[~ok] = 0
         return user, self.tier_of(user)
