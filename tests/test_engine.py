@@ -26,7 +26,7 @@ def test_same_seed_same_bytes(tmp_path, root):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
         assert main(["run", str(root / "scenarios/ghibli_2025.yaml"), "--out", str(out), "--quiet",
-                     "--horizon", "2d", "--cell-fraction", "0.01"]) == 0
+                     "--horizon", "2d", "--set", "cell_fraction=0.01"]) == 0
     assert (a / "summary.json").read_bytes() == (b / "summary.json").read_bytes()
     s = json.loads((a / "summary.json").read_text())
     assert {"scenario", "seed", "tiers", "fleet", "money"} <= set(s)

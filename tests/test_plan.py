@@ -87,7 +87,7 @@ def test_dask_local_cluster_equals_process_pool():
 
 
 def test_plan_judges_several_sizes_per_round_and_dask_agrees_with_the_pool():
-    from sim.plan import parse_slo, run_plan
+    from sim.planner import parse_slo, run_plan
 
     sc = parse_scenario(queue_scenario(8.0, 1.0, 4, 6000, seed=2, warmup=300))
     slos = [parse_slo("a:p95<=4s", sc)]
