@@ -317,3 +317,19 @@ def test_stable_argsort_is_numpys_stable_argsort(kind):
     if kind == "signed":
         t[::13], t[::17] = np.inf, -np.inf
     assert (stable_argsort(t) == np.argsort(t, kind="stable")).all()
+
+
+def test_demand_thread_gives_the_same_run():
+    # First attempts made ahead on a second thread (Run.threads): paid conversion, which
+    # depends on the run, is applied when a chunk is taken, so nothing changes.
+    from sim.engine import Run
+
+    q = queue_scenario(2.0, 1.0, 20, 2 * 86400.0, seed=2, chunk_s=300.0, tiers=TIERS,
+                       policies=[{"policy": "daily_quota", "tiers": ["free"], "limit": 2}])
+    q["demand"]["users"] = 2000
+    q["demand"]["conversion"] = {"tiers": ["free"], "to": "paid", "probability": 0.5}
+    q["demand"]["retry"] = {"max_attempts": 3, "base_s": 1, "cap_s": 8}
+    sc = parse_scenario(q)
+    a, b = summarize(Run(sc, threads=False).execute()), summarize(Run(sc, threads=True).execute())
+    assert a["demand"]["conversions"] > 100
+    assert a == b
