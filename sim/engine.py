@@ -108,6 +108,7 @@ class Run:
     # Warm start: simulate from here (rounded down to a chunk boundary) with an empty system,
     # for judging a late window (plan --window) without simulating the days before it.
     start: float = 0.0
+    slice_requests: int = 1 << 20  # admitted requests handed to the fleet loop at a time
     fleet: Fleet = field(init=False)
 
     def __post_init__(self):
@@ -228,7 +229,7 @@ class Run:
         iv = np.minimum((a.t / self.interval).astype(np.int64), self.n_int - 1)
         self.offered += bump(self.ser_offered, iv, a.tier, nk)
         keep = np.ones(len(a), dtype=bool)
-        code_all = np.full(len(a), -1, np.int64)  # reason of each rejection (REASONS index)
+        code_all = np.full(len(a), -1, np.int8)  # reason of each rejection (REASONS index)
         retry_after = np.full(len(a), np.nan)
         for ap in self.policies:
             if not ap.enabled or not ap.admits:
@@ -242,21 +243,38 @@ class Run:
             code_all[bad] = code[~ok]
             retry_after[bad] = ra[~ok]
             self._count_rejections(iv[bad], a.tier[bad], code[~ok].astype(np.int64))
+            del sel, ok, code, ra, bad
+        del iv
         idx = np.flatnonzero(keep)
-        if len(idx) == len(a):  # nothing rejected: the arrays as they are, no gathers
-            t_in, tier, user, e_in, z_in = a.t, a.tier, a.user, noise, z
-        else:
-            t_in, tier, user, e_in, z_in = a.t[idx], a.tier[idx], a.user[idx], noise[idx], z[idx]
+        del keep
         steps = np.full(len(idx), self.steps[0], np.float32)
         view = None
         for ap in self.policies:
             if ap.enabled and ap.degrades:
                 view = view or self.fleet.view()
-                steps = ap.policy.degrade(view, t_in, tier, steps, ap.tiers)
-        fate = self.fleet.advance(t_in, tier, user, steps, e_in, z_in, until)
-        rej = fate > 0
-        if rej.any():
-            code_all[idx[rej]] = KERNEL_REASON[fate[rej] - 1]
+                steps = ap.policy.degrade(view, a.t[idx], a.tier[idx], steps, ap.tiers)
+        # The fleet takes the admitted requests in slices of at most slice_requests (a quota's
+        # midnight stampede brings millions in one window), each run up to the next slice's
+        # first arrival: the same events in the same order, in bounded memory.
+        n_in, lo = len(idx), 0
+        while True:
+            hi = min(n_in, lo + self.slice_requests)
+            while 0 < hi < n_in and a.t[idx[hi]] == a.t[idx[hi - 1]]:
+                hi += 1  # equal times go together: arrivals must be < the slice's end
+            seg_until = float(a.t[idx[hi]]) if hi < n_in else until
+            if lo == 0 and hi == len(a):  # nothing rejected, one slice: no gathers
+                t_in, tier, user, e_in, z_in = a.t, a.tier, a.user, noise, z
+            else:
+                j = idx[lo:hi]
+                t_in, tier, user, e_in, z_in = a.t[j], a.tier[j], a.user[j], noise[j], z[j]
+            fate = self.fleet.advance(t_in, tier, user, steps[lo:hi], e_in, z_in, seg_until)
+            rej = fate > 0
+            if rej.any():
+                code_all[idx[lo:hi][rej]] = KERNEL_REASON[fate[rej] - 1]
+            del t_in, tier, user, e_in, z_in, fate, rej
+            if hi >= n_in:
+                break
+            lo = hi
         self.cursor = until
         for hook in self.on_window:
             hook(self, a, code_all, retry_after)
