@@ -333,3 +333,18 @@ def test_demand_thread_gives_the_same_run():
     a, b = summarize(Run(sc, threads=False).execute()), summarize(Run(sc, threads=True).execute())
     assert a["demand"]["conversions"] > 100
     assert a == b
+
+
+def test_tier_override_last_move_wins():
+    from sim.demand.stream import TierOverride
+
+    rng = np.random.default_rng(5)
+    o, ref = TierOverride(), {}
+    assert o.a is None
+    for _ in range(30):
+        users, k = rng.integers(0, 5000, rng.integers(1, 300)), int(rng.integers(0, 3))
+        o.set(users, k)
+        ref.update({int(u): k for u in users})
+        q = rng.integers(0, 6000, 500)
+        own = rng.integers(0, 3, 500)
+        assert (o.apply(q, own) == np.array([ref.get(int(u), int(t)) for u, t in zip(q, own, strict=True)])).all()

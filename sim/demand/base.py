@@ -114,6 +114,59 @@ def stable_argsort(t: np.ndarray) -> np.ndarray:
     return _radix_argsort(key)
 
 
+@njit(cache=True, nogil=True)
+def _set_bits(bits, users):  # pragma: no cover - compiled
+    for u in users:
+        bits[u >> 3] |= np.uint8(1 << (u & 7))
+
+
+@njit(cache=True, nogil=True)
+def _clear_bits(bits, users):  # pragma: no cover - compiled
+    for u in users:
+        bits[u >> 3] &= np.uint8(~(1 << (u & 7)) & 255)
+
+
+@njit(cache=True, nogil=True)
+def _get_bits(bits, users, out):  # pragma: no cover - compiled
+    for j in range(len(users)):
+        u = users[j]
+        out[j] = (bits[u >> 3] >> (u & 7)) & 1
+
+
+class UserBits:
+    """One bit per user id (the whole service has ~130M users: 16 MB, not 130 MB), growing to
+    the largest id seen."""
+
+    def __init__(self):
+        self.a = np.zeros(0, np.uint8)
+
+    def _ensure(self, users: np.ndarray) -> np.ndarray:
+        users = np.ascontiguousarray(users, dtype=np.int64)
+        if len(users):
+            self.a = grown(self.a, (int(users.max()) >> 3) + 1, 0)
+        return users
+
+    def set(self, users: np.ndarray) -> None:
+        if len(users):
+            users = self._ensure(users)  # first: it may replace self.a
+            _set_bits(self.a, users)
+
+    def get(self, users: np.ndarray) -> np.ndarray:
+        users = self._ensure(users)
+        out = np.zeros(len(users), np.uint8)
+        _get_bits(self.a, users, out)
+        return out.astype(bool)
+
+    def clear(self, users: np.ndarray) -> None:
+        users = np.ascontiguousarray(users, dtype=np.int64)
+        users = users[users < 8 * len(self.a)]
+        if len(users):
+            _clear_bits(self.a, users)
+
+    def count(self) -> int:
+        return int(np.unpackbits(self.a).sum(dtype=np.int64))
+
+
 @dataclass
 class Arrivals:
     """A time-sorted chunk of requests."""

@@ -11,55 +11,13 @@ social kernel's time scale when their exact timing matters.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from sim.demand.base import Arrivals, grown, stable_argsort
+from sim.demand.base import Arrivals, UserBits, stable_argsort
 from sim.demand.stream import Kernel
 from sim.policies import REASONS
 
 QUOTA = REASONS.index("quota_exceeded")
 TIMEOUT = REASONS.index("timeout")
-
-
-@njit(cache=True, nogil=True)
-def _set_bits(bits, users):  # pragma: no cover - compiled
-    for u in users:
-        bits[u >> 3] |= np.uint8(1 << (u & 7))
-
-
-@njit(cache=True, nogil=True)
-def _get_bits(bits, users, out):  # pragma: no cover - compiled
-    for j in range(len(users)):
-        u = users[j]
-        out[j] = (bits[u >> 3] >> (u & 7)) & 1
-
-
-class UserBits:
-    """One bit per user id (the whole service has ~130M users: 16 MB, not 130 MB), growing to
-    the largest id seen."""
-
-    def __init__(self):
-        self.a = np.zeros(0, np.uint8)
-
-    def _ensure(self, users: np.ndarray) -> np.ndarray:
-        users = np.ascontiguousarray(users, dtype=np.int64)
-        if len(users):
-            self.a = grown(self.a, (int(users.max()) >> 3) + 1, 0)
-        return users
-
-    def set(self, users: np.ndarray) -> None:
-        if len(users):
-            users = self._ensure(users)  # first: it may replace self.a
-            _set_bits(self.a, users)
-
-    def get(self, users: np.ndarray) -> np.ndarray:
-        users = self._ensure(users)
-        out = np.zeros(len(users), np.uint8)
-        _get_bits(self.a, users, out)
-        return out.astype(bool)
-
-    def count(self) -> int:
-        return int(np.unpackbits(self.a).sum(dtype=np.int64))
 
 
 def _merge(runs: list[Arrivals]) -> Arrivals:

@@ -10,29 +10,38 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.demand.base import Arrivals, PiecewiseLinearRate, grown
+from sim.demand.base import Arrivals, PiecewiseLinearRate, UserBits
 
 
 class TierOverride:
-    """Per-user tier after conversion (-1: the user's own tier). Grows on demand; None until
-    the first conversion, so runs without conversions allocate nothing."""
+    """Per-user tier after conversion: one bit per user for each tier users were moved to
+    (the last move wins). `a` is None until the first conversion, so runs without
+    conversions allocate nothing."""
 
     def __init__(self):
-        self.a: np.ndarray | None = None
+        self.bits: dict[int, UserBits] = {}
+
+    @property
+    def a(self) -> dict | None:
+        return self.bits or None
 
     def set(self, users: np.ndarray, tier: int) -> None:
         if len(users) == 0:
             return
-        self.a = grown(np.zeros(0, np.int8) if self.a is None else self.a, int(users.max()) + 1, -1)
-        self.a[users] = tier
+        for k, b in self.bits.items():
+            if k != tier:
+                b.clear(users)
+        self.bits.setdefault(int(tier), UserBits()).set(users)
 
     def apply(self, user: np.ndarray, tier: np.ndarray) -> np.ndarray:
-        if self.a is None or len(user) == 0:
+        if not self.bits or len(user) == 0:
             return tier
-        o = np.full(len(user), -1, np.int64)
-        inside = user < len(self.a)
-        o[inside] = self.a[user[inside]]
-        return np.where(o >= 0, o, tier)
+        out = tier
+        for k, b in self.bits.items():
+            m = b.get(user)
+            if m.any():
+                out = np.where(m, k, out)
+        return out
 
 
 class Kernel:
