@@ -120,3 +120,16 @@ def test_warm_start_simulates_only_from_its_start():
     # the window after the warm-up is judged alike (M/M/8 at rho 0.75 forgets in seconds)
     assert s["fleet"]["gpu_hours"] == full["fleet"]["gpu_hours"]
     assert abs(s["tiers"]["a"]["latency_s"]["p95"] / full["tiers"]["a"]["latency_s"]["p95"] - 1) < 0.05
+
+
+def test_plan_warm_start_on_the_cli(tmp_path, capsys):
+    d = queue_scenario(6.0, 1.0, 8, 4000, seed=4)
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(d))
+    assert main(["plan", str(path), "--slo", "a:p95<=5s", "--warm", "10m", "--quiet"]) == 2
+    assert "--warm" in capsys.readouterr().err  # needs --window
+    out = tmp_path / "plan"
+    assert main(["plan", str(path), "--slo", "a:p95<=5s", "--window", "3000:4000", "--warm", "10m",
+                 "--reps", "2", "--jobs", "1", "--out", str(out), "--json", "--quiet"]) == 0
+    res = json.loads((out / "plan.json").read_text())
+    assert res["warm_s"] == 600.0 and res["window_s"] == [3000.0, 4000.0] and res["min_gpus"] >= 7
