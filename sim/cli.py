@@ -95,6 +95,8 @@ def cmd_plan(args) -> int:
             raise InputError("--warm", args.warm, "expected a duration, e.g. 2h") from None
         if warm < 0:
             raise InputError("--warm", args.warm, "must not be negative")
+    if args.step is not None and args.step < 1:
+        raise InputError("--step", str(args.step), "must be at least 1")
     if args.reps < 1:
         raise InputError("--reps", str(args.reps), "must be at least 1")
     out = check_out(args.out if args.out is not None else Path("out") / sc.name / "plan")
@@ -103,7 +105,7 @@ def cmd_plan(args) -> int:
         for w in args.without:
             if w not in known:
                 raise InputError("--without", w, f"no such policy in the scenario; it has {', '.join(sorted(known)) or 'none'}")
-        _, res = run_plan(sc, slos, args.reps, ex, window, tuple(args.without), warm)
+        _, res = run_plan(sc, slos, args.reps, ex, window, tuple(args.without), warm, args.step)
     write_plan(res, out)
     if args.json:
         print(dumps({k: res[k] for k in ("min_gpus", "ci_low", "ci_high", "gpu_cost_per_day",
@@ -235,6 +237,8 @@ def build_parser() -> Parser:
     p.add_argument("--slo", action="append", default=[], help="TIER:p95<=60s (repeatable; default: each tier's slo_s on p95)")
     p.add_argument("--reps", type=int_in(1, 1000), default=3, help="replications per fleet size (common random numbers)")
     p.add_argument("--window", help="judge SLOs over FROM:UNTIL of the curve only, e.g. 144h:168h")
+    p.add_argument("--step", type=int, help="GPUs between fleet sizes judged (default: a power of "
+                   "ten near 2%% of the scenario's fleet, at least one GPU of the cell)")
     p.add_argument("--warm", help="start each run this long before the window with an empty "
                    "system (e.g. 2h) instead of simulating everything before it")
     p.add_argument("--without", action="append", default=[], help="leave a policy out, e.g. shed_reserve (repeatable)")

@@ -82,6 +82,7 @@ class Plan:
     # With a window: each run starts this long before the window, with an empty system
     # (engine Run.start), instead of simulating everything before it. None: from t = 0.
     warm_s: float | None = None
+    step: int | None = None  # GPUs between sizes judged (None: from the fleet's size)
     evals: dict[int, Evaluation] = field(default_factory=dict)
 
     def _mix(self) -> np.ndarray:
@@ -202,8 +203,14 @@ class Plan:
         return False
 
     def _step(self) -> int:
-        """Sizes are whole GPUs of the simulated cell."""
-        return max(1, round(1 / self.sc.cell_fraction))
+        """Sizes are whole GPUs of the simulated cell, and no finer than a power of ten of
+        about 2% of the scenario's fleet (950 GPUs: steps of 10), which replications could
+        not tell apart anyway; `step` overrides."""
+        cell = max(1, round(1 / self.sc.cell_fraction))
+        if self.step is not None:
+            return max(cell, int(self.step))
+        total = sum(p.gpus for p in self.sc.fleet.pools)
+        return max(cell, 10 ** int(math.floor(math.log10(total / 50))) if total >= 50 else 1)
 
 
 def _served(t: dict) -> float:
@@ -232,11 +239,12 @@ def _split(total: int, mix: np.ndarray) -> np.ndarray:
 
 def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
              window: tuple[float, float] | None = None,
-             without: tuple[str, ...] = (), warm_s: float | None = None) -> tuple[Plan, dict]:
+             without: tuple[str, ...] = (), warm_s: float | None = None,
+             step: int | None = None) -> tuple[Plan, dict]:
     """Plan a fixed fleet; `without` names policies to leave out (e.g. shedding, which
     would otherwise let a small fleet pass by rejecting the overflow); `warm_s`: runs start
     that long before the window (None: at t = 0)."""
-    plan = Plan(sc, slos, reps, executor, window, tuple(without), warm_s)
+    plan = Plan(sc, slos, reps, executor, window, tuple(without), warm_s, step)
     best = plan.smallest(0)
     ci_high = plan.smallest(2, start=best)
     ci_low = plan.smallest(1, start=best)
@@ -254,6 +262,7 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
         "window_s": list(window) if window else None,
         "warm_s": warm_s if window else None,
         "sizes_per_round": plan.width(),
+        "step_gpus": plan._step(),
         "ignored_policies": sorted({q.policy for q in sc.policies
                                     if q.policy in {"autoscale", *without}}),
         "curve": [

@@ -95,7 +95,7 @@ def test_plan_judges_several_sizes_per_round_and_dask_agrees_with_the_pool():
         plan, pool = run_plan(sc, slos, 3, ex)
     with Executor(jobs=2, cluster="local") as ex:
         _, dask = run_plan(sc, slos, 3, ex)
-    assert plan.width() == 2 and pool["sizes_per_round"] == 2
+    assert plan.width() == 2 and pool["sizes_per_round"] == 2 and pool["step_gpus"] == 1
     assert pool == dask
     assert 9 <= pool["min_gpus"] <= 11  # the analytic minimum is 10 (test above)
 
@@ -133,3 +133,15 @@ def test_plan_warm_start_on_the_cli(tmp_path, capsys):
                  "--reps", "2", "--jobs", "1", "--out", str(out), "--json", "--quiet"]) == 0
     res = json.loads((out / "plan.json").read_text())
     assert res["warm_s"] == 600.0 and res["window_s"] == [3000.0, 4000.0] and res["min_gpus"] >= 7
+
+
+def test_plan_step_is_coarse_for_a_big_fleet(root):
+    from sim.planner import Plan, parse_slo
+    from sim.scenario import load_scenario
+
+    sc = load_scenario(root / "scenarios/ghibli_2025.yaml")  # 950 GPUs, the whole service
+    slos = [parse_slo("pro:p95<=30s", sc)]
+    assert Plan(sc, slos, 3, Executor(jobs=1))._step() == 10
+    assert Plan(sc, slos, 3, Executor(jobs=1), step=25)._step() == 25
+    cell = load_scenario(root / "scenarios/ghibli_2025.yaml", {"cell_fraction": 0.01})
+    assert Plan(cell, slos, 3, Executor(jobs=1))._step() == 100  # one GPU of the cell
