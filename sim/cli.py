@@ -237,7 +237,7 @@ def build_parser() -> Parser:
     p.add_argument("--slo", action="append", default=[], help="TIER:p95<=60s (repeatable; default: each tier's slo_s on p95)")
     p.add_argument("--reps", type=int_in(1, 1000), default=3, help="replications per fleet size (common random numbers)")
     p.add_argument("--window", help="judge SLOs over FROM:UNTIL of the curve only, e.g. 144h:168h")
-    p.add_argument("--step", type=int, help="GPUs between fleet sizes judged (default: a power of "
+    p.add_argument("--step", type=int_in(1, 10**6), help="GPUs between fleet sizes judged (default: a power of "
                    "ten near 2%% of the scenario's fleet, at least one GPU of the cell)")
     p.add_argument("--warm", help="start each run this long before the window with an empty "
                    "system (e.g. 2h) instead of simulating everything before it")
