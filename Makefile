@@ -21,7 +21,7 @@ whatif: install
 	  $(foreach v,no_limits historical reserve_shed brownout autoscale,--variant $(v)=scenarios/ghibli_whatif/$(v).yaml)
 
 plan: install
-	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --without shed_reserve --json
+	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --warm 2h --without shed_reserve --json
 
 # The Ghibli answer: free cap, free shed threshold and paid reserve at 1,000 H100s (autoscaler
 # off), a 0.5% cell judged over the free-opening day (hours 144-168), paid SLOs as constraints.
@@ -47,6 +47,8 @@ test: install lint
 bench: install
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/demand_speed.py
+	$(BIN)/python benchmarks/policy_speed.py
+	$(BIN)/python benchmarks/full_scale.py
 
 clean:
 	rm -rf $(VENV) out

@@ -27,18 +27,42 @@ def cmd_run(args) -> int:
     if args.horizon is not None:
         over["horizon"] = args.horizon
     sc = load_scenario(args.scenario, over, args.set)
+    if args.check_cell is not None:
+        _check_budget(args, sc)
+        return _check_cell(sc, args)
     out = check_out(args.out if args.out is not None else Path("out") / sc.name)
     _check_budget(args, sc)
     t0 = time.perf_counter()
     run = simulate(sc, progress=not args.quiet)
     wall = time.perf_counter() - t0
-    summary = write_run(run, out)
+    from sim.cell import regime
+
+    cell = regime(sc, run.demand, run.pools)
+    for w in cell["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    summary = write_run(run, out, {"cell": cell} if sc.cell_fraction < 1 else None)
     offered = sum(t["offered"] for t in summary["tiers"].values())
     print(f"wrote {out}/ ({offered:,} requests simulated in {wall:.1f} s)", file=sys.stderr)
     if args.json:
         print(dumps({"out": str(out), "wall_s": round(wall, 3), **summary["money"],
                           "tiers": {k: {"p95_s": v["latency_s"]["p95"], "slo_met": v["slo_met"]}
                                     for k, v in summary["tiers"].items()}}))
+    return 0
+
+
+def _check_cell(sc, args) -> int:
+    from sim.cell import check_cell
+
+    f = sc.cell_fraction
+    other = args.check_cell or (min(1.0, 10 * f) if f < 1 else 0.1)
+    if not 0 < other <= 1:
+        raise InputError("--check-cell", str(other), "must be in (0, 1]")
+    res = check_cell(sc, other)
+    print(f"{'figure':<24} {'cell ' + format(f, 'g'):>14} {'cell ' + format(other, 'g'):>14} {'rel diff':>9}")
+    for r in res["figures"]:
+        print(f"{r['figure']:<24} {r['cell']:>14,.6g} {r['other']:>14,.6g} {r['rel_diff']:>+9.2%}")
+    if args.json:
+        print(dumps(res))
     return 0
 
 
@@ -61,6 +85,18 @@ def cmd_plan(args) -> int:
         if not 0 <= a < b:
             raise InputError("--window", args.window, "needs 0 <= FROM < UNTIL")
         window = (a, b)
+    warm = None
+    if args.warm is not None:
+        if window is None:
+            raise InputError("--warm", args.warm, "needs --window (runs start that long before it)")
+        try:
+            warm = float(_duration(args.warm))
+        except ValueError:
+            raise InputError("--warm", args.warm, "expected a duration, e.g. 2h") from None
+        if warm < 0:
+            raise InputError("--warm", args.warm, "must not be negative")
+    if args.step is not None and args.step < 1:
+        raise InputError("--step", str(args.step), "must be at least 1")
     if args.reps < 1:
         raise InputError("--reps", str(args.reps), "must be at least 1")
     out = check_out(args.out if args.out is not None else Path("out") / sc.name / "plan")
@@ -69,7 +105,7 @@ def cmd_plan(args) -> int:
         for w in args.without:
             if w not in known:
                 raise InputError("--without", w, f"no such policy in the scenario; it has {', '.join(sorted(known)) or 'none'}")
-        _, res = run_plan(sc, slos, args.reps, ex, window, tuple(args.without))
+        _, res = run_plan(sc, slos, args.reps, ex, window, tuple(args.without), warm, args.step)
     write_plan(res, out)
     if args.json:
         print(dumps({k: res[k] for k in ("min_gpus", "ci_low", "ci_high", "gpu_cost_per_day",
@@ -193,12 +229,19 @@ def build_parser() -> Parser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--json", action="store_true", help="print a JSON line of headline figures")
     _budget_flags(r)
+    r.add_argument("--check-cell", type=float_in(0, 1, low_open=True), nargs="?", const=0.0, default=None, metavar="F",
+                   help="run at the scenario's cell size and at F (default 10x, at most 1) on "
+                        "common random numbers and print the difference of the headline figures")
     r.set_defaults(func=cmd_run)
     p = sub.add_parser("plan", help="smallest fleet that meets every tier's SLO")
     p.add_argument("scenario")
     p.add_argument("--slo", action="append", default=[], help="TIER:p95<=60s (repeatable; default: each tier's slo_s on p95)")
     p.add_argument("--reps", type=int_in(1, 1000), default=3, help="replications per fleet size (common random numbers)")
     p.add_argument("--window", help="judge SLOs over FROM:UNTIL of the curve only, e.g. 144h:168h")
+    p.add_argument("--step", type=int_in(1, 10**6), help="GPUs between fleet sizes judged (default: a power of "
+                   "ten near 2%% of the scenario's fleet, at least one GPU of the cell)")
+    p.add_argument("--warm", help="start each run this long before the window with an empty "
+                   "system (e.g. 2h) instead of simulating everything before it")
     p.add_argument("--without", action="append", default=[], help="leave a policy out, e.g. shed_reserve (repeatable)")
     p.add_argument("--jobs", type=int_in(1, 1024), help="local worker processes (default: all cores)")
     p.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local' for a LocalCluster")

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import simpy
 
-from sim.demand import Arrivals, build_demand, chunk_arrivals
+from sim.demand import Arrivals, build_demand
+from sim.demand.feed import ChunkFeed
 from sim.errors import InputError
 from sim.fleet.cost import CostModel, find_profile, load_profile
 from sim.fleet.fleet import Fleet, PoolSetup
@@ -26,6 +27,17 @@ from sim.scenario import Scenario
 KERNEL_REASON = np.array(
     [REASONS.index(r) for r in ("queue_full", "shed", "timeout", "rate_limited")], dtype=np.int64
 )
+
+
+def bump(series: np.ndarray, iv: np.ndarray, k: np.ndarray, nk: int) -> np.ndarray:
+    """series[iv[i], k[i]] += 1 for each i (iv sorted, as times are); returns the counts per k.
+    One bincount over the few intervals a window spans, instead of np.add.at."""
+    if len(iv) == 0:
+        return np.zeros(nk, np.int64)
+    lo, hi = int(iv[0]), int(iv[-1]) + 1
+    c = np.bincount((iv - lo) * nk + k, minlength=(hi - lo) * nk).reshape(hi - lo, nk)
+    series[lo:hi] += c
+    return c.sum(axis=0)
 
 
 @dataclass
@@ -92,6 +104,11 @@ class Run:
 
     sc: Scenario
     progress: bool = False
+    threads: bool = False  # first attempts made ahead on a second thread (same results)
+    # Warm start: simulate from here (rounded down to a chunk boundary) with an empty system,
+    # for judging a late window (plan --window) without simulating the days before it.
+    start: float = 0.0
+    slice_requests: int = 1 << 20  # admitted requests handed to the fleet loop at a time
     fleet: Fleet = field(init=False)
 
     def __post_init__(self):
@@ -109,11 +126,14 @@ class Run:
         self.rejected = np.zeros((nk, len(REASONS)), np.int64)
         self.ser_offered = np.zeros((self.n_int, nk), np.int64)
         self.ser_rejected = np.zeros((self.n_int, nk, len(REASONS)), np.int64)
-        self.cursor = 0.0
+        self.start = min(float(np.floor(max(self.start, 0.0) / sc.chunk_s) * sc.chunk_s), sc.horizon)
+        self.cursor = self.start
+        self.fleet.S.clock[0] = self.start
         self._chunk = -1
         self._buf = Arrivals.empty()
         self._noise = (np.zeros(0), np.zeros(0))
         self._pos = 0
+        self._feed: ChunkFeed | None = None
         # Requests created during the run (retries, socially triggered requests): merged into
         # later windows. One that falls inside the window being processed is deferred to its
         # end; keep chunk_s below the shortest retry backoff for exact timing.
@@ -125,7 +145,7 @@ class Run:
         self.on_window: list = []
         self.prng = np.random.default_rng([sc.seed, 3])  # draws made during the run
         # (time, pool, GPUs live from then on): for GPU cost per pool and the figures
-        self.gpu_log = [(0.0, j, p.gpus) for j, p in enumerate(self.pools)]
+        self.gpu_log = [(self.start, j, p.gpus) for j, p in enumerate(self.pools)]
         # Demand that reacts to the run: retries, paid conversion, social feedback, counts.
         from sim.demand.feedback import attach
 
@@ -134,23 +154,25 @@ class Run:
     # -- demand, chunk by chunk on a fixed grid (common random numbers across variants) --
 
     def _load_chunk(self, k: int) -> None:
-        self._buf = chunk_arrivals(self.demand, self.sc, k, self.sc.horizon)
-        srng = np.random.default_rng([self.sc.seed, 2, k])
-        n = len(self._buf)
-        self._noise = (srng.exponential(1.0, n), srng.standard_normal(n))
+        if self._feed is None:
+            self._feed = ChunkFeed(self.demand, self.sc, self.sc.horizon, thread=self.threads,
+                                   first=k)
+        a, e, z = self._feed.get(k)
+        if self.demand.override.a is not None and len(a):  # paid conversion so far
+            a = Arrivals(a.t, a.user, self.demand.tier_now(a.user, a.tier), a.attempt)
+        self._buf, self._noise = a, (e, z)
         self._chunk, self._pos = k, 0
 
     def _take(self, until: float) -> tuple[Arrivals, np.ndarray, np.ndarray]:
         """Arrivals in [cursor, until) with their service noise."""
-        parts, ne, nz = [], [], []
+        parts = []
         if self._chunk < 0:
-            self._load_chunk(0)
+            self._load_chunk(int(self.start // self.sc.chunk_s))
+            self._pos = int(np.searchsorted(self._buf.t, self.start, side="left"))
         while True:
-            end = int(np.searchsorted(self._buf.t, until, side="left"))
+            end = self._pos + int(np.searchsorted(self._buf.t[self._pos:], until, side="left"))
             sl = slice(self._pos, end)
-            parts.append(self._buf.take(sl))
-            ne.append(self._noise[0][sl])
-            nz.append(self._noise[1][sl])
+            parts.append((self._buf.take(sl), self._noise[0][sl], self._noise[1][sl]))
             self._pos = end
             chunk_end = (self._chunk + 1) * self.sc.chunk_s
             if chunk_end >= until or chunk_end >= self.sc.horizon:
@@ -158,29 +180,34 @@ class Run:
             self._load_chunk(self._chunk + 1)
         keep = []
         for a, e, z in self._pending:
-            m = a.t < until
-            if m.any():
-                parts.append(a.take(m))
-                ne.append(e[m])
-                nz.append(z[m])
-            if not m.all():
-                keep.append((a.take(~m), e[~m], z[~m]))
+            cut = int(np.searchsorted(a.t, until, side="left"))  # pending batches are time-sorted
+            if cut:
+                parts.append((a.take(slice(0, cut)), e[:cut], z[:cut]))
+            if cut < len(a):
+                keep.append((a.take(slice(cut, None)), e[cut:], z[cut:]))
         self._pending = keep
         if len(parts) == 1:
-            return parts[0], ne[0], nz[0]
-        a = Arrivals.concat([p for p in parts])
-        # concat sorts by time: sort the noise the same way
-        allp = [p for p in parts if len(p)]
-        if not allp:
+            return parts[0]
+        parts = [p for p in parts if len(p[0])]
+        if not parts:
             return Arrivals.empty(), np.zeros(0), np.zeros(0)
-        t = np.concatenate([p.t for p in allp])
+        if len(parts) == 1:
+            return parts[0]
+        # one stable sort by time for the requests and their noise (earlier parts first at ties)
+        t = np.concatenate([p[0].t for p in parts])
         order = np.argsort(t, kind="stable")
-        e = np.concatenate([x for x, p in zip(ne, parts, strict=True) if len(p)])[order]
-        z = np.concatenate([x for x, p in zip(nz, parts, strict=True) if len(p)])[order]
+        att = None
+        if any(p[0].attempt is not None for p in parts):
+            att = np.concatenate([p[0].attempts() for p in parts])[order]
+        a = Arrivals(t[order], np.concatenate([p[0].user for p in parts])[order],
+                     np.concatenate([p[0].tier for p in parts])[order], att)
+        e = np.concatenate([p[1] for p in parts])[order]
+        z = np.concatenate([p[2] for p in parts])[order]
         return a, e, z
 
     def add_requests(self, a: Arrivals) -> None:
-        """Queue requests created during the run (retries, triggered requests) for later windows."""
+        """Queue requests created during the run (retries, triggered requests) for later
+        windows; `a` is time-sorted."""
         if len(a) == 0:
             return
         late = a.t < self.cursor
@@ -200,10 +227,9 @@ class Run:
         a, noise, z = self._take(until)
         nk = len(self.sc.tiers)
         iv = np.minimum((a.t / self.interval).astype(np.int64), self.n_int - 1)
-        np.add.at(self.ser_offered, (iv, a.tier), 1)
-        self.offered += np.bincount(a.tier, minlength=nk)
+        self.offered += bump(self.ser_offered, iv, a.tier, nk)
         keep = np.ones(len(a), dtype=bool)
-        code_all = np.full(len(a), -1, np.int64)  # reason of each rejection (REASONS index)
+        code_all = np.full(len(a), -1, np.int8)  # reason of each rejection (REASONS index)
         retry_after = np.full(len(a), np.nan)
         for ap in self.policies:
             if not ap.enabled or not ap.admits:
@@ -217,18 +243,38 @@ class Run:
             code_all[bad] = code[~ok]
             retry_after[bad] = ra[~ok]
             self._count_rejections(iv[bad], a.tier[bad], code[~ok].astype(np.int64))
+            del sel, ok, code, ra, bad
+        del iv
         idx = np.flatnonzero(keep)
-        tier = a.tier[idx]
+        del keep
         steps = np.full(len(idx), self.steps[0], np.float32)
         view = None
         for ap in self.policies:
             if ap.enabled and ap.degrades:
                 view = view or self.fleet.view()
-                steps = ap.policy.degrade(view, a.t[idx], tier, steps, ap.tiers)
-        fate = self.fleet.advance(a.t[idx], tier, a.user[idx], steps, noise[idx], z[idx], until)
-        rej = fate > 0
-        if rej.any():
-            code_all[idx[rej]] = KERNEL_REASON[fate[rej] - 1]
+                steps = ap.policy.degrade(view, a.t[idx], a.tier[idx], steps, ap.tiers)
+        # The fleet takes the admitted requests in slices of at most slice_requests (a quota's
+        # midnight stampede brings millions in one window), each run up to the next slice's
+        # first arrival: the same events in the same order, in bounded memory.
+        n_in, lo = len(idx), 0
+        while True:
+            hi = min(n_in, lo + self.slice_requests)
+            while 0 < hi < n_in and a.t[idx[hi]] == a.t[idx[hi - 1]]:
+                hi += 1  # equal times go together: arrivals must be < the slice's end
+            seg_until = float(a.t[idx[hi]]) if hi < n_in else until
+            if lo == 0 and hi == len(a):  # nothing rejected, one slice: no gathers
+                t_in, tier, user, e_in, z_in = a.t, a.tier, a.user, noise, z
+            else:
+                j = idx[lo:hi]
+                t_in, tier, user, e_in, z_in = a.t[j], a.tier[j], a.user[j], noise[j], z[j]
+            fate = self.fleet.advance(t_in, tier, user, steps[lo:hi], e_in, z_in, seg_until)
+            rej = fate > 0
+            if rej.any():
+                code_all[idx[lo:hi][rej]] = KERNEL_REASON[fate[rej] - 1]
+            del t_in, tier, user, e_in, z_in, fate, rej
+            if hi >= n_in:
+                break
+            lo = hi
         self.cursor = until
         for hook in self.on_window:
             hook(self, a, code_all, retry_after)
@@ -239,8 +285,9 @@ class Run:
     def _count_rejections(self, iv, tier, code, kernel: bool = False) -> None:
         if kernel:
             return  # the fleet loop keeps its own counts (kernel_rej, ser_rej)
-        np.add.at(self.ser_rejected, (iv, tier, code), 1)
-        np.add.at(self.rejected, (tier, code), 1)
+        nr = len(REASONS)
+        self.rejected += bump(self.ser_rejected.reshape(self.n_int, -1), iv, tier * nr + code,
+                              self.rejected.size).reshape(self.rejected.shape)
 
     # -- SimPy processes --
 
@@ -265,12 +312,12 @@ class Run:
             ap.policy.refresh(self, ap)
 
     def execute(self) -> Run:
-        env = simpy.Environment()
+        env = simpy.Environment(initial_time=self.start)
         bar = None
         if self.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=self.sc.horizon, unit="sim-s", file=sys.stderr, delay=2.0,
+            bar = tqdm(total=self.sc.horizon, initial=self.start, unit="sim-s", file=sys.stderr, delay=2.0,
                        desc=self.sc.name, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]")
         env.process(self._clock(env, bar))
         for ap in self.policies:
@@ -279,8 +326,12 @@ class Run:
             spec = self.sc.policies[ap.spec_index]
             if spec.schedule:
                 env.process(self._schedule(env, ap, spec))
-        env.run(until=self.sc.horizon)
-        self.sync(self.sc.horizon)
+        try:
+            env.run(until=self.sc.horizon)
+            self.sync(self.sc.horizon)
+        finally:
+            if self._feed is not None:
+                self._feed.close()
         if bar is not None:
             bar.update(self.sc.horizon - bar.n)
             bar.close()
@@ -304,8 +355,8 @@ class Run:
         return out
 
 
-def simulate(sc: Scenario, progress: bool = False) -> Run:
-    """Run a scenario to its horizon."""
-    return Run(sc, progress).execute()
+def simulate(sc: Scenario, progress: bool = False, start: float = 0.0) -> Run:
+    """Run a scenario to its horizon (from `start`, with an empty system: see Run.start)."""
+    return Run(sc, progress, start=start).execute()
 
 

@@ -79,6 +79,10 @@ class Plan:
     executor: Executor
     window: tuple[float, float] | None = None
     without: tuple[str, ...] = ()
+    # With a window: each run starts this long before the window, with an empty system
+    # (engine Run.start), instead of simulating everything before it. None: from t = 0.
+    warm_s: float | None = None
+    step: int | None = None  # GPUs between sizes judged (None: from the fleet's size)
     evals: dict[int, Evaluation] = field(default_factory=dict)
 
     def _mix(self) -> np.ndarray:
@@ -105,7 +109,10 @@ class Plan:
 
     def evaluate(self, sizes: list[int]) -> None:
         todo = [n for n in dict.fromkeys(sizes) if n not in self.evals]
-        jobs = [Job(self._scenario(n, self.sc.seed + r), self.sc.source)
+        start = 0.0
+        if self.window and self.warm_s is not None:
+            start = max(0.0, self.window[0] - self.warm_s)
+        jobs = [Job(self._scenario(n, self.sc.seed + r), self.sc.source, start)
                 for n in todo for r in range(self.reps)]
         res = self.executor.map(run_job, jobs, desc="plan runs")
         for i, n in enumerate(todo):
@@ -116,47 +123,73 @@ class Plan:
                 served[s.tier] = min(_served(r["tiers"][s.tier]) for r in runs)
             self.evals[n] = Evaluation(n, p, served)
 
+    def width(self) -> int:
+        """Fleet sizes judged per round: enough that their replications fill the executor's
+        workers in whole rounds (2 workers, 3 replications: 2 sizes, 6 runs), at most 4."""
+        w = max(1, int(self.executor.jobs))
+        return max(1, min(4, w // math.gcd(w, self.reps)))
+
     def smallest(self, which: int = 0, start: int | None = None, cap: int = 1 << 22) -> int:
-        """Galloping then bisection for the smallest size meeting the SLOs (monotone)."""
-        step = self._step()
+        """Galloping then k-ary search for the smallest size meeting the SLOs (monotone);
+        each round judges `width()` sizes at once."""
+        step, m = self._step(), self.width()
+
+        def ok(n: int) -> bool:
+            return self.evals[n].meets(self.slos, which)
+
         n = max(step, start or sum(p.gpus for p in self.sc.fleet.pools))
         n = _round_up(n, step)
         self.evaluate([n])
-        if self.evals[n].meets(self.slos, which):
-            hi = n
-            lo = 0
-            while hi > step:
-                cand = _round_up(hi // 2, step)
-                if cand >= hi:
+        if ok(n):
+            hi, lo = n, 0
+            while hi > step and lo == 0:
+                chain = []
+                c = hi
+                for _ in range(m):  # hi/2, hi/4, ...
+                    nxt = _round_up(c // 2, step)
+                    if nxt >= c:
+                        break
+                    chain.append(nxt)
+                    c = nxt
+                if not chain:
                     break
-                self.evaluate([cand])
-                if self.evals[cand].meets(self.slos, which):
-                    hi = cand
-                else:
-                    lo = cand
-                    break
+                self.evaluate(chain)
+                for c in chain:
+                    if ok(c):
+                        hi = c
+                    else:
+                        lo = c
+                        break
         else:
             lo = n
             while True:
-                hi = lo * 2
-                self.evaluate([hi])
-                if self.evals[hi].meets(self.slos, which):
-                    break
-                if hi > cap or not self._improves(lo, hi):
-                    worst = ", ".join(f"{s.tier} {s.quantile} {self.evals[hi].bounds(s)[0]:.3g}s"
-                                      for s in self.slos)
-                    raise Infeasible(self.sc.source, "tiers",
-                                     f"SLO out of reach: at {hi} GPUs still {worst} (service time alone is too long)")
-                lo = hi
-        while hi - lo > step:
-            mid = _round_up((lo + hi) // 2, step)
-            if mid >= hi or mid <= lo:
+                chain = [lo * 2 ** (j + 1) for j in range(m)]  # 2 lo, 4 lo, ...
+                self.evaluate(chain)
+                prev = lo
+                for c in chain:
+                    if ok(c):
+                        hi = c
+                        break
+                    if c > cap or not self._improves(prev, c):
+                        worst = ", ".join(f"{s.tier} {s.quantile} {self.evals[c].bounds(s)[0]:.3g}s"
+                                          for s in self.slos)
+                        raise Infeasible(self.sc.source, "tiers",
+                                         f"SLO out of reach: at {c} GPUs still {worst} (service time alone is too long)")
+                    prev = lo = c
+                else:
+                    continue
                 break
-            self.evaluate([mid])
-            if self.evals[mid].meets(self.slos, which):
-                hi = mid
-            else:
-                lo = mid
+        while hi - lo > step:
+            cands = sorted({_round_up(lo + (hi - lo) * (j + 1) // (m + 1), step) for j in range(m)})
+            cands = [c for c in cands if lo < c < hi]
+            if not cands:
+                break
+            self.evaluate(cands)
+            for c in cands:  # the smallest that meets is the new hi, the one below it the new lo
+                if ok(c):
+                    hi = c
+                    break
+                lo = c
         return hi
 
     def _improves(self, lo: int, hi: int) -> bool:
@@ -170,8 +203,14 @@ class Plan:
         return False
 
     def _step(self) -> int:
-        """Sizes are whole GPUs of the simulated cell."""
-        return max(1, round(1 / self.sc.cell_fraction))
+        """Sizes are whole GPUs of the simulated cell, and no finer than a power of ten of
+        about 2% of the scenario's fleet (950 GPUs: steps of 10), which replications could
+        not tell apart anyway; `step` overrides."""
+        cell = max(1, round(1 / self.sc.cell_fraction))
+        if self.step is not None:
+            return max(cell, int(self.step))
+        total = sum(p.gpus for p in self.sc.fleet.pools)
+        return max(cell, 10 ** int(math.floor(math.log10(total / 50))) if total >= 50 else 1)
 
 
 def _served(t: dict) -> float:
@@ -200,10 +239,12 @@ def _split(total: int, mix: np.ndarray) -> np.ndarray:
 
 def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
              window: tuple[float, float] | None = None,
-             without: tuple[str, ...] = ()) -> tuple[Plan, dict]:
+             without: tuple[str, ...] = (), warm_s: float | None = None,
+             step: int | None = None) -> tuple[Plan, dict]:
     """Plan a fixed fleet; `without` names policies to leave out (e.g. shedding, which
-    would otherwise let a small fleet pass by rejecting the overflow)."""
-    plan = Plan(sc, slos, reps, executor, window, tuple(without))
+    would otherwise let a small fleet pass by rejecting the overflow); `warm_s`: runs start
+    that long before the window (None: at t = 0)."""
+    plan = Plan(sc, slos, reps, executor, window, tuple(without), warm_s, step)
     best = plan.smallest(0)
     ci_high = plan.smallest(2, start=best)
     ci_low = plan.smallest(1, start=best)
@@ -219,6 +260,9 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
         "pools": {p.name: int(n) for p, n in zip(sc.fleet.pools, _split(best, plan._mix()), strict=True)},
         "slos": [f"{s.tier}:{s.quantile}<={s.seconds:g}s" for s in slos],
         "window_s": list(window) if window else None,
+        "warm_s": warm_s if window else None,
+        "sizes_per_round": plan.width(),
+        "step_gpus": plan._step(),
         "ignored_policies": sorted({q.policy for q in sc.policies
                                     if q.policy in {"autoscale", *without}}),
         "curve": [

@@ -17,6 +17,7 @@ class Job:
 
     scenario: dict
     source: str
+    start: float = 0.0  # warm start (engine Run.start)
 
 
 def run_job(job: Job) -> dict:
@@ -26,7 +27,7 @@ def run_job(job: Job) -> dict:
     from sim.scenario import parse_scenario
 
     sc = parse_scenario(job.scenario, job.source)
-    return summarize(simulate(sc))
+    return summarize(simulate(sc, start=job.start))
 
 
 class Executor:

@@ -84,3 +84,64 @@ def test_dask_local_cluster_equals_process_pool():
     assert local == dask == serial
     assert len({json.dumps(r["tiers"]) for r in local}) == 4  # the seeds differ
     parse_scenario(jobs[0].scenario)  # still a valid scenario after the round trip
+
+
+def test_plan_judges_several_sizes_per_round_and_dask_agrees_with_the_pool():
+    from sim.planner import parse_slo, run_plan
+
+    sc = parse_scenario(queue_scenario(8.0, 1.0, 4, 6000, seed=2, warmup=300))
+    slos = [parse_slo("a:p95<=4s", sc)]
+    with Executor(jobs=2) as ex:
+        plan, pool = run_plan(sc, slos, 3, ex)
+    with Executor(jobs=2, cluster="local") as ex:
+        _, dask = run_plan(sc, slos, 3, ex)
+    assert plan.width() == 2 and pool["sizes_per_round"] == 2 and pool["step_gpus"] == 1
+    assert pool == dask
+    assert 9 <= pool["min_gpus"] <= 11  # the analytic minimum is 10 (test above)
+
+
+def test_warm_start_simulates_only_from_its_start():
+    # A run from `start` sees exactly the first attempts at or after it, and its fleet is
+    # charged from then on; from 0 it is the ordinary run, byte for byte.
+    from sim.demand import build_demand, chunk_arrivals
+    from sim.engine import Run, simulate
+    from sim.metrics.summary import summarize
+
+    sc = parse_scenario(queue_scenario(6.0, 1.0, 8, 4000, seed=4, warmup=2500))
+    assert summarize(Run(sc, start=0.0).execute()) == summarize(simulate(sc))
+    warm = Run(sc, start=2000.0).execute()
+    model = build_demand(sc)
+    c = sc.chunk_s
+    firsts = sum(int((chunk_arrivals(model, sc, k, sc.horizon).t >= 2000.0).sum())
+                 for k in range(int(math.ceil(sc.horizon / c))))
+    assert int(warm.offered.sum()) == firsts
+    assert warm.gpu_log[0][0] == 2000.0
+    s, full = summarize(warm), summarize(simulate(sc))
+    # the window after the warm-up is judged alike (M/M/8 at rho 0.75 forgets in seconds)
+    assert s["fleet"]["gpu_hours"] == full["fleet"]["gpu_hours"]
+    assert abs(s["tiers"]["a"]["latency_s"]["p95"] / full["tiers"]["a"]["latency_s"]["p95"] - 1) < 0.05
+
+
+def test_plan_warm_start_on_the_cli(tmp_path, capsys):
+    d = queue_scenario(6.0, 1.0, 8, 4000, seed=4)
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(d))
+    assert main(["plan", str(path), "--slo", "a:p95<=5s", "--warm", "10m", "--quiet"]) == 2
+    assert "--warm" in capsys.readouterr().err  # needs --window
+    out = tmp_path / "plan"
+    assert main(["plan", str(path), "--slo", "a:p95<=5s", "--window", "3000:4000", "--warm", "10m",
+                 "--reps", "2", "--jobs", "1", "--out", str(out), "--json", "--quiet"]) == 0
+    res = json.loads((out / "plan.json").read_text())
+    assert res["warm_s"] == 600.0 and res["window_s"] == [3000.0, 4000.0] and res["min_gpus"] >= 7
+
+
+def test_plan_step_is_coarse_for_a_big_fleet(root):
+    from sim.planner import Plan, parse_slo
+    from sim.scenario import load_scenario
+
+    sc = load_scenario(root / "scenarios/ghibli_2025.yaml")  # 950 GPUs, the whole service
+    slos = [parse_slo("pro:p95<=30s", sc)]
+    assert Plan(sc, slos, 3, Executor(jobs=1))._step() == 10
+    assert Plan(sc, slos, 3, Executor(jobs=1), step=25)._step() == 25
+    cell = load_scenario(root / "scenarios/ghibli_2025.yaml", {"cell_fraction": 0.01})
+    assert Plan(cell, slos, 3, Executor(jobs=1))._step() == 100  # one GPU of the cell

@@ -153,6 +153,36 @@ def test_admit_many_equals_admit_in_order(reqs, name, pieces, key):
     assert (ok_many == ok_one).all()
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 3 * DAY), st.integers(0, 2000), st.integers(0, 1)),
+                min_size=1, max_size=300),
+       st.sampled_from(sorted(LIMITERS)), st.lists(st.booleans(), min_size=1, max_size=6),
+       st.sampled_from(["user", "tier", "global"]))
+def test_compiled_admit_many_mixes_with_admit_and_gives_its_retry_after(reqs, name, scalar, key):
+    # The compiled admit_many and the scalar admit share one state: any interleaving of the two
+    # on one object decides like admit alone, with the same Retry-After (retries depend on it).
+    reqs.sort()
+    t = np.array([r[0] for r in reqs])
+    user = np.array([r[1] for r in reqs], np.int64)
+    tier = np.array([r[2] for r in reqs], np.int64)
+    a, b = make2(name, key, **LIMITERS[name]), make2(name, key, **LIMITERS[name])
+    cuts = np.linspace(0, len(t), len(scalar) + 1).astype(int)
+    ok_a, ra_a = [], []
+    for one, i, j in zip(scalar, cuts[:-1], cuts[1:], strict=True):
+        if one:
+            ds = [a.admit(float(x), int(u), int(k)) for x, u, k in zip(t[i:j], user[i:j], tier[i:j], strict=True)]
+            ok_a += [d.ok for d in ds]
+            ra_a += [np.nan if d.ok or d.retry_after is None else d.retry_after for d in ds]
+        else:
+            ok, _, ra = a.admit_many(t[i:j], user[i:j], tier[i:j])
+            ok_a += list(ok)
+            ra_a += list(ra)
+    ds = [b.admit(float(x), int(u), int(k)) for x, u, k in zip(t, user, tier, strict=True)]
+    assert ok_a == [d.ok for d in ds]
+    ra_b = [np.nan if d.ok or d.retry_after is None else d.retry_after for d in ds]
+    np.testing.assert_array_equal(np.array(ra_a), np.array(ra_b))
+
+
 def test_keys_user_tier_global():
     per_user = make("token_bucket", rate=0.001, burst=1, key="user")
     glob = make("token_bucket", rate=0.001, burst=1, key="global")

@@ -17,13 +17,15 @@ def reports(tmp_path_factory, ):
 
     d = tmp_path_factory.mktemp("reports")
     sc = ROOT / "scenarios/ghibli_2025.yaml"
-    assert main(["run", str(sc), "--out", str(d / "run"), "--quiet", "--horizon", "1d"]) == 0
+    assert main(["run", str(sc), "--out", str(d / "run"), "--quiet", "--horizon", "1d",
+                 "--set", "cell_fraction=0.05"]) == 0
     q = queue_scenario(8.0, 1.0, 4, 5000, seed=1, warmup=200)
     (d / "q.json").write_text(json.dumps(q))
     assert main(["plan", str(d / "q.json"), "--slo", "a:p95<=5s", "--reps", "2", "--jobs", "1",
                  "--out", str(d / "plan"), "--quiet"]) == 0
     (d / "quota.yaml").write_text("policies: [{policy: daily_quota, tiers: [free], limit: 3}]\n")
     assert main(["compare", str(sc), "--variant", f"quota={d / 'quota.yaml'}", "--horizon", "1d",
+                 "--set", "cell_fraction=0.05",
                  "--jobs", "1", "--out", str(d / "compare"), "--quiet"]) == 0
     return d
 

@@ -32,15 +32,16 @@ def build_demand(scenario, scale: float | None = None, until: float | None = Non
     return cls.from_scenario(scenario, scale, until)
 
 
-def chunk_arrivals(model, scenario, k: int, until: float) -> Arrivals:
+def chunk_arrivals(model, scenario, k: int, until: float, convert: bool = True) -> Arrivals:
     """First attempts of chunk k: [k * chunk_s, min((k + 1) * chunk_s, until)), drawn from
     rng([seed, 1, k]). Every reader of a scenario's demand (the run, `floodgate demand`, the
-    live schedule) draws through here, so all see the same arrivals for the same seed."""
+    live schedule) draws through here, so all see the same arrivals for the same seed.
+    convert=False: tiers before paid conversion (the run applies it when it takes the chunk)."""
     c = scenario.chunk_s
     t0, t1 = k * c, min((k + 1) * c, until)
     if t1 <= t0:
         return Arrivals.empty()
-    return model.generate(t0, t1, np.random.default_rng([scenario.seed, 1, k]))
+    return model.generate(t0, t1, np.random.default_rng([scenario.seed, 1, k]), convert)
 
 
 __all__ = ["Arrivals", "MODELS", "PiecewiseLinearRate", "build_demand", "chunk_arrivals"]

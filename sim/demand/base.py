@@ -5,6 +5,166 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _radix_argsort(key):  # pragma: no cover - compiled
+    # LSD radix sort on 11-bit digits of uint64 keys, only over the bits that vary: stable
+    n = len(key)
+    v = np.uint64(0)
+    for i in range(n):
+        v |= key[i] ^ key[0]
+    bits = 0
+    while v:
+        v >>= np.uint64(1)
+        bits += 1
+    idx = np.arange(n)
+    if bits == 0:
+        return idx
+    k = key.copy()
+    k2 = np.empty_like(k)
+    i2 = np.empty_like(idx)
+    cnt = np.empty(2048, np.int64)
+    shift = 0
+    while shift < bits:
+        cnt[:] = 0
+        sh = np.uint64(shift)
+        for i in range(n):
+            cnt[(k[i] >> sh) & np.uint64(2047)] += 1
+        tot = 0
+        for d in range(2048):
+            c = cnt[d]
+            cnt[d] = tot
+            tot += c
+        for i in range(n):
+            d = (k[i] >> sh) & np.uint64(2047)
+            j = cnt[d]
+            cnt[d] = j + 1
+            k2[j] = k[i]
+            i2[j] = idx[i]
+        k, k2 = k2, k
+        idx, i2 = i2, idx
+        shift += 11
+    return idx
+
+
+@njit(cache=True, nogil=True)
+def _quantized_argsort(t, lo, scale):  # pragma: no cover - compiled
+    # Stable radix sort on a 22-bit quantisation of t (monotone in t: equal times share a
+    # key), then a stable insertion pass on the exact times, which only moves neighbours
+    # within a quantum. Gives up (ok False) if that pass does too much work.
+    n = len(t)
+    q = np.empty(n, np.uint32)
+    top = np.uint32((1 << 22) - 1)
+    for i in range(n):
+        q[i] = min(np.uint32((t[i] - lo) * scale), top)
+    idx = np.arange(n)
+    i2 = np.empty_like(idx)
+    q2 = np.empty_like(q)
+    cnt = np.empty(2048, np.int64)
+    for shift in (0, 11):
+        cnt[:] = 0
+        for i in range(n):
+            cnt[(q[i] >> shift) & 2047] += 1
+        tot = 0
+        for d in range(2048):
+            c = cnt[d]
+            cnt[d] = tot
+            tot += c
+        for i in range(n):
+            d = (q[i] >> shift) & 2047
+            j = cnt[d]
+            cnt[d] = j + 1
+            q2[j] = q[i]
+            i2[j] = idx[i]
+        q, q2 = q2, q
+        idx, i2 = i2, idx
+    moves = 0
+    for i in range(1, n):
+        v = idx[i]
+        tv = t[v]
+        j = i
+        while j > 0 and t[idx[j - 1]] > tv:
+            idx[j] = idx[j - 1]
+            j -= 1
+        moves += i - j
+        idx[j] = v
+        if moves > 8 * n:
+            return idx, False
+    return idx, True
+
+
+def stable_argsort(t: np.ndarray) -> np.ndarray:
+    """np.argsort(t, kind="stable") for float64 times without NaN, in O(n): numpy's timsort
+    when t is a few sorted runs, else a radix sort (on a quantisation of the times, fixed up
+    by an insertion pass; on the order-preserving integer image of each float when that does
+    not pay: infinities, tight clusters). Every path gives the same permutation."""
+    t = np.ascontiguousarray(t, dtype=np.float64)
+    if len(t) < 256 or np.count_nonzero(t[1:] < t[:-1]) < 16:
+        return np.argsort(t, kind="stable")  # a few sorted runs: timsort merges them in O(n)
+    lo, hi = float(t.min()), float(t.max())
+    if np.isfinite(hi - lo) and hi > lo:
+        idx, ok = _quantized_argsort(t, lo, ((1 << 22) - 1) / (hi - lo))
+        if ok:
+            return idx
+    u = (t + 0.0).view(np.uint64)
+    neg = (u >> np.uint64(63)).astype(bool)
+    key = np.where(neg, ~u, u | np.uint64(1 << 63))
+    return _radix_argsort(key)
+
+
+@njit(cache=True, nogil=True)
+def _set_bits(bits, users):  # pragma: no cover - compiled
+    for u in users:
+        bits[u >> 3] |= np.uint8(1 << (u & 7))
+
+
+@njit(cache=True, nogil=True)
+def _clear_bits(bits, users):  # pragma: no cover - compiled
+    for u in users:
+        bits[u >> 3] &= np.uint8(~(1 << (u & 7)) & 255)
+
+
+@njit(cache=True, nogil=True)
+def _get_bits(bits, users, out):  # pragma: no cover - compiled
+    for j in range(len(users)):
+        u = users[j]
+        out[j] = (bits[u >> 3] >> (u & 7)) & 1
+
+
+class UserBits:
+    """One bit per user id (the whole service has ~130M users: 16 MB, not 130 MB), growing to
+    the largest id seen."""
+
+    def __init__(self):
+        self.a = np.zeros(0, np.uint8)
+
+    def _ensure(self, users: np.ndarray) -> np.ndarray:
+        users = np.ascontiguousarray(users, dtype=np.int64)
+        if len(users):
+            self.a = grown(self.a, (int(users.max()) >> 3) + 1, 0)
+        return users
+
+    def set(self, users: np.ndarray) -> None:
+        if len(users):
+            users = self._ensure(users)  # first: it may replace self.a
+            _set_bits(self.a, users)
+
+    def get(self, users: np.ndarray) -> np.ndarray:
+        users = self._ensure(users)
+        out = np.zeros(len(users), np.uint8)
+        _get_bits(self.a, users, out)
+        return out.astype(bool)
+
+    def clear(self, users: np.ndarray) -> None:
+        users = np.ascontiguousarray(users, dtype=np.int64)
+        users = users[users < 8 * len(self.a)]
+        if len(users):
+            _clear_bits(self.a, users)
+
+    def count(self) -> int:
+        return int(np.unpackbits(self.a).sum(dtype=np.int64))
 
 
 @dataclass
@@ -44,7 +204,18 @@ class Arrivals:
         if any(p.attempt is not None for p in parts):
             att = np.concatenate([p.attempts() for p in parts])
         a = Arrivals(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("t", "user", "tier")), att)
-        return a.take(np.argsort(a.t, kind="stable"))
+        return a.take(stable_argsort(a.t))
+
+
+def grown(a: np.ndarray, n: int, fill) -> np.ndarray:
+    """`a` extended to at least n entries with `fill` (by a quarter more, to amortise: per-user
+    arrays of the whole service hold ~130M entries, and doubling would waste up to half)."""
+    if n <= len(a):
+        return a
+    b = np.empty(max(n, len(a) + len(a) // 4, 1024), a.dtype)
+    b[: len(a)] = a
+    b[len(a):] = fill
+    return b
 
 
 class PiecewiseLinearRate:
@@ -91,7 +262,8 @@ class PiecewiseLinearRate:
         """Sorted arrival times of the Poisson process on [t0, t1)."""
         L0, L1 = self.cumulative([t0, t1])
         n = rng.poisson(L1 - L0)
-        u = np.sort(rng.uniform(L0, L1, n))
+        u = rng.uniform(L0, L1, n)
+        u = u[stable_argsort(u)]
         t = self.inverse(u)
         return np.clip(t, t0, np.nextafter(t1, t0))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.demand.base import Arrivals
+from sim.demand.base import Arrivals, UserBits, stable_argsort
 from sim.demand.stream import Kernel
 from sim.policies import REASONS
 
@@ -20,50 +20,82 @@ QUOTA = REASONS.index("quota_exceeded")
 TIMEOUT = REASONS.index("timeout")
 
 
-class Growable:
-    """A per-user array that grows to the largest user id seen."""
+def _merge(runs: list[Arrivals]) -> Arrivals:
+    """Time-sorted runs, oldest first, as one (stable: at equal times the older first)."""
+    t = np.concatenate([a.t for a in runs])
+    o = np.argsort(t, kind="stable")  # timsort: linear on a few sorted runs
+    att = None
+    if any(a.attempt is not None for a in runs):
+        att = np.concatenate([a.attempt if a.attempt is not None else np.zeros(len(a), a.user.dtype)
+                              for a in runs])[o]
+    return Arrivals(t[o], np.concatenate([a.user for a in runs])[o],
+                    np.concatenate([a.tier for a in runs])[o], att)
 
-    def __init__(self, dtype, fill=0):
-        self.dtype, self.fill = dtype, fill
-        self.a = np.zeros(0, dtype)
 
-    def ensure(self, users: np.ndarray) -> np.ndarray:
-        if len(users):
-            need = int(users.max()) + 1
-            if need > len(self.a):
-                b = np.full(max(need, 2 * len(self.a), 1024), self.fill, self.dtype)
-                b[: len(self.a)] = self.a
-                self.a = b
-        return self.a
+def _compact(a: Arrivals) -> Arrivals:
+    """Requests as held while pending (tens of millions wait for a quota's midnight): users
+    as int32 where the ids fit, tiers and attempts as bytes."""
+    big = len(a.user) and int(a.user.max()) >= 2**31
+    att = None if a.attempt is None else a.attempt.astype(np.int8)
+    return Arrivals(a.t, a.user if big else a.user.astype(np.int32), a.tier.astype(np.int8), att)
+
+
+def _wide(a: Arrivals) -> Arrivals:
+    """Back to the engine's dtypes (int64 users, tiers and attempts)."""
+    att = None if a.attempt is None else a.attempt.astype(np.int64)
+    return Arrivals(a.t, a.user.astype(np.int64), a.tier.astype(np.int64), att)
 
 
 class Pending:
-    """Requests created during the run, held by time bucket (chunk_s) and handed to the run
-    (run.add_requests) one window ahead: the engine's list of pending batches stays short
-    however far ahead retries are scheduled (a quota's Retry-After reaches to midnight).
-    Socially triggered requests get their user when released (user -1 until then)."""
+    """Requests created during the run, handed to the run (run.add_requests) one window
+    ahead: the engine's list of pending batches stays short however far ahead retries are
+    scheduled (a quota's Retry-After reaches to midnight). Socially triggered requests get
+    their user when released (user -1 until then).
+
+    Held as time-sorted runs in push order, in compact dtypes; the newest runs are merged
+    while the one before is at most twice as long, so there are O(log n) runs and each
+    request is merged O(log n) times. A request is due once its time bucket (chunk_s) is
+    at most the one that ends the next window; a flush hands over the stable time sort of
+    the due requests in push order, whatever the merging."""
 
     def __init__(self, run):
         self.run = run
         self.c = run.sc.chunk_s
-        self.buckets: dict[int, list[Arrivals]] = {}
+        self.runs: list[Arrivals] = []
 
     def push(self, a: Arrivals) -> None:
+        """Add time-sorted requests."""
         if len(a) == 0:
             return
-        b = np.floor(a.t / self.c).astype(np.int64)
-        cuts = np.flatnonzero(np.diff(b)) + 1
-        for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(a)]]), strict=True):
-            self.buckets.setdefault(int(b[lo]), []).append(a.take(slice(lo, hi)))
+        self.runs.append(_compact(a))
+        while len(self.runs) >= 2 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
+            self.runs[-2:] = [_merge(self.runs[-2:])]
+
+    def _due(self, t: np.ndarray, limit: int) -> int:
+        """How many of the sorted times t have floor(t / c) <= limit (exactly)."""
+        c = self.c
+        cut = int(np.searchsorted(t, (limit + 1) * c, side="left"))
+        while cut < len(t) and np.floor(t[cut] / c) <= limit:
+            cut += 1
+        while cut > 0 and np.floor(t[cut - 1] / c) > limit:
+            cut -= 1
+        return cut
 
     def flush(self) -> None:
         """Hand over everything due before the end of the next window."""
         run = self.run
         limit = int(np.floor((run.cursor + self.c) / self.c))
-        due = sorted(k for k in self.buckets if k <= limit)
+        due, keep = [], []
+        for a in self.runs:
+            cut = self._due(a.t, limit)
+            if cut:
+                due.append(a.take(slice(0, cut)))
+            if cut < len(a):
+                keep.append(a.take(slice(cut, None)))
+        self.runs = keep
         if not due:
             return
-        a = Arrivals.concat([p for k in due for p in self.buckets.pop(k)])
+        a = _wide(due[0] if len(due) == 1 else _merge(due))
         need = a.user < 0
         if need.any():
             u, t = run.demand.pick(a.t[need], run.prng)
@@ -123,7 +155,7 @@ class Retry:
         t0 = a.t[idx] + np.where(code[idx] == TIMEOUT, self.patience[a.tier[idx]], 0.0)
         self.retries += len(idx)
         out = Arrivals(t0 + d, a.user[idx], tier, r.astype(np.int64))
-        out = out.take(np.argsort(out.t, kind="stable"))
+        out = out.take(stable_argsort(out.t))
         if self.pending is None:
             return out
         self.pending.push(out)
@@ -138,21 +170,21 @@ class Conversion:
     def __init__(self, spec, demand, names):
         self.demand = demand
         self.src = np.array([names.index(t) for t in spec.tiers], np.int64)
+        self.src_mask = np.isin(np.arange(len(names)), self.src)
         self.to = names.index(spec.to)
         self.p = spec.probability
-        self.decided = Growable(bool, False)
+        self.decided = UserBits()
         self.conversions = 0
 
     def __call__(self, run, a, code, retry_after) -> None:
-        m = (code == QUOTA) & np.isin(a.tier, self.src)
+        m = (code == QUOTA) & self.src_mask[a.tier]
         if not m.any():
             return
         users = np.unique(a.user[m])
-        dec = self.decided.ensure(users)
-        users = users[~dec[users]]
+        users = users[~self.decided.get(users)]
         if len(users) == 0:
             return
-        dec[users] = True
+        self.decided.set(users)
         conv = users[run.prng.random(len(users)) < self.p]
         self.demand.override.set(conv, self.to)
         self.conversions += len(conv)
@@ -181,7 +213,7 @@ class SocialOnSuccess:
             return
         t = t + self.kernel.sample(len(t), run.prng)
         t = t[t < run.sc.horizon]
-        t = np.sort(t, kind="stable")
+        t = t[stable_argsort(t)]
         self.offspring += len(t)
         self.pending.push(Arrivals(t, np.full(len(t), -1, np.int64), np.zeros(len(t), np.int64)))
 
@@ -192,14 +224,14 @@ class DemandStats:
     def __init__(self):
         self.offered = 0
         self.first = 0
-        self.seen = Growable(bool, False)
+        self.seen = UserBits()
 
     def __call__(self, run, a, code, retry_after) -> None:
         if len(a) == 0:
             return
         self.offered += len(a)
         self.first += int((a.attempts() == 0).sum()) if a.attempt is not None else len(a)
-        self.seen.ensure(a.user)[a.user] = True
+        self.seen.set(a.user)
 
 
 def attach(run) -> None:
@@ -240,7 +272,7 @@ def demand_summary(run) -> dict:
         "first_attempts": n(st.first),
         "retries": n(st.offered - st.first),
         "retry_amplification": round(st.offered / st.first, 6) if st.first else None,
-        "unique_users": n(int(st.seen.a.sum())),
+        "unique_users": n(st.seen.count()),
         "conversions": n(run.conversion.conversions) if run.conversion else 0,
         "social_requests": n(social),
         "deferred": n(run.deferred),

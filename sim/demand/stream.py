@@ -10,35 +10,38 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.demand.base import Arrivals, PiecewiseLinearRate
+from sim.demand.base import Arrivals, PiecewiseLinearRate, UserBits
 
 
 class TierOverride:
-    """Per-user tier after conversion (-1: the user's own tier). Grows on demand; None until
-    the first conversion, so runs without conversions allocate nothing."""
+    """Per-user tier after conversion: one bit per user for each tier users were moved to
+    (the last move wins). `a` is None until the first conversion, so runs without
+    conversions allocate nothing."""
 
     def __init__(self):
-        self.a: np.ndarray | None = None
+        self.bits: dict[int, UserBits] = {}
+
+    @property
+    def a(self) -> dict | None:
+        return self.bits or None
 
     def set(self, users: np.ndarray, tier: int) -> None:
         if len(users) == 0:
             return
-        need = int(users.max()) + 1
-        if self.a is None or need > len(self.a):
-            m = max(need, 2 * (0 if self.a is None else len(self.a)), 1024)
-            b = np.full(m, -1, np.int8)
-            if self.a is not None:
-                b[: len(self.a)] = self.a
-            self.a = b
-        self.a[users] = tier
+        for k, b in self.bits.items():
+            if k != tier:
+                b.clear(users)
+        self.bits.setdefault(int(tier), UserBits()).set(users)
 
     def apply(self, user: np.ndarray, tier: np.ndarray) -> np.ndarray:
-        if self.a is None or len(user) == 0:
+        if not self.bits or len(user) == 0:
             return tier
-        o = np.full(len(user), -1, np.int64)
-        inside = user < len(self.a)
-        o[inside] = self.a[user[inside]]
-        return np.where(o >= 0, o, tier)
+        out = tier
+        for k, b in self.bits.items():
+            m = b.get(user)
+            if m.any():
+                out = np.where(m, k, out)
+        return out
 
 
 class Kernel:
@@ -153,10 +156,11 @@ class Stream:
         the carry), to spare the per-call overhead."""
         return t1
 
-    def generate(self, t0: float, t1: float, rng: np.random.Generator) -> Arrivals:
+    def generate(self, t0: float, t1: float, rng: np.random.Generator, convert: bool = True) -> Arrivals:
         """Requests in [t0, t1), time-sorted. Chunks must come in order (the engine's do); a
         chunk out of order restarts the carry. The chunk's rng makes whatever it generates
-        (a chunk inside a batch already generated draws nothing)."""
+        (a chunk inside a batch already generated draws nothing). convert=False: tiers before
+        paid conversion (the caller applies tier_now)."""
         if t0 != self._next:
             self._carry = Arrivals.empty()
             self._until = t0
@@ -176,7 +180,7 @@ class Stream:
             allr = Arrivals.concat([self._carry, new])
             cut = int(np.searchsorted(allr.t, t1, side="left"))
             out, self._carry = allr.take(slice(0, cut)), allr.take(slice(cut, None))
-        if self.override.a is not None and len(out):
+        if convert and self.override.a is not None and len(out):
             out = Arrivals(out.t, out.user, self.tier_now(out.user, out.tier), out.attempt)
         self.generated += len(out)
         return out

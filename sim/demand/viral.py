@@ -26,14 +26,55 @@ Memory: one chunk of requests, the carry, and arrays over the grid and blocks.
 
 from __future__ import annotations
 
-import numpy as np
+import threading
 
-from sim.demand.base import Arrivals, PiecewiseLinearRate
+import numpy as np
+from numba import njit
+
+from sim.demand.base import Arrivals, PiecewiseLinearRate, stable_argsort
 from sim.demand.stream import Kernel, Stream, expected_with_feedback
 
 DAY = 86400.0
 G1, G2 = 0.7548776662466927, 0.5698402909980532  # R2 low-discrepancy sequence
 MAX_COHORTS = 4096
+
+
+@njit(cache=True, nogil=True)
+def _tier_of(user, off, salt, b_wave, mix):  # pragma: no cover - compiled
+    # the block of each user (blocks are few), its low-discrepancy draw, its wave's tier mix
+    out = np.empty(len(user), np.int64)
+    nb, nt = len(off), mix.shape[1] - 1
+    for j in range(len(user)):
+        u = user[j]
+        b = nb - 1
+        while b > 0 and off[b] > u:
+            b -= 1
+        v = (0.5 + (u - off[b]) * G1 + salt[b]) % 1.0
+        w = b_wave[b]
+        k = 0
+        for m in range(nt):
+            if v >= mix[w, m]:
+                k += 1
+        out[j] = k
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _pick_cohort(x1, x2, cum, guide, lo, cnt, k, off, out):  # pragma: no cover - compiled
+    # cohort = searchsorted(cum, x1, "right") (clipped), found from the guide table in O(1);
+    # then the user at Pareto rank x2 within it
+    n, G, total = len(cum), len(guide), cum[-1]
+    for j in range(len(x1)):
+        x = x1[j]
+        g = min(max(int(x / total * G), 0), G - 1)
+        i = guide[g]
+        while i > 0 and cum[i - 1] > x:
+            i -= 1
+        while i < n and cum[i] <= x:
+            i += 1
+        cell = min(i, n - 1)
+        c = cnt[cell]
+        out[j] = off[cell // k] + lo[cell] + min(np.int64(x2[j] * c), c - 1)
 
 
 class Adoption:
@@ -145,7 +186,7 @@ class ViralModel(Stream):
         self.rep_wave = self.R * conv  # [W, grid], unseasoned
         rep = (self.rep_wave.sum(axis=0)) * self.season(self.grid)
         self.rep_rate = PiecewiseLinearRate(self.grid, rep)
-        self._cache: dict[int, tuple] = {}
+        self._cache = threading.local()  # cohort weights of recent grid cells, per thread
         self.first_sessions = 0
         self.sessions = 0
 
@@ -180,19 +221,17 @@ class ViralModel(Stream):
 
     def tier_of(self, user: np.ndarray) -> np.ndarray:
         """A user's own tier (its wave's mix), before any conversion."""
-        b = np.searchsorted(self.off, user, side="right") - 1
-        i = user - self.off[b]
-        v = (0.5 + i * G1 + self.salt[b]) % 1.0
-        w = self.b_wave[b]
-        return (v[:, None] >= self.mix[w][:, :-1]).sum(axis=1).astype(np.int64)
+        return _tier_of(np.ascontiguousarray(user, dtype=np.int64), self.off, self.salt,
+                        self.b_wave, self.mix)
 
     def _weights(self, cell: int):
         """Cumulative cohort weights for repeat sessions in grid cell `cell` (cached)."""
-        hit = self._cache.get(cell)
+        cache = self._cache.__dict__.setdefault("cells", {})  # one per thread
+        hit = cache.get(cell)
         if hit is not None:
             return hit
-        if len(self._cache) >= 8:
-            self._cache.clear()
+        if len(cache) >= 8:
+            cache.clear()
         tm = (cell + 0.5) * self.g
         k = int(np.searchsorted(self.edges, tm, side="right"))  # edges <= tm
         Ct = np.floor(self._block_N([tm])[:, 0] + 1e-9).astype(np.int64)
@@ -202,8 +241,11 @@ class ViralModel(Stream):
         w = cnt * self.novelty.density(tm - mids)[None, :]
         w = w * self.region_factor([tm])[self.b_reg, 0][:, None]
         cum = np.cumsum(w.ravel())
-        hit = (cum, lo.ravel(), cnt.ravel(), k)
-        self._cache[cell] = hit
+        # guide table: where searchsorted lands for u * cum[-1], u on a grid of len(cum) steps
+        guide = (np.searchsorted(cum, np.arange(len(cum)) / len(cum) * cum[-1], side="right")
+                 if len(cum) and cum[-1] > 0 else np.zeros(0, np.int64))
+        hit = (cum, np.ascontiguousarray(lo.ravel()), np.ascontiguousarray(cnt.ravel()), k, guide)
+        cache[cell] = hit
         return hit
 
     def pick(self, t, rng):
@@ -212,18 +254,27 @@ class ViralModel(Stream):
         user = np.zeros(len(t), np.int64)
         ok = np.ones(len(t), bool)
         cells = np.minimum((t / self.g).astype(np.int64), len(self.grid) - 2)
-        for c in np.unique(cells):
-            sel = np.flatnonzero(cells == c)
-            cum, lo, cnt, k = self._weights(int(c))
+        # requests grouped by grid cell, cells ascending, each group in index order (what
+        # np.unique + flatnonzero per cell gave, without a pass over t per cell)
+        ordered = len(t) < 2 or bool((cells[1:] >= cells[:-1]).all())
+        order = None if ordered else np.argsort(cells, kind="stable")
+        cs = cells if ordered else cells[order]
+        cuts = np.concatenate([[0], np.flatnonzero(cs[1:] != cs[:-1]) + 1, [len(t)]])
+        for lo_i, hi_i in zip(cuts[:-1], cuts[1:], strict=True):
+            if hi_i <= lo_i:
+                continue
+            sel = slice(lo_i, hi_i) if ordered else order[lo_i:hi_i]
+            c = cs[lo_i]
+            cum, lo, cnt, k, guide = self._weights(int(c))
             if len(cum) == 0 or cum[-1] <= 0:
                 ok[sel] = False
                 continue
-            cell = np.minimum(np.searchsorted(cum, rng.random(len(sel)) * cum[-1], side="right"),
-                              len(cum) - 1)
-            b = cell // k
-            x = rng.random(len(sel)) ** (self.tail / (self.tail - 1.0))
-            i = lo[cell] + np.minimum((x * cnt[cell]).astype(np.int64), cnt[cell] - 1)
-            user[sel] = self.off[b] + i
+            m = hi_i - lo_i
+            x1 = rng.random(m) * cum[-1]  # cohort (block x adoption bin) by weight
+            x2 = rng.random(m) ** (self.tail / (self.tail - 1.0))  # Pareto rank within it
+            out = np.empty(m, np.int64)
+            _pick_cohort(x1, x2, cum, guide, lo, cnt, k, self.off, out)
+            user[sel] = out
         if not ok.all():  # nobody has adopted yet: the earliest adopters of the first block
             user[~ok] = 0
         return user, self.tier_of(user)
@@ -248,7 +299,7 @@ class ViralModel(Stream):
             s = w == j
             t[s] = self.start[j] + self.adopt[j].inverse(y[s] / self.M[b[s]])
         t = np.clip(t, t0, np.nextafter(t1, t0))
-        o = np.argsort(t, kind="stable")
+        o = stable_argsort(t)
         return t[o], (self.off[b] + i)[o]
 
     def _batch_end(self, t0: float, t1: float) -> float:
@@ -294,7 +345,7 @@ class ViralModel(Stream):
             gaps[first] = 0.0
             cs = np.cumsum(gaps)
             t = t + cs - np.repeat(cs[first], k)
-        o = np.argsort(t, kind="stable")
+        o = stable_argsort(t)
         t, u = t[o], u[o]
         return Arrivals(t, u, self.tier_of(u))
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from numba import njit
 from pydantic import Field
 
+from sim.demand.base import grown
 from sim.policies.base import ADMIT, REASON_CODE, Decision, Params, Policy
 
 DAY = 86400.0
+QUOTA = REASON_CODE["quota_exceeded"]
 
 
 class DailyQuotaParams(Params):
@@ -17,9 +20,61 @@ class DailyQuotaParams(Params):
     window: Literal["calendar", "rolling"] = "calendar"
 
 
+NO_DAY = -(2**15)  # int16: a user without a count
+SPAN = 2**15 - 1  # days either side of the epoch's UTC day that an int16 holds (~89 years)
+
+
+class _AbsoluteDays:
+    """`_day[user]`: the UTC day (since 1970) of a user's count, -1 for none (as the live
+    gateway reads it); stored as int16 days from the epoch's day."""
+
+    def __init__(self, q: DailyQuota):
+        self.q = q
+
+    def __getitem__(self, user: int) -> int:
+        v = int(self.q._dday[user])
+        return -1 if v == NO_DAY else v + self.q._day0
+
+
+@njit(cache=True, nogil=True)
+def _calendar(t, user, epoch, day0, lim, day_a, count_a, ok, retry):  # pragma: no cover - compiled
+    # admit() in order, one request at a time: the definition, compiled
+    for i in range(len(t)):
+        u = user[i]
+        x = epoch + t[i]
+        d = np.floor(x / DAY)
+        rel = d - day0
+        if day_a[u] != rel:
+            day_a[u] = rel
+            count_a[u] = 0
+        if count_a[u] >= lim:
+            ok[i] = False
+            retry[i] = (d + 1.0) * DAY - x
+        else:
+            count_a[u] += 1
+
+
+@njit(cache=True, nogil=True)
+def _rolling(t, user, lim, tat_a, ok, retry):  # pragma: no cover - compiled
+    T = DAY / lim if lim else np.inf
+    tau = (lim - 1) * T if lim else 0.0
+    for i in range(len(t)):
+        u, now = user[i], t[i]
+        tat = max(tat_a[u], now)
+        if lim == 0 or now < tat - tau:
+            ok[i] = False
+            retry[i] = tat - tau - now if lim else DAY
+        else:
+            tat_a[u] = tat + T
+
+
 class DailyQuota(Policy):
     """`calendar`: a count per user per UTC day, reset at 00:00 UTC (stampede at reset).
-    `rolling`: GCRA with period 24 h, so a limit of 3 gives one image back every 8 h."""
+    `rolling`: GCRA with period 24 h, so a limit of 3 gives one image back every 8 h.
+
+    State is per user in the narrowest dtypes that hold it (the whole service has ~130M
+    users): the UTC day of the count (int16, days from the epoch's) and the count (a byte
+    while the limit fits): 3 bytes a user."""
 
     name = "daily_quota"
     Params = DailyQuotaParams
@@ -27,19 +82,39 @@ class DailyQuota(Policy):
 
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
-        self._day = np.full(0, -1, dtype=np.int64)  # calendar: day of the count
-        self._count = np.zeros(0, dtype=np.int64)
+        self._day0 = int(np.floor(epoch / DAY))
+        self._dday = np.full(0, NO_DAY, dtype=np.int16)  # calendar: UTC day of the count
+        self._count = np.zeros(0, dtype=self._count_dtype(params.limit))
         self._tat = np.zeros(0)  # rolling: theoretical arrival time (GCRA)
 
+    @staticmethod
+    def _count_dtype(limit: int):
+        return np.uint8 if limit < 255 else np.int64
+
+    def reconfigure(self, params) -> None:
+        super().reconfigure(params)
+        dt = self._count_dtype(params.limit)
+        if np.dtype(dt).itemsize > self._count.dtype.itemsize:
+            self._count = self._count.astype(dt)
+
     def _grow(self, n: int) -> None:
-        if n > len(self._day):
-            m = max(n, 2 * len(self._day), 1024)
-            self._day = np.concatenate([self._day, np.full(m - len(self._day), -1, np.int64)])
-            self._count = np.concatenate([self._count, np.zeros(m - len(self._count), np.int64)])
-            self._tat = np.concatenate([self._tat, np.full(m - len(self._tat), -np.inf)])
+        if self.params.window == "rolling":
+            self._tat = grown(self._tat, n, -np.inf)
+        else:
+            self._dday = grown(self._dday, n, NO_DAY)
+            self._count = grown(self._count, len(self._dday), 0)
+
+    @property
+    def _day(self) -> _AbsoluteDays:
+        return _AbsoluteDays(self)
 
     def _day_of(self, now):
         return np.floor((self.epoch + now) / DAY).astype(np.int64)
+
+    def _check_span(self, t0: float, t1: float) -> None:
+        for x in (t0, t1):
+            if abs(int(self._day_of(x)) - self._day0) > SPAN:
+                raise ValueError(f"daily_quota: t = {x} is more than {SPAN} days from the epoch")
 
     def admit(self, now: float, user: int, tier: int) -> Decision:
         self._grow(user + 1)
@@ -53,8 +128,9 @@ class DailyQuota(Policy):
             self._tat[user] = tat + T
             return ADMIT
         day = int(self._day_of(now))
-        if self._day[user] != day:
-            self._day[user], self._count[user] = day, 0
+        self._check_span(now, now)
+        if int(self._dday[user]) != day - self._day0:
+            self._dday[user], self._count[user] = day - self._day0, 0
         if self._count[user] >= lim:
             reset = (day + 1) * DAY - (self.epoch + now)
             return Decision(False, "quota_exceeded", float(reset), lim, 0, float(reset))
@@ -70,29 +146,17 @@ class DailyQuota(Policy):
         return ok, code, retry
 
     def _admit_many(self, t, user, tier):
-        if self.params.window == "rolling" or len(t) == 0:
-            return super().admit_many(t, user, tier)
-        # Calendar window, vectorised: within each (user, day) group the k-th request passes
-        # while count_before + k < limit; this is exactly what admit() in order gives.
-        self._grow(int(user.max()) + 1)
-        day = self._day_of(t)
-        order = np.lexsort((np.arange(len(t)), day, user))
-        u, d = user[order], day[order]
-        start = np.ones(len(t), dtype=bool)
-        start[1:] = (u[1:] != u[:-1]) | (d[1:] != d[:-1])
-        gidx = np.cumsum(start) - 1
-        first = np.flatnonzero(start)
-        rank = np.arange(len(t)) - first[gidx]
-        before = np.where(self._day[u] == d, self._count[u], 0)
-        ok_sorted = before + rank < self.params.limit
-        # Write back the end-of-chunk state for each (user, day), later days last.
-        last = np.append(first[1:] - 1, len(t) - 1)
-        admitted = np.minimum(before[first] + (last - first + 1), np.maximum(before[first], self.params.limit))
-        self._day[u[first]] = d[first]
-        self._count[u[first]] = admitted
-        ok = np.empty(len(t), dtype=bool)
-        ok[order] = ok_sorted
-        code = np.where(ok, -1, REASON_CODE["quota_exceeded"]).astype(np.int8)
-        reset = (day + 1) * DAY - (self.epoch + t)
-        retry = np.where(ok, np.nan, reset)
+        n = len(t)
+        ok = np.ones(n, dtype=bool)
+        retry = np.full(n, np.nan)
+        if n:
+            self._grow(int(user.max()) + 1)
+            t = np.ascontiguousarray(t, dtype=np.float64)
+            if self.params.window == "rolling":
+                _rolling(t, user, self.params.limit, self._tat, ok, retry)
+            else:
+                self._check_span(float(t[0]), float(t[-1]))
+                _calendar(t, user, float(self.epoch), float(self._day0), self.params.limit, self._dday,
+                          self._count, ok, retry)
+        code = np.where(ok, -1, QUOTA).astype(np.int8)
         return ok, code, retry

@@ -110,9 +110,12 @@ def render(run, s: dict, figs: list[tuple[str, Path]], found: list[str] | None =
     if found:
         block = ('<section class="findings" id="findings"><h2>Findings</h2><ul>'
                  + "".join(f"<li>{html.escape(f)}</li>" for f in found) + "</ul></section>")
+    cell_warn = s.get("cell", {}).get("warnings", [])
     sections = [
         block,
         f"<p>{html.escape(sc.description)}</p>" if sc.description else "",
+        ("<div class='bad'><strong>Cell regime:</strong><ul>"
+         + "".join(f"<li>{html.escape(w)}</li>" for w in cell_warn) + "</ul></div>") if cell_warn else "",
         f"<p>Scenario <code>{html.escape(sc.name)}</code>, seed {sc.seed}, horizon "
         f"{sc.horizon / 3600:.1f} h. <strong>{html.escape(verdict)}</strong>. Latency quantiles "
         f"are within {s['quantile_relative_error'] * 100:.1f}% (streaming histograms).</p>",
