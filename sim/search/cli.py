@@ -17,6 +17,8 @@ def _common(p) -> None:
     p.add_argument("scenario")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="change one field for every point, e.g. horizon=1d (repeatable)")
+    p.add_argument("--warm", metavar="D", help="start each run D before outputs.warmup_s with an "
+                   "empty system instead of simulating all before it (as plan --warm), e.g. 2h")
     p.add_argument("--reps", type=int, default=3,
                    help="replications per point, seeds seed..seed+R-1 at every point (default 3)")
     p.add_argument("--jobs", type=int, help="local worker processes (default: all cores)")
@@ -37,6 +39,20 @@ def _judging(p, multi: bool) -> None:
                    "or max:METRIC / min:METRIC")
 
 
+def _warm(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from sim.scenario import _duration
+
+    try:
+        v = float(_duration(text))
+    except (ValueError, TypeError):
+        raise InputError("--warm", text, "expected a duration, e.g. 2h") from None
+    if not 0 <= v < float("inf"):
+        raise InputError("--warm", text, "must be a finite duration of at least 0")
+    return v
+
+
 def _reps(n: int) -> int:
     if n < 1:
         raise InputError("--reps", str(n), "must be at least 1")
@@ -52,7 +68,7 @@ def cmd_sweep(args) -> int:
     from sim.search.sweep import run_sweep
     from sim.sweep import Executor
 
-    base = load_base(args.scenario, args.set)
+    base = load_base(args.scenario, args.set, warm_s=_warm(args.warm))
     if not args.grid:
         raise InputError("--grid", "(none)", "give at least one --grid PATH=VALUES")
     axes = [parse_grid(g, base) for g in args.grid]
@@ -84,7 +100,7 @@ def cmd_optimize(args) -> int:
     from sim.search.space import load_base, parse_param
     from sim.sweep import Executor
 
-    base = load_base(args.scenario, args.set)
+    base = load_base(args.scenario, args.set, warm_s=_warm(args.warm))
     if not args.param:
         raise InputError("--param", "(none)", "give at least one --param PATH=LOW:HIGH")
     params = [parse_param(t, base) for t in args.param]
@@ -146,7 +162,7 @@ def cmd_sensitivity(args) -> int:
     from sim.search.space import load_base, parse_param
     from sim.sweep import Executor
 
-    base = load_base(args.scenario, args.set)
+    base = load_base(args.scenario, args.set, warm_s=_warm(args.warm))
     if not args.factor:
         raise InputError("--factor", "(none)", "give at least one --factor PATH=LOW:HIGH")
     factors = [parse_param(t, base, "--factor") for t in args.factor]

@@ -19,7 +19,7 @@ def point_jobs(base: Base, point: dict[str, Any], reps: int) -> list[Job]:
         out = d.setdefault("outputs", {})
         out["figures"] = False
         out["report"] = False
-        jobs.append(Job(d, base.source))
+        jobs.append(Job(d, base.source, base.start))
     return jobs
 
 

@@ -26,10 +26,19 @@ class Base:
     source: str
     sc: Scenario
     sets: tuple[str, ...] = ()  # the --set changes applied (a search's fixed conditions)
+    # Warm start (as plan --warm): each run begins this long before outputs.warmup_s with an
+    # empty system, instead of simulating everything before the judged window. None: t = 0.
+    warm_s: float | None = None
+
+    @property
+    def start(self) -> float:
+        if self.warm_s is None:
+            return 0.0
+        return max(0.0, self.sc.outputs.warmup_s - self.warm_s)
 
 
 def load_base(scenario: str | Path | dict, sets: list[str] | None = None,
-              overrides: dict | None = None) -> Base:
+              overrides: dict | None = None, warm_s: float | None = None) -> Base:
     """Read a scenario file (or take a dict), merge `overrides` (nested mappings merge, as
     `load_scenario` does) and apply `--set` changes, as `run` does."""
     if isinstance(scenario, dict):
@@ -44,7 +53,8 @@ def load_base(scenario: str | Path | dict, sets: list[str] | None = None,
         data = merge(data, overrides)
     if sets:
         apply_sets(data, sets)
-    return Base(data, source, parse_scenario(copy.deepcopy(data), source), tuple(sets or ()))
+    return Base(data, source, parse_scenario(copy.deepcopy(data), source), tuple(sets or ()),
+                warm_s)
 
 
 def with_point(data: dict, point: dict[str, Any], flag: str = "--grid") -> dict:
