@@ -267,10 +267,11 @@ def build_parser() -> Parser:
     c.set_defaults(func=cmd_compare)
     import sim.calibration.cli
     import sim.demand.cli
+    import sim.fit.cli
     import sim.live.cli
     import sim.search.cli
 
-    for module in (sim.calibration.cli, sim.demand.cli, sim.live.cli, sim.search.cli):
+    for module in (sim.calibration.cli, sim.demand.cli, sim.fit.cli, sim.live.cli, sim.search.cli):
         module.add_parsers(sub)
     return ap
 

@@ -1,0 +1,65 @@
+"""`floodgate fit OBSERVED --scenario S`: fit the demand to the counts so far, and forecast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def cmd_fit(args) -> int:
+    from sim.errors import InputError
+    from sim.fit.fit import fit
+    from sim.fit.forecast import forecast
+    from sim.fit.observed import read_observed
+    from sim.fit.report import write_fit
+    from sim.scenario import _duration, load_scenario
+
+    sc = load_scenario(args.scenario)
+    obs = read_observed(args.observed, [t.name for t in sc.tiers], sc.epoch)
+    until = None
+    if args.until is not None:
+        try:
+            until = float(_duration(args.until))
+        except ValueError:
+            raise InputError("--until", args.until, "not a duration (e.g. 36h)") from None
+        if until <= obs.start:
+            raise InputError("--until", args.until, f"before the first observation ({obs.start / 3600:g} h)")
+    for name in ("boot", "starts"):
+        if getattr(args, name) < 0:
+            raise InputError(f"--{name}", str(getattr(args, name)), "must be >= 0")
+    f = fit(sc, obs, until, starts=args.starts, boot=args.boot, seed=args.seed,
+            progress=not args.quiet)
+    fc = forecast(f, seed=args.seed)
+    out = Path(args.out) if args.out else Path("out") / sc.name / "fit"
+    res = write_fit(f, fc, out)
+    for w in f.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if not args.json:
+        for k, v in res["parameters"].items():
+            iv = (f"[{v['low_90']:.4g}, {v['high_90']:.4g}]" if "low_90" in v else
+                  f"held ({v['reason']})")
+            print(f"{k:32s} {v['estimate']:12.4g}  {iv}")
+        for k, v in fc["totals"].items():
+            print(f"{k:32s} {v['estimate']:14,.0f}  90%: {v.get('p5', float('nan')):,.0f}"
+                  f" - {v.get('p95', float('nan')):,.0f}")
+    print(f"wrote {out}/", file=sys.stderr)
+    print(json.dumps({"out": str(out), "loglik": round(res["loglik"], 3),
+                      "window_s": res["window_s"], "warnings": len(f.warnings),
+                      **{k: round(v["estimate"]) for k, v in fc["totals"].items()}}))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("fit", help="fit the demand to counts observed so far, and forecast")
+    p.add_argument("observed", help="CSV: t (or timestamp), new_users, requests, "
+                   "requests_<tier>, cumulative_users")
+    p.add_argument("--scenario", required=True, help="scenario whose demand model is fitted")
+    p.add_argument("--until", help="use data up to this time only, e.g. 36h")
+    p.add_argument("--out", help="output folder (default out/<scenario>/fit)")
+    p.add_argument("--boot", type=int, default=40, help="parametric bootstrap refits (default 40)")
+    p.add_argument("--starts", type=int, default=3, help="random starts besides the scenario's values")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print only the JSON line")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_fit)
