@@ -5,8 +5,8 @@ A CSV with one row per interval since the launch (t = 0 is the scenario's `start
 * time: `t` (seconds since t = 0, or a duration such as `36h`) or `timestamp` (a date-time,
   converted with the scenario's start): the start of the interval;
 * its end (optional): `t_end` (same units as `t`) or `dt` (seconds); without either, every
-  interval is the file's typical step (the median gap between rows), so a missing row is a
-  missing interval, not a longer one;
+  interval is the file's step (the smallest gap between rows with counts), so a missing row
+  is a missing interval, not a longer one;
 * counts (each optional, at least one per file): `new_users`, `requests`, and per tier
   `requests_<tier>` (summed into `requests` where that is empty);
 * `cumulative_users`: users so far at time t (press milestones), on rows of their own or
@@ -78,10 +78,10 @@ def _times(col: pd.Series, name: str, src: str, epoch: float | None) -> np.ndarr
     from sim.scenario import _duration
 
     if name == "timestamp":
-        try:
-            ns = pd.to_datetime(col, format="ISO8601", utc=True)
-        except (ValueError, TypeError) as e:
-            raise InputError(src, name, f"not a date-time: {e}") from None
+        ns = pd.to_datetime(col, format="ISO8601", utc=True, errors="coerce")
+        if ns.isna().any():
+            i = int(ns.isna().to_numpy().argmax())
+            raise InputError(src, name, f"row {i + 2}: not a date-time: {col.iloc[i]!r}")
         if epoch is None:
             raise InputError(src, name, "date-times need a scenario start")
         return ns.to_numpy("datetime64[ns]").astype(np.int64) / 1e9 - epoch
@@ -147,11 +147,13 @@ def read_observed(path: str | Path, tiers: list[str] | None = None,
         te = _times(df["t_end"], "timestamp" if tcol == "timestamp" else "t_end", src, epoch)
     elif "dt" in df.columns:
         te = t + _numbers(df, "dt", src)
-    else:
-        u = np.unique(t)
-        step = float(np.median(np.diff(u))) if len(u) > 1 else 3600.0
-        te = t + step
     vals = {c: _numbers(df, c, src) for c in df.columns if c in (*COUNTS, "cumulative_users", *tier_cols)}
+    if "t_end" not in df.columns and "dt" not in df.columns:
+        counted = np.any([~np.isnan(vals[c]) for c in vals if c != "cumulative_users"] or
+                         [np.zeros(len(t), bool)], axis=0)
+        u = np.unique(t[counted])
+        step = float(np.min(np.diff(u))) if len(u) > 1 else 3600.0
+        te = t + step
     shares = {}
     if tier_cols:
         tot = np.nansum([vals[c] for c in tier_cols], axis=0)
