@@ -13,6 +13,7 @@ def cmd_fit(args) -> int:
     from sim.fit.forecast import forecast
     from sim.fit.observed import read_observed
     from sim.fit.report import write_fit
+    from sim.report.write import check_out
     from sim.scenario import _duration, load_scenario
 
     sc = load_scenario(args.scenario)
@@ -28,10 +29,10 @@ def cmd_fit(args) -> int:
     for name in ("boot", "starts"):
         if getattr(args, name) < 0:
             raise InputError(f"--{name}", str(getattr(args, name)), "must be >= 0")
+    out = check_out(args.out if args.out is not None else Path("out") / sc.name / "fit")
     f = fit(sc, obs, until, starts=args.starts, boot=args.boot, seed=args.seed,
             progress=not args.quiet)
     fc = forecast(f, seed=args.seed)
-    out = Path(args.out) if args.out else Path("out") / sc.name / "fit"
     res = write_fit(f, fc, out)
     for w in f.warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -116,5 +116,5 @@ def write_fit(f, fc: dict, out: Path) -> dict:
         fig = figure(f, fc, d / "forecast.png")
         (d / "report.html").write_text(render(res, fig))
 
-    write_dir(out, fill)
+    write_dir(out, fill, "fit")
     return res
