@@ -241,3 +241,94 @@ def test_missing_and_irregular_intervals(tmp_path):
     o = read_observed(p, ["free"])
     assert list(o.series["requests"].b) == [600.0, 3600.0] and o.tiers == {"free": 1.0}
     assert GOOD  # the header of a good file, for reference
+
+
+# -- planning on the forecast --
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """A small service fitted 12 h in, and its plan on the forecast."""
+    d = small()
+    d.update(horizon=2 * DAY, cell_fraction=0.1)
+    d["tiers"][0]["slo_s"] = 20
+    d["fleet"]["pools"][0].update(service_time_s=2.0, gpus=100)
+    tmp = tmp_path_factory.mktemp("plan")
+    scp = tmp / "s.yaml"
+    scp.write_text(yaml.safe_dump(d))
+    realised_counts(parse_scenario(d), 0.05, 2 * DAY).to_csv(tmp / "obs.csv", index=False)
+    assert main(["fit", str(tmp / "obs.csv"), "--scenario", str(scp), "--until", "12h",
+                 "--out", str(tmp / "fit"), "--boot", "20", "--quiet", "--json"]) == 0
+    assert main(["plan", str(scp), "--forecast", str(tmp / "fit"), "--draws", "4", "--reps", "2",
+                 "--jobs", "1", "--window", "24h:36h", "--out", str(tmp / "plan"), "--quiet"]) == 0
+    return tmp, scp, json.loads((tmp / "plan" / "plan.json").read_text())
+
+
+def test_plan_on_forecast_reports_quantile_beside_point(planned):
+    tmp, scp, res = planned
+    f = res["forecast"]
+    assert f["draws"] == 4 and len(f["per_draw"]) == 4 and f["quantile"] == 0.9
+    assert f["min_gpus"] == int(np.quantile(f["per_draw"], 0.9, method="inverted_cdf"))
+    assert f["band"] == [min(f["per_draw"]), int(np.median(f["per_draw"])), max(f["per_draw"])]
+    assert f["min_gpus"] >= res["min_gpus"] - 10  # the upper draws need at least about as much
+    assert f["fit_window_s"] == [0.0, 12 * 3600.0]
+    assert "On the forecast" in (tmp / "plan" / "plan.md").read_text()
+
+
+def test_draws_are_stratified_and_plan_over_draws_is_the_plan(planned):
+    from sim.fit.draws import _peak, load_fit, point, stratified
+    from sim.planner import Slo, plan_over_draws, run_plan
+    from sim.sweep import Executor
+
+    tmp, scp, res = planned
+    sc = load_scenario(scp)
+    fres = load_fit(tmp / "fit", sc)
+    draws = stratified(sc, fres, 4, (24 * 3600.0, 36 * 3600.0))
+    peaks = [_peak(s, (24 * 3600.0, 36 * 3600.0)) for s in draws]
+    assert peaks == sorted(peaks) and peaks[0] < peaks[-1]
+    # one "draw" that is the point estimate: the same answer as the ordinary plan (same seeds)
+    slos = [Slo("free", "p95", 20.0)]
+    with Executor(1) as ex:
+        p = point(sc, fres)
+        one = plan_over_draws([p], slos, 2, ex, 0.9, (24 * 3600.0, 36 * 3600.0))
+        _, direct = run_plan(p, slos, 2, ex, (24 * 3600.0, 36 * 3600.0))
+    assert one["min_gpus"] == direct["min_gpus"] == res["min_gpus"]
+
+
+def test_compare_on_forecast_uses_fitted_demand(planned):
+    from sim.fit.cli import forecast_scenario
+
+    tmp, scp, _ = planned
+    sc = load_scenario(scp)
+    est = json.loads((tmp / "fit" / "fit.json").read_text())["parameters"]["waves[0].market"]["estimate"]
+    assert forecast_scenario(sc, tmp / "fit", None).demand.waves[0].market == pytest.approx(est)
+    hi = forecast_scenario(sc, tmp / "fit", 0.95)
+    lo = forecast_scenario(sc, tmp / "fit", 0.05)
+    from sim.fit.draws import _peak
+    assert _peak(hi, None) > _peak(lo, None)
+
+
+@pytest.mark.parametrize("extra,field", [
+    (["--quantile", "1.5"], "--quantile"),
+    (["--draws", "0"], "--draws"),
+])
+def test_plan_forecast_bad_flags(planned, capsys, extra, field):
+    tmp, scp, _ = planned
+    assert main(["plan", str(scp), "--forecast", str(tmp / "fit"), *extra, "--jobs", "1",
+                 "--out", str(tmp / "bad"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {field}: ")
+
+
+def test_plan_forecast_needs_a_fit_of_this_scenario(planned, capsys, tmp_path):
+    tmp, scp, _ = planned
+    assert main(["plan", str(scp), "--forecast", str(tmp_path), "--jobs", "1",
+                 "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "no fit.json" in capsys.readouterr().err
+    other = yaml.safe_load(scp.read_text())
+    other["name"] = "other"
+    (tmp_path / "o.yaml").write_text(yaml.safe_dump(other))
+    (tmp_path / "v.yaml").write_text("fleet: {pools: [{name: g, gpus: 6, service_time_s: 1.0}]}\n")
+    assert main(["compare", str(tmp_path / "o.yaml"), "--forecast", str(tmp / "fit"),
+                 "--variant", f"x={tmp_path / 'v.yaml'}", "--out", str(tmp_path / "c"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fitted for 'fit_small'" in err[0]

@@ -64,3 +64,40 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fit)
+
+
+def _check_quantile(q) -> None:
+    from sim.errors import InputError
+
+    if q is not None and not 0 < q < 1:
+        raise InputError("--quantile", str(q), "must be between 0 and 1")
+
+
+def plan_forecast(args, sc, slos, ex, window, warm_s=None) -> dict:
+    """`plan --forecast`: the plan on the fit's point estimate, with the size that meets the
+    SLOs in a share --quantile of --draws demand draws beside it (see sim.plan.plan_over_draws)."""
+    from sim.errors import InputError
+    from sim.fit.draws import load_fit, point, stratified
+    from sim.planner import plan_over_draws, run_plan
+
+    _check_quantile(args.quantile)
+    if args.draws < 1:
+        raise InputError("--draws", str(args.draws), "must be at least 1")
+    fres = load_fit(args.forecast, sc)
+    draws = stratified(sc, fres, args.draws, window)
+    step = getattr(args, "step", None)
+    _, res = run_plan(point(sc, fres), slos, args.reps, ex, window, tuple(args.without), warm_s, step)
+    fc = plan_over_draws(draws, slos, args.reps, ex, args.quantile, window, tuple(args.without),
+                         start=res["min_gpus"], warm_s=warm_s, step=step)
+    res["forecast"] = {"fit": str(args.forecast), "fit_window_s": fres["window_s"], **fc}
+    return res
+
+
+def forecast_scenario(sc, fit_dir, quantile):
+    """`compare --forecast`: the scenario with the fitted demand (point estimate, or the draw
+    at `quantile` of the peak request rate)."""
+    from sim.fit.draws import load_fit, point, stratified
+
+    _check_quantile(quantile)
+    fres = load_fit(fit_dir, sc)
+    return point(sc, fres) if quantile is None else stratified(sc, fres, 1, None, quantile)[0]
