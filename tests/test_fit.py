@@ -141,21 +141,33 @@ def fits(realised):
     return {h: fit(sc, obs, h * 3600.0, starts=2, boot=40, seed=1) for h in (24, 72)}
 
 
-def test_parameters_recovered_within_their_intervals(realised, fits):
-    sc, _ = realised
-    f = fits[72]
-    truth = {p.path: p.value for p in catalogue(sc)}
+def test_parameters_recovered_within_their_intervals():
+    """Four realisations (fixed seeds) fitted 72 h in: the truth inside the 90% bootstrap
+    intervals in at least 75% of the parameter-realisation pairs (28 pairs: a truly 90%
+    interval falls below 75% with probability ~1.5%), and never beyond 3.5 standard errors."""
     covered = []
-    for path in f.free:
-        lo, hi = f.interval(path)
-        assert lo <= f.estimate[path] <= hi, path
-        covered.append(lo <= truth[path] <= hi)
-    assert {"waves[0].market", "waves[0].p", "waves[0].q", "sessions.repeat"} <= set(f.free)
-    for path in ("waves[0].market", "waves[0].q", "sessions.repeat"):
-        lo, hi = f.interval(path)
-        assert lo <= truth[path] <= hi, (path, lo, truth[path], hi)
-    assert np.mean(covered) >= 0.75  # nominal 90% each
-    assert f.families["requests"][0] != "poisson"  # sessions of many images: overdispersed
+    for seed in (11, 12, 13, 14):
+        d = small()
+        d["seed"] = seed
+        sc = parse_scenario(d)
+        df = realised_counts(sc, 0.05, 4 * DAY)
+        t = df["t"].to_numpy()
+        obs = Observed("<realised>", {k: Series(t, t + 3600.0, df[k].to_numpy())
+                                      for k in ("new_users", "requests")},
+                       Series(np.zeros(0), np.zeros(0), np.zeros(0)))
+        f = fit(sc, obs, 72 * 3600.0, starts=1, boot=40, seed=seed)
+        assert {"waves[0].market", "waves[0].p", "waves[0].q", "sessions.repeat",
+                "sessions.novelty_s", "sessions.images"} <= set(f.free)
+        assert f.families["requests"][0] != "poisson"  # sessions of many images: overdispersed
+        for p in f.params:
+            if p.path not in f.free:
+                continue
+            lo, hi = f.interval(p.path)
+            assert lo <= f.estimate[p.path] <= hi, p.path
+            covered.append(lo <= p.value <= hi)
+            z = (p.to_x(p.value) - p.to_x(f.estimate[p.path])) / f.se[p.path]
+            assert abs(z) < 3.5, (seed, p.path, z)
+    assert np.mean(covered) >= 0.75, covered
 
 
 def test_intervals_shrink_as_the_window_grows(fits):

@@ -141,19 +141,25 @@ def choose_families(obs: Observed, mu: dict[str, np.ndarray]) -> tuple[dict, dic
         if pear[k] <= OVERDISPERSED:
             fam[k] = ("poisson", 0.0)
             continue
-        best = None
-        for f in ("nb1", "nb2"):
-            d = lk.fit_dispersion(s.y, mu[k], f)
-            ll = float(np.sum(lk.loglik(s.y, mu[k], f, d)))
-            if best is None or ll > best[0]:
-                best = (ll, f, d)
-        fam[k] = (best[1], best[2])
+        best = max((_dispersion(s.y, mu[k], f) for f in ("nb1", "nb2")),
+                   key=lambda fd: float(np.sum(lk.loglik(s.y, mu[k], *fd))))
+        fam[k] = best
     return fam, pear
 
 
+def _dispersion(y, mu, f: str) -> tuple[str, float]:
+    """The family's ML dispersion; a variance within 1% of Poisson's is Poisson (a nearly
+    Poisson negative binomial has sizes so large that its likelihood's finite differences
+    turn to noise, and with them the Fisher information)."""
+    if f == "poisson":
+        return f, 0.0
+    d = lk.fit_dispersion(y, mu, f)
+    inflation = d if f == "nb1" else d * float(np.median(mu))
+    return (f, d) if inflation > 0.01 else ("poisson", 0.0)
+
+
 def _refit_dispersion(obs, mu, fam):
-    return {k: (f, lk.fit_dispersion(obs.series[k].y, mu[k], f) if f != "poisson" else 0.0)
-            for k, (f, _) in fam.items()}
+    return {k: _dispersion(obs.series[k].y, mu[k], f) for k, (f, _) in fam.items()}
 
 
 def fit(sc, obs: Observed, until: float | None = None, starts: int = 3, boot: int = 40,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from sim.fit import likelihood as lk
+from sim.fit.model import requests_between
 
 DAY = 86400.0
 WINDOW = 8 * DAY
@@ -29,9 +30,13 @@ def curves(f, values: dict, span: float, step: float = 3600.0):
     m = f_model(f, values, span)
     t = np.arange(0.0, span, step)
     new = m.new_users(t + step) - m.new_users(t)
-    r = m.image_rate(span)
-    req = (r.cumulative(t + step) - r.cumulative(t))
-    return t, new, req, m, r
+    req = requests_between(m, t, t + step, span)
+
+    def cum(x):  # cumulative expected requests from 0
+        x = np.atleast_1d(np.asarray(x, float))
+        return requests_between(m, np.zeros(len(x)), x, span)
+
+    return t, new, req, m, cum
 
 
 def f_model(f, values, span):
@@ -54,7 +59,7 @@ def forecast(f, step: float = 3600.0, seed: int = 0) -> dict:
         new_all.append(new)
         req_all.append(req / step)
         for kind, cum, oa, ob, obs_sum, key in (
-                ("requests", r.cumulative, ra, rb, obs_req, "images_8d"),
+                ("requests", r, ra, rb, obs_req, "images_8d"),
                 ("new_users", m.new_users, na, nb, obs_new, "users_8d")):
             full = float(cum(np.array([WINDOW]))[0] - cum(np.array([0.0]))[0])
             seen = float(np.sum(cum(ob) - cum(oa)))
@@ -89,3 +94,15 @@ def forecast(f, step: float = 3600.0, seed: int = 0) -> dict:
     return {"step_s": step, "t_h": (t / 3600.0).tolist(),
             "new_users_per_hour": fan(new_all), "requests_per_s": fan(req_all),
             "totals": {k: summ(v) for k, v in tot.items()}, "draws": len(draws) - 1}
+
+
+def window_peaks(f, window: tuple[float, float], step: float = 3600.0) -> np.ndarray:
+    """Peak of the hourly mean request rate (requests/s) within `window`, for the estimate
+    (first) and every bootstrap draw."""
+    a, b = window
+    out = []
+    for v in [f.values()] + [f.values(d) for d in f.draws]:
+        m = f_model(f, v, b + step)
+        t = np.arange(a, b, step)
+        out.append(float(np.max(requests_between(m, t, t + step, b + step)) / step))
+    return np.array(out)

@@ -20,7 +20,7 @@ likelihood exactly, with Gauss-Newton's speed.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import gammaln, polygamma, psi
+from scipy.special import betaln, gammaln, polygamma, psi
 
 FAMILIES = ("poisson", "nb1", "nb2")
 MILESTONE_SD = 0.05
@@ -35,13 +35,17 @@ def loglik(y, mu, family: str, disp: float = 0.0) -> np.ndarray:
         return y * np.log(mu) - mu - gammaln(y + 1.0)
     if family == "nb2":
         r = 1.0 / disp
-        return (gammaln(y + r) - gammaln(r) - gammaln(y + 1.0)
-                + r * np.log(r / (r + mu)) + y * np.log(mu / (r + mu)))
+        return _lchoose(y, r) - r * np.log1p(mu / r) + y * np.log(mu / (r + mu))
     if family == "nb1":
         r = mu / disp
-        return (gammaln(y + r) - gammaln(r) - gammaln(y + 1.0)
-                - r * np.log1p(disp) + y * np.log(disp / (1.0 + disp)))
+        return _lchoose(y, r) - r * np.log1p(disp) + y * np.log(disp / (1.0 + disp))
     raise ValueError(family)
+
+
+def _lchoose(y, r):
+    """log Gamma(y + r) - log Gamma(r) - log Gamma(y + 1), stable when r is huge (a nearly
+    Poisson negative binomial): the difference of gammaln's would lose every digit."""
+    return -betaln(r, y + 1.0) - np.log(y + r)
 
 
 def upper(y, family: str, disp: float = 0.0) -> np.ndarray:

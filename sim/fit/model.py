@@ -128,11 +128,29 @@ class Forward:
             out["new_users"] = m.new_users(s.b) - m.new_users(s.a)
         if "requests" in obs.series:
             s = obs.series["requests"]
-            r = m.image_rate(until)
-            out["requests"] = r.cumulative(s.b) - r.cumulative(s.a)
+            out["requests"] = requests_between(m, s.a, s.b, until)
         if len(obs.milestones):
             out["cumulative_users"] = m.new_users(obs.milestones.b)
         return out
+
+
+def requests_between(m: ViralModel, a, b, until: float) -> np.ndarray:
+    """Expected requests over [a, b): images of first sessions from the adoption curves
+    exactly, of repeat sessions and social offspring from the model's grid.
+
+    The model's mean image rate takes first sessions from a central difference of the
+    adopters on its grid, which spreads a wave's start over the grid cell before it and
+    flattens the first hour of a wave that starts fast (about 20% low for p = 0.3/day on a
+    5-minute grid): counts at a launch would contradict it. Offspring are the mean rate's
+    remainder over the immigrants on the same grid, so that spread cancels out of them."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    k = m.mean_k
+    img = m.image_rate(until)
+    sess = m.session_rate()
+    first = m.new_users(b) - m.new_users(a)
+    rep = m.rep_rate.cumulative(b) - m.rep_rate.cumulative(a)
+    kids = (img.cumulative(b) - img.cumulative(a)) - k * (sess.cumulative(b) - sess.cumulative(a))
+    return np.maximum(k * (first + rep) + kids, 0.0)
 
 
 def inflection(w) -> float | None:
