@@ -344,3 +344,19 @@ def test_plan_forecast_needs_a_fit_of_this_scenario(planned, capsys, tmp_path):
                  "--variant", f"x={tmp_path / 'v.yaml'}", "--out", str(tmp_path / "c"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fitted for 'fit_small'" in err[0]
+
+
+def test_fit_report_renders_in_chromium(realised, tmp_path):
+    from browser import inspect_page
+
+    sc, obs = realised
+    scp = tmp_path / "s.yaml"
+    scp.write_text(yaml.safe_dump(small()))
+    assert main(["fit", obs.source, "--scenario", str(scp), "--until", "30h", "--out",
+                 str(tmp_path / "fit"), "--boot", "6", "--starts", "0", "--quiet", "--json"]) == 0
+    page = inspect_page(tmp_path / "fit" / "report.html")
+    assert page["title"] == "Floodgate fit: fit_small"
+    assert len(page["images"]) == 1
+    img = page["images"][0]
+    assert img["complete"] and img["w"] > 500 and img["h"] > 400
+    assert page["errors"] == []
