@@ -360,3 +360,75 @@ def test_fit_report_renders_in_chromium(realised, tmp_path):
     img = page["images"][0]
     assert img["complete"] and img["w"] > 500 and img["h"] > 400
     assert page["errors"] == []
+
+
+# -- self-excitation from arrival times --
+
+def _hawkes(mu, n, tau, T, rng):
+    """Arrivals of a Hawkes process by its cluster construction (exponential kernel)."""
+    gen = np.sort(rng.uniform(0, T, rng.poisson(mu * T)))
+    out = [gen]
+    while len(gen):
+        kids = np.repeat(gen, rng.poisson(n, len(gen)))
+        kids = kids + rng.exponential(tau, len(kids))
+        gen = kids[kids < T]
+        out.append(gen)
+    return np.sort(np.concatenate(out))
+
+
+def test_hawkes_loglik_equals_brute_force():
+    from sim.fit.hawkes import Trace, loglik
+
+    rng = np.random.default_rng(5)
+    t = np.sort(rng.uniform(0, 600, 40))
+    t -= t[0]
+    tr = Trace(t, 13.5, "<test>")
+    mu, n, tau, a, peak = 0.05, 0.4, 30.0, 0.3, 20.0
+
+    def lam(x):
+        h = (13.5 + x / 3600.0) % 24
+        past = t[t < x]
+        return mu * (1 + a * np.cos(2 * np.pi * (h - peak) / 24)) + n * np.sum(np.exp(-(x - past) / tau)) / tau
+
+    ll = sum(np.log(lam(x)) for x in t)
+    pts = np.concatenate([t, [t[-1]]])
+    comp = sum(integrate.quad(lam, a0, b0, limit=200)[0] for a0, b0 in zip(pts[:-1], pts[1:], strict=True))
+    assert loglik(tr, mu, n, tau, a, peak) == pytest.approx(ll - comp, abs=1e-7)
+
+
+def test_arrivals_fit_recovers_self_excitation(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(21)
+    t = _hawkes(2.0, 0.5, 20.0, 3600.0, rng)
+    stamps = pd.Timestamp("2023-11-16 18:00:00") + pd.to_timedelta(t, unit="s")
+    p = tmp_path / "trace.csv"
+    pd.DataFrame({"TIMESTAMP": stamps.strftime("%Y-%m-%d %H:%M:%S.%f")}).to_csv(p, index=False)
+    scp = tmp_path / "s.yaml"
+    scp.write_text(yaml.safe_dump(small(social={"branching": 0.2, "scale_s": 300})))
+    out = tmp_path / "fit"
+    assert main(["fit", str(p), "--scenario", str(scp), "--arrivals", "--out", str(out),
+                 "--starts", "1", "--quiet", "--json"]) == 0
+    res = json.loads((out / "fit.json").read_text())["parameters"]
+    for path, truth in (("social.branching", 0.5), ("social.scale_s", 20.0)):
+        assert res[path]["status"] == "estimated"
+        assert res[path]["low_90"] <= truth <= res[path]["high_90"], (path, res[path])
+    assert res["seasonality.diurnal_amplitude"]["status"] == "held"  # one hour of a day
+    fitted = load_scenario(out / "fitted.yaml")
+    assert fitted.demand.social.branching == pytest.approx(res["social.branching"]["estimate"])
+
+
+def test_arrivals_fit_on_the_shipped_azure_trace(root, tmp_path):
+    trace = root / "sim" / "data" / "traces" / "azure_llm_2023_conv.csv"
+    out = tmp_path / "azure"
+    assert main(["fit", str(trace), "--scenario", str(root / "scenarios" / "ghibli_2025.yaml"),
+                 "--arrivals", "--out", str(out), "--starts", "0", "--quiet", "--json"]) == 0
+    res = json.loads((out / "fit.json").read_text())
+    assert res["events"] == 19366
+    b = res["parameters"]["social.branching"]
+    # conversation turns arrive in bursts: clearly self-exciting, on a time scale of seconds
+    assert b["status"] == "estimated" and 0.5 < b["low_90"] < b["estimate"] < b["high_90"] < 1
+    s = res["parameters"]["social.scale_s"]
+    assert s["status"] == "estimated" and 1 < s["low_90"] < s["high_90"] < 120
+    assert res["parameters"]["seasonality.diurnal_amplitude"]["status"] == "held"
+    assert (out / "fit.png").stat().st_size > 10000

@@ -17,6 +17,8 @@ def cmd_fit(args) -> int:
     from sim.scenario import _duration, load_scenario
 
     sc = load_scenario(args.scenario)
+    if args.arrivals:
+        return _fit_arrivals(args, sc)
     obs = read_observed(args.observed, [t.name for t in sc.tiers], sc.epoch)
     until = None
     if args.until is not None:
@@ -51,6 +53,27 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def _fit_arrivals(args, sc) -> int:
+    """`fit --arrivals`: self-excitation and diurnal amplitude from a trace's arrival times."""
+    from sim.fit.hawkes import fit_trace, read_arrivals, write_trace_fit
+    from sim.report.write import check_out
+
+    out = check_out(args.out if args.out is not None else Path("out") / sc.name / "fit")
+    tr = read_arrivals(args.observed, args.column)
+    tf = fit_trace(sc, tr, starts=args.starts, seed=args.seed)
+    res = write_trace_fit(sc, tr, tf, out)
+    if not args.json:
+        for k, v in res["parameters"].items():
+            iv = (f"[{v['low_90']:.4g}, {v['high_90']:.4g}]" if "low_90" in v else
+                  f"held ({v['reason']})")
+            print(f"{k:32s} {v['estimate']:12.4g}  {iv}")
+    print(f"wrote {out}/", file=sys.stderr)
+    print(json.dumps({"out": str(out), "events": tf.n_events, "loglik": round(tf.loglik, 3),
+                      **{k: round(v["estimate"], 6) for k, v in res["parameters"].items()
+                         if v["status"] == "estimated"}}))
+    return 0
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("fit", help="fit the demand to counts observed so far, and forecast")
     p.add_argument("observed", help="CSV: t (or timestamp), new_users, requests, "
@@ -61,6 +84,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--boot", type=int, default=40, help="parametric bootstrap refits (default 40)")
     p.add_argument("--starts", type=int, default=3, help="random starts besides the scenario's values")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arrivals", action="store_true", help="OBSERVED is a trace of arrival "
+                   "times (e.g. sim/data/traces/*.csv): fit self-excitation and diurnal amplitude")
+    p.add_argument("--column", default="TIMESTAMP", help="with --arrivals: the timestamp column")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_fit)
