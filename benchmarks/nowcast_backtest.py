@@ -19,7 +19,7 @@ cap, shedding) is applied to either: it compares demand forecasts in GPUs.
 Calibration: `--surges` synthetic surges with random parameters (two Bass waves starting in
 the first 36 h, sessions, novelty, images per session, social branching, diurnal amplitude,
 drawn from the ranges in RANGES), each realised, then fitted from a template scenario at the
-ranges' centres at the cut-offs in CUTS; the share of fits whose 90% interval of the 8-day
+ranges' centres (with the surge's own launch times) at the cut-offs in CUTS; the share of fits whose 90% interval of the 8-day
 images covers the realised total (target 85-95%).
 The last line is one JSON object.
 """
@@ -121,10 +121,11 @@ def backtest(sc, scale: float, boot: int, starts: int, seed: int) -> tuple[list[
     return rows, truth
 
 
-def template() -> dict:
-    """The synthetic surges' scenario, at the centres of RANGES."""
+def template(start1: float) -> dict:
+    """The synthetic surges' scenario at the centres of RANGES, with the surge's own second
+    launch time (a team knows when it launched; wave starts are not fitted)."""
     c = {k: (math.sqrt(a * b) if k in LOG else (a + b) / 2) for k, (a, b) in RANGES.items()}
-    return surge_dict(c)
+    return surge_dict({**c, "start1": start1})
 
 
 def surge_dict(v: dict) -> dict:
@@ -158,7 +159,7 @@ def calibrate_one(args: tuple) -> list[dict]:
     truth_sc = parse_scenario({**surge_dict(v), "seed": 100 + i})
     df = realised_counts(truth_sc, users / (v["market0"] + v["market1"]), WINDOW)
     tr = truth_figures(df)
-    sc = parse_scenario(template())
+    sc = parse_scenario(template(v["start1"]))
     obs = observed(df)
     out = []
     for cut in CUTS:

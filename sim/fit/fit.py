@@ -4,12 +4,13 @@
    parameter of a wave that has not begun by the end of the data, zeros in the scenario
    (a structural absence), and the session, seasonality and social parameters when there are
    no request counts.
-2. Poisson fit from the scenario's values; then each series gets its family: Poisson unless
+2. Poisson fit (multi-start, step 3); then each series gets its family: Poisson unless
    overdispersed (Pearson dispersion over 1.5), else the negative binomial (nb1 or nb2, see
    likelihood.py) with the higher likelihood, its dispersion estimated by maximum likelihood.
-3. Multi-start: the scenario's values, the Poisson fit and `starts` random starts about it;
-   each a bounded Gauss-Newton (scipy least_squares) on residuals whose squares sum to
-   -2 log-likelihood (exactly the MLE); the best is kept and the dispersions re-estimated.
+3. Multi-start (in step 2's Poisson fit): the scenario's values and `starts` random starts in
+   a box about them; each a bounded Gauss-Newton (scipy least_squares) on residuals whose
+   squares sum to -2 log-likelihood (exactly the MLE); the best is refitted with the chosen
+   families and the dispersions re-estimated.
 4. Identification: from the Fisher information J'J at the optimum, a parameter whose standard
    error on its fitting axis (log, or logit for shares) exceeds SE_MAX -- the data cannot
    pin it within a factor of ~2.7 -- or that sits on its bound is held at the scenario's
@@ -182,19 +183,19 @@ def fit(sc, obs: Observed, until: float | None = None, starts: int = 3, boot: in
     poisson = {k: ("poisson", 0.0) for k in obs.series}
     pr = problem(free, poisson, base)
     x_scn = np.array([p.to_x(p.value) for p in pr.free])
-    r0 = pr.solve(x_scn)
+    # multi-start (Poisson): the scenario's values and random starts in a box about them (a
+    # factor 5 for the waves' parameters, 2 for the rest), where two overlapping waves can
+    # split the same adopters in several ways
+    width = np.array([np.log(5.0) if p.path.startswith("waves[") else np.log(2.0) for p in pr.free])
+    cands = [x_scn] + [x_scn + rng.uniform(-1.0, 1.0, len(x_scn)) * width for _ in range(starts)]
+    r0 = None
+    for j, x0 in enumerate(cands):
+        r = pr.solve(x0, max_nfev=None if j == 0 else 30 * (len(x0) + 1))
+        if r0 is None or r.cost < r0.cost:
+            r0 = r
+    r0 = pr.solve(r0.x)
     fam, pear = choose_families(obs, pr.means(r0.x))
     x_best = r0.x
-    pr = problem(free, fam, base)
-    cands = [x_best, np.array([p.to_x(p.value) for p in pr.free])]
-    for _ in range(starts):
-        cands.append(x_best + rng.normal(0.0, 0.7, len(x_best)))
-    best = None
-    for j, x0 in enumerate(cands):  # multi-start once; after a hold, polish from the best
-        r = pr.solve(x0, max_nfev=None if j == 0 else 30 * (len(x0) + 1))
-        if best is None or r.cost < best.cost:
-            best = r
-    x_best = best.x
     while True:
         pr = problem(free, fam, base)
         best = pr.solve(x_best)
