@@ -126,9 +126,7 @@ def prior_holds(sc, obs: Observed, params: list[Param], until: float) -> dict[st
             if w.start >= until:
                 held[p.path] = f"wave {w.name!r} begins at {w.start / 3600:g} h, after the data end"
                 continue
-        if p.value == 0 and not p.share:
-            held[p.path] = "zero in the scenario"
-        elif p.value == 0:
+        if p.value == 0:
             held[p.path] = "zero in the scenario"
         elif "requests" not in obs.series and not p.path.startswith("waves["):
             held[p.path] = "no request counts"
