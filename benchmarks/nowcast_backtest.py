@@ -1,6 +1,6 @@
 """Nowcast backtest: fit the surge's first hours, forecast the rest, and compare with the truth.
 
-    .venv/bin/python benchmarks/nowcast_backtest.py [--surges 50] [--boot 25] [--jobs 2]
+    .venv/bin/python benchmarks/nowcast_backtest.py [--surges 50] [--boot 20] [--jobs 2]
 
 Truth: ghibli_2025's own demand realised with its known parameters (sim/fit/synth.py: the
 demand generator at `--scale` of the service, first attempts plus the social offspring of
@@ -176,10 +176,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "ghibli_2025.yaml"))
     ap.add_argument("--scale", type=float, default=0.002, help="share of the service realised for the truth")
-    ap.add_argument("--boot", type=int, default=25, help="bootstrap refits per fit")
+    ap.add_argument("--boot", type=int, default=20, help="bootstrap refits per fit")
     ap.add_argument("--starts", type=int, default=2)
     ap.add_argument("--surges", type=int, default=50, help="synthetic surges for the calibration")
-    ap.add_argument("--users", type=float, default=3e5, help="users realised per synthetic surge")
+    ap.add_argument("--users", type=float, default=2e5, help="users realised per synthetic surge")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--figure", default=str(ROOT / "out" / "backtest" / "gpus_vs_hours.png"))
     a = ap.parse_args()
@@ -229,14 +229,12 @@ def main() -> None:
 
 def figure(rows: list[dict], truth: dict, path: Path) -> None:
     """How the GPU answer, with its band, moves as more hours are observed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     path.parent.mkdir(parents=True, exist_ok=True)
     x = [r["cut_h"] for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4))
+    ax = fig.add_subplot()
     band = [(np.nan, np.nan) if r["gpus_p5"] is None else (r["gpus_p5"], r["gpus_p95"]) for r in rows]
     ax.fill_between(x, [b[0] for b in band], [b[1] for b in band], alpha=0.25,
                     label="forecast 90% band")
@@ -248,7 +246,6 @@ def figure(rows: list[dict], truth: dict, path: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

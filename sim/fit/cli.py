@@ -101,7 +101,7 @@ def _check_quantile(q) -> None:
 
 def plan_forecast(args, sc, slos, ex, window, warm_s=None) -> dict:
     """`plan --forecast`: the plan on the fit's point estimate, with the size that meets the
-    SLOs in a share --quantile of --draws demand draws beside it (see sim.plan.plan_over_draws)."""
+    SLOs in a share --quantile of --draws demand draws beside it (see sim.planner.plan_over_draws)."""
     from sim.errors import InputError
     from sim.fit.draws import load_fit, point, stratified
     from sim.planner import plan_over_draws, run_plan

@@ -4,7 +4,9 @@ users per hour and requests per second, and the 8-day totals a plan is made for.
 Totals are predictive: what has been observed is counted as observed, the rest of the 8 days
 comes from each draw's curve plus the counts' own noise (the fitted family on hourly bins,
 normal approximation), so their interval covers both the parameters and the luck of the days
-to come. Peaks are of the expected curve (hourly).
+to come; p5-p95 and p10-p90 are prediction intervals on the log axis about the estimate
+(fit.boot_interval), p50 the draws' median. Peaks are of the expected curve (hourly). The fan
+of the curves is the draws' own p10/p50/p90 at each hour.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from sim.fit import likelihood as lk
+from sim.fit.fit import boot_interval
 from sim.fit.model import requests_between
 
 DAY = 86400.0
@@ -86,9 +89,13 @@ def forecast(f, step: float = 3600.0, seed: int = 0) -> dict:
     def summ(x):
         x = np.asarray(x, float)
         out = {"estimate": float(x[0])}
-        if len(x) > 1:
-            for name, p in (("p5", 5), ("p10", 10), ("p50", 50), ("p90", 90), ("p95", 95)):
-                out[name] = float(np.percentile(x[1:], p))
+        if len(x) > 2:  # on the log axis, about the estimate (fit.boot_interval)
+            lx = np.log(np.maximum(x, 1e-300))
+            for name, level in (("p5", 0.9), ("p10", 0.8)):
+                lo, hi = boot_interval(lx[0], lx[1:], level)
+                out[name] = float(np.exp(lo))
+                out["p95" if name == "p5" else "p90"] = float(np.exp(hi))
+            out["p50"] = float(np.median(x[1:]))
         return out
 
     return {"step_s": step, "t_h": (t / 3600.0).tolist(),

@@ -215,11 +215,8 @@ def write_trace_fit(sc, tr: Trace, tf: TraceFit, out) -> dict:
     """fit.json, fitted.yaml, the observed-vs-fitted figure and report.html, atomically."""
     import html
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import yaml
+    from matplotlib.figure import Figure
 
     from sim.fit.model import apply
     from sim.report.html import img_tag, page, table
@@ -248,7 +245,8 @@ def write_trace_fit(sc, tr: Trace, tf: TraceFit, out) -> dict:
         edges = np.arange(0.0, tr.span + step, step)
         obs = np.histogram(tr.t, edges)[0]
         exp = np.diff(compensator(tr, tf, edges))
-        fig, ax = plt.subplots(figsize=(9, 3.8))
+        fig = Figure(figsize=(9, 3.8))
+        ax = fig.add_subplot()
         ax.plot(edges[:-1] / 60, obs / step, ".", ms=3, color="k", label="observed arrivals / s")
         ax.plot(edges[:-1] / 60, exp / step, lw=1.2, color="tab:blue", label="fitted intensity (30 s means)")
         ax.set_xlabel("minutes since the first arrival")
@@ -257,7 +255,6 @@ def write_trace_fit(sc, tr: Trace, tf: TraceFit, out) -> dict:
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(dd / "fit.png", dpi=110)
-        plt.close(fig)
         rows = [[k, v["estimate"], v.get("low_90"), v.get("high_90"),
                  v["status"] if v["status"] == "estimated" else f"held: {v['reason']}"]
                 for k, v in res["parameters"].items()]

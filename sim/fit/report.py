@@ -55,13 +55,11 @@ def fitted_scenario(f) -> dict:
 
 
 def figure(f, fc: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     t = np.array(fc["t_h"])
-    fig, axes = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    fig = Figure(figsize=(9, 6.5))  # object API: no pyplot state touched
+    axes = fig.subplots(2, 1, sharex=True)
     for ax, key, kind, scale, label in (
             (axes[0], "new_users_per_hour", "new_users", 1.0, "new users / hour"),
             (axes[1], "requests_per_s", "requests", None, "requests / s")):
@@ -82,7 +80,6 @@ def figure(f, fc: dict, path: Path) -> Path:
     axes[0].set_title(f"Nowcast: {f.sc.name}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
