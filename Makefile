@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean whatif plan validate optimize
+.PHONY: install demo test bench lint clean whatif plan validate optimize backtest
 
 install: $(STAMP)
 
@@ -40,6 +40,9 @@ optimize: install
 
 validate: install
 	$(BIN)/floodgate validate scenarios/validation_small.yaml --json
+
+backtest: install
+	$(BIN)/python benchmarks/nowcast_backtest.py
 
 lint: install
 	$(BIN)/ruff check .

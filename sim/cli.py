@@ -105,11 +105,17 @@ def cmd_plan(args) -> int:
         for w in args.without:
             if w not in known:
                 raise InputError("--without", w, f"no such policy in the scenario; it has {', '.join(sorted(known)) or 'none'}")
-        _, res = run_plan(sc, slos, args.reps, ex, window, tuple(args.without), warm, args.step)
+        if args.forecast:  # the fit's point estimate, and its draws at --quantile
+            from sim.fit.cli import plan_forecast
+
+            res = plan_forecast(args, sc, slos, ex, window, warm)
+        else:
+            _, res = run_plan(sc, slos, args.reps, ex, window, tuple(args.without), warm, args.step)
     write_plan(res, out)
     if args.json:
         print(dumps({k: res[k] for k in ("min_gpus", "ci_low", "ci_high", "gpu_cost_per_day",
-                                               "evaluations", "replications", "pools")}))
+                                          "evaluations", "replications", "pools", "forecast")
+                     if k in res}))
     else:
         print(markdown(res))
     return 0
@@ -136,6 +142,10 @@ def cmd_compare(args) -> int:
     for name, d in variant_dicts(sc, extra).items():
         _check_budget(args, parse_scenario(d, f"{sc.source} (variant {name})"),
                       copies=args.jobs or os.cpu_count() or 1)
+    if args.forecast:
+        from sim.fit.cli import forecast_scenario
+
+        sc = forecast_scenario(sc, args.forecast, args.quantile)
     out = check_out(args.out if args.out is not None else Path("out") / sc.name / "compare")
     with Executor(args.jobs, args.cluster, progress=not args.quiet) as ex:
         res, series = run_compare(sc, extra, ex)
@@ -247,6 +257,9 @@ def build_parser() -> Parser:
     p.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local' for a LocalCluster")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="change one field, e.g. fleet.pools.h100.gpus=900 or policies.daily_quota.limit=5 (repeatable)")
+    p.add_argument("--forecast", metavar="FIT_DIR", help="plan for the demand fitted by `floodgate fit`")
+    p.add_argument("--quantile", type=float, default=0.9, help="with --forecast: the share of draws to cover")
+    p.add_argument("--draws", type=int, default=8, help="with --forecast: demand draws to plan for")
     p.add_argument("--out", help="output folder (default out/<scenario>/plan)")
     p.add_argument("--json", action="store_true", help="print one JSON line of the result last")
     p.add_argument("--quiet", action="store_true")
@@ -260,6 +273,9 @@ def build_parser() -> Parser:
     c.add_argument("--cluster", help="Dask scheduler tcp://HOST:PORT, or 'local'")
     c.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                    help="change one field, e.g. fleet.pools.h100.gpus=900 or policies.daily_quota.limit=5 (repeatable)")
+    c.add_argument("--forecast", metavar="FIT_DIR", help="compare on the demand fitted by `floodgate fit`")
+    c.add_argument("--quantile", type=float, help="with --forecast: the draw at this quantile of the "
+                   "peak rate instead of the point estimate")
     c.add_argument("--out", help="output folder (default out/<scenario>/compare)")
     c.add_argument("--json", action="store_true", help="print one JSON line of each variant's headline figures instead of the table")
     c.add_argument("--quiet", action="store_true")
@@ -267,10 +283,11 @@ def build_parser() -> Parser:
     c.set_defaults(func=cmd_compare)
     import sim.calibration.cli
     import sim.demand.cli
+    import sim.fit.cli
     import sim.live.cli
     import sim.search.cli
 
-    for module in (sim.calibration.cli, sim.demand.cli, sim.live.cli, sim.search.cli):
+    for module in (sim.calibration.cli, sim.demand.cli, sim.fit.cli, sim.live.cli, sim.search.cli):
         module.add_parsers(sub)
     return ap
 

@@ -276,3 +276,19 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
 
 def _r(x: float) -> float | None:
     return None if not math.isfinite(x) else round(x, 4)
+
+
+def plan_over_draws(scenarios: list[Scenario], slos: list[Slo], reps: int, executor: Executor,
+                    quantile: float, window: tuple[float, float] | None = None,
+                    without: tuple[str, ...] = (), start: int | None = None,
+                    warm_s: float | None = None, step: int | None = None) -> dict:
+    """Plan under uncertain demand: the smallest fleet meeting the SLOs for each of the
+    demand draws `scenarios` (each with the same seeds at every size: common random numbers),
+    and the size that suffices for a share `quantile` of them (the inverted-CDF quantile of
+    the per-draw sizes; sizes are monotone per draw, so it is the smallest fleet that passes
+    in at least that share of the draws)."""
+    sizes = [Plan(s, slos, reps, executor, window, tuple(without), warm_s, step).smallest(0, start=start)
+             for s in scenarios]
+    q = int(np.quantile(np.array(sizes), quantile, method="inverted_cdf"))
+    return {"quantile": quantile, "min_gpus": q, "draws": len(sizes), "per_draw": sizes,
+            "band": [int(min(sizes)), int(np.median(sizes)), int(max(sizes))]}

@@ -9,7 +9,7 @@ import pytest
 from nbclient import NotebookClient
 
 
-@pytest.mark.parametrize("name", ["capacity_planning", "policy_whatif", "policy_search"])
+@pytest.mark.parametrize("name", ["capacity_planning", "policy_whatif", "policy_search", "surge_nowcast"])
 def test_notebook_executes(root, name, monkeypatch):
     nb = nbformat.read(root / "notebooks" / f"{name}.ipynb", as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit without outputs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -17,12 +18,23 @@ def markdown(res: dict) -> str:
              f"Smallest fleet meeting {', '.join(res['slos'])}: **{res['min_gpus']} GPUs** "
              f"(95% bracket {res['ci_low']}-{res['ci_high']}), {res['replications']} replications "
              f"per size, {res['evaluations']} sizes evaluated; GPU cost ${res['gpu_cost_per_day']:,.0f}/day.",
+             *_forecast_lines(res),
              "", "| GPUs | " + " | ".join(f"{k} (s)" for k in keys) + " | meets |",
              "|---:|" + "---:|" * len(keys) + ":---:|"]
     for row in res["curve"]:
         lines.append(f"| {row['gpus']} | " + " | ".join("–" if row[k] is None else f"{row[k]:.3g}" for k in keys)
                      + f" | {'yes' if row['meets'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def _forecast_lines(res: dict) -> list[str]:
+    f = res.get("forecast")
+    if not f:
+        return []
+    lo, mid, hi = f["band"]
+    return ["", f"On the forecast ({f['fit']}, data to {f['fit_window_s'][1] / 3600:g} h): "
+            f"**{f['min_gpus']} GPUs** meet the SLOs in {f['quantile']:.0%} of {f['draws']} demand "
+            f"draws (per-draw sizes {lo}-{hi}, median {mid}); the table is the point estimate's."]
 
 
 def curve_figure(res: dict) -> Figure:
@@ -64,6 +76,7 @@ def write_plan(res: dict, out: Path) -> None:
             f"Floodgate plan: {res['scenario']}",
             [f"<p><strong>{res['min_gpus']} GPUs</strong> (95% bracket {res['ci_low']}–{res['ci_high']}) "
              f"meet {', '.join(res['slos'])}; GPU cost ${res['gpu_cost_per_day']:,.0f} per day.</p>",
+             *[f"<p>{html.escape(x).replace('**', '')}</p>" for x in _forecast_lines(res) if x],
              tab, img_tag(fig, "capacity vs SLO")]))
 
     write_dir(out, fill, kind="plan")
