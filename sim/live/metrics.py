@@ -30,6 +30,14 @@ def _r(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else round(x, 6)
 
 
+def _steps(req: Req) -> int | float | None:
+    """Steps its batch ran (None: never started)."""
+    s = req.served_steps
+    if math.isnan(s):
+        return None
+    return int(s) if float(s).is_integer() else s
+
+
 def log_record(req: Req) -> dict:
     """The JSONL line of a request at its final outcome."""
     served = req.reason is None
@@ -46,7 +54,7 @@ def log_record(req: Req) -> dict:
         "start_s": _r(req.start) if started else None, "done_s": _r(req.done),
         "status": req.status, "reason": req.reason, "wait_s": _r(wait),
         "latency_s": _r(req.done - req.arrival) if served else None,
-        "batch": req.batch or None, "steps": int(req.steps) if float(req.steps).is_integer() else req.steps,
+        "batch": req.batch or None, "steps": _steps(req),
         "pool": req.pool_name,
     }
 

@@ -110,14 +110,12 @@ def cmd_serve(args) -> int:
     import uvicorn  # the serve extra: missing, it is one line before anything is written
 
     from sim.budget import check_drr
-    from sim.live.admission import check_live
     from sim.live.gateway import Gateway, GatewayServer, create_app, default_max_queue
     from sim.live.http_guard import BodyGuard, Limits, guarded_protocol
     from sim.live.keys import generate_keys, load_keys, write_keys
     from sim.scenario import load_scenario
 
     sc = load_scenario(args.scenario)
-    check_live(sc)
     check_drr(sc)  # a DRR pick must not spin: the server would freeze
     if not args.keys and not _loopback(args.host):
         raise InputError("--host", args.host, "a non-loopback address needs --keys FILE "

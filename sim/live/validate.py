@@ -218,7 +218,6 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
                    out: str | None = None, drain: float = 15.0, reps: int = 5,
                    kernel: str = "model", bootstrap_n: int = 500, log=sys.stderr) -> dict:
     """The whole validation; writes the report folder and returns validation.json."""
-    from sim.live.admission import check_live
     from sim.policies import REASONS
     from sim.report.validation_report import write_report
     from sim.report.write import check_out, write_dir
@@ -234,7 +233,6 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
         raise InputError("--reps", str(reps), "must be at least 1")
     sc = load_scenario(scenario)
     schedule.check_supported(sc)
-    check_live(sc)  # policies the gateway cannot run
     st = Setup(sc, Path(scenario), float(duration), float(time_scale), float(drain), reps, kernel)
     target = check_out(out if out is not None else Path("out") / sc.name / "validation")
     t_start = time.monotonic()

@@ -43,6 +43,11 @@ class Policy:
 
     name: ClassVar[str] = "none"
     Params: ClassVar[type[Params]] = Params
+    # Where it acts, the same in simulator and gateway: "admission" (admit/admit_many before
+    # the queue, in scenario order), "gate" (sets the fleet loop's gates through
+    # host.gates: concurrency, shedding, CoDel), "degrade" (lowers the steps of admitted
+    # requests), "dynamics" (changes the fleet over time: GPUs, speed).
+    stage: ClassVar[str] = "admission"
     # True when admit/admit_many decide before the queue, so `shadow` can dark-launch it
     shadowable: ClassVar[bool] = False
 
@@ -77,12 +82,14 @@ class Policy:
         return steps
 
     def attach(self, run, env, active) -> None:
-        """Simulator only: hook into a run (fleet-side limits, SimPy processes such as an
-        autoscaler). `active` is the engine's ActivePolicy (enabled flag, tier mask)."""
+        """Hook into a host at its start: the simulator's Run or the gateway's LiveFleet,
+        both with `gates` (sim/fleet/gates.py), `sync(now)`, `sc`, `pools`; `env` is the
+        host's SimPy environment (stepped on the wall clock live), for processes such as an
+        autoscaler. `active` is the engine's ActivePolicy (enabled flag, tier mask)."""
 
     def refresh(self, run, active) -> None:
-        """Simulator only: re-apply fleet-side settings after a schedule switched the policy
-        on or off or gave it new parameters."""
+        """Re-apply gate settings after a schedule switched the policy on or off or gave it
+        new parameters."""
 
     def report(self) -> dict:
         """Figures for summary.json's `policies` section (what the policy did)."""

@@ -1,9 +1,9 @@
 """Overload policies: concurrency caps, shedding with reserved paid capacity, adaptive
 concurrency (AIMD, Gradient2), brownout, the content filter, and shadow (dark) launches.
 
-Decisions read the fleet's state (utilisation, queue depth) at the arrival instant. In the
-simulator the fleet loop evaluates them per request through gate arrays set in `attach`;
-the gateway calls `admit_with(view, ...)` with the same thresholds and the same function.
+Decisions read the fleet's state (utilisation, queue depth) at the arrival instant: the fleet
+loop evaluates them per request through the gates (sim/fleet/gates.py) set in `attach` and
+`refresh`, in the simulator and the gateway alike.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
+from sim.fleet.gates import off
 from sim.fleet.kernel import (
     R_CONCURRENCY,
     R_SHED,
@@ -25,11 +26,9 @@ from sim.fleet.kernel import (
 )
 from sim.policies.base import ADMIT, REASON_CODE, Decision, Params, Policy
 
-NO_LIMIT = 2**62
-
 
 def _pass(n: int):
-    """admit_many of a policy enforced inside the fleet loop: all pass here."""
+    """admit_many that lets everything through (shadow: it only counts)."""
     return np.ones(n, bool), np.full(n, -1, np.int8), np.full(n, np.nan)
 
 
@@ -59,57 +58,24 @@ class Concurrency(Policy):
 
     name = "concurrency"
     Params = ConcurrencyParams
-
-    def __init__(self, params, tiers, epoch=0.0):
-        super().__init__(params, tiers, epoch)
-        self.inflight: dict[int, int] = {}
-
-    def admit(self, now: float, user: int, tier: int) -> Decision:  # gateway path
-        k = user if self.params.key == "user" else tier
-        n = self.inflight.get(k, 0)
-        if n >= self.params.limit:
-            return Decision(False, "rate_limited", 1.0, self.params.limit, 0)
-        self.inflight[k] = n + 1
-        return Decision(True, limit=self.params.limit, remaining=self.params.limit - n - 1)
-
-    def release(self, user: int, tier: int) -> None:
-        k = user if self.params.key == "user" else tier
-        self.inflight[k] = max(0, self.inflight.get(k, 0) - 1)
-
-    def admit_many(self, t, user, tier):  # the simulator enforces it inside the fleet loop
-        return _pass(len(t))
+    stage = "gate"  # in-flight counts live in the fleet loop (tier_limit / user_limit gates)
 
     def attach(self, run, env, active) -> None:
         self.run, self.active = run, active
-        if self.params.key == "user":
-            users = _max_users(run)
-            if len(run.fleet.S.user_inflight) < users:
-                run.fleet.S = run.fleet.S._replace(user_inflight=np.zeros(users, np.int64))
         self.refresh(run, active)
 
     def refresh(self, run, active) -> None:
-        S = run.fleet.S
-        lim = self.params.limit if active.enabled else NO_LIMIT
+        lim = self.params.limit if active.enabled else None
         if self.params.key == "tier":
-            S.tier_limit[active.tiers] = lim
-        else:  # users of these tiers; in-flight counts live in the fleet loop
-            S.user_limit[active.tiers] = lim
+            run.gates.tier_limit(active.tiers, lim)
+        else:  # users of these tiers
+            run.gates.user_limit(active.tiers, lim)
 
     def report(self) -> dict:
         out = {"key": self.params.key, "limit": self.params.limit}
         if hasattr(self, "run"):
-            out["blocked"] = _by_tier(self, self.active.tiers,
-                                      self.run.fleet.S.kernel_rej[:, R_CONCURRENCY])
+            out["blocked"] = _by_tier(self, self.active.tiers, self.run.gates.rejected(R_CONCURRENCY))
         return out
-
-
-def _max_users(run) -> int:
-    """Size of the per-user in-flight array: the demand model's users in the cell."""
-    n = getattr(run.demand, "users", None) or getattr(run.demand, "n_users", None)
-    if not n:
-        d = run.sc.demand
-        n = round(getattr(d, "users", 1 << 20) * run.sc.cell_fraction)
-    return int(n) + 1
 
 
 # ---- shedding ----
@@ -130,12 +96,13 @@ class ShedReserve(Policy):
     traffic: non-critical shed at 0.8). Thresholds per tier on utilisation, total queue depth
     or predicted wait (queued requests / the live fleet's images per second at max batch).
 
-    Simulator: the fleet loop decides per arrival through its gate arrays (shed_util,
-    shed_depth) with `shed_decision`; gateway: `admit_with(view, ...)`, the same function."""
+    The fleet loop decides per arrival through the shed gate with `shed_decision`; shadow
+    evaluates `admit_with(view, ...)`, the same function on the fleet's state."""
 
     name = "shed_reserve"
     Params = ShedParams
-    shadowable = True  # through admit_with on the fleet's state at each window's start
+    stage = "gate"
+    shadowable = True  # through admit_with on the fleet's state
 
     @classmethod
     def check_tiers(cls, params, tiers):
@@ -157,13 +124,6 @@ class ShedReserve(Policy):
             return Decision(False, "shed", 1.0)
         return ADMIT
 
-    def admit_many(self, t, user, tier):
-        return _pass(len(t))
-
-    @staticmethod
-    def images_per_s(run) -> float:
-        return sum(p.cost.images_per_s(p.max_batch) * run.fleet.gpus(j) for j, p in enumerate(run.pools))
-
     def attach(self, run, env, active) -> None:
         self.run, self.active = run, active
         self.refresh(run, active)
@@ -171,15 +131,12 @@ class ShedReserve(Policy):
             env.process(self._follow_fleet(run, env, active))
 
     def refresh(self, run, active) -> None:
-        S = run.fleet.S
-        ips = self.images_per_s(run)
+        ips = run.gates.images_per_s()
         for k, name in enumerate(self.tiers):
             if not active.tiers[k]:
                 continue
             u, d = self.thresholds(name, ips)
-            on = active.enabled
-            S.shed_util[k] = u if on else math.inf
-            S.shed_depth[k] = d if on else math.inf
+            run.gates.shed(k, off(active.enabled, u), off(active.enabled, d))
 
     def _follow_fleet(self, run, env, active):
         """Predicted wait depends on the live fleet: refresh the depth thresholds."""
@@ -192,7 +149,7 @@ class ShedReserve(Policy):
         out = {"utilization": p.utilization, "queue_depth": p.queue_depth,
                "predicted_wait_s": p.predicted_wait_s}
         if hasattr(self, "run"):
-            out["shed"] = _by_tier(self, self.active.tiers, self.run.fleet.S.kernel_rej[:, R_SHED])
+            out["shed"] = _by_tier(self, self.active.tiers, self.run.gates.rejected(R_SHED))
         return out
 
 
@@ -216,16 +173,14 @@ class _LatencyWindow:
     """Latency histogram of completions of some tiers since the last reading, from the fleet
     loop's per-interval series (rows before the current one are final and folded once)."""
 
-    def __init__(self, run, mask):
-        self.run, self.mask = run, mask
+    def __init__(self, gates, mask):
+        self.gates, self.mask = gates, mask
         self.rows = 0
         self.base = np.zeros(SERIES_BINS, np.int64)
         self.prev = np.zeros(SERIES_BINS, np.int64)
 
     def read(self) -> np.ndarray:
-        S = self.run.fleet.S
-        h = S.ser_lat_hist
-        i = min(int(S.clock[0] / self.run.interval), h.shape[0] - 1)
+        h, i = self.gates.latency_series()
         if i > self.rows:
             self.base += h[self.rows:i][:, self.mask].sum(axis=(0, 1))
             self.rows = i
@@ -242,6 +197,7 @@ class Aimd(Policy):
 
     name = "aimd"
     Params = AdaptiveParams
+    stage = "gate"
 
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
@@ -262,9 +218,6 @@ class Aimd(Policy):
 
         return float(quantiles(hist, (0.95,), series=True)[0])
 
-    def admit_many(self, t, user, tier):
-        return _pass(len(t))
-
     def attach(self, run, env, active) -> None:
         self.run, self.active = run, active
         self.apply(run, active)
@@ -274,24 +227,21 @@ class Aimd(Policy):
         self.apply(run, active)
 
     def apply(self, run, active) -> None:
-        lim = int(self.limit) if active.enabled else NO_LIMIT
-        run.fleet.S.tier_limit[active.tiers] = max(1, lim // max(1, int(active.tiers.sum())))
-
-    def _drops(self, S, mask) -> int:
-        return int(S.abandoned[mask].sum() + S.kernel_rej[mask, R_TIMEOUT].sum())
+        lim = max(1, int(self.limit) // max(1, int(active.tiers.sum()))) if active.enabled else None
+        run.gates.tier_limit(active.tiers, lim)
 
     def _loop(self, run, env, active):
-        win = _LatencyWindow(run, active.tiers)
-        last_drop = self._drops(run.fleet.S, active.tiers)
+        g = run.gates
+        win = _LatencyWindow(g, active.tiers)
+        last_drop = g.dropped(active.tiers)
         while True:
             yield env.timeout(self.params.window_s)
             run.sync(env.now)
-            S = run.fleet.S
             hist = win.read()
-            drops = self._drops(S, active.tiers)
+            drops = g.dropped(active.tiers)
             if hist.sum() or drops > last_drop:
                 rtt = self.sample(hist) if hist.sum() else 0.0
-                self.update(rtt, drops > last_drop, int(S.n_sys[active.tiers].sum()))
+                self.update(rtt, drops > last_drop, g.in_system(active.tiers))
             last_drop = drops
             self.apply(run, active)
             self.history.append((env.now, self.limit))
@@ -302,8 +252,7 @@ class Aimd(Policy):
                "limit_max": round(max(lims), 2) if lims else None, "updates": len(lims),
                "decreases": sum(1 for x, y in zip(lims, lims[1:], strict=False) if y < x)}
         if hasattr(self, "run"):
-            out["blocked"] = _by_tier(self, self.active.tiers,
-                                      self.run.fleet.S.kernel_rej[:, R_CONCURRENCY])
+            out["blocked"] = _by_tier(self, self.active.tiers, self.run.gates.rejected(R_CONCURRENCY))
         return out
 
 
@@ -367,25 +316,20 @@ class Codel(Policy):
 
     name = "codel"
     Params = CodelParams
-
-    def admit_many(self, t, user, tier):
-        return _pass(len(t))
+    stage = "gate"
 
     def attach(self, run, env, active) -> None:
         self.run, self.active = run, active
         self.refresh(run, active)
 
     def refresh(self, run, active) -> None:
-        c = run.fleet.S.codel
         on = active.enabled
-        c[active.tiers, 0] = self.params.target_s if on else math.inf
-        c[active.tiers, 1] = self.params.interval_s if on else math.inf
+        run.gates.codel(active.tiers, off(on, self.params.target_s), off(on, self.params.interval_s))
 
     def report(self) -> dict:
         out = {"target_s": self.params.target_s, "interval_s": self.params.interval_s}
         if hasattr(self, "run"):
-            out["dropped"] = _by_tier(self, self.active.tiers,
-                                      self.run.fleet.S.kernel_rej[:, R_TIMEOUT])
+            out["dropped"] = _by_tier(self, self.active.tiers, self.run.gates.rejected(R_TIMEOUT))
         return out
 
 
@@ -421,6 +365,7 @@ class Brownout(Policy):
 
     name = "brownout"
     Params = BrownoutParams
+    stage = "degrade"
 
     @classmethod
     def check_tiers(cls, params, tiers):
@@ -613,10 +558,12 @@ class Shadow(Policy):
 
     def _inner_many(self, t, user, tier):
         if isinstance(self.inner, ShedReserve):
+            # a shedder decides on the fleet's state: the host's now (the window's start in
+            # the simulator, the arrival live)
             ok = np.ones(len(t), bool)
             if self.run is not None and len(t):
-                view = self.run.fleet.view()
-                ips = ShedReserve.images_per_s(self.run)
+                view = self.run.gates.view()
+                ips = self.run.gates.images_per_s()
                 for k in np.unique(tier):
                     ok[tier == k] = self.inner.admit_with(view, int(k), ips).ok
             return ok
@@ -630,9 +577,8 @@ class Shadow(Policy):
         return _pass(len(t))
 
     def admit(self, now: float, user: int, tier: int) -> Decision:
-        d = self.inner.admit(now, user, tier)
-        self.seen[tier] += 1
-        self.would_block[tier] += 0 if d.ok else 1
+        # the same path as a window of one request (a shedder's block counts live too)
+        self.admit_many(np.array([now]), np.array([user]), np.array([tier]))
         return ADMIT
 
     def report(self) -> dict:
