@@ -21,13 +21,9 @@ from sim.errors import InputError
 from sim.fleet.cost import CostModel, find_profile, load_profile
 from sim.fleet.fleet import Fleet, PoolSetup
 from sim.fleet.gates import Gates
-from sim.policies import REASONS, REGISTRY, Policy
+from sim.outcomes import KERNEL_REASON, REASONS
+from sim.policies import REGISTRY, Policy
 from sim.scenario import Scenario
-
-# Where each reason decided inside the fleet lands among REASONS.
-KERNEL_REASON = np.array(
-    [REASONS.index(r) for r in ("queue_full", "shed", "timeout", "rate_limited")], dtype=np.int64
-)
 
 
 def bump(series: np.ndarray, iv: np.ndarray, k: np.ndarray, nk: int) -> np.ndarray:

@@ -13,13 +13,18 @@ import math
 import numpy as np
 from numba import njit
 
+from sim.outcomes import KERNEL_REASONS, Reason
+
 # Scheduling disciplines (see sim/scheduler.py for the names).
 STRICT, FIFO, EDF, DRR = 0, 1, 2, 3
 # Worker states.
 OFF, IDLE, BUSY, RETIRING, DOWN = 0, 1, 2, 3, 4
-# Rejections decided inside the fleet, in this order in the reason axis.
-R_QUEUE_FULL, R_SHED, R_TIMEOUT, R_CONCURRENCY = 0, 1, 2, 3
-N_KERNEL_REASONS = 4
+# Rejections decided inside the fleet, in this order in its reason axis (sim.outcomes).
+R_QUEUE_FULL = KERNEL_REASONS.index(Reason.QUEUE_FULL)
+R_SHED = KERNEL_REASONS.index(Reason.SHED)
+R_TIMEOUT = KERNEL_REASONS.index(Reason.TIMEOUT)
+R_CONCURRENCY = KERNEL_REASONS.index(Reason.RATE_LIMITED)
+N_KERNEL_REASONS = len(KERNEL_REASONS)
 # Return codes of advance(): DONE; GROW: tier queue storage is full; OUTBOX: the outbox
 # might not hold the next event's records (the caller drains or grows it, then calls again).
 DONE, GROW, OUTBOX = 0, 1, 2

@@ -35,18 +35,18 @@ from sim.live.http_guard import http_record, parse_body
 from sim.live.keys import KeyTable
 from sim.live.metrics import Metrics, RequestLog, log_record
 from sim.live.workers import LiveFleet, Req
+from sim.outcomes import Reason as R
 from sim.policies import Decision
 from sim.policies.quota import DAY, DailyQuota
 from sim.scenario import Scenario
 
 JSON = "application/json"
-# HTTP status of each final outcome (None: served). Limiter-side 429, fleet-side 503,
-# the content filter 403 (retrying does not help), a failed real batch 500.
-STATUS = {
-    None: 200, "rate_limited": 429, "quota_exceeded": 429, "filtered": 403,
-    "shed": 503, "queue_full": 503, "timeout": 503, "draining": 503, "drain_timeout": 503,
-    "error": 500,
-}
+# HTTP status of each final outcome (None: served): the one map from reasons to statuses.
+# Limiter-side 429, fleet-side 503, the content filter 403 (retrying does not help), a
+# failed real batch 500.
+_HTTP = {R.RATE_LIMITED: 429, R.QUOTA_EXCEEDED: 429, R.FILTERED: 403, R.SHED: 503,
+         R.QUEUE_FULL: 503, R.TIMEOUT: 503, R.DRAINING: 503, R.DRAIN_TIMEOUT: 503, R.ERROR: 500}
+STATUS: dict[str | None, int] = {None: 200, **{r.label: _HTTP[r] for r in R}}
 MAX_USERS = 1 << 24  # per-user in-flight counts are kept for user ids below this
 READY = "serving http://{host}:{port}"  # the line on stderr once accepting
 

@@ -11,18 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sim.jsonout import dumps
+from sim.outcomes import Reason
 
 if TYPE_CHECKING:
     from sim.live.workers import Req
 
-# HTTP status of each final outcome (None: served). Limiter-side 429, fleet-side 503,
-# the content filter 403 (retrying does not help).
-STATUS = {
-    None: 200, "rate_limited": 429, "quota_exceeded": 429, "filtered": 403,
-    "shed": 503, "queue_full": 503, "timeout": 503, "draining": 503, "drain_timeout": 503,
-    "error": 500,
-}
-OUTCOMES = ("completed", *[r for r in STATUS if r])
+OUTCOMES = ("completed", *[r.label for r in Reason])
 BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 90, 120, 300, 600, 1800)  # sim seconds
 
 

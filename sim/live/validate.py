@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,46 +29,22 @@ from sim.args import float_in, int_in
 from sim.errors import InputError
 from sim.jsonout import dumps
 from sim.live import schedule
-from sim.live.fidelity import (
+from sim.live.fidelity import (  # noqa: F401 (Setup: part of this module's interface)
     BLOCK_WALL_S,
     TARGETS,
+    Setup,
     client_figures,
     compare,
     met,
     series,
 )
-from sim.scenario import Scenario
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-WINDOW_WALL_S = 10.0  # throughput window, wall seconds
 LEAD_S = 0.5  # Locust's start-up to the schedule's t = 0, wall seconds
 
 
 class LiveError(Exception):
     """The live side failed (a process died, nothing was recorded)."""
-
-
-@dataclass
-class Setup:
-    sc: Scenario
-    path: Path
-    duration: float  # wall seconds of schedule
-    X: float  # simulated seconds per wall second
-    drain: float  # wall seconds allowed after the schedule for the last answers
-    reps: int
-    kernel: str
-
-    @property
-    def horizon(self) -> float:
-        return self.duration * self.X
-
-    @property
-    def interval(self) -> float:
-        return self.X  # series step: one wall second
-
-    @property
-    def window(self) -> float:
-        return WINDOW_WALL_S * self.X
 
 
 # ---- the live side ----
@@ -105,7 +80,8 @@ def run_live(st: Setup, d: Path, log=sys.stderr) -> dict:
            "FG_TIME_SCALE": repr(st.X), "FG_HORIZON": repr(st.horizon),
            "FG_DRAIN": repr(st.drain), "FG_LEAD": repr(LEAD_S), "FG_SEED": str(st.sc.seed),
            "FG_CONCURRENCY": str(pool_size(n)),
-           "FG_RETRY": retry.model_dump_json() if retry is not None else ""}
+           "FG_RETRY": retry.model_dump_json() if retry is not None else "",
+           "FG_TIERS": json.dumps([[t.name, t.patience_s] for t in st.sc.tiers])}
     run_time = math.ceil(LEAD_S + st.duration + st.drain + 10)
     server = loc = None
     t0 = time.monotonic()
@@ -218,7 +194,7 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
                    out: str | None = None, drain: float = 15.0, reps: int = 5,
                    kernel: str = "model", bootstrap_n: int = 500, log=sys.stderr) -> dict:
     """The whole validation; writes the report folder and returns validation.json."""
-    from sim.policies import REASONS
+    from sim.outcomes import REASONS
     from sim.report.validation_report import write_report
     from sim.report.write import check_out, write_dir
     from sim.scenario import load_scenario

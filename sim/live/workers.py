@@ -24,11 +24,10 @@ import simpy
 from sim.fleet import kernel as K
 from sim.fleet.fleet import Fleet, PoolSetup
 from sim.fleet.gates import Gates
+from sim.outcomes import KERNEL_REASONS, Reason
 from sim.scenario import Scenario
 
 INF = math.inf
-# Fleet-side rejections, by kernel reason.
-KERNEL_REASONS = ("queue_full", "shed", "timeout", "rate_limited")
 
 
 @dataclass(slots=True, eq=False)
@@ -136,7 +135,7 @@ class LiveFleet:
                                   np.array([req.z]), now)
         if fate[0] > 0:
             del self.reqs[rid]
-            return KERNEL_REASONS[fate[0] - 1]
+            return KERNEL_REASONS[fate[0] - 1].label
         self.in_system += 1
         self.empty.clear()
         self._drain()
@@ -182,7 +181,7 @@ class LiveFleet:
                     task.add_done_callback(self.tasks.discard)
             elif kind == K.COMPLETED:
                 req = self.reqs.pop(i)
-                self.finish(req, "error" if a in self._failed else None, t)
+                self.finish(req, Reason.ERROR.label if a in self._failed else None, t)
                 run = self._running.get(a)
                 if run is not None:
                     run.remove(req)
@@ -190,7 +189,7 @@ class LiveFleet:
                         del self._running[a]
                         self._failed.discard(a)
             else:  # DROPPED: patience ran out, or CoDel
-                self.finish(self.reqs.pop(i), "timeout", t)
+                self.finish(self.reqs.pop(i), Reason.TIMEOUT.label, t)
 
     async def _real(self, w: int, pool: int, b: int, steps: int) -> None:
         try:

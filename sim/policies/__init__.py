@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sim.policies.base import REASONS, Decision, Params, Policy
+from sim.outcomes import REASONS
+from sim.policies.base import Decision, Params, Policy
 from sim.policies.dynamics import Autoscale, Failures, Throttling
 from sim.policies.limits import LIMITERS
 from sim.policies.overload import (

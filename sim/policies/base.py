@@ -13,9 +13,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-# Rejection reasons, in the order used by arrays of reason counts.
-REASONS = ("rate_limited", "quota_exceeded", "shed", "filtered", "timeout", "queue_full")
-REASON_CODE = {r: i for i, r in enumerate(REASONS)}
+from sim.outcomes import REASON_CODE, REASONS  # noqa: F401 (the reasons' one definition)
 
 
 class Params(BaseModel):
