@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.policies import REGISTRY
-from sim.policies.limits import Gcra, TokenBucket
 
 DAY = 86400.0
 EPOCH = 1743379200.0  # 2025-03-31T00:00:00Z
@@ -188,7 +187,10 @@ def test_keys_user_tier_global():
     glob = make("token_bucket", rate=0.001, burst=1, key="global")
     assert per_user.admit(0, 1, 0).ok and per_user.admit(0, 2, 0).ok
     assert glob.admit(0, 1, 0).ok and not glob.admit(0, 2, 0).ok
-    assert isinstance(per_user, TokenBucket) and not isinstance(per_user, Gcra)
+    # a token every 1000 s: per user, each bucket refills on its own; the global one is shared
+    assert not per_user.admit(999, 1, 0).ok and per_user.admit(1000, 1, 0).ok
+    assert per_user.admit(1000, 2, 0).ok
+    assert glob.admit(1000, 1, 0).ok and not glob.admit(1000, 2, 0).ok
 
 
 # ---- adaptive concurrency, shedding, brownout, filter, shadow ----

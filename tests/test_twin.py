@@ -1,6 +1,6 @@
 """One fleet, two clocks: the gateway's admission pipeline and fleet, driven on a fake clock
 with the simulator's own arrivals and service noise, give every request the simulator's fate,
-start and end time, discipline by discipline and policy by policy.
+start and end time, batch size and pool, discipline by discipline and policy by policy.
 
 The gateway here is the real `Gateway` (its admission pipeline, its `LiveFleet` driver, the
 policies attached to the gateway's SimPy environment); only its clock and its one timer are
@@ -66,22 +66,27 @@ class FakeClockGateway(Gateway):
 def simulated(sc) -> tuple[Run, list[tuple]]:
     """The simulator's run, and each offered request's (fate, start, end)."""
     run = Run(sc, trace=True).execute()
-    start, end, drop = {}, {}, {}
-    for kind, rid, t, _ in run.trace_events:
+    start, end, drop, worker, size = {}, {}, {}, {}, {}
+    for kind, rid, t, a in run.trace_events:
         if kind == K.STARTED:
-            start[rid] = t
+            start[rid], worker[rid] = t, a
+        elif kind == K.BATCH:
+            size[(rid, t)] = a
         elif kind == K.COMPLETED:
             end[rid] = t
         elif kind == K.DROPPED:
             drop[rid] = t
+    pool = run.fleet.S.w_pool
     out = []
     for _t, _u, _k, _e, _z, code, rid in run.trace_offered:
         if code >= 0:
-            out.append((REASONS[code], None, None))
-        elif rid in drop:
-            out.append(("timeout", start.get(rid), drop[rid]))
+            out.append((REASONS[code], None, None, 0, None))
+            continue
+        b = (size[(worker[rid], start[rid])], run.pools[pool[worker[rid]]].name) if rid in start else (0, None)
+        if rid in drop:
+            out.append(("timeout", start.get(rid), drop[rid], *b))
         else:
-            out.append(("served" if rid in end else "unfinished", start.get(rid), end.get(rid)))
+            out.append(("served" if rid in end else "unfinished", start.get(rid), end.get(rid), *b))
     return run, out
 
 
@@ -108,14 +113,15 @@ def live(sc, run: Run, tmp_path) -> tuple[FakeClockGateway, list[tuple]]:
     out = []
     for r in reqs:
         started = None if math.isnan(r.start) else r.start
+        b = (r.batch, r.pool_name)
         if r.reason is not None and math.isnan(r.start) and r.done == r.arrival and r.reason != "timeout":
-            out.append((r.reason, None, None))
+            out.append((r.reason, None, None, *b))
         elif r.reason == "timeout":
-            out.append(("timeout", started, r.done))
+            out.append(("timeout", started, r.done, *b))
         elif math.isnan(r.done):
-            out.append(("unfinished", started, None))
+            out.append(("unfinished", started, None, *b))
         else:
-            out.append(("served", started, r.done))
+            out.append(("served", started, r.done, *b))
     gw.log.close()
     return gw, out
 

@@ -121,7 +121,7 @@ class Fleet:
             kernel_rej=z((nk, K.N_KERNEL_REASONS), i8),
             adm_stats=z(nk, i8), done_stats=z(nk, i8), aband_stats=z(nk, i8), good=z(nk, i8),
             sum_wait=z(nk, f8), sum_lat=z(nk, f8), sum_sys=z(nk, f8), area_sys=z(nk, f8),
-            area=z(2, f8), batches=z(3, i8),  # batches, requests, priority inversions
+            area=z(2, f8), batches=z(2, i8),  # batches, requests in them
             wait_hist=z((nk, K.HIST_BINS), i8), lat_hist=z((nk, K.HIST_BINS), i8),
             ser_busy=z(nI, f8), ser_active=z(nI, f8), ser_queue=z((nI, nk), f8),
             ser_admitted=z((nI, nk), i8), ser_started=z((nI, nk), i8),

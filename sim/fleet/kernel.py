@@ -30,8 +30,9 @@ N_KERNEL_REASONS = len(KERNEL_REASONS)
 DONE, GROW, OUTBOX = 0, 1, 2
 # Outbox records (kind, id, t, aux), written when cfg[3] (outbox on) is set:
 # STARTED (request id, time, worker), COMPLETED (request id, time, worker), DROPPED (request
-# id, time, reason: R_TIMEOUT for patience or CoDel), BATCH (worker, time, batch size) when a
-# batch starts on an external pool (its end is reported by the caller: `complete`).
+# id, time, reason: R_TIMEOUT for patience or CoDel), BATCH (worker, time, batch size) after
+# the STARTED records of its requests; on an external pool the caller runs it and reports
+# its end (`complete`).
 STARTED, COMPLETED, DROPPED, BATCH = 0, 1, 2, 3
 
 # Streaming quantiles: log-spaced histograms (DDSketch-style). A value reported from bin i is
@@ -382,13 +383,6 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
                                 drr_ptr[0] = (k + 1) % nK
                                 drr_ptr[1] = 0
                     k = kk
-                    if disc == STRICT:
-                        # self-check: count any pick made while a higher tier waits
-                        for jj in range(nK):
-                            if prio_order[jj] == k:
-                                break
-                            if q_size[prio_order[jj]] > 0:
-                                batches[2] += 1
                     if lifo[k]:
                         idx = (q_head[k] + q_size[k] - 1) % cap
                     else:
@@ -448,11 +442,11 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
                 w_steps[w] = maxsteps
                 w_state[w] = BUSY
                 n_busy[0] += 1
+                if obon and b > 0:
+                    _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, BATCH, w, now, b)
                 if b > 0 and pool_ext[p]:
                     # the batch runs outside (a real denoiser): `complete` reports its end
                     w_until[w] = np.inf
-                    if obon:
-                        _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, BATCH, w, now, b)
                 else:
                     w_until[w] = now + dur
                     _heap_push(h_t, h_w, h_n, now + dur, w)
