@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean whatif plan validate optimize
+.PHONY: install demo test test-fast bench lint clean whatif plan validate optimize
 
 install: $(STAMP)
 
@@ -43,6 +43,9 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest -q tests
+
+test-fast: install lint  # the quick loop: no servers, Locust, notebooks, browser or torch
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 bench: install
 	$(BIN)/python benchmarks/sim_speed.py

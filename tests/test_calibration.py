@@ -18,6 +18,8 @@ from helpers import queue_scenario
 
 from sim.fleet.cost import CostModel, load_profile
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "sim.calibration.cli"]
 

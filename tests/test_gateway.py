@@ -19,6 +19,8 @@ import yaml
 
 from sim.live.serve import free_port, start_server, stop_server
 
+pytestmark = pytest.mark.slow
+
 X = 20.0  # simulated seconds per wall second
 QUOTA = 3
 BURST = 2

@@ -6,6 +6,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("name", ["capacity_planning", "policy_whatif", "policy_search"])
 def test_notebook_executes(root, name, monkeypatch):
