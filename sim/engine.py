@@ -48,9 +48,6 @@ class ActivePolicy:
     def admits(self) -> bool:
         return self.policy.stage == "admission" and type(self.policy) is not Policy
 
-    @property
-    def degrades(self) -> bool:
-        return self.policy.stage == "degrade"
 
 
 def build_policies(sc: Scenario) -> list[ActivePolicy]:
@@ -142,9 +139,6 @@ class Run:
         self.fleet = Fleet(self.pools, sc.tiers, sc.scheduler, sc.horizon, self.interval,
                            sc.outputs.warmup_s, sc.seed, outbox=self.trace)
         self.gates = Gates(self.fleet, self.pools, cell_users(sc, self.demand))
-        # brownout compares its steps with the largest nominal; undegraded requests get each
-        # pool's own steps inside the fleet loop (a step cap of inf)
-        self.nominal_steps = np.float32(max(p.steps for p in sc.fleet.pools))
         self.next_id = 0  # request ids handed to the fleet loop
         # with trace: (t, user, tier, noise, z, reason code or -1, request id or -1) per
         # offered arrival, and the fleet's outbox records (kind, id, t, aux)
@@ -276,13 +270,8 @@ class Run:
         del iv
         idx = np.flatnonzero(keep)
         del keep
-        steps = np.full(len(idx), self.nominal_steps, np.float32)
-        view = None
-        for ap in self.policies:
-            if ap.enabled and ap.degrades:
-                view = view or self.fleet.view()
-                steps = ap.policy.degrade(view, a.t[idx], a.tier[idx], steps, ap.tiers)
-        steps = np.where(steps < self.nominal_steps, steps, np.float32(np.inf))
+        # each pool serves its own steps; brownout lowers them per arrival inside the fleet
+        steps = np.full(len(idx), np.inf, np.float32)
         ids = np.arange(self.next_id, self.next_id + len(idx), dtype=np.int64)
         self.next_id += len(idx)
         # The fleet takes the admitted requests in slices of at most slice_requests (a quota's

@@ -231,18 +231,38 @@ def test_shed_reserve_sheds_less_critical_tiers_first():
 
 
 def test_brownout_per_tier_thresholds_and_quality_proxy():
+    """Brownout decides per arrival inside the fleet loop: one GPU busy from t = 0, six
+    arrivals meet queue depths 0, 0, 1, 2, 3, 4; free degrades from depth 1 to 4 steps, paid
+    from depth 3 to 10 (nominal 20)."""
+    from types import SimpleNamespace
+
+    from sim.engine import ActivePolicy, build_pools
+    from sim.fleet.fleet import Fleet
+    from sim.fleet.gates import Gates
+    from sim.scenario import parse_scenario
+
+    tiers = [{"name": "paid", "share": 0.5, "priority": 0, "price_per_image": 0, "slo_s": 60},
+             {"name": "free", "share": 0.5, "priority": 1, "price_per_image": 0, "slo_s": 60}]
+    sc = parse_scenario({"name": "b", "seed": 1, "horizon": 100, "demand": {"points": [[0, 1]], "users": 10},
+                         "tiers": tiers, "fleet": {"pools": [{"name": "p", "gpus": 1, "steps": 20,
+                                                              "service_time_s": 5.0}]}})
+    pools = build_pools(sc)
+    fleet = Fleet(pools, sc.tiers, sc.scheduler, 100, 1.0, 0.0, 0)
+    host = SimpleNamespace(gates=Gates(fleet, pools, 10))
     cls = REGISTRY["brownout"]
-    b = cls(cls.Params.model_validate({"utilization": {"free": 0.8, "paid": 0.95},
+    b = cls(cls.Params.model_validate({"utilization": 2.0, "queue_depth": {"free": 1, "paid": 3},
                                        "steps": {"free": 4, "paid": 10}}), ["paid", "free"], EPOCH)
-    tier = np.array([0, 1, 1, 0])
-    steps = np.full(4, 20, np.float32)
-    out = b.degrade({"utilization": 0.9, "queue_depth": 0}, np.zeros(4), tier, steps, np.array([True, True]))
-    assert out.tolist() == [20, 4, 4, 20] and steps.tolist() == [20] * 4
-    out = b.degrade({"utilization": 0.99, "queue_depth": 0}, np.zeros(4), tier, steps, np.array([True, True]))
-    assert out.tolist() == [10, 4, 4, 10]
+    b.attach(host, None, ActivePolicy(0, b, np.array([True, True]), True))
+    tier = np.array([0, 1, 1, 0, 0, 1])
+    n = len(tier)
+    fleet.advance(np.arange(n) * 0.01, np.arange(n), tier, np.full(n, -1), np.full(n, np.inf, np.float32),
+                  np.ones(n), np.zeros(n), 0.05)
+    S = fleet.S
+    assert S.w_steps[0] == 20  # the first was served at once, at the pool's steps
+    assert S.q_steps[1, :3].tolist() == [np.inf, 4, 4] and S.q_steps[0, 1:3].tolist() == [np.inf, 10]  # (slot 0 held the first)
     r = b.report()
-    assert r["degraded_share"] == {"paid": 0.5, "free": 1.0}
-    assert r["quality_proxy"] == {"paid": 0.75, "free": 0.2}
+    assert r["degraded_share"] == {"paid": round(1 / 3, 6), "free": round(2 / 3, 6)}
+    assert r["quality_proxy"] == {"paid": round(50 / 60, 6), "free": round(28 / 60, 6)}
 
 
 @settings(max_examples=30, deadline=None)

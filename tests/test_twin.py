@@ -140,6 +140,10 @@ def assert_twins(d: dict, tmp_path, acting=None) -> Run:
     return run
 
 
+def _report(gw, i: int) -> dict:
+    return gw.policies[i].active.policy.report()
+
+
 def _some(reason):
     return lambda want, run, gw: any(f == reason for f, *_ in want)
 
@@ -187,6 +191,15 @@ CASES = {
                                              "after_s": 30, "slowdown": 1.5, "cool_below": 0.5,
                                              "check_s": 10}]),
                    lambda want, run, gw: run.policies[0].policy.episodes > 0),
+    "brownout": (dict(rate=4.0, policies=[{"policy": "brownout", "tiers": ["free"], "utilization": 0.9,
+                                           "queue_depth": 4, "steps": 8}],
+                      pools=[{"name": "h100", "gpus": 3, "profile": "placeholder-sdxl-h100",
+                              "model": "sdxl", "steps": 20, "max_batch": 2, "max_wait_s": 0.2}]),
+                 lambda want, run, gw: run.policies[0].policy.report()["degraded"]["free"] > 50
+                 and run.policies[0].policy.report() == _report(gw, 0)),
+    "shadow_shed": (dict(rate=4.0, policies=[{"policy": "shadow", "of": {
+        "policy": "shed_reserve", "queue_depth": {"free": 3}}}]),
+                    lambda want, run, gw: sum(_report(gw, 0)["would_block"].values()) > 0),
     "cycle_deterministic": (dict(pools=[{"name": "p", "gpus": 2, "service_time_s": 1.2,
                                          "service_distribution": "deterministic", "max_batch": 3,
                                          "launch": "cycle"}]), None),

@@ -17,7 +17,7 @@ FIELDS = (
     # configuration
     "cfg prio_order disc lifo deadline slo patience q_limit tier_limit user_limit "
     "drr_quantum drr_deficit drr_ptr pool_maxb pool_maxw pool_cycle pool_dist pool_sigma "
-    "cost_fixed cost_step shed_util shed_depth codel pool_steps pool_ext "
+    "cost_fixed cost_step shed_util shed_depth codel deg deg_stats pool_steps pool_ext "
     # tier queues (ring buffers)
     "q_t q_steps q_noise q_z q_user q_head q_size q_id "
     # workers
@@ -79,7 +79,9 @@ class Fleet:
         z = np.zeros
         cap = queue_capacity
         state = dict(
-            cfg=np.array([warmup, interval, max_queue, 1.0 if outbox else 0.0], f8),
+            # warm-up, series interval, total queue limit, outbox on, nominal steps (brownout)
+            cfg=np.array([warmup, interval, max_queue, 1.0 if outbox else 0.0,
+                          max(p.steps or 0.0 for p in pools) or np.inf], f8),
             prio_order=prio.astype(i8),
             disc=np.array([DISCIPLINES[scheduler.discipline]], i8),
             lifo=np.array([t.lifo for t in tiers], bool),
@@ -105,6 +107,9 @@ class Fleet:
             shed_depth=np.full(nk, np.inf),
             # CoDel per tier: target, interval (inf: off), last instant the queue was empty
             codel=np.array([[np.inf, np.inf, 0.0]] * nk, f8),
+            # brownout per tier: utilisation, queue depth, steps when degraded (inf: off);
+            # counts: requests it saw, degraded, steps given (capped at the nominal)
+            deg=np.full((nk, 3), np.inf), deg_stats=z((nk, 3), f8),
             q_t=z((nk, cap), f8), q_steps=z((nk, cap), np.float32), q_noise=z((nk, cap), f8),
             q_z=z((nk, cap), f8), q_user=z((nk, cap), i8), q_head=z(nk, i8), q_size=z(nk, i8),
             q_id=z((nk, cap), i8),

@@ -56,6 +56,19 @@ class Gates:
         c[tiers, 0] = target_s
         c[tiers, 1] = interval_s
 
+    def brownout(self, tier: int, utilization: float, depth: float, steps: float) -> None:
+        """Arrivals of the tier get at most `steps` denoising steps while the fleet is at or
+        above this busy share or total queue depth (steps inf: off)."""
+        self.fleet.S.deg[tier] = (utilization, depth, steps)
+
+    def brownout_counts(self) -> np.ndarray:
+        """Per tier: [requests brownout saw, degraded, steps given] so far."""
+        return self.fleet.S.deg_stats
+
+    def nominal_steps(self) -> float:
+        """The largest pool's steps: brownout degrades below it."""
+        return float(self.fleet.S.cfg[4])
+
     def speed(self, pool: int, slowdown: float) -> None:
         """Service time multiplier of the pool's GPUs (throttling); applies to new batches."""
         S = self.fleet.S

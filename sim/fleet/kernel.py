@@ -140,7 +140,7 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
     (code, i): GROW means tier queue storage is full at arrival i, OUTBOX that the outbox may
     not hold the next event; grow (or drain) and call again from i.
     """
-    warm, dts, q_total_limit, obon = S.cfg[0], S.cfg[1], S.cfg[2], S.cfg[3] > 0
+    warm, dts, q_total_limit, obon, nominal = S.cfg[0], S.cfg[1], S.cfg[2], S.cfg[3] > 0, S.cfg[4]
     prio_order, disc, lifo, deadline, slo, patience = (
         S.prio_order, S.disc[0], S.lifo, S.deadline, S.slo, S.patience)
     q_limit, tier_limit, user_limit, codel = S.q_limit, S.tier_limit, S.user_limit, S.codel
@@ -148,7 +148,7 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
     pool_maxb, pool_maxw, pool_cycle, pool_dist, pool_sigma = (
         S.pool_maxb, S.pool_maxw, S.pool_cycle, S.pool_dist, S.pool_sigma)
     cost_fixed, cost_step, shed_util, shed_depth = S.cost_fixed, S.cost_step, S.shed_util, S.shed_depth
-    pool_steps, pool_ext, tmr = S.pool_steps, S.pool_ext, S.tmr
+    pool_steps, pool_ext, tmr, deg, deg_stats = S.pool_steps, S.pool_ext, S.tmr, S.deg, S.deg_stats
     q_t, q_steps, q_noise, q_z, q_user, q_head, q_size, q_id = (
         S.q_t, S.q_steps, S.q_noise, S.q_z, S.q_user, S.q_head, S.q_size, S.q_id)
     w_bid, w_steps = S.w_bid, S.w_steps
@@ -304,7 +304,16 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
                         codel[k, 2] = t  # CoDel: the last instant the tier's queue was empty
                     j = (q_head[k] + q_size[k]) % cap
                     q_t[k, j] = t
-                    q_steps[k, j] = asteps[i]
+                    st = asteps[i]
+                    if deg[k, 2] < np.inf:
+                        # brownout: fewer steps for this tier at this utilisation or depth
+                        deg_stats[k, 0] += 1
+                        if shed_decision(util, total, deg[k, 0], deg[k, 1]) and deg[k, 2] < st:
+                            st = deg[k, 2]
+                        if st < nominal:
+                            deg_stats[k, 1] += 1
+                        deg_stats[k, 2] += min(st, nominal)
+                    q_steps[k, j] = st
                     q_noise[k, j] = anoise[i]
                     q_z[k, j] = az[i]
                     q_user[k, j] = u

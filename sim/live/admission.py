@@ -5,7 +5,7 @@
   the content filter, shadow);
 - gate: set the fleet loop's gates through `host.gates` (concurrency, shed_reserve, codel,
   aimd, gradient2), as in the simulator;
-- degrade: brownout's `degrade` on the fleet's state at arrival;
+- degrade: brownout, through the fleet loop's brownout gate (decided per arrival);
 - dynamics: SimPy processes on the gateway's environment (autoscale, failures, throttling).
 Every registered policy runs live: the gateway attaches each to its fleet as Run does.
 """

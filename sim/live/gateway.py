@@ -2,7 +2,7 @@
 
 `POST /v1/images` (Authorization: Bearer KEY, body {"id", "attempt", "scheduled_t"}):
 the key gives user and tier (nothing else can); admission policies decide in scenario order
-with the same objects as the simulator, brownout picks the steps, then the simulator's own
+with the same objects as the simulator, then the simulator's own
 fleet loop, driven on the wall clock (sim/live/workers.py), queues, batches and serves it;
 gate and dynamics policies (concurrency, shedding, CoDel, AIMD, autoscale, failures...) act
 on it through the same gates and SimPy processes as in the simulator. Answers: 200 with times; 429 for
@@ -10,7 +10,8 @@ limiter-side rejections (rate_limited, quota_exceeded), 503 for fleet-side ones 
 queue_full, timeout) and while draining, 403 for the content filter, 500 when a real batch
 failed; 401 for a missing or unknown key. 429/503 carry Retry-After (wall seconds) and the
 RateLimit-Policy / RateLimit fields of the policies the request met.
-`GET /healthz`, `GET /metrics` (Prometheus text).
+`GET /healthz`, `GET /metrics` (Prometheus text). At exit, gpus.json beside the request log
+holds the GPUs live per pool over time.
 """
 
 from __future__ import annotations
@@ -67,15 +68,16 @@ class Gateway:
     """Admission, fleet, log and metrics of one server process (one event loop)."""
 
     def __init__(self, sc: Scenario, keys: KeyTable, log_path: str | Path, time_scale: float = 1.0,
-                 max_queue: float | None = None, drain_timeout: float = 30.0, runner=None):
+                 max_queue: float | None = None, drain_timeout: float = 30.0, runner=None,
+                 start_at: float | None = None):
         self.sc, self.keys, self.X = sc, keys, float(time_scale)
+        self.start_at = start_at  # unix time of sim t = 0 (None: when the server starts)
         self.tiers = [t.name for t in sc.tiers]
         self.pools = build_pools(sc)
         self.policies = build_policies(sc)
         self.admission = [lp for lp in self.policies if lp.kind == "admission"]
-        self.degraders = [lp for lp in self.policies if lp.kind == "degrade"]
-        # as the simulator: brownout compares with the largest nominal steps; an undegraded
-        # request runs its pool's own steps (a step cap of inf)
+        # brownout's nominal: the largest pool's steps (each pool serves its own; the fleet
+        # loop lowers them per arrival while brownout's thresholds are met)
         self.steps = float(max(p.steps for p in sc.fleet.pools))
         self.max_queue = max_queue if max_queue is not None else default_max_queue(sc)
         self.drain_timeout = drain_timeout
@@ -108,6 +110,8 @@ class Gateway:
 
     async def start(self) -> None:
         self.t0 = time.monotonic()
+        if self.start_at is not None:
+            self.t0 += self.start_at - time.time()
         self.fleet.start()
 
     def _arm(self, t: float) -> None:
@@ -134,6 +138,7 @@ class Gateway:
             await self.fleet.wait_empty(self.drain_deadline - time.monotonic())
         self.fleet.abort("drain_timeout")
         self.log.flush()
+        self.write_gpu_log()
         if self.on_drained is not None:
             self.on_drained()
 
@@ -143,6 +148,16 @@ class Gateway:
         for t in self._tasks:
             t.cancel()
         self.log.close()
+        self.write_gpu_log()
+
+    def write_gpu_log(self) -> None:
+        """gpus.json beside the request log: [time, pool, GPUs live from then on], as the
+        simulator's run records them (autoscaling, failures)."""
+        path = self.log.path.with_name("gpus.json")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(dumps([[round(t, 6), self.pools[j].name, n]
+                                   for t, j, n in self.fleet.gates.gpu_log]))
+        tmp.replace(path)
 
     # -- requests --
 
@@ -185,7 +200,7 @@ class Gateway:
         body = {"id": req.id, "user": user, "tier": req.tier_name, "arrival_s": _r6(req.arrival),
                 "start_s": _r6(req.start), "done_s": _r6(req.done), "wait_s": _r6(req.start - req.arrival),
                 "latency_s": _r6(req.done - req.arrival), "batch": req.batch,
-                "steps": _num(req.served_steps), "degraded": req.steps < req.nominal}
+                "steps": _num(req.served_steps), "degraded": req.served_steps < req.nominal}
         return 200, _dumps(body), ratelimit_fields(infos, self.X)
 
     def admit(self, req: Req) -> tuple[tuple[int, bytes, dict] | None, list]:
@@ -206,15 +221,7 @@ class Gateway:
                 return self._reject(req, d.reason, d.retry_after, infos, (lp, d)), infos
             if d is not None and d.limit is not None:
                 infos.append((lp, d))
-        steps = np.array([self.steps], np.float32)
-        if self.degraders:
-            view = self.fleet.view()
-            for lp in self.degraders:
-                ap = lp.active
-                if ap.enabled:
-                    steps = ap.policy.degrade(view, np.array([now]), np.array([tier]), steps, ap.tiers)
-        req.nominal = self.steps
-        req.steps = float(steps[0]) if steps[0] < self.steps else math.inf
+        req.nominal, req.steps = self.steps, math.inf  # a step cap: brownout lowers it inside
         req.fut = self._future()
         reason = self.fleet.arrive(req)
         if reason is not None:

@@ -14,7 +14,8 @@ Environment: FG_SCHEDULE (CSV id,t,user,tier), FG_OUT (JSONL), FG_TIME_SCALE, FG
 (sim s: no attempt is sent at or after it), FG_DRAIN (wall s to wait for answers after the
 last send), FG_RETRY (JSON of the scenario's demand.retry, or empty), FG_TIERS (JSON
 [[name, patience_s or null], ...] of the scenario's tiers), FG_SEED,
-FG_CONCURRENCY (connection pool size), FG_LEAD (wall s from start-up to t = 0).
+FG_CONCURRENCY (connection pool size), FG_LEAD (wall s from start-up to t = 0) or FG_START_AT
+(unix time of t = 0, the gateway's too).
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class Dispatcher(FastHttpUser):
 
     @task
     def replay(self) -> None:
-        self.start = time.monotonic() + LEAD
+        at = ENV.get("FG_START_AT")  # unix time of t = 0, shared with the gateway
+        self.start = time.monotonic() + (float(at) - time.time() if at else LEAD)
         for rid, t, user, tier in self.schedule:
             if t >= HORIZON:
                 break

@@ -41,6 +41,7 @@ from sim.live.fidelity import (  # noqa: F401 (Setup: part of this module's inte
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LEAD_S = 0.5  # Locust's start-up to the schedule's t = 0, wall seconds
+START_S = 6.0  # from starting the gateway to the common t = 0 (gateway and Locust up by then)
 
 
 class LiveError(Exception):
@@ -82,14 +83,17 @@ def run_live(st: Setup, d: Path, log=sys.stderr) -> dict:
            "FG_CONCURRENCY": str(pool_size(n)),
            "FG_RETRY": retry.model_dump_json() if retry is not None else "",
            "FG_TIERS": json.dumps([[t.name, t.patience_s] for t in st.sc.tiers])}
-    run_time = math.ceil(LEAD_S + st.duration + st.drain + 10)
+    run_time = math.ceil(START_S + st.duration + st.drain + 10)
     server = loc = None
     t0 = time.monotonic()
     try:
         port = free_port()
+        # one origin for the gateway's clock (schedules, autoscaler, failures) and the replay
+        start_at = time.time() + START_S
+        env["FG_START_AT"] = repr(start_at)
         try:
             server = start_server(str(st.path.resolve()), port, st.X, str(d / "keys.csv"), str(gw_log),
-                                  ("--kernel", st.kernel))
+                                  ("--kernel", st.kernel, "--start-at", repr(start_at)))
         except RuntimeError as e:
             raise LiveError(str(e)) from None
         host = f"http://127.0.0.1:{port}"
@@ -118,7 +122,32 @@ def run_live(st: Setup, d: Path, log=sys.stderr) -> dict:
         raise LiveError(f"Locust exited with {rc}: {errs[-1].strip()}")
     if not cl_log.exists() or not gw_log.exists():
         raise LiveError("no per-request records from Locust or the gateway")
-    return {"gateway": gw_log, "client": cl_log, "locust_rc": rc, "wall_s": wall}
+    return {"gateway": gw_log, "client": cl_log, "gpus": live / "gpus.json", "locust_rc": rc,
+            "wall_s": wall}
+
+
+def gpus_live(log: list, pools: list[str], t: np.ndarray) -> np.ndarray:
+    """Total GPUs live at times t from a [(time, pool, n)] log (pool by name or index)."""
+    n = np.zeros(len(t))
+    for j, name in enumerate(pools):
+        steps = sorted((float(x), int(c)) for x, p, c in log if p in (j, name))
+        at = np.searchsorted([x for x, _ in steps], t, side="right") - 1
+        n += np.array([c for _, c in steps])[np.maximum(at, 0)]
+    return n
+
+
+def gpu_figures(paths: dict, runs: list, off: float, pools: list[str], horizon: float) -> dict | None:
+    """GPUs live over time, live against each replication: the largest gap over the run,
+    on a 0.1 s grid of scheduled time (None: the gateway wrote no gpus.json)."""
+    p = Path(paths.get("gpus", ""))
+    if not p.is_file():
+        return None
+    live = [(t - off, pool, n) for t, pool, n in json.loads(p.read_text())]
+    grid = np.arange(0.0, horizon, 0.1)
+    g = gpus_live(live, pools, grid)
+    gaps = [float(np.abs(g - gpus_live(r.gpu_log, pools, grid)).max()) for r in runs]
+    return {"live_min": int(g.min()), "live_max": int(g.max()),
+            "max_abs_diff_per_replication": gaps, "max_abs_diff_median": float(np.median(gaps))}
 
 
 def _jsonl(path: Path) -> pd.DataFrame:
@@ -250,6 +279,7 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
             "targets": TARGETS, "headline": res["all"]["headline"],
             "met": met(res["all"]["headline"]),
             "phases": res,
+            "gpus": gpu_figures(paths, simA, off, [p.name for p in sc.fleet.pools], st.horizon),
         })
         result["live_only_outcomes"] = {r: int((gw["reason"] == r).sum())
                                         for r in gw["reason"].dropna().unique() if r not in REASONS}

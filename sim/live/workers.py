@@ -41,7 +41,7 @@ class Req:
     tier_name: str
     scheduled_t: float | None
     arrival: float
-    steps: float = 0.0  # step cap sent to the fleet (inf: the pool's own steps)
+    steps: float = math.inf  # step cap sent to the fleet (inf: the pool's own steps)
     nominal: float = 0.0
     noise: float = 1.0  # exponential(1) draw: service noise of `exponential` pools
     z: float = 0.0  # standard normal draw: lognormal noise of `profile` pools

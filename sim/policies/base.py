@@ -44,7 +44,7 @@ class Policy:
     # Where it acts, the same in simulator and gateway: "admission" (admit/admit_many before
     # the queue, in scenario order), "gate" (sets the fleet loop's gates through
     # host.gates: concurrency, shedding, CoDel), "degrade" (lowers the steps of admitted
-    # requests), "dynamics" (changes the fleet over time: GPUs, speed).
+    # requests, through the brownout gate), "dynamics" (changes the fleet over time: GPUs, speed).
     stage: ClassVar[str] = "admission"
     # True when admit/admit_many decide before the queue, so `shadow` can dark-launch it
     shadowable: ClassVar[bool] = False
@@ -73,11 +73,6 @@ class Policy:
                 if d.retry_after is not None:
                     retry[i] = d.retry_after
         return ok, code, retry
-
-    def degrade(self, view: dict, t: np.ndarray, tier: np.ndarray, steps: np.ndarray,
-                tiers: np.ndarray) -> np.ndarray:
-        """Denoising steps of admitted requests under the fleet state `view` (brownout)."""
-        return steps
 
     def attach(self, run, env, active) -> None:
         """Hook into a host at its start: the simulator's Run or the gateway's LiveFleet,

@@ -359,9 +359,11 @@ class BrownoutParams(Params):
 class Brownout(Policy):
     """Under load, admitted requests of its tiers get fewer denoising steps (a cheaper,
     lower-quality image) instead of waiting longer. Thresholds and steps may differ per tier
-    (degrade free first and deepest). The fleet state is read at the start of each admission
-    window (chunk or policy event), so a window's requests share one decision.
-    Reports per tier: the share degraded and a quality proxy, steps served / nominal steps."""
+    (degrade free first and deepest). The fleet loop decides per arrival through the
+    brownout gate (the same `shed_decision` on utilisation and queue depth as shedding), in
+    the simulator and the gateway alike.
+    Reports per tier: the share degraded and a quality proxy, steps served / nominal steps
+    (the largest pool's)."""
 
     name = "brownout"
     Params = BrownoutParams
@@ -374,11 +376,6 @@ class Brownout(Policy):
 
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
-        K = len(tiers)
-        self.served = np.zeros(K, np.int64)
-        self.degraded = np.zeros(K, np.int64)
-        self.steps_sum = np.zeros(K)
-        self.nominal_sum = np.zeros(K)
         self._arrays()
 
     def reconfigure(self, params) -> None:
@@ -400,27 +397,25 @@ class Brownout(Policy):
         return shed_decision(view["utilization"], view["queue_depth"], self.thr_util[tier],
                              self.thr_depth[tier])
 
-    def degrade(self, view, t, tier, steps, tiers_mask):
-        over = (view["utilization"] >= self.thr_util) | (view["queue_depth"] >= self.thr_depth)
-        sel = tiers_mask[tier]
-        m = sel & over[tier]
-        nominal = steps
-        if m.any():
-            steps = steps.copy()
-            steps[m] = np.minimum(steps[m], self.low_steps[tier[m]]).astype(steps.dtype)
-        K = len(self.tiers)
-        self.served += np.bincount(tier[sel], minlength=K)
-        self.degraded += np.bincount(tier[sel & (steps < nominal)], minlength=K)
-        self.steps_sum += np.bincount(tier[sel], weights=steps[sel], minlength=K)
-        self.nominal_sum += np.bincount(tier[sel], weights=nominal[sel], minlength=K)
-        return steps
+    def attach(self, run, env, active) -> None:
+        self.run, self.active = run, active
+        self.refresh(run, active)
+
+    def refresh(self, run, active) -> None:
+        on = active.enabled
+        for k in np.flatnonzero(active.tiers):
+            run.gates.brownout(int(k), self.thr_util[k], self.thr_depth[k],
+                               off(on, self.low_steps[k]))
 
     def report(self) -> dict:
-        ks = [(k, t) for k, t in enumerate(self.tiers) if self.served[k]]
-        return {"degraded": {t: self.n(self.degraded[k]) for k, t in ks},
-                "degraded_share": {t: round(float(self.degraded[k] / self.served[k]), 6) for k, t in ks},
-                "quality_proxy": {t: round(float(self.steps_sum[k] / self.nominal_sum[k]), 6)
-                                  for k, t in ks}}
+        if not hasattr(self, "run"):
+            return {}
+        c = self.run.gates.brownout_counts()
+        nominal = self.run.gates.nominal_steps()
+        ks = [(k, t) for k, t in enumerate(self.tiers) if self.active.tiers[k] and c[k, 0]]
+        return {"degraded": {t: self.n(c[k, 1]) for k, t in ks},
+                "degraded_share": {t: round(float(c[k, 1] / c[k, 0]), 6) for k, t in ks},
+                "quality_proxy": {t: round(float(c[k, 2] / (c[k, 0] * nominal)), 6) for k, t in ks}}
 
 
 # ---- content filter ----
