@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import simpy
 
+from sim import rng
 from sim.demand import Arrivals, build_demand
 from sim.demand.feed import ChunkFeed
 from sim.errors import InputError
@@ -166,7 +167,7 @@ class Run:
         # Called after each window with (run, arrivals, reason or -1, retry_after): demand
         # feedback (e.g. self-exciting requests from served images) hooks in here.
         self.on_window: list = []
-        self.prng = np.random.default_rng([sc.seed, 3])  # draws made during the run
+        self.prng = rng.stream("run", sc.seed)  # draws made during the run
         # (time, pool, GPUs live from then on), kept by the gates: GPU cost per pool, figures
         self.gates.gpu_log = [(self.start, j, p.gpus) for j, p in enumerate(self.pools)]
         # Demand that reacts to the run: retries, paid conversion, social feedback, counts.

@@ -203,6 +203,11 @@ CASES = {
     "cycle_deterministic": (dict(pools=[{"name": "p", "gpus": 2, "service_time_s": 1.2,
                                          "service_distribution": "deterministic", "max_batch": 3,
                                          "launch": "cycle"}]), None),
+    "cycle_exponential": (dict(pools=[{"name": "p", "gpus": 2, "service_time_s": 1.2,
+                                       "service_distribution": "exponential", "max_batch": 3,
+                                       "launch": "cycle"}]), None),
+    "content_filter": (dict(policies=[{"policy": "content_filter", "strictness": 1.0}]),
+                       _some("filtered")),
     "two_pools_profiles_and_steps": (dict(rate=3.0, discipline="drr", pools=[
         {"name": "h100", "gpus": 2, "profile": "placeholder-sdxl-h100", "model": "sdxl",
          "steps": 20, "max_batch": 4, "max_wait_s": 0.2},

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim import rng
 from sim.fleet import kernel as K
 from sim.fleet.cost import CostModel
 
@@ -17,7 +18,7 @@ FIELDS = (
     # configuration
     "cfg prio_order disc lifo deadline slo patience q_limit tier_limit user_limit "
     "drr_quantum drr_deficit drr_ptr pool_maxb pool_maxw pool_cycle pool_dist pool_sigma "
-    "cost_fixed cost_step shed_util shed_depth codel deg deg_stats pool_steps pool_ext "
+    "cost_fixed cost_step shed_util shed_depth codel deg deg_stats pool_steps pool_ext ep "
     # tier queues (ring buffers)
     "q_t q_steps q_noise q_z q_user q_head q_size q_id "
     # workers
@@ -110,6 +111,7 @@ class Fleet:
             # brownout per tier: utilisation, queue depth, steps when degraded (inf: off);
             # counts: requests it saw, degraded, steps given (capped at the nominal)
             deg=np.full((nk, 3), np.inf), deg_stats=z((nk, 3), f8),
+            ep=np.array([rng.key("epochs", seed), 0], i8),  # empty epochs: key, draws so far
             q_t=z((nk, cap), f8), q_steps=z((nk, cap), np.float32), q_noise=z((nk, cap), f8),
             q_z=z((nk, cap), f8), q_user=z((nk, cap), i8), q_head=z(nk, i8), q_size=z(nk, i8),
             q_id=z((nk, cap), i8),
@@ -139,7 +141,6 @@ class Fleet:
         for j, p in enumerate(pools):
             self.S.w_pool[w : w + p.max_gpus] = j
             w += p.max_gpus
-        K.seed(seed)
         for j, p in enumerate(pools):
             self.set_gpus(j, p.gpus)
 

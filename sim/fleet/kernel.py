@@ -77,6 +77,18 @@ def _leave_as_timeout(k, u, ta0, now, iv, warm, nU, n_sys, ser_rej, user_infligh
 
 
 @njit(cache=True, inline="always")
+def _exp1(ep):
+    """An exponential(1) draw from a counter-based stream (splitmix64 of key + counter):
+    the empty epochs of cycling workers, with no process-global random state."""
+    z = np.uint64(ep[0]) + np.uint64(ep[1]) * np.uint64(0x9E3779B97F4A7C15)
+    ep[1] += 1
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return -math.log((float(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0))
+
+
+@njit(cache=True, inline="always")
 def _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, kind, rid, t, aux):
     n = ob_n[0]
     ob_kind[n] = kind
@@ -149,6 +161,7 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
         S.pool_maxb, S.pool_maxw, S.pool_cycle, S.pool_dist, S.pool_sigma)
     cost_fixed, cost_step, shed_util, shed_depth = S.cost_fixed, S.cost_step, S.shed_util, S.shed_depth
     pool_steps, pool_ext, tmr, deg, deg_stats = S.pool_steps, S.pool_ext, S.tmr, S.deg, S.deg_stats
+    ep = S.ep
     q_t, q_steps, q_noise, q_z, q_user, q_head, q_size, q_id = (
         S.q_t, S.q_steps, S.q_noise, S.q_z, S.q_user, S.q_head, S.q_size, S.q_id)
     w_bid, w_steps = S.w_bid, S.w_steps
@@ -440,7 +453,7 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
                 b = j
                 if b == 0:
                     # an empty epoch of a cycling worker; cost_fixed[p, 0] is its mean length
-                    noise = np.random.exponential(1.0) if pool_dist[p] == 1 else 1.0
+                    noise = _exp1(ep) if pool_dist[p] == 1 else 1.0
                     dur = cost_fixed[p, 0] * noise * w_speed[w]
                 else:
                     dur = (cost_fixed[p, b] + maxsteps * cost_step[p, b]) * noise * w_speed[w]
@@ -494,7 +507,3 @@ def complete(S, w, t):
     _heap_push(S.h_t, S.h_w, S.h_n, t, w)
     S.w_until[w] = t
 
-
-@njit(cache=True)
-def seed(s):
-    np.random.seed(s)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from sim.engine import ActivePolicy
 from sim.engine import build_policies as engine_policies
 from sim.policies import Decision, Policy
+from sim.policies.concurrency import Concurrency
 from sim.policies.limits import Gcra, TokenBucket
-from sim.policies.overload import Concurrency
 from sim.policies.quota import DAY, DailyQuota
 from sim.scenario import Scenario
 

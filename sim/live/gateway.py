@@ -23,11 +23,11 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from sim import rng
 from sim.engine import apply_schedule, build_pools
 from sim.jsonout import dumps
 from sim.live.admission import build_policies, concurrency_decision, ratelimit_fields
@@ -83,7 +83,7 @@ class Gateway:
         self.drain_timeout = drain_timeout
         self.metrics = Metrics(self.tiers)
         self.log = RequestLog(log_path)
-        self.rng = np.random.default_rng([sc.seed, 4])
+        self.rng = rng.stream("gateway_noise", sc.seed)
         self.t0 = time.monotonic()
         users = min(MAX_USERS, 1 + max((u for u, _ in keys.entries.values()), default=0))
         self._timer: asyncio.TimerHandle | None = None
@@ -103,8 +103,8 @@ class Gateway:
         self.on_drained = None  # called once the drain is over (the server then exits)
 
     def clock(self) -> float:
-        """Simulated seconds since the server started accepting."""
-        return (time.monotonic() - self.t0) * self.X
+        """Simulated seconds since t = 0 (the server's start, or --start-at; 0 before it)."""
+        return max(0.0, (time.monotonic() - self.t0) * self.X)
 
     # -- lifecycle --
 

@@ -8,7 +8,7 @@ would (policies override it with a vectorised version where that pays).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -123,3 +123,24 @@ class Policy:
     def reconfigure(self, params: Params) -> None:
         """New parameters from a schedule; state (counters, buckets) is kept."""
         self.params = params
+
+
+# ---- helpers shared by the policy modules ----
+
+
+def pass_all(n: int):
+    """admit_many that lets everything through (shadow: it only counts)."""
+    return np.ones(n, bool), np.full(n, -1, np.int8), np.full(n, np.nan)
+
+
+def by_tier(pol: Policy, mask, values) -> dict:
+    return {t: pol.n(values[k]) for k, t in enumerate(pol.tiers) if mask is None or mask[k]}
+
+
+def unknown_tier(maps: dict[str, Any], tiers: list[str]) -> tuple[str, str] | None:
+    for field, m in maps.items():
+        if isinstance(m, dict):
+            for t in m:
+                if t not in tiers:
+                    return field, f"unknown tier {t!r}; tiers: {', '.join(tiers)}"
+    return None

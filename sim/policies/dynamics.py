@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from sim.policies.base import Params, Policy
+from sim.rng import stream
 
 
 def _pool(run, name: str | None) -> int:
@@ -147,7 +147,7 @@ class Failures(Policy):
         self.down = 0
 
     def attach(self, run, env, active) -> None:
-        self.rng = np.random.default_rng([run.sc.seed, 5, self.params.seed])
+        self.rng = stream("failures", run.sc.seed, self.params.seed)
         self.run = run
         self.down_s = 0.0
         self._since = 0.0
