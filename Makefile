@@ -37,6 +37,7 @@ optimize: install
 
 validate: install
 	$(BIN)/floodgate validate scenarios/validation_small.yaml --json
+	$(BIN)/floodgate validate scenarios/validation_surge.yaml --json
 
 lint: install
 	$(BIN)/ruff check .
