@@ -62,6 +62,8 @@ class Fleet:
     def __init__(self, pools: list[PoolSetup], tiers, scheduler, horizon: float,
                  interval: float, warmup: float, seed: int, queue_capacity: int = 4096,
                  outbox: bool = False, external: bool = False, max_queue: float = 2.0**62):
+        if external and not outbox:
+            raise ValueError("an external pool reports its batches through the outbox")
         nk = len(tiers)
         self.pools = pools
         self.interval = interval

@@ -330,7 +330,8 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
                     q_noise[k, j] = anoise[i]
                     q_z[k, j] = az[i]
                     q_user[k, j] = u
-                    q_id[k, j] = aid[i]
+                    if obon:
+                        q_id[k, j] = aid[i]
                     q_size[k] += 1
                     total += 1
                     n_sys[k] += 1
@@ -363,6 +364,7 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
                 idle_n[p] -= 1
                 w = idle[p, idle_n[p]]
                 b = min(total, pool_maxb[p])
+                psteps = pool_steps[p]
                 maxsteps = 0.0
                 noise = 1.0
                 j = 0
@@ -431,14 +433,16 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
                         elif pool_dist[p] == 2:
                             sg = pool_sigma[p]
                             noise = math.exp(sg * q_z[k, idx] - sg * sg / 2)
-                    st = min(q_steps[k, idx], pool_steps[p])  # the pool's steps unless degraded
+                    st = q_steps[k, idx]  # the pool's steps unless degraded (a cap)
+                    if st > psteps:
+                        st = psteps
                     if st > maxsteps:
                         maxsteps = st
                     w_bt[w, j] = ta0
                     w_bk[w, j] = k
                     w_bu[w, j] = q_user[k, idx]
-                    w_bid[w, j] = q_id[k, idx]
                     if obon:
+                        w_bid[w, j] = q_id[k, idx]
                         _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, STARTED, q_id[k, idx], now, w)
                     ser_started[iv, k] += 1
                     if ta0 >= warm:
@@ -466,7 +470,7 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
                 n_busy[0] += 1
                 if obon and b > 0:
                     _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, BATCH, w, now, b)
-                if b > 0 and pool_ext[p]:
+                if obon and b > 0 and pool_ext[p]:
                     # the batch runs outside (a real denoiser): `complete` reports its end
                     w_until[w] = np.inf
                 else:
