@@ -137,3 +137,32 @@ def test_gpus_retire_after_their_batch_and_can_be_unretired():
     assert sorted(S.w_state[:2].tolist()) == [K.OFF, K.IDLE]
     started = ts[(kind == K.STARTED) & (ids == 0)]
     assert list(started) == [1.5] and list(ts[(kind == K.COMPLETED) & (ids == 0)])[-1] == 2.5
+
+
+def test_outbox_grows_and_keeps_every_record_in_order():
+    f = _fleet(4096, gpus=4)
+    t = np.sort(np.random.default_rng(2).uniform(0, 30, 3000))
+    fate, (kind, ids, ts, _) = _feed(f, t, 1000.0)
+    assert len(f.S.ob_kind) > 1024  # grown during the call
+    assert (fate == 0).all()
+    assert sorted(ids[kind == K.STARTED].tolist()) == list(range(3000))
+    assert sorted(ids[kind == K.COMPLETED].tolist()) == list(range(3000))
+    assert (np.diff(ts) >= 0).all()  # in time order
+
+
+def test_external_batches_end_when_the_caller_says():
+    """--kernel torch: a batch's end is reported (Fleet.complete), not drawn."""
+    sc = parse_scenario(queue_scenario(1.0, 1.0, 1, 100, dist="deterministic", max_batch=2))
+    f = Fleet(build_pools(sc), sc.tiers, sc.scheduler, 100, 1.0, 0.0, 0, outbox=True, external=True)
+    _, (kind, ids, ts, aux) = _feed(f, np.array([0.0]), 0.0)
+    assert kind.tolist() == [K.STARTED, K.BATCH] and aux[1] == 1
+    w = int(ids[1])
+    _, (kind, *_rest) = _feed(f, np.array([0.5, 0.5]), 10.0)  # queued behind it
+    assert len(kind) == 0 and f.next_event() == np.inf  # nothing drawn: it waits for the caller
+    f.complete(w, 12.5)
+    _, (kind, ids, ts, aux) = _feed(f, np.zeros(0), 12.5)
+    assert [(k, t) for k, t in zip(kind.tolist(), ts.tolist(), strict=True)] == [
+        (K.COMPLETED, 12.5), (K.STARTED, 12.5), (K.STARTED, 12.5), (K.BATCH, 12.5)]
+    assert aux[-1] == 2
+    with pytest.raises(ValueError):
+        Fleet(build_pools(sc), sc.tiers, sc.scheduler, 100, 1.0, 0.0, 0, external=True)
