@@ -18,7 +18,7 @@ import pytest
 from sim.engine import Run
 from sim.fleet import kernel as K
 from sim.live.gateway import Gateway
-from sim.live.keys import KeyTable
+from sim.live.keys import KeyTable, key_hash
 from sim.live.workers import Req
 from sim.policies import REASONS
 from sim.scenario import parse_scenario
@@ -93,7 +93,7 @@ def simulated(sc) -> tuple[Run, list[tuple]]:
 def live(sc, run: Run, tmp_path) -> tuple[FakeClockGateway, list[tuple]]:
     """The gateway on a fake clock, fed the run's offered requests with their noise."""
     users = max(u for _, u, *_ in run.trace_offered) + 1
-    keys = KeyTable({f"k{u}": (u, 0) for u in range(users)}, [t.name for t in sc.tiers])
+    keys = KeyTable.of({key_hash(f"k{u}"): (u, 0) for u in range(users)}, [t.name for t in sc.tiers])
     gw = FakeClockGateway(sc, keys, tmp_path / "requests.jsonl", 1.0, 10**9)
     gw.fleet.start()
     reqs = []

@@ -85,7 +85,8 @@ class Gateway:
         self.log = RequestLog(log_path)
         self.rng = rng.stream("gateway_noise", sc.seed)
         self.t0 = time.monotonic()
-        users = min(MAX_USERS, 1 + max((u for u, _ in keys.entries.values()), default=0))
+        users = min(MAX_USERS, 1 + max((who[0] for lst in keys.entries.values() for _, who in lst),
+                                       default=0))
         self._timer: asyncio.TimerHandle | None = None
         self.fleet = LiveFleet(sc, self.pools, self.clock, self.final, users, self._arm,
                                self.max_queue, runner)
