@@ -342,7 +342,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, case):
     path, keys = write(tmp_path, scenario([]))
     if case == "time_scale":
         p = serve(str(path), "--port", str(free_port()), "--time-scale", "0")
-        expect = "error: --time-scale: 0.0: must be greater than 0"
+        expect = ("error: floodgate serve: argument --time-scale: expected a finite number in "
+                  "(0, 1e+06], got '0'")
     elif case == "missing":
         p = serve(str(tmp_path / "nope.yaml"))
         expect = f"error: {tmp_path / 'nope.yaml'}: (file): no such file"
