@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean whatif plan validate optimize backtest
+.PHONY: install demo test test-fast bench lint clean whatif plan validate optimize backtest
 
 install: $(STAMP)
 
@@ -40,6 +40,7 @@ optimize: install
 
 validate: install
 	$(BIN)/floodgate validate scenarios/validation_small.yaml --json
+	$(BIN)/floodgate validate scenarios/validation_surge.yaml --json
 
 backtest: install
 	$(BIN)/python benchmarks/nowcast_backtest.py
@@ -49,6 +50,9 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest -q tests
+
+test-fast: install lint  # the quick loop: no servers, Locust, notebooks, browser or torch
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 bench: install
 	$(BIN)/python benchmarks/sim_speed.py

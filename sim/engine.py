@@ -15,18 +15,16 @@ from pathlib import Path
 import numpy as np
 import simpy
 
+from sim import rng
 from sim.demand import Arrivals, build_demand
 from sim.demand.feed import ChunkFeed
 from sim.errors import InputError
 from sim.fleet.cost import CostModel, find_profile, load_profile
 from sim.fleet.fleet import Fleet, PoolSetup
-from sim.policies import REASONS, REGISTRY, Policy
+from sim.fleet.gates import Gates
+from sim.outcomes import KERNEL_REASON, REASONS
+from sim.policies import REGISTRY, Policy
 from sim.scenario import Scenario
-
-# Where each reason decided inside the fleet lands among REASONS.
-KERNEL_REASON = np.array(
-    [REASONS.index(r) for r in ("queue_full", "shed", "timeout", "rate_limited")], dtype=np.int64
-)
 
 
 def bump(series: np.ndarray, iv: np.ndarray, k: np.ndarray, nk: int) -> np.ndarray:
@@ -49,11 +47,8 @@ class ActivePolicy:
 
     @property
     def admits(self) -> bool:
-        return type(self.policy).admit_many is not Policy.admit_many or type(self.policy).admit is not Policy.admit
+        return self.policy.stage == "admission" and type(self.policy) is not Policy
 
-    @property
-    def degrades(self) -> bool:
-        return type(self.policy).degrade is not Policy.degrade
 
 
 def build_policies(sc: Scenario) -> list[ActivePolicy]:
@@ -94,8 +89,31 @@ def build_pools(sc: Scenario) -> list[PoolSetup]:
         gpus = p.gpus if f == 1 else max(1, round(p.gpus * f))
         top = max(gpus, round((p.max_gpus or 0) * f))
         pools.append(PoolSetup(p.name, gpus, top, cost, p.max_batch, p.max_wait_s,
-                               p.launch == "cycle", dist, p.price_per_gpu_hour))
+                               p.launch == "cycle", dist, p.price_per_gpu_hour, float(p.steps)))
     return pools
+
+
+def cell_users(sc: Scenario, demand) -> int:
+    """Size of the per-user in-flight counts: the demand model's users in the cell."""
+    n = getattr(demand, "users", None) or getattr(demand, "n_users", None)
+    if not n:
+        n = round(getattr(sc.demand, "users", 1 << 20) * sc.cell_fraction)
+    return int(n) + 1
+
+
+def apply_schedule(host, env: simpy.Environment, ap: ActivePolicy, spec):
+    """SimPy process: switch a policy on/off or give it new parameters at its scheduled
+    times (the simulator's run and the live gateway both run this one)."""
+    for when in sorted(spec.schedule, key=lambda w: w.at):
+        if when.at > env.now:
+            yield env.timeout(when.at - env.now)
+        host.sync(env.now)
+        if when.enabled is not None:
+            ap.enabled = when.enabled
+        if when.params:
+            merged = {**spec.params(), **when.params}
+            ap.policy.reconfigure(type(ap.policy).Params.model_validate(merged))
+        ap.policy.refresh(host, ap)
 
 
 @dataclass
@@ -109,6 +127,7 @@ class Run:
     # for judging a late window (plan --window) without simulating the days before it.
     start: float = 0.0
     slice_requests: int = 1 << 20  # admitted requests handed to the fleet loop at a time
+    trace: bool = False  # record each request's arrival, start and end (trace_* lists)
     fleet: Fleet = field(init=False)
 
     def __post_init__(self):
@@ -119,8 +138,13 @@ class Run:
         self.demand = build_demand(sc)
         self.pools = build_pools(sc)
         self.fleet = Fleet(self.pools, sc.tiers, sc.scheduler, sc.horizon, self.interval,
-                           sc.outputs.warmup_s, sc.seed)
-        self.steps = np.array([p.steps for p in sc.fleet.pools], dtype=np.float32)
+                           sc.outputs.warmup_s, sc.seed, outbox=self.trace)
+        self.gates = Gates(self.fleet, self.pools, cell_users(sc, self.demand))
+        self.next_id = 0  # request ids handed to the fleet loop
+        # with trace: (t, user, tier, noise, z, reason code or -1, request id or -1) per
+        # offered arrival, and the fleet's outbox records (kind, id, t, aux)
+        self.trace_offered: list[tuple] = []
+        self.trace_events: list[tuple] = []
         self.policies = build_policies(sc)
         self.offered = np.zeros(nk, np.int64)
         self.rejected = np.zeros((nk, len(REASONS)), np.int64)
@@ -143,9 +167,9 @@ class Run:
         # Called after each window with (run, arrivals, reason or -1, retry_after): demand
         # feedback (e.g. self-exciting requests from served images) hooks in here.
         self.on_window: list = []
-        self.prng = np.random.default_rng([sc.seed, 3])  # draws made during the run
-        # (time, pool, GPUs live from then on): for GPU cost per pool and the figures
-        self.gpu_log = [(self.start, j, p.gpus) for j, p in enumerate(self.pools)]
+        self.prng = rng.stream("run", sc.seed)  # draws made during the run
+        # (time, pool, GPUs live from then on), kept by the gates: GPU cost per pool, figures
+        self.gates.gpu_log = [(self.start, j, p.gpus) for j, p in enumerate(self.pools)]
         # Demand that reacts to the run: retries, paid conversion, social feedback, counts.
         from sim.demand.feedback import attach
 
@@ -247,12 +271,10 @@ class Run:
         del iv
         idx = np.flatnonzero(keep)
         del keep
-        steps = np.full(len(idx), self.steps[0], np.float32)
-        view = None
-        for ap in self.policies:
-            if ap.enabled and ap.degrades:
-                view = view or self.fleet.view()
-                steps = ap.policy.degrade(view, a.t[idx], a.tier[idx], steps, ap.tiers)
+        # each pool serves its own steps; brownout lowers them per arrival inside the fleet
+        steps = np.full(len(idx), np.inf, np.float32)
+        ids = np.arange(self.next_id, self.next_id + len(idx), dtype=np.int64)
+        self.next_id += len(idx)
         # The fleet takes the admitted requests in slices of at most slice_requests (a quota's
         # midnight stampede brings millions in one window), each run up to the next slice's
         # first arrival: the same events in the same order, in bounded memory.
@@ -267,7 +289,8 @@ class Run:
             else:
                 j = idx[lo:hi]
                 t_in, tier, user, e_in, z_in = a.t[j], a.tier[j], a.user[j], noise[j], z[j]
-            fate = self.fleet.advance(t_in, tier, user, steps[lo:hi], e_in, z_in, seg_until)
+            fate = self.fleet.advance(t_in, ids[lo:hi], tier, user, steps[lo:hi], e_in, z_in,
+                                      seg_until)
             rej = fate > 0
             if rej.any():
                 code_all[idx[lo:hi][rej]] = KERNEL_REASON[fate[rej] - 1]
@@ -275,6 +298,12 @@ class Run:
             if hi >= n_in:
                 break
             lo = hi
+        if self.trace:
+            rid = np.full(len(a), -1, np.int64)
+            rid[idx] = ids
+            self.trace_offered += zip(a.t.tolist(), a.user.tolist(), a.tier.tolist(), noise.tolist(),
+                                      z.tolist(), code_all.tolist(), rid.tolist(), strict=True)
+            self.trace_events += zip(*(x.tolist() for x in self.fleet.outbox()), strict=True)
         self.cursor = until
         for hook in self.on_window:
             hook(self, a, code_all, retry_after)
@@ -299,18 +328,6 @@ class Run:
             if bar is not None:
                 bar.update(env.now - bar.n)
 
-    def _schedule(self, env: simpy.Environment, ap: ActivePolicy, spec):
-        for when in sorted(spec.schedule, key=lambda w: w.at):
-            if when.at > env.now:
-                yield env.timeout(when.at - env.now)
-            self.sync(env.now)
-            if when.enabled is not None:
-                ap.enabled = when.enabled
-            if when.params:
-                merged = {**spec.params(), **when.params}
-                ap.policy.reconfigure(type(ap.policy).Params.model_validate(merged))
-            ap.policy.refresh(self, ap)
-
     def execute(self) -> Run:
         env = simpy.Environment(initial_time=self.start)
         bar = None
@@ -325,7 +342,7 @@ class Run:
         for ap in self.policies:
             spec = self.sc.policies[ap.spec_index]
             if spec.schedule:
-                env.process(self._schedule(env, ap, spec))
+                env.process(apply_schedule(self, env, ap, spec))
         try:
             env.run(until=self.sc.horizon)
             self.sync(self.sc.horizon)
@@ -339,9 +356,12 @@ class Run:
 
     def set_gpus(self, pool: int, n: int) -> int:
         """Change a pool's live GPUs at the current time (call sync(now) first)."""
-        n = self.fleet.set_gpus(pool, n)
-        self.gpu_log.append((self.cursor, pool, n))
-        return n
+        return self.gates.set_gpus(pool, n)
+
+    @property
+    def gpu_log(self) -> list[tuple[float, int, int]]:
+        """(time, pool, GPUs live from then on): GPU cost per pool and the figures."""
+        return self.gates.gpu_log
 
     # -- totals that combine the two sides --
 

@@ -358,7 +358,7 @@ def _first_error(e: ValidationError) -> tuple[str, str]:
 
 def validate_demand(sc: Scenario) -> None:
     """Tier names and reasons the demand section refers to must exist."""
-    from sim.policies import REASONS
+    from sim.outcomes import REASONS
 
     d, tiers = sc.demand, [t.name for t in sc.tiers]
 

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import queue_scenario, run
+from helpers import queue_scenario
 
 from sim.fleet.cost import CostModel, load_profile
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "sim.calibration.cli"]
@@ -87,11 +89,31 @@ def test_cost_model_is_monotone_in_batch_and_steps(tiny_profile):
 
 
 def test_the_simulator_runs_on_the_profile(tiny_profile):
+    """Every batch takes exactly the profile's time for its size at 4 steps (deterministic
+    service): the cost model in the run is the measured one."""
+    from sim.engine import Run
+    from sim.fleet import kernel as K
+    from sim.fleet.cost import CostModel
+    from sim.scenario import parse_scenario
+
     out, _ = tiny_profile
     d = queue_scenario(2.0, 1.0, 2, 300, seed=1)
     d["fleet"]["pools"][0] = {"name": "cpu", "gpus": 2, "profile": str(out), "model": "tiny-unet",
-                              "max_batch": 4, "max_wait_s": 0.05, "steps": 4}
-    run(d)
+                              "max_batch": 4, "max_wait_s": 0.05, "steps": 4,
+                              "service_distribution": "deterministic"}
+    r = Run(parse_scenario(d), trace=True).execute()
+    cost = CostModel.from_profile(load_profile(out), str(out), "tiny-unet", None, 4, 4)
+    start, batch, sizes = {}, {}, {}
+    for kind, i, t, a in r.trace_events:
+        if kind == K.STARTED:
+            start[i] = t
+        elif kind == K.BATCH:
+            sizes[(i, t)] = a
+        elif kind == K.COMPLETED:
+            batch[(a, start[i])] = t - start[i]
+    assert len(batch) > 50 and {sizes[k] for k in batch} >= {1, 2}
+    for (w, t0), dur in batch.items():
+        assert dur == pytest.approx(cost.batch_time(sizes[(w, t0)], 4), rel=1e-9)
 
 
 def test_every_tiny_architecture_runs_and_is_written(tmp_path):

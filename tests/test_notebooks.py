@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("name", ["capacity_planning", "policy_whatif", "policy_search", "surge_nowcast"])
@@ -21,4 +21,3 @@ def test_notebook_executes(root, name, monkeypatch):
     assert len(images) >= 2
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
-    assert os.environ["FLOODGATE_NOTEBOOK_SMALL"] == "1"

@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sim.policies import REGISTRY
-from sim.policies.limits import Gcra, TokenBucket
 
 DAY = 86400.0
 EPOCH = 1743379200.0  # 2025-03-31T00:00:00Z
@@ -188,7 +187,10 @@ def test_keys_user_tier_global():
     glob = make("token_bucket", rate=0.001, burst=1, key="global")
     assert per_user.admit(0, 1, 0).ok and per_user.admit(0, 2, 0).ok
     assert glob.admit(0, 1, 0).ok and not glob.admit(0, 2, 0).ok
-    assert isinstance(per_user, TokenBucket) and not isinstance(per_user, Gcra)
+    # a token every 1000 s: per user, each bucket refills on its own; the global one is shared
+    assert not per_user.admit(999, 1, 0).ok and per_user.admit(1000, 1, 0).ok
+    assert per_user.admit(1000, 2, 0).ok
+    assert glob.admit(1000, 1, 0).ok and not glob.admit(1000, 2, 0).ok
 
 
 # ---- adaptive concurrency, shedding, brownout, filter, shadow ----
@@ -229,18 +231,38 @@ def test_shed_reserve_sheds_less_critical_tiers_first():
 
 
 def test_brownout_per_tier_thresholds_and_quality_proxy():
+    """Brownout decides per arrival inside the fleet loop: one GPU busy from t = 0, six
+    arrivals meet queue depths 0, 0, 1, 2, 3, 4; free degrades from depth 1 to 4 steps, paid
+    from depth 3 to 10 (nominal 20)."""
+    from types import SimpleNamespace
+
+    from sim.engine import ActivePolicy, build_pools
+    from sim.fleet.fleet import Fleet
+    from sim.fleet.gates import Gates
+    from sim.scenario import parse_scenario
+
+    tiers = [{"name": "paid", "share": 0.5, "priority": 0, "price_per_image": 0, "slo_s": 60},
+             {"name": "free", "share": 0.5, "priority": 1, "price_per_image": 0, "slo_s": 60}]
+    sc = parse_scenario({"name": "b", "seed": 1, "horizon": 100, "demand": {"points": [[0, 1]], "users": 10},
+                         "tiers": tiers, "fleet": {"pools": [{"name": "p", "gpus": 1, "steps": 20,
+                                                              "service_time_s": 5.0}]}})
+    pools = build_pools(sc)
+    fleet = Fleet(pools, sc.tiers, sc.scheduler, 100, 1.0, 0.0, 0)
+    host = SimpleNamespace(gates=Gates(fleet, pools, 10))
     cls = REGISTRY["brownout"]
-    b = cls(cls.Params.model_validate({"utilization": {"free": 0.8, "paid": 0.95},
+    b = cls(cls.Params.model_validate({"utilization": 2.0, "queue_depth": {"free": 1, "paid": 3},
                                        "steps": {"free": 4, "paid": 10}}), ["paid", "free"], EPOCH)
-    tier = np.array([0, 1, 1, 0])
-    steps = np.full(4, 20, np.float32)
-    out = b.degrade({"utilization": 0.9, "queue_depth": 0}, np.zeros(4), tier, steps, np.array([True, True]))
-    assert out.tolist() == [20, 4, 4, 20] and steps.tolist() == [20] * 4
-    out = b.degrade({"utilization": 0.99, "queue_depth": 0}, np.zeros(4), tier, steps, np.array([True, True]))
-    assert out.tolist() == [10, 4, 4, 10]
+    b.attach(host, None, ActivePolicy(0, b, np.array([True, True]), True))
+    tier = np.array([0, 1, 1, 0, 0, 1])
+    n = len(tier)
+    fleet.advance(np.arange(n) * 0.01, np.arange(n), tier, np.full(n, -1), np.full(n, np.inf, np.float32),
+                  np.ones(n), np.zeros(n), 0.05)
+    S = fleet.S
+    assert S.w_steps[0] == 20  # the first was served at once, at the pool's steps
+    assert S.q_steps[1, :3].tolist() == [np.inf, 4, 4] and S.q_steps[0, 1:3].tolist() == [np.inf, 10]  # (slot 0 held the first)
     r = b.report()
-    assert r["degraded_share"] == {"paid": 0.5, "free": 1.0}
-    assert r["quality_proxy"] == {"paid": 0.75, "free": 0.2}
+    assert r["degraded_share"] == {"paid": round(1 / 3, 6), "free": round(2 / 3, 6)}
+    assert r["quality_proxy"] == {"paid": round(50 / 60, 6), "free": round(28 / 60, 6)}
 
 
 @settings(max_examples=30, deadline=None)

@@ -10,6 +10,8 @@ from helpers import queue_scenario
 
 from sim.cli import main
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory, ):

@@ -14,7 +14,7 @@ import numpy as np
 
 from sim.demand.base import Arrivals, UserBits, stable_argsort
 from sim.demand.stream import Kernel
-from sim.policies import REASONS
+from sim.outcomes import REASONS
 
 QUOTA = REASONS.index("quota_exceeded")
 TIMEOUT = REASONS.index("timeout")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sim import rng
 from sim.fleet import kernel as K
 from sim.fleet.cost import CostModel
 
@@ -17,11 +18,14 @@ FIELDS = (
     # configuration
     "cfg prio_order disc lifo deadline slo patience q_limit tier_limit user_limit "
     "drr_quantum drr_deficit drr_ptr pool_maxb pool_maxw pool_cycle pool_dist pool_sigma "
-    "cost_fixed cost_step shed_util shed_depth codel "
+    "cost_fixed cost_step shed_util shed_depth codel deg deg_stats pool_steps pool_ext ep "
     # tier queues (ring buffers)
-    "q_t q_steps q_noise q_z q_user q_head q_size "
+    "q_t q_steps q_noise q_z q_user q_head q_size q_id "
     # workers
-    "w_state w_pool w_speed w_until w_bn w_bt w_bk w_bu w_bstart idle idle_n h_t h_w h_n "
+    "w_state w_pool w_speed w_until w_bn w_bt w_bk w_bu w_bid w_bstart w_steps idle idle_n "
+    "h_t h_w h_n tmr "
+    # outbox (kind, id, t, aux)
+    "ob_kind ob_id ob_t ob_aux ob_n "
     # clock and counters
     "clock n_sys n_busy n_active user_inflight admitted completed abandoned kernel_rej "
     "adm_stats done_stats aband_stats good sum_wait sum_lat sum_sys area_sys area batches "
@@ -43,13 +47,23 @@ class PoolSetup:
     cycle: bool
     distribution: str
     price_per_gpu_hour: float
+    steps: float = 0.0  # denoising steps of a request served here (brownout may lower them)
 
 
 class Fleet:
-    """Holds the state arrays; `advance` runs the compiled loop over a chunk of arrivals."""
+    """Holds the state arrays; `advance` runs the compiled loop over a chunk of arrivals.
+
+    One implementation for both clocks: the simulator advances it chunk by chunk, the live
+    gateway on each arrival and timer (sim/live/workers.py). With `outbox` it records each
+    request's start, completion or drop (with times) for the caller; `external` pools have
+    their batch ends reported by the caller (`complete`) instead of drawn from the cost model.
+    """
 
     def __init__(self, pools: list[PoolSetup], tiers, scheduler, horizon: float,
-                 interval: float, warmup: float, seed: int, queue_capacity: int = 4096):
+                 interval: float, warmup: float, seed: int, queue_capacity: int = 4096,
+                 outbox: bool = False, external: bool = False, max_queue: float = 2.0**62):
+        if external and not outbox:
+            raise ValueError("an external pool reports its batches through the outbox")
         nk = len(tiers)
         self.pools = pools
         self.interval = interval
@@ -68,7 +82,9 @@ class Fleet:
         z = np.zeros
         cap = queue_capacity
         state = dict(
-            cfg=np.array([warmup, interval], f8),
+            # warm-up, series interval, total queue limit, outbox on, nominal steps (brownout)
+            cfg=np.array([warmup, interval, max_queue, 1.0 if outbox else 0.0,
+                          max(p.steps or 0.0 for p in pools) or np.inf], f8),
             prio_order=prio.astype(i8),
             disc=np.array([DISCIPLINES[scheduler.discipline]], i8),
             lifo=np.array([t.lifo for t in tiers], bool),
@@ -88,23 +104,33 @@ class Fleet:
             pool_sigma=np.array([p.cost.sigma for p in pools], f8),
             cost_fixed=cost_fixed,
             cost_step=cost_step,
+            pool_steps=np.array([p.steps or np.inf for p in pools], f8),
+            pool_ext=np.full(P, bool(external)),
             shed_util=np.full(nk, np.inf),
             shed_depth=np.full(nk, np.inf),
             # CoDel per tier: target, interval (inf: off), last instant the queue was empty
             codel=np.array([[np.inf, np.inf, 0.0]] * nk, f8),
+            # brownout per tier: utilisation, queue depth, steps when degraded (inf: off);
+            # counts: requests it saw, degraded, steps given (capped at the nominal)
+            deg=np.full((nk, 3), np.inf), deg_stats=z((nk, 3), f8),
+            ep=np.array([rng.key("epochs", seed), 0], i8),  # empty epochs: key, draws so far
             q_t=z((nk, cap), f8), q_steps=z((nk, cap), np.float32), q_noise=z((nk, cap), f8),
             q_z=z((nk, cap), f8), q_user=z((nk, cap), i8), q_head=z(nk, i8), q_size=z(nk, i8),
+            q_id=z((nk, cap), i8),
             w_state=z(N, np.int8), w_pool=z(N, i8), w_speed=np.ones(N), w_until=z(N, f8),
             w_bn=z(N, i8), w_bt=z((N, B), f8), w_bk=z((N, B), i8), w_bu=z((N, B), i8),
-            w_bstart=z(N, f8), idle=z((P, N), i8), idle_n=z(P, i8),
-            h_t=z(N + 1, f8), h_w=z(N + 1, i8), h_n=z(1, i8),
+            w_bid=z((N, B), i8), w_bstart=z(N, f8), w_steps=z(N, f8),
+            idle=z((P, N), i8), idle_n=z(P, i8),
+            h_t=z(N + 1, f8), h_w=z(N + 1, i8), h_n=z(1, i8), tmr=np.full(1, np.inf),
+            ob_kind=z(1024 if outbox else 1, np.int8), ob_id=z(1024 if outbox else 1, i8),
+            ob_t=z(1024 if outbox else 1, f8), ob_aux=z(1024 if outbox else 1, i8), ob_n=z(1, i8),
             clock=z(1, f8), n_sys=z(nk, i8), n_busy=z(1, i8), n_active=z(1, i8),
             user_inflight=z(0, i8),
             admitted=z(nk, i8), completed=z(nk, i8), abandoned=z(nk, i8),
             kernel_rej=z((nk, K.N_KERNEL_REASONS), i8),
             adm_stats=z(nk, i8), done_stats=z(nk, i8), aband_stats=z(nk, i8), good=z(nk, i8),
             sum_wait=z(nk, f8), sum_lat=z(nk, f8), sum_sys=z(nk, f8), area_sys=z(nk, f8),
-            area=z(2, f8), batches=z(3, i8),  # batches, requests, priority inversions
+            area=z(2, f8), batches=z(2, i8),  # batches, requests in them
             wait_hist=z((nk, K.HIST_BINS), i8), lat_hist=z((nk, K.HIST_BINS), i8),
             ser_busy=z(nI, f8), ser_active=z(nI, f8), ser_queue=z((nI, nk), f8),
             ser_admitted=z((nI, nk), i8), ser_started=z((nI, nk), i8),
@@ -117,7 +143,6 @@ class Fleet:
         for j, p in enumerate(pools):
             self.S.w_pool[w : w + p.max_gpus] = j
             w += p.max_gpus
-        K.seed(seed)
         for j, p in enumerate(pools):
             self.set_gpus(j, p.gpus)
 
@@ -167,21 +192,61 @@ class Fleet:
 
     # -- the hot path --
 
-    def advance(self, t, tier, user, steps, noise, z, until: float) -> np.ndarray:
-        """Feed admitted arrivals (all < until) and run to `until`; returns each one's fate."""
+    def advance(self, t, ids, tier, user, steps, noise, z, until: float) -> np.ndarray:
+        """Feed admitted arrivals (all <= until) with their request ids and run to `until`;
+        returns each one's fate (0 queued, else 1 + kernel reason)."""
         fate = np.zeros(len(t), dtype=np.int8)
         i = 0
         while True:
-            code, i = K.advance(self.S, t, tier, user, steps, noise, z, fate, i, float(until))
+            code, i = K.advance(self.S, t, ids, tier, user, steps, noise, z, fate, i, float(until))
             if code == K.DONE:
                 return fate
-            self._grow_queues()
+            if code == K.GROW:
+                self._grow_queues()
+            else:
+                self._grow_outbox()
+
+    def outbox(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(kind, id, t, aux) of the events since the last call, in order; empties it."""
+        S = self.S
+        n = int(S.ob_n[0])
+        out = (S.ob_kind[:n].copy(), S.ob_id[:n].copy(), S.ob_t[:n].copy(), S.ob_aux[:n].copy())
+        S.ob_n[0] = 0
+        return out
+
+    def complete(self, w: int, t: float) -> None:
+        """The external batch on worker w ended at t; the next advance(until >= t) sees it."""
+        K.complete(self.S, int(w), float(t))
+
+    def next_event(self) -> float:
+        """When the fleet next changes by itself: a batch end, a patience expiry or the
+        batch-wait timer (inf: nothing pending)."""
+        S = self.S
+        t = float(S.tmr[0])
+        if S.h_n[0] > 0:
+            t = min(t, float(S.h_t[0]))
+        cap = S.q_t.shape[1]
+        for k in range(len(S.q_size)):
+            if S.q_size[k] > 0 and S.patience[k] < np.inf:
+                t = min(t, float(S.q_t[k, S.q_head[k] % cap] + S.patience[k]))
+        return t
+
+    def _grow_outbox(self) -> None:
+        S = self.S
+        n = 2 * len(S.ob_kind) + 2 * int(S.q_size.sum()) + S.w_bt.shape[1] + 2
+        new = {}
+        for f in ("ob_kind", "ob_id", "ob_t", "ob_aux"):
+            old = getattr(S, f)
+            arr = np.zeros(n, old.dtype)
+            arr[: len(old)] = old
+            new[f] = arr
+        self.S = S._replace(**new)
 
     def _grow_queues(self) -> None:
         S = self.S
         cap = S.q_t.shape[1]
         new = {}
-        for f in ("q_t", "q_steps", "q_noise", "q_z", "q_user"):
+        for f in ("q_t", "q_steps", "q_noise", "q_z", "q_user", "q_id"):
             old = getattr(S, f)
             arr = np.zeros((old.shape[0], 2 * cap), old.dtype)
             for k in range(old.shape[0]):  # unroll each ring so the head is at 0

@@ -13,15 +13,27 @@ import math
 import numpy as np
 from numba import njit
 
+from sim.outcomes import KERNEL_REASONS, Reason
+
 # Scheduling disciplines (see sim/scheduler.py for the names).
 STRICT, FIFO, EDF, DRR = 0, 1, 2, 3
 # Worker states.
 OFF, IDLE, BUSY, RETIRING, DOWN = 0, 1, 2, 3, 4
-# Rejections decided inside the fleet, in this order in the reason axis.
-R_QUEUE_FULL, R_SHED, R_TIMEOUT, R_CONCURRENCY = 0, 1, 2, 3
-N_KERNEL_REASONS = 4
-# Return codes of advance().
-DONE, GROW = 0, 1
+# Rejections decided inside the fleet, in this order in its reason axis (sim.outcomes).
+R_QUEUE_FULL = KERNEL_REASONS.index(Reason.QUEUE_FULL)
+R_SHED = KERNEL_REASONS.index(Reason.SHED)
+R_TIMEOUT = KERNEL_REASONS.index(Reason.TIMEOUT)
+R_CONCURRENCY = KERNEL_REASONS.index(Reason.RATE_LIMITED)
+N_KERNEL_REASONS = len(KERNEL_REASONS)
+# Return codes of advance(): DONE; GROW: tier queue storage is full; OUTBOX: the outbox
+# might not hold the next event's records (the caller drains or grows it, then calls again).
+DONE, GROW, OUTBOX = 0, 1, 2
+# Outbox records (kind, id, t, aux), written when cfg[3] (outbox on) is set:
+# STARTED (request id, time, worker), COMPLETED (request id, time, worker), DROPPED (request
+# id, time, reason: R_TIMEOUT for patience or CoDel), BATCH (worker, time, batch size) after
+# the STARTED records of its requests; on an external pool the caller runs it and reports
+# its end (`complete`).
+STARTED, COMPLETED, DROPPED, BATCH = 0, 1, 2, 3
 
 # Streaming quantiles: log-spaced histograms (DDSketch-style). A value reported from bin i is
 # within (gamma - 1) / (gamma + 1) of the true value: 0.5% for the run totals, 4.8% per interval.
@@ -62,6 +74,28 @@ def _leave_as_timeout(k, u, ta0, now, iv, warm, nU, n_sys, ser_rej, user_infligh
     if ta0 >= warm:
         sum_sys[k] += now - ta0
         aband_stats[k] += 1
+
+
+@njit(cache=True, inline="always")
+def _exp1(ep):
+    """An exponential(1) draw from a counter-based stream (splitmix64 of key + counter):
+    the empty epochs of cycling workers, with no process-global random state."""
+    z = np.uint64(ep[0]) + np.uint64(ep[1]) * np.uint64(0x9E3779B97F4A7C15)
+    ep[1] += 1
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return -math.log((float(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0))
+
+
+@njit(cache=True, inline="always")
+def _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, kind, rid, t, aux):
+    n = ob_n[0]
+    ob_kind[n] = kind
+    ob_id[n] = rid
+    ob_t[n] = t
+    ob_aux[n] = aux
+    ob_n[0] = n + 1
 
 
 @njit(cache=True, inline="always")
@@ -109,13 +143,16 @@ def _heap_pop(ht, hw, hn):
 
 
 @njit(cache=True)
-def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
-    """Run the fleet through the admitted arrivals at[i0:] (all < until) and on to `until`.
+def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
+    """Run the fleet through the admitted arrivals at[i0:] (all <= until) and on to `until`.
 
-    afate[i] is set to 0 (queued) or 1 + reason (rejected inside the fleet). Returns
-    (code, i): code GROW means tier queue storage is full at arrival i; grow and call again.
+    aid holds the arrivals' request ids (kept in queue and batch slots, written to the
+    outbox). asteps is each request's step cap (inf: its pool's own steps; brownout lowers
+    it). afate[i] is set to 0 (queued) or 1 + reason (rejected inside the fleet). Returns
+    (code, i): GROW means tier queue storage is full at arrival i, OUTBOX that the outbox may
+    not hold the next event; grow (or drain) and call again from i.
     """
-    warm, dts = S.cfg[0], S.cfg[1]
+    warm, dts, q_total_limit, obon, nominal = S.cfg[0], S.cfg[1], S.cfg[2], S.cfg[3] > 0, S.cfg[4]
     prio_order, disc, lifo, deadline, slo, patience = (
         S.prio_order, S.disc[0], S.lifo, S.deadline, S.slo, S.patience)
     q_limit, tier_limit, user_limit, codel = S.q_limit, S.tier_limit, S.user_limit, S.codel
@@ -123,10 +160,16 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
     pool_maxb, pool_maxw, pool_cycle, pool_dist, pool_sigma = (
         S.pool_maxb, S.pool_maxw, S.pool_cycle, S.pool_dist, S.pool_sigma)
     cost_fixed, cost_step, shed_util, shed_depth = S.cost_fixed, S.cost_step, S.shed_util, S.shed_depth
-    q_t, q_steps, q_noise, q_z, q_user, q_head, q_size = (
-        S.q_t, S.q_steps, S.q_noise, S.q_z, S.q_user, S.q_head, S.q_size)
+    pool_steps, pool_ext, tmr, deg, deg_stats = S.pool_steps, S.pool_ext, S.tmr, S.deg, S.deg_stats
+    ep = S.ep
+    q_t, q_steps, q_noise, q_z, q_user, q_head, q_size, q_id = (
+        S.q_t, S.q_steps, S.q_noise, S.q_z, S.q_user, S.q_head, S.q_size, S.q_id)
+    w_bid, w_steps = S.w_bid, S.w_steps
+    ob_kind, ob_id, ob_t, ob_aux, ob_n = S.ob_kind, S.ob_id, S.ob_t, S.ob_aux, S.ob_n
+    obcap = ob_kind.shape[0]
     w_state, w_pool, w_speed, w_until, w_bn = S.w_state, S.w_pool, S.w_speed, S.w_until, S.w_bn
     w_bt, w_bk, w_bu, w_bstart = S.w_bt, S.w_bk, S.w_bu, S.w_bstart
+    maxb = w_bt.shape[1]
     idle, idle_n, h_t, h_w, h_n = S.idle, S.idle_n, S.h_t, S.h_w, S.h_n
     clock, n_sys, n_busy, n_active, user_inflight = (
         S.clock, S.n_sys, S.n_busy, S.n_active, S.user_inflight)
@@ -157,6 +200,9 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
     first = True
     while True:
         if not first:
+            if obon and ob_n[0] + 2 * total + maxb + 2 > obcap:
+                tmr[0] = timer
+                return OUTBOX, i  # (calling again at this instant redoes nothing)
             # -- pick the next event --
             ta = at[i] if i < n else np.inf
             tc = h_t[0] if h_n[0] > 0 else np.inf
@@ -208,6 +254,8 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                     u = w_bu[w, j]
                     if u >= 0 and u < nU:
                         user_inflight[u] -= 1
+                    if obon:
+                        _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, COMPLETED, w_bid[w, j], now, w)
                     ser_lat_hist[iv, k, hist_bin(lat, SERIES_MIN, lgs, SERIES_BINS)] += 1
                     if lat <= slo[k]:
                         ser_good[iv, k] += 1
@@ -240,6 +288,9 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                         q_size[k] -= 1
                         total -= 1
                         abandoned[k] += 1
+                        if obon:
+                            _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, DROPPED, q_id[k, idx], now,
+                                 R_TIMEOUT)
                         _leave_as_timeout(k, q_user[k, idx], ta0, now, iv, warm, nU, n_sys,
                                           ser_rej, user_inflight, sum_sys, aband_stats)
             elif ta == t:
@@ -250,7 +301,7 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                 u = auser[i]
                 util = n_busy[0] / n_active[0] if n_active[0] > 0 else 1.0
                 reason = -1
-                if q_size[k] >= q_limit[k]:
+                if q_size[k] >= q_limit[k] or total >= q_total_limit:
                     reason = R_QUEUE_FULL
                 elif shed_decision(util, total, shed_util[k], shed_depth[k]):
                     reason = R_SHED
@@ -266,10 +317,21 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                         codel[k, 2] = t  # CoDel: the last instant the tier's queue was empty
                     j = (q_head[k] + q_size[k]) % cap
                     q_t[k, j] = t
-                    q_steps[k, j] = asteps[i]
+                    st = asteps[i]
+                    if deg[k, 2] < np.inf:
+                        # brownout: fewer steps for this tier at this utilisation or depth
+                        deg_stats[k, 0] += 1
+                        if shed_decision(util, total, deg[k, 0], deg[k, 1]) and deg[k, 2] < st:
+                            st = deg[k, 2]
+                        if st < nominal:
+                            deg_stats[k, 1] += 1
+                        deg_stats[k, 2] += min(st, nominal)
+                    q_steps[k, j] = st
                     q_noise[k, j] = anoise[i]
                     q_z[k, j] = az[i]
                     q_user[k, j] = u
+                    if obon:
+                        q_id[k, j] = aid[i]
                     q_size[k] += 1
                     total += 1
                     n_sys[k] += 1
@@ -302,6 +364,7 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                 idle_n[p] -= 1
                 w = idle[p, idle_n[p]]
                 b = min(total, pool_maxb[p])
+                psteps = pool_steps[p]
                 maxsteps = 0.0
                 noise = 1.0
                 j = 0
@@ -335,7 +398,8 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                                 drr_deficit[k] += drr_quantum[k]
                                 drr_ptr[1] = 1
                             jx = (q_head[k] + q_size[k] - 1) % cap if lifo[k] else q_head[k]
-                            c = cost_fixed[0, 1] + q_steps[k, jx] * cost_step[0, 1]
+                            # the request's GPU-seconds on the pool that is picking
+                            c = cost_fixed[p, 1] + min(q_steps[k, jx], pool_steps[p]) * cost_step[p, 1]
                             if drr_deficit[k] >= c:
                                 drr_deficit[k] -= c
                                 kk = k
@@ -343,13 +407,6 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                                 drr_ptr[0] = (k + 1) % nK
                                 drr_ptr[1] = 0
                     k = kk
-                    if disc == STRICT:
-                        # self-check: count any pick made while a higher tier waits
-                        for jj in range(nK):
-                            if prio_order[jj] == k:
-                                break
-                            if q_size[prio_order[jj]] > 0:
-                                batches[2] += 1
                     if lifo[k]:
                         idx = (q_head[k] + q_size[k] - 1) % cap
                     else:
@@ -362,6 +419,9 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                         # CoDel (server-queue form): the tier's queue has not been empty for
                         # an interval, so a request that waited over the target is dropped
                         kernel_rej[k, R_TIMEOUT] += 1
+                        if obon:
+                            _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, DROPPED, q_id[k, idx], now,
+                                 R_TIMEOUT)
                         _leave_as_timeout(k, q_user[k, idx], ta0, now, iv, warm, nU, n_sys,
                                           ser_rej, user_inflight, sum_sys, aband_stats)
                         continue
@@ -373,11 +433,17 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                         elif pool_dist[p] == 2:
                             sg = pool_sigma[p]
                             noise = math.exp(sg * q_z[k, idx] - sg * sg / 2)
-                    if q_steps[k, idx] > maxsteps:
-                        maxsteps = q_steps[k, idx]
+                    st = q_steps[k, idx]  # the pool's steps unless degraded (a cap)
+                    if st > psteps:
+                        st = psteps
+                    if st > maxsteps:
+                        maxsteps = st
                     w_bt[w, j] = ta0
                     w_bk[w, j] = k
                     w_bu[w, j] = q_user[k, idx]
+                    if obon:
+                        w_bid[w, j] = q_id[k, idx]
+                        _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, STARTED, q_id[k, idx], now, w)
                     ser_started[iv, k] += 1
                     if ta0 >= warm:
                         wt = now - ta0
@@ -391,7 +457,7 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                 b = j
                 if b == 0:
                     # an empty epoch of a cycling worker; cost_fixed[p, 0] is its mean length
-                    noise = np.random.exponential(1.0) if pool_dist[p] == 1 else 1.0
+                    noise = _exp1(ep) if pool_dist[p] == 1 else 1.0
                     dur = cost_fixed[p, 0] * noise * w_speed[w]
                 else:
                     dur = (cost_fixed[p, b] + maxsteps * cost_step[p, b]) * noise * w_speed[w]
@@ -399,10 +465,18 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
                     batches[1] += b
                 w_bn[w] = b
                 w_bstart[w] = now
-                w_until[w] = now + dur
+                w_steps[w] = maxsteps
                 w_state[w] = BUSY
                 n_busy[0] += 1
-                _heap_push(h_t, h_w, h_n, now + dur, w)
+                if obon and b > 0:
+                    _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, BATCH, w, now, b)
+                if obon and b > 0 and pool_ext[p]:
+                    # the batch runs outside (a real denoiser): `complete` reports its end
+                    w_until[w] = np.inf
+                else:
+                    w_until[w] = now + dur
+                    _heap_push(h_t, h_w, h_n, now + dur, w)
+    tmr[0] = timer  # the batch-wait timer left armed (for the caller's next_event)
     # integrate up to `until`
     t0 = clock[0]
     if until > t0:
@@ -431,5 +505,9 @@ def advance(S, at, atier, auser, asteps, anoise, az, afate, i0, until):
 
 
 @njit(cache=True)
-def seed(s):
-    np.random.seed(s)
+def complete(S, w, t):
+    """An external batch on worker w ended at t (>= the fleet's clock): its completion is
+    processed by the next advance(until >= t)."""
+    _heap_push(S.h_t, S.h_w, S.h_n, t, w)
+    S.w_until[w] = t
+

@@ -1,8 +1,9 @@
-"""Live twin: a real HTTP gateway running the simulator's own policy objects, a Locust load
-generator replaying a schedule open-loop, and the comparison of live against simulated runs.
+"""Live twin: a real HTTP gateway running the simulator's own policy objects and fleet loop,
+a Locust load generator replaying a schedule open-loop, and the comparison of live against
+simulated runs.
 
-Modules: `keys` (API key table), `admission` (the scenario's policies, live), `workers` (tier
-queues, scheduler, batching GPU workers), `metrics` (JSONL log, Prometheus text), `gateway`
+Modules: `keys` (API key table), `admission` (the scenario's policies, live), `workers` (the
+simulator's fleet loop driven on the wall clock, and the real-denoiser runs), `metrics` (JSONL log, Prometheus text), `gateway`
 (the FastAPI app and its drain), `denoiser` (`--kernel torch`), `serve` (`floodgate serve`),
 `schedule` (the request schedule shared by Locust and the simulator), `locustfile`,
 `fidelity` (simulated vs live statistics), `validate` (`floodgate validate`).

@@ -1,13 +1,13 @@
-"""The scenario's policies, built as sim/engine.py builds them, sorted by where the gateway
-runs them, and the IETF RateLimit header fields (httpapi draft-10) of their decisions.
+"""The scenario's policies, built as sim/engine.py builds them, with the stage each declares
+(`Policy.stage`), and the IETF RateLimit header fields (httpapi draft-10) of their decisions.
 
 - admission: `admit(now, user, tier)` before the queue, in scenario order (limiters, quotas,
   the content filter, shadow);
-- fleet: gates of the fleet loop (concurrency, shed_reserve, codel), set as their `refresh`
-  sets the simulator's arrays;
-- degrade: brownout's `degrade` on the fleet's state at arrival.
-Policies that change the fleet over time or read the simulator's internals (autoscale,
-failures, throttling, aimd, gradient2) exist in the simulator only.
+- gate: set the fleet loop's gates through `host.gates` (concurrency, shed_reserve, codel,
+  aimd, gradient2), as in the simulator;
+- degrade: brownout, through the fleet loop's brownout gate (decided per arrival);
+- dynamics: SimPy processes on the gateway's environment (autoscale, failures, throttling).
+Every registered policy runs live: the gateway attaches each to its fleet as Run does.
 """
 
 from __future__ import annotations
@@ -16,81 +16,31 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-import numpy as np
-
 from sim.engine import ActivePolicy
 from sim.engine import build_policies as engine_policies
-from sim.errors import InputError
-from sim.fleet.fleet import PoolSetup
-from sim.policies import REGISTRY, Decision, Policy
+from sim.policies import Decision, Policy
+from sim.policies.concurrency import Concurrency
 from sim.policies.limits import Gcra, TokenBucket
-from sim.policies.overload import Codel, Concurrency, Shadow, ShedReserve
 from sim.policies.quota import DAY, DailyQuota
 from sim.scenario import Scenario
-
-FLEET_SIDE = (Concurrency, ShedReserve, Codel)
-SIM_ONLY = ("aimd", "gradient2", "autoscale", "failures", "throttling")
-
-
-def live_kind(cls: type[Policy]) -> str | None:
-    """Where the gateway runs a policy class: admission, fleet, degrade; None: it cannot."""
-    if cls.name in SIM_ONLY:
-        return None
-    if issubclass(cls, FLEET_SIDE):
-        return "fleet"
-    if cls.degrade is not Policy.degrade:
-        return "degrade"
-    if cls.attach is not Policy.attach and cls is not Shadow:
-        return None  # hooks into a simulator run: nothing to call live
-    return "admission"
-
-
-def check_live(sc: Scenario) -> None:
-    """InputError for the first policy the live gateway cannot run."""
-    for i, spec in enumerate(sc.policies):
-        if live_kind(REGISTRY[spec.policy]) is None:
-            raise InputError(sc.source, f"policies[{i}].policy",
-                             f"{spec.policy!r} is not supported by the live gateway")
 
 
 @dataclass
 class LivePolicy:
     active: ActivePolicy  # the engine's: policy object, tier mask, enabled flag
-    kind: str
+    kind: str  # the policy's stage; "none" for the base policy (it does nothing)
     header: str  # its name in RateLimit fields
 
 
 def build_policies(sc: Scenario) -> list[LivePolicy]:
-    """The simulator's own policy objects (sim.engine.build_policies), with where each runs."""
-    check_live(sc)
+    """The simulator's own policy objects (sim.engine.build_policies), with their stages."""
     count = Counter(s.policy for s in sc.policies)
     out = []
     for ap, spec in zip(engine_policies(sc), sc.policies, strict=True):
         header = spec.policy if count[spec.policy] == 1 else f"{spec.policy}-{ap.spec_index}"
-        out.append(LivePolicy(ap, live_kind(type(ap.policy)), header))
+        kind = "none" if type(ap.policy) is Policy else ap.policy.stage
+        out.append(LivePolicy(ap, kind, header))
     return out
-
-
-def images_per_s(pools: list[PoolSetup]) -> float:
-    """The fleet's images per second at max batch (shed_reserve's predicted wait)."""
-    return sum(p.cost.images_per_s(p.max_batch) * p.gpus for p in pools)
-
-
-def apply_fleet(lp: LivePolicy, fleet, ips: float) -> None:
-    """Set the fleet loop's gates of a fleet-side policy, as its `refresh` does."""
-    ap = lp.active
-    pol, on, ks = ap.policy, ap.enabled, np.flatnonzero(ap.tiers)
-    for k in ks:
-        if isinstance(pol, Concurrency):
-            gate = fleet.tier_limit if pol.params.key == "tier" else fleet.user_limit
-            gate[k] = pol.params.limit if on else math.inf
-        elif isinstance(pol, ShedReserve):
-            u, d = pol.thresholds(pol.tiers[k], ips)
-            fleet.shed_util[k] = u if on else math.inf
-            fleet.shed_depth[k] = d if on else math.inf
-        elif isinstance(pol, Codel):
-            fleet.codel[k][0] = pol.params.target_s if on else math.inf
-            fleet.codel[k][1] = pol.params.interval_s if on else math.inf
 
 
 def concurrency_decision(policies: list[LivePolicy], tier: int) -> tuple[LivePolicy, Decision] | None:

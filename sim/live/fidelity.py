@@ -5,13 +5,38 @@ the spread over simulator seeds; the headline is the worst tier against the targ
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from sim.live.validate import Setup
+from sim.scenario import Scenario
+
+WINDOW_WALL_S = 10.0  # throughput window, wall seconds
+
+@dataclass
+class Setup:
+    sc: Scenario
+    path: Path
+    duration: float  # wall seconds of schedule
+    X: float  # simulated seconds per wall second
+    drain: float  # wall seconds allowed after the schedule for the last answers
+    reps: int
+    kernel: str
+
+    @property
+    def horizon(self) -> float:
+        return self.duration * self.X
+
+    @property
+    def interval(self) -> float:
+        return self.X  # series step: one wall second
+
+    @property
+    def window(self) -> float:
+        return WINDOW_WALL_S * self.X
+
 
 TARGETS = {"p50_rel_err": 0.10, "p95_rel_err": 0.10, "rejection_abs_err_pp": 2.0,
            "throughput_rel_err": 0.05}
@@ -77,9 +102,8 @@ def sim_stats(runA, runB, span: tuple[float, float], phase: str, tiers, reasons)
     """The simulator's figures for a phase. Latency by arrival time comes from the run
     histograms: run B has warmup at the saturation time, so it holds arrivals after it,
     and A - B those before it."""
-    from sim.engine import KERNEL_REASON
     from sim.metrics.sketch import quantiles
-    from sim.policies import REASONS
+    from sim.outcomes import KERNEL_REASON, REASONS
 
     S = runA.fleet.S
     iv = np.arange(runA.n_int) * runA.interval
@@ -139,7 +163,7 @@ def series(runs, gw: pd.DataFrame, st: Setup, tiers) -> dict:
 def compare(st: Setup, gw: pd.DataFrame, simA: list, simB: list, t_sat: float | None,
             ser: dict, B: int = 500) -> dict:
     """Per tier and phase: simulated vs live, relative errors, bootstrap intervals."""
-    from sim.policies import REASONS
+    from sim.outcomes import REASONS
 
     tiers = [t.name for t in st.sc.tiers]
     reasons = list(REASONS)

@@ -2,13 +2,16 @@
 
 `POST /v1/images` (Authorization: Bearer KEY, body {"id", "attempt", "scheduled_t"}):
 the key gives user and tier (nothing else can); admission policies decide in scenario order
-with the same objects as the simulator, brownout picks the steps, then the live fleet
-(sim/live/workers.py) queues, batches and serves it. Answers: 200 with times; 429 for
+with the same objects as the simulator, then the simulator's own
+fleet loop, driven on the wall clock (sim/live/workers.py), queues, batches and serves it;
+gate and dynamics policies (concurrency, shedding, CoDel, AIMD, autoscale, failures...) act
+on it through the same gates and SimPy processes as in the simulator. Answers: 200 with times; 429 for
 limiter-side rejections (rate_limited, quota_exceeded), 503 for fleet-side ones (shed,
 queue_full, timeout) and while draining, 403 for the content filter, 500 when a real batch
 failed; 401 for a missing or unknown key. 429/503 carry Retry-After (wall seconds) and the
 RateLimit-Policy / RateLimit fields of the policies the request met.
-`GET /healthz`, `GET /metrics` (Prometheus text).
+`GET /healthz`, `GET /metrics` (Prometheus text). At exit, gpus.json beside the request log
+holds the GPUs live per pool over time.
 """
 
 from __future__ import annotations
@@ -20,30 +23,32 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from sim.engine import build_pools
+from sim import rng
+from sim.engine import apply_schedule, build_pools
 from sim.jsonout import dumps
-from sim.live.admission import (
-    apply_fleet,
-    build_policies,
-    concurrency_decision,
-    images_per_s,
-    ratelimit_fields,
-)
+from sim.live.admission import build_policies, concurrency_decision, ratelimit_fields
 from sim.live.headers import rejection_headers
 from sim.live.http_guard import http_record, parse_body
 from sim.live.keys import KeyTable
 from sim.live.metrics import Metrics, RequestLog, log_record
 from sim.live.workers import LiveFleet, Req
+from sim.outcomes import Reason as R
 from sim.policies import Decision
 from sim.policies.quota import DAY, DailyQuota
 from sim.scenario import Scenario
 
 JSON = "application/json"
+# HTTP status of each final outcome (None: served): the one map from reasons to statuses.
+# Limiter-side 429, fleet-side 503, the content filter 403 (retrying does not help), a
+# failed real batch 500.
+_HTTP = {R.RATE_LIMITED: 429, R.QUOTA_EXCEEDED: 429, R.FILTERED: 403, R.SHED: 503,
+         R.QUEUE_FULL: 503, R.TIMEOUT: 503, R.DRAINING: 503, R.DRAIN_TIMEOUT: 503, R.ERROR: 500}
+STATUS: dict[str | None, int] = {None: 200, **{r.label: _HTTP[r] for r in R}}
+MAX_USERS = 1 << 24  # per-user in-flight counts are kept for user ids below this
 READY = "serving http://{host}:{port}"  # the line on stderr once accepting
 
 
@@ -63,26 +68,35 @@ class Gateway:
     """Admission, fleet, log and metrics of one server process (one event loop)."""
 
     def __init__(self, sc: Scenario, keys: KeyTable, log_path: str | Path, time_scale: float = 1.0,
-                 max_queue: float | None = None, drain_timeout: float = 30.0, runner=None):
+                 max_queue: float | None = None, drain_timeout: float = 30.0, runner=None,
+                 start_at: float | None = None):
         self.sc, self.keys, self.X = sc, keys, float(time_scale)
+        self.start_at = start_at  # unix time of sim t = 0 (None: when the server starts)
         self.tiers = [t.name for t in sc.tiers]
         self.pools = build_pools(sc)
         self.policies = build_policies(sc)
         self.admission = [lp for lp in self.policies if lp.kind == "admission"]
-        self.degraders = [lp for lp in self.policies if lp.kind == "degrade"]
-        self.ips = images_per_s(self.pools)
-        self.steps = float(sc.fleet.pools[0].steps)  # the simulator gives every request pool 0's
+        # brownout's nominal: the largest pool's steps (each pool serves its own; the fleet
+        # loop lowers them per arrival while brownout's thresholds are met)
+        self.steps = float(max(p.steps for p in sc.fleet.pools))
         self.max_queue = max_queue if max_queue is not None else default_max_queue(sc)
         self.drain_timeout = drain_timeout
         self.metrics = Metrics(self.tiers)
         self.log = RequestLog(log_path)
-        self.rng = np.random.default_rng([sc.seed, 4])
+        self.rng = rng.stream("gateway_noise", sc.seed)
         self.t0 = time.monotonic()
-        self.fleet = LiveFleet(sc, self.pools, self.clock, self.X, self.final, self.rng,
+        users = min(MAX_USERS, 1 + max((who[0] for lst in keys.entries.values() for _, who in lst),
+                                       default=0))
+        self._timer: asyncio.TimerHandle | None = None
+        self.fleet = LiveFleet(sc, self.pools, self.clock, self.final, users, self._arm,
                                self.max_queue, runner)
+        env = self.fleet.env
+        for lp in self.policies:  # as Run.execute: every policy attaches to its host
+            lp.active.policy.attach(self.fleet, env, lp.active)
         for lp in self.policies:
-            if lp.kind == "fleet":
-                apply_fleet(lp, self.fleet, self.ips)
+            spec = self.sc.policies[lp.active.spec_index]
+            if spec.schedule:
+                env.process(apply_schedule(self.fleet, env, lp.active, spec))
         self.draining = False
         self.drain_deadline = math.inf
         self.http_inflight = 0
@@ -90,33 +104,25 @@ class Gateway:
         self.on_drained = None  # called once the drain is over (the server then exits)
 
     def clock(self) -> float:
-        """Simulated seconds since the server started accepting."""
-        return (time.monotonic() - self.t0) * self.X
+        """Simulated seconds since t = 0 (the server's start, or --start-at; 0 before it)."""
+        return max(0.0, (time.monotonic() - self.t0) * self.X)
 
     # -- lifecycle --
 
     async def start(self) -> None:
         self.t0 = time.monotonic()
-        self.fleet.start(self.t0)
-        for lp in self.policies:
-            if self.sc.policies[lp.active.spec_index].schedule:
-                self._tasks.append(asyncio.create_task(self._schedule(lp)))
+        if self.start_at is not None:
+            self.t0 += self.start_at - time.time()
+        self.fleet.start()
 
-    async def _schedule(self, lp) -> None:
-        """Switch a policy on/off or give it new parameters at simulated times."""
-        ap = lp.active
-        spec = self.sc.policies[ap.spec_index]
-        for when in sorted(spec.schedule, key=lambda w: w.at):
-            delay = self.t0 + when.at / self.X - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if when.enabled is not None:
-                ap.enabled = when.enabled
-            if when.params:
-                merged = {**spec.params(), **when.params}
-                ap.policy.reconfigure(type(ap.policy).Params.model_validate(merged))
-            if lp.kind == "fleet":
-                apply_fleet(lp, self.fleet, self.ips)
+    def _arm(self, t: float) -> None:
+        """The fleet's one timer, at simulated time t (inf: none)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if t < math.inf:
+            delay = self.t0 + t / self.X - time.monotonic()
+            self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self.fleet.wake)
 
     def begin_drain(self) -> None:
         """SIGTERM: stop admitting, let the fleet finish, then call on_drained."""
@@ -133,6 +139,7 @@ class Gateway:
             await self.fleet.wait_empty(self.drain_deadline - time.monotonic())
         self.fleet.abort("drain_timeout")
         self.log.flush()
+        self.write_gpu_log()
         if self.on_drained is not None:
             self.on_drained()
 
@@ -142,6 +149,16 @@ class Gateway:
         for t in self._tasks:
             t.cancel()
         self.log.close()
+        self.write_gpu_log()
+
+    def write_gpu_log(self) -> None:
+        """gpus.json beside the request log: [time, pool, GPUs live from then on], as the
+        simulator's run records them (autoscaling, failures)."""
+        path = self.log.path.with_name("gpus.json")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(dumps([[round(t, 6), self.pools[j].name, n]
+                                   for t, j, n in self.fleet.gates.gpu_log]))
+        tmp.replace(path)
 
     # -- requests --
 
@@ -150,6 +167,7 @@ class Gateway:
         self.log.write(http_record(self.clock(), status, reason, detail, who))
 
     def final(self, req: Req) -> None:
+        req.status = STATUS[req.reason]
         self.log.write(log_record(req))
         self.metrics.final(req)
 
@@ -157,7 +175,8 @@ class Gateway:
                 rejected_by=None) -> tuple[int, bytes, dict]:
         """A request refused at admission: `infos` are the decisions of the policies it
         passed, `rejected_by` the (policy, decision) that refused it (None: the fleet)."""
-        self.fleet.finish(req, reason, req.arrival)
+        req.reason, req.done = reason, req.arrival
+        self.final(req)
         wall = None
         if reason == "draining":
             wall = max(1, math.ceil(self.drain_deadline - time.monotonic()))
@@ -169,10 +188,28 @@ class Gateway:
     async def submit(self, user: int, tier: int, rid: int, attempt: int,
                      scheduled_t: float | None) -> tuple[int, bytes, dict]:
         """Admit, queue and serve one request: (status, JSON body, headers)."""
-        now = self.clock()
-        req = Req(rid, attempt, user, tier, self.tiers[tier], scheduled_t, now)
+        req = Req(rid, attempt, user, tier, self.tiers[tier], scheduled_t, self.clock())
         if self.draining:
             return self._reject(req, "draining", None, [])
+        req.noise, req.z = self.rng.exponential(), self.rng.standard_normal()
+        out, infos = self.admit(req)
+        if out is not None:
+            return out
+        await req.fut
+        if req.reason is not None:  # timeout, drain_timeout or error after admission
+            return self._reject_late(req, infos)
+        body = {"id": req.id, "user": user, "tier": req.tier_name, "arrival_s": _r6(req.arrival),
+                "start_s": _r6(req.start), "done_s": _r6(req.done), "wait_s": _r6(req.start - req.arrival),
+                "latency_s": _r6(req.done - req.arrival), "batch": req.batch,
+                "steps": _num(req.served_steps), "degraded": req.served_steps < req.nominal}
+        return 200, _dumps(body), ratelimit_fields(infos, self.X)
+
+    def admit(self, req: Req) -> tuple[tuple[int, bytes, dict] | None, list]:
+        """The admission pipeline at req.arrival, up to the fleet: (the answer of a rejected
+        request, or None once it is queued: req.fut resolves at its outcome; the decisions
+        of the policies it met, for the headers)."""
+        now, user, tier = req.arrival, req.user, req.tier
+        self.fleet.catch_up(now)  # policy processes and the fleet up to now
         infos: list = []
         for lp in self.admission:
             ap = lp.active
@@ -182,32 +219,23 @@ class Gateway:
             if d.ok and d.limit is None and isinstance(ap.policy, DailyQuota):
                 d = _quota_left(ap.policy, user, now)
             if d is not None and not d.ok:
-                return self._reject(req, d.reason, d.retry_after, infos, (lp, d))
+                return self._reject(req, d.reason, d.retry_after, infos, (lp, d)), infos
             if d is not None and d.limit is not None:
                 infos.append((lp, d))
-        steps = np.array([self.steps], np.float32)
-        if self.degraders:
-            view = self.fleet.view()
-            for lp in self.degraders:
-                ap = lp.active
-                if ap.enabled:
-                    steps = ap.policy.degrade(view, np.array([now]), np.array([tier]), steps, ap.tiers)
-        req.steps, req.nominal = float(steps[0]), self.steps
-        req.noise, req.z = self.rng.exponential(), self.rng.standard_normal()
-        req.fut = asyncio.get_running_loop().create_future()
+        req.nominal, req.steps = self.steps, math.inf  # a step cap: brownout lowers it inside
+        req.fut = self._future()
         reason = self.fleet.arrive(req)
         if reason is not None:
             c = concurrency_decision(self.policies, tier) if reason == "rate_limited" else None
-            return self._reject(req, reason, None, infos, c)
+            return self._reject(req, reason, None, infos, c), infos
         self.metrics.admitted[self.tiers[tier]] += 1
-        await req.fut
-        if req.reason is not None:  # timeout, drain_timeout or error after admission
-            return self._reject_late(req, infos)
-        body = {"id": req.id, "user": user, "tier": req.tier_name, "arrival_s": _r6(req.arrival),
-                "start_s": _r6(req.start), "done_s": _r6(req.done), "wait_s": _r6(req.start - req.arrival),
-                "latency_s": _r6(req.done - req.arrival), "batch": req.batch, "steps": _num(req.steps),
-                "degraded": req.steps < req.nominal}
-        return 200, _dumps(body), ratelimit_fields(infos, self.X)
+        return None, infos
+
+    def _future(self) -> asyncio.Future | None:
+        try:
+            return asyncio.get_running_loop().create_future()
+        except RuntimeError:  # driven without an event loop (a fake clock)
+            return None
 
     def _reject_late(self, req: Req, infos) -> tuple[int, bytes, dict]:
         headers = rejection_headers(req.status, None, infos, self.X, fleet_quota=self.max_queue)
@@ -216,21 +244,22 @@ class Gateway:
     # -- observability --
 
     def prometheus(self) -> str:
-        f = self.fleet
-        g = [("floodgate_queue_depth", "Requests waiting, per tier.", {"tier": t}, len(f.queues[k]))
+        f, gates = self.fleet, self.fleet.gates
+        S = f.fleet.S
+        g = [("floodgate_queue_depth", "Requests waiting, per tier.", {"tier": t}, int(S.q_size[k]))
              for k, t in enumerate(self.tiers)]
         g += [("floodgate_in_system", "Admitted requests queued or in service, per tier.",
-               {"tier": t}, f.n_sys[k]) for k, t in enumerate(self.tiers)]
+               {"tier": t}, int(S.n_sys[k])) for k, t in enumerate(self.tiers)]
         for j, p in enumerate(self.pools):
-            busy = sum(1 for w in f.workers if w.pool == j and w.handle is not None)
-            g.append(("floodgate_workers_busy", "GPU workers running a batch.", {"pool": p.name}, busy))
-            g.append(("floodgate_workers", "GPU workers.", {"pool": p.name}, p.gpus))
+            g.append(("floodgate_workers_busy", "GPU workers running a batch.", {"pool": p.name},
+                      gates.busy(j)))
+            g.append(("floodgate_workers", "GPU workers.", {"pool": p.name}, gates.gpus(j)))
             g.append(("floodgate_batches", "Batches started (a counter).", {"pool": p.name}, f.batches[j]))
             g.append(("floodgate_batched_requests", "Requests in started batches (a counter).",
                       {"pool": p.name}, f.batched[j]))
         g += [("floodgate_inflight", "Admitted requests not finished.", {}, f.in_system),
               ("floodgate_http_inflight", "HTTP requests being handled.", {}, self.http_inflight),
-              ("floodgate_utilization", "Busy share of the GPU workers.", {}, f.utilization()),
+              ("floodgate_utilization", "Busy share of the GPU workers.", {}, f.view()["utilization"]),
               ("floodgate_sim_time_seconds", "Simulated time since start.", {}, self.clock()),
               ("floodgate_time_scale", "Simulated seconds per wall second.", {}, self.X),
               ("floodgate_draining", "1 while draining.", {}, int(self.draining))]

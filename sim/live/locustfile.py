@@ -4,23 +4,29 @@ its own Locust process: `import locust` monkey-patches with gevent).
 One dispatcher user sleeps until each scheduled time (t / time_scale wall seconds after a
 common start) and spawns a greenlet per request, so a slow answer never delays the next
 request (no coordinated omission). 429 and 503 are expected answers, marked as successes;
-they are retried as the simulator's retry model does (sim/demand/feedback.py: same backoff;
-the body's retry_after, in simulated seconds, honoured where the gateway gives one, which is
-where the simulator has one: admission policies, not the fleet loop). One JSONL record per attempt, written as soon as it ends.
+they are retried by the simulator's own rule, called here (sim/demand/feedback.py:
+`Retry.after_reject` on a one-request batch: attempts, reasons, probability, backoff, the
+body's retry_after in simulated seconds honoured where the gateway gives one, which is where
+the simulator has one: admission policies, not the fleet loop; a timed-out request retried
+from when the user gave up). One JSONL record per attempt, written as soon as it ends.
 
 Environment: FG_SCHEDULE (CSV id,t,user,tier), FG_OUT (JSONL), FG_TIME_SCALE, FG_HORIZON
 (sim s: no attempt is sent at or after it), FG_DRAIN (wall s to wait for answers after the
-last send), FG_RETRY (JSON of the scenario's demand.retry, or empty), FG_SEED,
-FG_CONCURRENCY (connection pool size), FG_LEAD (wall s from start-up to t = 0).
+last send), FG_RETRY (JSON of the scenario's demand.retry, or empty), FG_TIERS (JSON
+[[name, patience_s or null], ...] of the scenario's tiers), FG_SEED,
+FG_CONCURRENCY (connection pool size), FG_LEAD (wall s from start-up to t = 0) or FG_START_AT
+(unix time of t = 0, the gateway's too).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
 import traceback
+from types import SimpleNamespace
 
 import gevent
 import numpy as np
@@ -29,9 +35,11 @@ from locust import constant, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
+from sim.demand.base import Arrivals
 from sim.demand.feedback import Retry
 from sim.jsonout import dumps
 from sim.live.schedule import user_key
+from sim.outcomes import REASONS
 from sim.scenario import RetrySpec
 
 ENV = os.environ
@@ -39,6 +47,14 @@ X = float(ENV.get("FG_TIME_SCALE", "1"))
 HORIZON = float(ENV.get("FG_HORIZON", "inf"))
 DRAIN = float(ENV.get("FG_DRAIN", "30"))
 LEAD = float(ENV.get("FG_LEAD", "0.5"))
+
+
+class FixedTiers:
+    """A validation key's tier never changes (conversion is refused): the retry keeps it."""
+
+    @staticmethod
+    def tier_now(user, tier):
+        return tier
 
 
 def load_schedule(path: str) -> list[tuple[int, float, int, str]]:
@@ -66,7 +82,10 @@ class Dispatcher(FastHttpUser):
     def _setup(self) -> None:
         self.schedule = load_schedule(ENV["FG_SCHEDULE"])
         spec = ENV.get("FG_RETRY", "")
-        self.retry = Retry(RetrySpec.model_validate_json(spec), None, []) if spec else None
+        tiers = json.loads(ENV.get("FG_TIERS", "[]"))
+        self.tier_index = {name: k for k, (name, _) in enumerate(tiers)}
+        self.retry = (Retry(RetrySpec.model_validate_json(spec), FixedTiers(),
+                            [SimpleNamespace(patience_s=p) for _, p in tiers]) if spec else None)
         self.rng = np.random.default_rng(int(ENV.get("FG_SEED", "0")))
         self.out = open(ENV["FG_OUT"], "w", buffering=1)  # noqa: SIM115 (closed in on_stop)
         self.inflight: dict[tuple[int, int], dict] = {}
@@ -85,7 +104,8 @@ class Dispatcher(FastHttpUser):
 
     @task
     def replay(self) -> None:
-        self.start = time.monotonic() + LEAD
+        at = ENV.get("FG_START_AT")  # unix time of t = 0, shared with the gateway
+        self.start = time.monotonic() + (float(at) - time.time() if at else LEAD)
         for rid, t, user, tier in self.schedule:
             if t >= HORIZON:
                 break
@@ -138,18 +158,21 @@ class Dispatcher(FastHttpUser):
             self._maybe_retry(rec, data)
 
     def _maybe_retry(self, rec: dict, data: dict) -> None:
-        """The simulator's rule: backoff from the moment of the answer (for a timeout, when
-        the user gave up), at least the retry_after when there is one."""
-        sp, reason, att = self.retry.spec, rec["reason"], rec["attempt"]
-        if att + 1 >= sp.max_attempts or (sp.reasons is not None and reason not in sp.reasons):
-            return
-        if sp.probability < 1 and self.rng.random() >= sp.probability:
-            return
-        d = float(self.retry.backoff(np.array([att + 1]), self.rng)[0])
+        """The simulator's rule (Retry.after_reject), from the instant of the rejection (the
+        answer), or for a timeout from the arrival (it adds the patience)."""
+        reason = rec["reason"]
+        if reason not in REASONS:
+            return  # live-only outcomes (draining...): the simulator has no rule for them
+        t0 = (rec["send_wall"] if reason == "timeout" else rec["answer_wall"]) * X
+        a = Arrivals(np.array([t0]), np.array([rec["user"]], np.int64),
+                     np.array([self.tier_index[rec["tier"]]], np.int64),
+                     np.array([rec["attempt"]], np.int64))
         ra = data.get("retry_after")  # simulated seconds; null for fleet-side rejections
-        if sp.honour_retry_after and ra is not None:
-            d = max(d, float(ra))
-        t = rec["answer_wall"] * X + d
+        out = self.retry.after_reject(a, np.array([REASONS.index(reason)], np.int64),
+                                      np.array([np.nan if ra is None else float(ra)]), self.rng)
+        if len(out) == 0:
+            return
+        t, att = float(out.t[0]), rec["attempt"]
         if t >= HORIZON:
             return  # the simulator's run drops retries past the horizon too
         self.tasks_in_flight.spawn(self._later, rec["id"], att + 1, t, rec["user"], rec["tier"])

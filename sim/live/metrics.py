@@ -11,23 +11,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sim.jsonout import dumps
+from sim.outcomes import Reason
 
 if TYPE_CHECKING:
     from sim.live.workers import Req
 
-# HTTP status of each final outcome (None: served). Limiter-side 429, fleet-side 503,
-# the content filter 403 (retrying does not help).
-STATUS = {
-    None: 200, "rate_limited": 429, "quota_exceeded": 429, "filtered": 403,
-    "shed": 503, "queue_full": 503, "timeout": 503, "draining": 503, "drain_timeout": 503,
-    "error": 500,
-}
-OUTCOMES = ("completed", *[r for r in STATUS if r])
+OUTCOMES = ("completed", *[r.label for r in Reason])
 BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 90, 120, 300, 600, 1800)  # sim seconds
 
 
 def _r(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else round(x, 6)
+
+
+def _steps(req: Req) -> int | float | None:
+    """Steps its batch ran (None: never started)."""
+    s = req.served_steps
+    if math.isnan(s):
+        return None
+    return int(s) if float(s).is_integer() else s
 
 
 def log_record(req: Req) -> dict:
@@ -46,7 +48,7 @@ def log_record(req: Req) -> dict:
         "start_s": _r(req.start) if started else None, "done_s": _r(req.done),
         "status": req.status, "reason": req.reason, "wait_s": _r(wait),
         "latency_s": _r(req.done - req.arrival) if served else None,
-        "batch": req.batch or None, "steps": int(req.steps) if float(req.steps).is_integer() else req.steps,
+        "batch": req.batch or None, "steps": _steps(req),
         "pool": req.pool_name,
     }
 

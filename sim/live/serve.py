@@ -44,6 +44,9 @@ def add_parser(subparsers) -> None:
                    "out/<scenario>/live/requests.jsonl)")
     s.add_argument("--max-queue", type=int_in(0, 10**7), help="queued requests, all tiers, beyond which "
                    "requests get 503 queue_full (default: the tiers' queue limits summed, or 10000)")
+    s.add_argument("--start-at", type=float_in(0, 1e11), help="unix time of simulated t = 0 "
+                   "(default: when the server starts); validation sets it so the gateway's "
+                   "policy clock and the load generator's schedule share one origin")
     s.add_argument("--drain-timeout", type=float_in(0, 86400), default=30.0,
                    help="on SIGTERM, wall seconds to finish admitted requests (default 30)")
     s.add_argument("--max-body", type=size, default=MAX_BODY,
@@ -110,14 +113,12 @@ def cmd_serve(args) -> int:
     import uvicorn  # the serve extra: missing, it is one line before anything is written
 
     from sim.budget import check_drr
-    from sim.live.admission import check_live
     from sim.live.gateway import Gateway, GatewayServer, create_app, default_max_queue
     from sim.live.http_guard import BodyGuard, Limits, guarded_protocol
     from sim.live.keys import generate_keys, load_keys, write_keys
     from sim.scenario import load_scenario
 
     sc = load_scenario(args.scenario)
-    check_live(sc)
     check_drr(sc)  # a DRR pick must not spin: the server would freeze
     if not args.keys and not _loopback(args.host):
         raise InputError("--host", args.host, "a non-loopback address needs --keys FILE "
@@ -153,7 +154,8 @@ def cmd_serve(args) -> int:
         print(f"torch kernel: {runner.describe()}", file=sys.stderr)
     _raise_fd_limit((args.max_queue if args.max_queue is not None else default_max_queue(sc)) + 4096)
     try:
-        gw = Gateway(sc, keys, log, args.time_scale, args.max_queue, args.drain_timeout, runner)
+        gw = Gateway(sc, keys, log, args.time_scale, args.max_queue, args.drain_timeout, runner,
+                     start_at=args.start_at)
     except OSError as e:
         raise InputError(str(log), "(file)", f"cannot write: {e.strerror}") from None
     mq = args.max_queue if args.max_queue is not None else default_max_queue(sc)

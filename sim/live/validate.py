@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,46 +29,23 @@ from sim.args import float_in, int_in
 from sim.errors import InputError
 from sim.jsonout import dumps
 from sim.live import schedule
-from sim.live.fidelity import (
+from sim.live.fidelity import (  # noqa: F401 (Setup: part of this module's interface)
     BLOCK_WALL_S,
     TARGETS,
+    Setup,
     client_figures,
     compare,
     met,
     series,
 )
-from sim.scenario import Scenario
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-WINDOW_WALL_S = 10.0  # throughput window, wall seconds
 LEAD_S = 0.5  # Locust's start-up to the schedule's t = 0, wall seconds
+START_S = 6.0  # from starting the gateway to the common t = 0 (gateway and Locust up by then)
 
 
 class LiveError(Exception):
     """The live side failed (a process died, nothing was recorded)."""
-
-
-@dataclass
-class Setup:
-    sc: Scenario
-    path: Path
-    duration: float  # wall seconds of schedule
-    X: float  # simulated seconds per wall second
-    drain: float  # wall seconds allowed after the schedule for the last answers
-    reps: int
-    kernel: str
-
-    @property
-    def horizon(self) -> float:
-        return self.duration * self.X
-
-    @property
-    def interval(self) -> float:
-        return self.X  # series step: one wall second
-
-    @property
-    def window(self) -> float:
-        return WINDOW_WALL_S * self.X
 
 
 # ---- the live side ----
@@ -105,15 +81,19 @@ def run_live(st: Setup, d: Path, log=sys.stderr) -> dict:
            "FG_TIME_SCALE": repr(st.X), "FG_HORIZON": repr(st.horizon),
            "FG_DRAIN": repr(st.drain), "FG_LEAD": repr(LEAD_S), "FG_SEED": str(st.sc.seed),
            "FG_CONCURRENCY": str(pool_size(n)),
-           "FG_RETRY": retry.model_dump_json() if retry is not None else ""}
-    run_time = math.ceil(LEAD_S + st.duration + st.drain + 10)
+           "FG_RETRY": retry.model_dump_json() if retry is not None else "",
+           "FG_TIERS": json.dumps([[t.name, t.patience_s] for t in st.sc.tiers])}
+    run_time = math.ceil(START_S + st.duration + st.drain + 10)
     server = loc = None
     t0 = time.monotonic()
     try:
         port = free_port()
+        # one origin for the gateway's clock (schedules, autoscaler, failures) and the replay
+        start_at = time.time() + START_S
+        env["FG_START_AT"] = repr(start_at)
         try:
             server = start_server(str(st.path.resolve()), port, st.X, str(d / "keys.csv"), str(gw_log),
-                                  ("--kernel", st.kernel))
+                                  ("--kernel", st.kernel, "--start-at", repr(start_at)))
         except RuntimeError as e:
             raise LiveError(str(e)) from None
         host = f"http://127.0.0.1:{port}"
@@ -142,7 +122,32 @@ def run_live(st: Setup, d: Path, log=sys.stderr) -> dict:
         raise LiveError(f"Locust exited with {rc}: {errs[-1].strip()}")
     if not cl_log.exists() or not gw_log.exists():
         raise LiveError("no per-request records from Locust or the gateway")
-    return {"gateway": gw_log, "client": cl_log, "locust_rc": rc, "wall_s": wall}
+    return {"gateway": gw_log, "client": cl_log, "gpus": live / "gpus.json", "locust_rc": rc,
+            "wall_s": wall}
+
+
+def gpus_live(log: list, pools: list[str], t: np.ndarray) -> np.ndarray:
+    """Total GPUs live at times t from a [(time, pool, n)] log (pool by name or index)."""
+    n = np.zeros(len(t))
+    for j, name in enumerate(pools):
+        steps = sorted((float(x), int(c)) for x, p, c in log if p in (j, name))
+        at = np.searchsorted([x for x, _ in steps], t, side="right") - 1
+        n += np.array([c for _, c in steps])[np.maximum(at, 0)]
+    return n
+
+
+def gpu_figures(paths: dict, runs: list, off: float, pools: list[str], horizon: float) -> dict | None:
+    """GPUs live over time, live against each replication: the largest gap over the run,
+    on a 0.1 s grid of scheduled time (None: the gateway wrote no gpus.json)."""
+    p = Path(paths.get("gpus", ""))
+    if not p.is_file():
+        return None
+    live = [(t - off, pool, n) for t, pool, n in json.loads(p.read_text())]
+    grid = np.arange(0.0, horizon, 0.1)
+    g = gpus_live(live, pools, grid)
+    gaps = [float(np.abs(g - gpus_live(r.gpu_log, pools, grid)).max()) for r in runs]
+    return {"live_min": int(g.min()), "live_max": int(g.max()),
+            "max_abs_diff_per_replication": gaps, "max_abs_diff_median": float(np.median(gaps))}
 
 
 def _jsonl(path: Path) -> pd.DataFrame:
@@ -218,8 +223,7 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
                    out: str | None = None, drain: float = 15.0, reps: int = 5,
                    kernel: str = "model", bootstrap_n: int = 500, log=sys.stderr) -> dict:
     """The whole validation; writes the report folder and returns validation.json."""
-    from sim.live.admission import check_live
-    from sim.policies import REASONS
+    from sim.outcomes import REASONS
     from sim.report.validation_report import write_report
     from sim.report.write import check_out, write_dir
     from sim.scenario import load_scenario
@@ -234,7 +238,6 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
         raise InputError("--reps", str(reps), "must be at least 1")
     sc = load_scenario(scenario)
     schedule.check_supported(sc)
-    check_live(sc)  # policies the gateway cannot run
     st = Setup(sc, Path(scenario), float(duration), float(time_scale), float(drain), reps, kernel)
     target = check_out(out if out is not None else Path("out") / sc.name / "validation")
     t_start = time.monotonic()
@@ -276,6 +279,7 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
             "targets": TARGETS, "headline": res["all"]["headline"],
             "met": met(res["all"]["headline"]),
             "phases": res,
+            "gpus": gpu_figures(paths, simA, off, [p.name for p in sc.fleet.pools], st.horizon),
         })
         result["live_only_outcomes"] = {r: int((gw["reason"] == r).sum())
                                         for r in gw["reason"].dropna().unique() if r not in REASONS}

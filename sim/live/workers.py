@@ -1,28 +1,30 @@
-"""Tier queues, the scheduler and batching GPU workers, live on asyncio.
+"""The gateway's fleet: the simulator's own fleet loop (sim/fleet) driven on the wall clock.
 
-This is the fleet loop of sim/fleet/kernel.py with its events on real timers: the same
-fleet-side admission (queue limit, shed_decision, concurrency), the same dispatch rule (an idle
-worker takes up to max_batch requests, waiting at most max_wait_s for the oldest to fill the
-batch), the same disciplines (strict_priority, fifo, edf, drr, lifo tiers), patience and
-CoDel drops, and the same batch time (cost model x the first request's service noise).
-Times are simulated seconds; a batch of d simulated seconds sleeps d / time_scale.
+SimPy's lesson (one model, two clocks): the simulator advances the fleet chunk by chunk;
+here each arrival calls `advance(until=now)`, one timer is armed for the next instant the
+fleet or a policy process changes by itself (a batch end, a patience expiry, the batch-wait
+timer; an autoscaler, a failure, a schedule on a SimPy environment stepped at those same
+instants), and request futures are resolved from the fleet's outbox (started, completed,
+dropped, with the fleet's own times). Nothing here decides a queue, a batch or a worker.
+With a runner (`--kernel torch`) a batch runs on the real denoiser and its end is reported
+back to the fleet (`Fleet.complete`) instead of drawn from the cost model.
+Times are simulated seconds: wall = t0 + t / time_scale.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import simpy
 
 from sim.fleet import kernel as K
-from sim.fleet.fleet import DISCIPLINES, DISTRIBUTIONS, PoolSetup
-from sim.fleet.kernel import shed_decision
-from sim.live.metrics import STATUS
+from sim.fleet.fleet import Fleet, PoolSetup
+from sim.fleet.gates import Gates
+from sim.outcomes import KERNEL_REASONS, Reason
 from sim.scenario import Scenario
 
 INF = math.inf
@@ -39,7 +41,7 @@ class Req:
     tier_name: str
     scheduled_t: float | None
     arrival: float
-    steps: float = 0.0
+    steps: float = math.inf  # step cap sent to the fleet (inf: the pool's own steps)
     nominal: float = 0.0
     noise: float = 1.0  # exponential(1) draw: service noise of `exponential` pools
     z: float = 0.0  # standard normal draw: lognormal noise of `profile` pools
@@ -48,283 +50,170 @@ class Req:
     done: float = math.nan
     batch: int = 0
     pool_name: str | None = None
+    served_steps: float = math.nan  # steps its batch ran
     status: int = 0
     reason: str | None = None
 
 
-class Worker:
-    __slots__ = ("pool", "batch", "handle", "gen", "start")
-
-    def __init__(self, pool: int):
-        self.pool = pool
-        self.batch: list[Req] = []
-        self.handle: asyncio.TimerHandle | asyncio.Task | None = None
-        self.gen = 0  # bumped when a batch is aborted: its completion is then ignored
-        self.start = 0.0
+def run_interval(sc: Scenario) -> float:
+    """The fleet's series interval, as the simulator's run sets it (AIMD reads it)."""
+    return sc.outputs.interval_s or max(sc.horizon / 1000.0, 1e-3)
 
 
 class LiveFleet:
-    """The fleet of one gateway: call `arrive` per admitted request; it finishes each one
-    (served, timeout, drain_timeout or error) through `on_final`, then resolves its future."""
+    """The fleet of one gateway, and the host its policies attach to (as to a Run): `gates`,
+    `sync(now)`, `env`, `sc`, `pools`. Call `arrive` per admitted request; each one is
+    finished (served, timeout, error, drain_timeout) through `on_final`, then its future is
+    resolved. `arm(t)` sets the one timer (simulated time, inf: none) whose expiry calls
+    `wake()`; `clock()` gives simulated now."""
 
     def __init__(self, sc: Scenario, pools: list[PoolSetup], clock: Callable[[], float],
-                 time_scale: float, on_final: Callable[[Req], None], rng: np.random.Generator,
+                 on_final: Callable[[Req], None], users: int, arm: Callable[[float], None],
                  max_queue: float = INF, runner=None):
-        tiers = sc.tiers
-        nk = len(tiers)
-        self.clock, self.X, self.on_final, self.rng = clock, time_scale, on_final, rng
-        self.t0 = 0.0  # monotonic time of sim t = 0 (set by start)
-        self.max_queue = max_queue
-        self.runner = runner  # None: sleep the cost model; else runs batches for real
-        self.queues: list[deque[Req]] = [deque() for _ in range(nk)]
-        self.total = 0  # queued, all tiers
-        self.n_sys = [0] * nk  # queued or in service
+        self.sc, self.pools, self.clock, self.on_final = sc, pools, clock, on_final
+        self.runner = runner  # None: batch times from the cost model; else real batches
+        self.arm = arm
+        self.interval = run_interval(sc)
+        # series sized past the horizon: a server may run longer than the scenario
+        self.fleet = Fleet(pools, sc.tiers, sc.scheduler, 2 * sc.horizon, self.interval,
+                           sc.outputs.warmup_s, sc.seed, outbox=True,
+                           external=runner is not None,
+                           max_queue=max_queue if math.isfinite(max_queue) else 2.0**62)
+        self.gates = Gates(self.fleet, pools, users)
+        self.env = simpy.Environment()
+        self.reqs: dict[int, Req] = {}  # fleet request id -> request queued or in service
+        self.next_id = 0
         self.in_system = 0
-        self.user_inflight: dict[int, int] = {}
-        # kernel gates, set by fleet-side policies (inf: off)
-        self.q_limit = [t.queue_limit if t.queue_limit is not None else INF for t in tiers]
-        self.tier_limit = [INF] * nk
-        self.user_limit = [INF] * nk
-        self.shed_util = [INF] * nk
-        self.shed_depth = [INF] * nk
-        self.codel = [[INF, INF, 0.0] for _ in range(nk)]  # target, interval, last empty
-        self.patience = [t.patience_s or INF for t in tiers]
-        self.lifo = [t.lifo for t in tiers]
-        self.deadline = [t.slo_s for t in tiers]
-        self.prio_order = [int(k) for k in np.argsort([t.priority for t in tiers], kind="stable")]
-        self.disc = DISCIPLINES[sc.scheduler.discipline]
-        self.drr_quantum = [t.weight * sc.scheduler.quantum_s for t in tiers]
-        self.drr_deficit = [0.0] * nk
-        self.drr_ptr = [0, 0]
-        c0 = pools[0].cost  # DRR charges a request's GPU-seconds at batch 1 on pool 0
-        self.drr_cost = (float(c0.fixed[1]), float(c0.step[1]))
-        self.pools = pools
-        self.dist = [DISTRIBUTIONS[p.distribution] for p in pools]
-        self.workers = [Worker(j) for j, p in enumerate(pools) for _ in range(p.gpus)]
-        self.idle = [[w for w, x in enumerate(self.workers) if x.pool == j] for j in range(len(pools))]
-        self.n_active = len(self.workers)
-        self.n_busy = 0
         self.batches = [0] * len(pools)
         self.batched = [0] * len(pools)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = INF
+        self._open: dict[int, list[Req]] = {}  # worker -> requests of the batch starting
+        self._running: dict[int, list[Req]] = {}  # worker -> requests of its batch
+        self._failed: set[int] = set()  # workers whose real batch raised
+        self._armed = -1.0
+        self.closed = False
+        self.tasks: set[asyncio.Task] = set()
         self.empty = asyncio.Event()  # set when nothing is queued or in service (drain)
-        shed_decision(0.0, 0.0, INF, INF)  # compile (or load) before the first request
 
-    # -- what policies see --
+    # -- the host interface of the policies --
 
-    def utilization(self) -> float:
-        return self.n_busy / self.n_active if self.n_active else 1.0
+    def sync(self, now: float) -> None:
+        """Bring the fleet up to `now` and finish what it finished."""
+        if self.closed or now < self.fleet.S.clock[0]:
+            return
+        e0, e1 = np.zeros(0), np.zeros(0, np.int64)
+        self.fleet.advance(e0, e1, e1, e1, np.zeros(0, np.float32), e0, e0, now)
+        self._drain()
+
+    def catch_up(self, now: float) -> None:
+        """Run the policy processes (schedules, autoscaler, failures...) due by `now`, each at
+        its own instant (it syncs the fleet to it), then the fleet to now."""
+        while self.env.peek() <= now:
+            self.env.step()
+        self.sync(now)
 
     def view(self) -> dict:
-        return {"now": self.clock(), "busy": self.n_busy, "active": self.n_active,
-                "utilization": self.utilization(), "queue_depth": self.total,
-                "tier_queue": np.array([len(q) for q in self.queues]),
-                "in_system": np.array(self.n_sys)}
+        return self.fleet.view()
 
     # -- events --
 
-    def start(self, t0: float) -> None:
-        """Sim t = 0 is monotonic time t0; cycling pools start their epochs now."""
-        self.t0 = t0
-        self._run(self.clock())
+    def start(self) -> None:
+        """Sim t = 0: processes start, cycling pools start their epochs."""
+        self.catch_up(0.0)
+        self._rearm()
 
     def arrive(self, req: Req) -> str | None:
-        """Fleet-side admission of an admitted request at req.arrival: None (queued) or the
-        rejection reason, decided as the kernel decides an arrival."""
+        """Fleet-side admission of an admitted request at req.arrival (>= the fleet's clock):
+        None (queued) or the fleet's rejection reason."""
         now = req.arrival
-        self._abandon(now)
-        k, u = req.tier, req.user
-        if len(self.queues[k]) >= self.q_limit[k] or self.total >= self.max_queue:
-            return "queue_full"
-        if shed_decision(float(self.utilization()), float(self.total),
-                         float(self.shed_util[k]), float(self.shed_depth[k])):
-            return "shed"
-        if self.n_sys[k] >= self.tier_limit[k] or self.user_inflight.get(u, 0) >= self.user_limit[k]:
-            return "rate_limited"  # concurrency: the kernel's R_CONCURRENCY
-        if not self.queues[k]:
-            self.codel[k][2] = now  # CoDel: the last instant the tier's queue was empty
-        self.queues[k].append(req)
-        self.total += 1
-        self.n_sys[k] += 1
+        self.catch_up(now)
+        rid = self.next_id
+        self.next_id += 1
+        self.reqs[rid] = req
+        fate = self.fleet.advance(np.array([now]), np.array([rid], np.int64),
+                                  np.array([req.tier], np.int64), np.array([req.user], np.int64),
+                                  np.array([req.steps], np.float32), np.array([req.noise]),
+                                  np.array([req.z]), now)
+        if fate[0] > 0:
+            del self.reqs[rid]
+            return KERNEL_REASONS[fate[0] - 1].label
         self.in_system += 1
-        self.user_inflight[u] = self.user_inflight.get(u, 0) + 1
-        self._run(now)
+        self.empty.clear()
+        self._drain()
+        self._rearm()
         return None
 
-    def _wake(self) -> None:
-        self._timer, self._timer_at = None, INF
-        self._run(self.clock())
+    def wake(self) -> None:
+        """The timer fired: everything due by now happens, at its own instant."""
+        self._armed = -1.0
+        if self.closed:
+            return
+        self.catch_up(self.clock())
+        self._rearm()
 
-    def _run(self, now: float) -> None:
-        self._abandon(now)
-        timer = self._dispatch(now)
-        self._arm(now, timer)
+    def _rearm(self) -> None:
+        t = min(self.fleet.next_event(), self.env.peek())
+        if t != self._armed:
+            self._armed = t
+            self.arm(t)
 
-    def _leave(self, req: Req) -> None:
-        """Bookkeeping of a request leaving the system (any outcome)."""
-        self.n_sys[req.tier] -= 1
-        self.in_system -= 1
-        n = self.user_inflight.get(req.user, 0) - 1
-        if n > 0:
-            self.user_inflight[req.user] = n
-        else:
-            self.user_inflight.pop(req.user, None)  # keep the dict as small as the system
+    def _drain(self) -> None:
+        """Act on the fleet's outbox: starts, batch launches, completions, drops."""
+        kinds, ids, ts, aux = self.fleet.outbox()
+        S = self.fleet.S
+        for kind, i, t, a in zip(kinds.tolist(), ids.tolist(), ts.tolist(), aux.tolist(), strict=True):
+            if kind == K.STARTED:
+                req = self.reqs[i]
+                req.start = t
+                self._open.setdefault(a, []).append(req)
+            elif kind == K.BATCH:
+                w, b = i, a
+                batch = self._open.pop(w, [])
+                p = int(S.w_pool[w])
+                steps = float(S.w_steps[w])
+                for r in batch:
+                    r.batch, r.pool_name, r.served_steps = b, self.pools[p].name, steps
+                self._running[w] = batch
+                self.batches[p] += 1
+                self.batched[p] += b
+                if self.runner is not None:
+                    task = asyncio.get_running_loop().create_task(self._real(w, p, b, int(round(steps))))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+            elif kind == K.COMPLETED:
+                req = self.reqs.pop(i)
+                self.finish(req, Reason.ERROR.label if a in self._failed else None, t)
+                run = self._running.get(a)
+                if run is not None:
+                    run.remove(req)
+                    if not run:
+                        del self._running[a]
+                        self._failed.discard(a)
+            else:  # DROPPED: patience ran out, or CoDel
+                self.finish(self.reqs.pop(i), Reason.TIMEOUT.label, t)
+
+    async def _real(self, w: int, pool: int, b: int, steps: int) -> None:
+        try:
+            await asyncio.to_thread(self.runner.run, pool, b, steps)
+        except Exception:  # a failed batch fails its requests, with a recorded reason
+            self._failed.add(w)
+        if self.closed:
+            return
+        now = self.clock()
+        while self.env.peek() <= now:
+            self.env.step()
+        self.fleet.complete(w, max(now, float(self.fleet.S.clock[0])))
+        self.sync(now)
+        self._rearm()
 
     def finish(self, req: Req, reason: str | None, now: float) -> None:
-        req.reason, req.status, req.done = reason, STATUS[reason], now
+        """An admitted request's final outcome: recorded, then its future resolved."""
+        req.reason, req.done = reason, now
         self.on_final(req)
         if req.fut is not None and not req.fut.done():
             req.fut.set_result(req)
+        self.in_system -= 1
         if self.in_system == 0:
             self.empty.set()
-
-    def _abandon(self, now: float) -> None:
-        """Waiting requests whose patience ran out leave (the oldest is at the front)."""
-        for k, q in enumerate(self.queues):
-            p = self.patience[k]
-            while q and q[0].arrival + p <= now:
-                req = q.popleft()
-                self.total -= 1
-                self._leave(req)
-                self.finish(req, "timeout", now)
-
-    # -- dispatch: the kernel's rule --
-
-    def _pick(self) -> int:
-        queues = self.queues
-        if self.disc == K.STRICT:
-            for k in self.prio_order:
-                if queues[k]:
-                    return k
-            return -1
-        if self.disc in (K.FIFO, K.EDF):
-            best, kk = INF, -1
-            for k, q in enumerate(queues):
-                if q:
-                    v = q[0].arrival + (self.deadline[k] if self.disc == K.EDF else 0.0)
-                    if v < best:
-                        best, kk = v, k
-            return kk
-        # DRR: a tier gets its quantum once per visit and serves while its deficit covers
-        # the next request's cost (GPU-seconds at batch 1)
-        nk, ptr, deficit = len(queues), self.drr_ptr, self.drr_deficit
-        while True:
-            k = ptr[0]
-            q = queues[k]
-            if not q:
-                deficit[k] = 0.0
-                ptr[0], ptr[1] = (k + 1) % nk, 0
-                continue
-            if ptr[1] == 0:
-                deficit[k] += self.drr_quantum[k]
-                ptr[1] = 1
-            r = q[-1] if self.lifo[k] else q[0]
-            c = self.drr_cost[0] + r.steps * self.drr_cost[1]
-            if deficit[k] >= c:
-                deficit[k] -= c
-                return k
-            ptr[0], ptr[1] = (k + 1) % nk, 0
-
-    def _dispatch(self, now: float) -> float:
-        """Idle workers take batches; returns when the batch-wait timer must fire."""
-        timer = INF
-        for p, pool in enumerate(self.pools):
-            idle = self.idle[p]
-            cycle = pool.cycle
-            while idle:
-                if not cycle:
-                    if self.total == 0:
-                        break
-                    oldest = min(q[0].arrival for q in self.queues if q)
-                    if self.total < pool.max_batch and now < oldest + pool.max_wait_s:
-                        timer = min(timer, oldest + pool.max_wait_s)
-                        break
-                w = idle.pop()
-                b = min(self.total, pool.max_batch)
-                batch: list[Req] = []
-                maxsteps, noise = 0.0, 1.0
-                while len(batch) < b and self.total > 0:
-                    k = self._pick()
-                    q = self.queues[k]
-                    req = q.pop() if self.lifo[k] else q.popleft()
-                    self.total -= 1
-                    cd = self.codel[k]
-                    if now - req.arrival > cd[0] and now - cd[2] > cd[1]:
-                        # CoDel: the queue has not been empty for an interval and this
-                        # request waited over the target: dropped instead of served late
-                        self._leave(req)
-                        self.finish(req, "timeout", now)
-                        continue
-                    if not batch:  # the batch's noise comes from its first request
-                        if self.dist[p] == 1:
-                            noise = req.noise
-                        elif self.dist[p] == 2:
-                            sg = pool.cost.sigma
-                            noise = math.exp(sg * req.z - sg * sg / 2)
-                    maxsteps = max(maxsteps, req.steps)
-                    req.start = now
-                    batch.append(req)
-                if not batch and b > 0 and not cycle:  # CoDel dropped all that was queued
-                    idle.append(w)
-                    break
-                if batch:
-                    dur = pool.cost.batch_time(len(batch), maxsteps) * noise
-                    self.batches[p] += 1
-                    self.batched[p] += len(batch)
-                else:  # an empty epoch of a cycling worker
-                    dur = pool.cost.batch_time(1) * (self.rng.exponential() if self.dist[p] == 1 else 1.0)
-                self._launch(w, batch, now, dur, int(round(maxsteps)))
-        return timer
-
-    def _launch(self, w: int, batch: list[Req], now: float, dur: float, steps: int) -> None:
-        wk = self.workers[w]
-        wk.batch, wk.start = batch, now
-        name = self.pools[wk.pool].name
-        for r in batch:
-            r.batch, r.pool_name = len(batch), name
-        self.n_busy += 1
-        if self.runner is not None and batch:
-            wk.handle = asyncio.get_running_loop().create_task(self._real(w, wk.gen, len(batch), steps))
-        else:
-            delay = self.t0 + (now + dur) / self.X - time.monotonic()
-            wk.handle = asyncio.get_running_loop().call_later(max(0.0, delay), self._complete, w, wk.gen, None)
-
-    async def _real(self, w: int, gen: int, b: int, steps: int) -> None:
-        error = None
-        try:
-            await asyncio.to_thread(self.runner.run, self.workers[w].pool, b, steps)
-        except Exception as e:  # a failed batch fails its requests, with a recorded reason
-            error = e
-        self._complete(w, gen, error)
-
-    def _complete(self, w: int, gen: int, error: BaseException | None) -> None:
-        wk = self.workers[w]
-        if wk.gen != gen:
-            return  # aborted by a drain timeout
-        now = self.clock()
-        batch, wk.batch, wk.handle = wk.batch, [], None
-        self.n_busy -= 1
-        self.idle[wk.pool].append(w)
-        for req in batch:
-            self._leave(req)
-            self.finish(req, None if error is None else "error", now)
-        self._run(now)
-
-    def _arm(self, now: float, timer: float) -> None:
-        """One timer for the next batch-wait expiry or patience expiry."""
-        for k, q in enumerate(self.queues):
-            if q and self.patience[k] < INF:
-                timer = min(timer, q[0].arrival + self.patience[k])
-        if timer == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = timer
-        if timer < INF:
-            delay = self.t0 + timer / self.X - time.monotonic()
-            self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._wake)
 
     # -- drain --
 
@@ -332,7 +221,6 @@ class LiveFleet:
         """Wait until no request is queued or in service; False on timeout."""
         if self.in_system == 0:
             return True
-        self.empty.clear()
         try:
             await asyncio.wait_for(self.empty.wait(), timeout)
         except TimeoutError:
@@ -340,30 +228,14 @@ class LiveFleet:
         return True
 
     def abort(self, reason: str = "drain_timeout") -> int:
-        """Finish everything still queued or in service with `reason`; returns how many."""
+        """Finish everything still queued or in service with `reason`; returns how many.
+        The fleet stops here (a real batch's thread cannot be stopped: its end is ignored)."""
         now = self.clock()
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._timer_at = None, INF
+        self.closed = True
+        self.arm(INF)
         n = 0
-        for q in self.queues:
-            while q:
-                req = q.popleft()
-                self.total -= 1
-                self._leave(req)
-                self.finish(req, reason, now)
-                n += 1
-        for w, wk in enumerate(self.workers):
-            if wk.handle is None:
-                continue
-            wk.gen += 1
-            if isinstance(wk.handle, asyncio.TimerHandle):
-                wk.handle.cancel()  # a real batch's thread cannot be stopped: its result is ignored
-            batch, wk.batch, wk.handle = wk.batch, [], None
-            self.n_busy -= 1
-            self.idle[wk.pool].append(w)
-            for req in batch:
-                self._leave(req)
-                self.finish(req, reason, now)
-                n += 1
+        for req in list(self.reqs.values()):
+            self.finish(req, reason, now)
+            n += 1
+        self.reqs.clear()
         return n

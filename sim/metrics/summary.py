@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from sim.metrics.sketch import RELATIVE_ERROR, quantiles
-from sim.policies import REASONS
+from sim.outcomes import REASONS
 
 QS = (0.5, 0.95, 0.99)
 
@@ -131,7 +131,7 @@ def timeseries(run) -> pd.DataFrame:
     cols = {"t_s": t, "t_h": t / 3600.0}
     span = np.minimum(dt, sc.horizon - t)
     rej = run.ser_rejected[:n].copy()
-    from sim.engine import KERNEL_REASON
+    from sim.outcomes import KERNEL_REASON
 
     for j, r in enumerate(KERNEL_REASON):
         rej[:, :, r] += S.ser_rej[:n, :, j]

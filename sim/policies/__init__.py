@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from sim.policies.base import REASONS, Decision, Params, Policy
+from sim.outcomes import REASONS
+from sim.policies.base import Decision, Params, Policy
+from sim.policies.brownout import Brownout
+from sim.policies.concurrency import Aimd, Concurrency, Gradient2
 from sim.policies.dynamics import Autoscale, Failures, Throttling
 from sim.policies.limits import LIMITERS
-from sim.policies.overload import (
-    Aimd,
-    Brownout,
-    Codel,
-    Concurrency,
-    ContentFilter,
-    Gradient2,
-    Shadow,
-    ShedReserve,
-)
 from sim.policies.quota import DailyQuota
+from sim.policies.screening import ContentFilter, Shadow
+from sim.policies.shedding import Codel, ShedReserve
 
 REGISTRY: dict[str, type[Policy]] = {
     p.name: p

@@ -8,14 +8,12 @@ would (policies override it with a vectorised version where that pays).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-# Rejection reasons, in the order used by arrays of reason counts.
-REASONS = ("rate_limited", "quota_exceeded", "shed", "filtered", "timeout", "queue_full")
-REASON_CODE = {r: i for i, r in enumerate(REASONS)}
+from sim.outcomes import REASON_CODE, REASONS  # noqa: F401 (the reasons' one definition)
 
 
 class Params(BaseModel):
@@ -43,6 +41,11 @@ class Policy:
 
     name: ClassVar[str] = "none"
     Params: ClassVar[type[Params]] = Params
+    # Where it acts, the same in simulator and gateway: "admission" (admit/admit_many before
+    # the queue, in scenario order), "gate" (sets the fleet loop's gates through
+    # host.gates: concurrency, shedding, CoDel), "degrade" (lowers the steps of admitted
+    # requests, through the brownout gate), "dynamics" (changes the fleet over time: GPUs, speed).
+    stage: ClassVar[str] = "admission"
     # True when admit/admit_many decide before the queue, so `shadow` can dark-launch it
     shadowable: ClassVar[bool] = False
 
@@ -71,18 +74,15 @@ class Policy:
                     retry[i] = d.retry_after
         return ok, code, retry
 
-    def degrade(self, view: dict, t: np.ndarray, tier: np.ndarray, steps: np.ndarray,
-                tiers: np.ndarray) -> np.ndarray:
-        """Denoising steps of admitted requests under the fleet state `view` (brownout)."""
-        return steps
-
     def attach(self, run, env, active) -> None:
-        """Simulator only: hook into a run (fleet-side limits, SimPy processes such as an
-        autoscaler). `active` is the engine's ActivePolicy (enabled flag, tier mask)."""
+        """Hook into a host at its start: the simulator's Run or the gateway's LiveFleet,
+        both with `gates` (sim/fleet/gates.py), `sync(now)`, `sc`, `pools`; `env` is the
+        host's SimPy environment (stepped on the wall clock live), for processes such as an
+        autoscaler. `active` is the engine's ActivePolicy (enabled flag, tier mask)."""
 
     def refresh(self, run, active) -> None:
-        """Simulator only: re-apply fleet-side settings after a schedule switched the policy
-        on or off or gave it new parameters."""
+        """Re-apply gate settings after a schedule switched the policy on or off or gave it
+        new parameters."""
 
     def report(self) -> dict:
         """Figures for summary.json's `policies` section (what the policy did)."""
@@ -123,3 +123,24 @@ class Policy:
     def reconfigure(self, params: Params) -> None:
         """New parameters from a schedule; state (counters, buckets) is kept."""
         self.params = params
+
+
+# ---- helpers shared by the policy modules ----
+
+
+def pass_all(n: int):
+    """admit_many that lets everything through (shadow: it only counts)."""
+    return np.ones(n, bool), np.full(n, -1, np.int8), np.full(n, np.nan)
+
+
+def by_tier(pol: Policy, mask, values) -> dict:
+    return {t: pol.n(values[k]) for k, t in enumerate(pol.tiers) if mask is None or mask[k]}
+
+
+def unknown_tier(maps: dict[str, Any], tiers: list[str]) -> tuple[str, str] | None:
+    for field, m in maps.items():
+        if isinstance(m, dict):
+            for t in m:
+                if t not in tiers:
+                    return field, f"unknown tier {t!r}; tiers: {', '.join(tiers)}"
+    return None

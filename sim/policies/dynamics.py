@@ -1,7 +1,8 @@
 """Fleet dynamics: autoscaling within a GPU budget, failures and repair, thermal throttling.
 
-These change the fleet over time, so they exist in the simulator only (SimPy processes
-started by `attach`); each first syncs the run to its instant, then acts.
+These change the fleet over time: SimPy processes started by `attach` on the host's
+environment (the simulator's, or the gateway's stepped on the wall clock); each first syncs
+the host to its instant, then acts through the gates (sim/fleet/gates.py).
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
-from sim.fleet import kernel as K
 from sim.policies.base import Params, Policy
+from sim.rng import stream
 
 
 def _pool(run, name: str | None) -> int:
@@ -24,16 +24,12 @@ def _pool(run, name: str | None) -> int:
 class _Meter:
     """Utilisation of the live fleet since the last reading (from the fleet's series)."""
 
-    def __init__(self, run):
-        self.run = run
-        self.busy, self.active = self._totals()
-
-    def _totals(self):
-        S = self.run.fleet.S
-        return float(S.ser_busy.sum()), float(S.ser_active.sum())
+    def __init__(self, gates):
+        self.gates = gates
+        self.busy, self.active = gates.busy_area()
 
     def read(self) -> float:
-        b, a = self._totals()
+        b, a = self.gates.busy_area()
         db, da = b - self.busy, a - self.active
         self.busy, self.active = b, a
         return db / da if da > 0 else 0.0
@@ -62,6 +58,7 @@ class Autoscale(Policy):
 
     name = "autoscale"
     Params = AutoscaleParams
+    stage = "dynamics"
 
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
@@ -75,8 +72,7 @@ class Autoscale(Policy):
     def ceiling(self, run, j: int) -> int:
         p = self.params
         f = run.sc.cell_fraction
-        slots = int(np.sum(run.fleet.S.w_pool == j))
-        cap = slots
+        cap = run.gates.slots(j)
         if p.max_gpus is not None:
             cap = min(cap, max(1, round(p.max_gpus * f)))
         if p.budget_per_hour is not None and run.pools[j].price_per_gpu_hour > 0:
@@ -86,7 +82,8 @@ class Autoscale(Policy):
     def _loop(self, run, env, active):
         p = self.params
         j = _pool(run, p.pool)
-        meter = _Meter(run)
+        g = run.gates
+        meter = _Meter(g)
         last_change = -math.inf
         floor = max(0, round(p.min_gpus * run.sc.cell_fraction))
         while True:
@@ -95,14 +92,12 @@ class Autoscale(Policy):
             util = meter.read()
             if not active.enabled:
                 continue
-            live = run.fleet.gpus(j)
+            live = g.gpus(j)
             self.max_live = max(self.max_live, live)
             if p.metric == "utilization":
                 desired = math.ceil(live * util / p.target) if live else 1
             else:
-                S = run.fleet.S
-                busy = int(np.sum((S.w_state == K.BUSY) & (S.w_pool == j)))
-                desired = math.ceil(busy + int(S.q_size.sum()) / p.target)
+                desired = math.ceil(g.busy(j) + g.queued() / p.target)
             desired = min(max(desired, floor), self.ceiling(run, j))
             if desired > live + self.pending:
                 add = desired - live - self.pending
@@ -110,15 +105,15 @@ class Autoscale(Policy):
                 env.process(self._provision(run, env, j, add))
                 last_change = env.now
             elif desired < live and env.now - last_change >= p.cooldown_s and self.pending == 0:
-                run.set_gpus(j, desired)
+                g.set_gpus(j, desired)
                 self.removed += live - desired
                 last_change = env.now
 
     def _provision(self, run, env, j: int, add: int):
         yield env.timeout(self.params.provisioning_delay_s)
         run.sync(env.now)
-        live = run.fleet.gpus(j)
-        n = run.set_gpus(j, min(live + add, self.ceiling(run, j)))
+        live = run.gates.gpus(j)
+        n = run.gates.set_gpus(j, min(live + add, self.ceiling(run, j)))
         self.added += n - live
         self.pending -= add
         self.max_live = max(self.max_live, n)
@@ -144,6 +139,7 @@ class Failures(Policy):
 
     name = "failures"
     Params = FailureParams
+    stage = "dynamics"
 
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
@@ -151,7 +147,7 @@ class Failures(Policy):
         self.down = 0
 
     def attach(self, run, env, active) -> None:
-        self.rng = np.random.default_rng([run.sc.seed, 5, self.params.seed])
+        self.rng = stream("failures", run.sc.seed, self.params.seed)
         self.run = run
         self.down_s = 0.0
         self._since = 0.0
@@ -159,13 +155,14 @@ class Failures(Policy):
 
     def _loop(self, run, env, active):
         j = _pool(run, self.params.pool)
+        g = run.gates
         while True:
-            live = max(run.fleet.gpus(j), 1)
+            live = max(g.gpus(j), 1)
             yield env.timeout(self.rng.exponential(self.params.mtbf_h * 3600 / live))
-            if not active.enabled or run.fleet.gpus(j) == 0:
+            if not active.enabled or g.gpus(j) == 0:
                 continue
             run.sync(env.now)
-            run.set_gpus(j, run.fleet.gpus(j) - 1)
+            g.set_gpus(j, g.gpus(j) - 1)
             self._tally(env.now)
             self.failed += 1
             self.down += 1
@@ -174,7 +171,7 @@ class Failures(Policy):
     def _repair(self, run, env, j: int):
         yield env.timeout(self.rng.exponential(self.params.mttr_h * 3600))
         run.sync(env.now)
-        run.set_gpus(j, run.fleet.gpus(j) + 1)
+        run.gates.set_gpus(j, run.gates.gpus(j) + 1)
         self._tally(env.now)
         self.repaired += 1
         self.down -= 1
@@ -206,6 +203,7 @@ class Throttling(Policy):
 
     name = "throttling"
     Params = ThrottleParams
+    stage = "dynamics"
 
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
@@ -219,9 +217,8 @@ class Throttling(Policy):
     def _loop(self, run, env, active):
         p = self.params
         j = _pool(run, p.pool)
-        meter = _Meter(run)
+        meter = _Meter(run.gates)
         on = False
-        workers = run.fleet.S.w_pool == j
         while True:
             yield env.timeout(p.check_s)
             run.sync(env.now)
@@ -234,7 +231,7 @@ class Throttling(Policy):
                 self.hot = 0.0
             want = active.enabled and self.hot >= p.after_s
             if want != on:
-                run.fleet.S.w_speed[workers] = p.slowdown if want else 1.0
+                run.gates.speed(j, p.slowdown if want else 1.0)
                 on = want
                 self.episodes += int(want)
 

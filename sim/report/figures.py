@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from sim.policies import REASONS
+from sim.outcomes import REASONS
 
 
 def _new(figsize=(9, 4)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sim.policies import REASONS
+from sim.outcomes import REASONS
 
 # A spike: an hour whose offered load is this many times the median of the hours around it.
 SPIKE_RATIO = 2.0

@@ -9,7 +9,7 @@ import numpy as np
 
 from sim.jsonout import finite
 from sim.metrics.summary import summarize, timeseries, with_calendar_time
-from sim.policies import REASONS
+from sim.outcomes import REASONS
 from sim.report import figures
 from sim.report.findings import findings
 from sim.report.html import img_tag, page, table

@@ -1,0 +1,136 @@
+"""The gates: the one way policies reach the fleet, in the simulator and the gateway alike.
+
+A policy never writes the fleet loop's arrays: it sets a gate (tier or user concurrency
+limit, shed thresholds, CoDel, worker speed, GPUs per pool) or reads a figure through this
+object. Simulator (sim/engine.py) and live gateway (sim/live/workers.py) each hold one
+around their own `Fleet`, so a policy object behaves the same on either clock.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sim.fleet import kernel as K
+from sim.fleet.fleet import Fleet, PoolSetup
+
+NO_LIMIT = 2**62
+
+
+class Gates:
+    """Settings and readings of one fleet. `users` sizes the per-user in-flight counts (the
+    demand model's users in the cell, or the gateway's key table)."""
+
+    def __init__(self, fleet: Fleet, pools: list[PoolSetup], users: int):
+        self.fleet = fleet
+        self.pools = pools
+        self.users = int(users)
+        # (time, pool, GPUs live from then on): GPU cost per pool and the figures
+        self.gpu_log: list[tuple[float, int, int]] = [(0.0, j, p.gpus) for j, p in enumerate(pools)]
+
+    # -- settings (at the fleet's current clock) --
+
+    def tier_limit(self, tiers: np.ndarray, limit: int | None) -> None:
+        """At most `limit` requests of each of these tiers in the system (None: no cap)."""
+        self.fleet.S.tier_limit[tiers] = NO_LIMIT if limit is None else int(limit)
+
+    def user_limit(self, tiers: np.ndarray, limit: int | None) -> None:
+        """At most `limit` requests in the system per user of these tiers (None: no cap).
+        The first call sizes the per-user counts (call it at attach, before any arrival)."""
+        S = self.fleet.S
+        if len(S.user_inflight) < self.users:
+            self.fleet.S = S._replace(user_inflight=np.zeros(self.users, np.int64))
+            S = self.fleet.S
+        S.user_limit[tiers] = NO_LIMIT if limit is None else int(limit)
+
+    def shed(self, tier: int, utilization: float, depth: float) -> None:
+        """Shed the tier's arrivals at or above this busy share or total queue depth."""
+        S = self.fleet.S
+        S.shed_util[tier] = utilization
+        S.shed_depth[tier] = depth
+
+    def codel(self, tiers: np.ndarray, target_s: float, interval_s: float) -> None:
+        """CoDel at dequeue for these tiers (inf, inf: off)."""
+        c = self.fleet.S.codel
+        c[tiers, 0] = target_s
+        c[tiers, 1] = interval_s
+
+    def brownout(self, tier: int, utilization: float, depth: float, steps: float) -> None:
+        """Arrivals of the tier get at most `steps` denoising steps while the fleet is at or
+        above this busy share or total queue depth (steps inf: off)."""
+        self.fleet.S.deg[tier] = (utilization, depth, steps)
+
+    def brownout_counts(self) -> np.ndarray:
+        """Per tier: [requests brownout saw, degraded, steps given] so far."""
+        return self.fleet.S.deg_stats
+
+    def nominal_steps(self) -> float:
+        """The largest pool's steps: brownout degrades below it."""
+        return float(self.fleet.S.cfg[4])
+
+    def speed(self, pool: int, slowdown: float) -> None:
+        """Service time multiplier of the pool's GPUs (throttling); applies to new batches."""
+        S = self.fleet.S
+        S.w_speed[S.w_pool == pool] = slowdown
+
+    def set_gpus(self, pool: int, n: int) -> int:
+        """Provision or retire GPUs of a pool now (retiring ones finish their batch)."""
+        n = self.fleet.set_gpus(pool, n)
+        self.gpu_log.append((float(self.fleet.S.clock[0]), pool, n))
+        return n
+
+    # -- readings --
+
+    def now(self) -> float:
+        return float(self.fleet.S.clock[0])
+
+    def view(self) -> dict:
+        return self.fleet.view()
+
+    def gpus(self, pool: int) -> int:
+        """GPUs of the pool serving (idle or busy, not retiring)."""
+        return self.fleet.gpus(pool)
+
+    def slots(self, pool: int) -> int:
+        """GPUs the pool can have at most."""
+        return int(np.sum(self.fleet.S.w_pool == pool))
+
+    def busy(self, pool: int) -> int:
+        S = self.fleet.S
+        return int(np.sum((S.w_state == K.BUSY) & (S.w_pool == pool)))
+
+    def queued(self) -> int:
+        return int(self.fleet.S.q_size.sum())
+
+    def in_system(self, tiers: np.ndarray) -> int:
+        return int(self.fleet.S.n_sys[tiers].sum())
+
+    def images_per_s(self) -> float:
+        """The live fleet's images per second at max batch (shed_reserve's predicted wait)."""
+        return sum(p.cost.images_per_s(p.max_batch) * self.gpus(j) for j, p in enumerate(self.pools))
+
+    def rejected(self, reason: int) -> np.ndarray:
+        """Per tier: arrivals the fleet rejected (or CoDel dropped) for a kernel reason."""
+        return self.fleet.S.kernel_rej[:, reason]
+
+    def dropped(self, tiers: np.ndarray) -> int:
+        """Requests of these tiers that left unserved (patience or CoDel) so far."""
+        S = self.fleet.S
+        return int(S.abandoned[tiers].sum() + S.kernel_rej[tiers, K.R_TIMEOUT].sum())
+
+    def busy_area(self) -> tuple[float, float]:
+        """GPU-seconds busy and live so far (from the fleet's series)."""
+        S = self.fleet.S
+        return float(S.ser_busy.sum()), float(S.ser_active.sum())
+
+    def latency_series(self) -> tuple[np.ndarray, int]:
+        """Per-interval latency histograms of completions, and the current interval's row."""
+        S = self.fleet.S
+        h = S.ser_lat_hist
+        return h, min(int(S.clock[0] / self.fleet.interval), h.shape[0] - 1)
+
+
+def off(on: bool, value: float) -> float:
+    """A gate's value while its policy is enabled, inf (open) otherwise."""
+    return value if on else math.inf

@@ -1,0 +1,32 @@
+"""Named random streams: every draw of a run comes from one of these, keyed by the scenario's
+seed, so a scenario and seed give identical results and a change to one stream leaves the
+others alone (common random numbers across policy variants).
+
+`stream(name, seed, *more)` is numpy's default_rng([seed, KEY, *more]). The keys are the
+numbers the streams have always had, so summaries stay byte-identical.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STREAMS = {
+    "arrivals": 1,  # chunk k of demand: sim.demand.chunk_arrivals ([seed, 1, k])
+    "service_noise": 2,  # chunk k's per-request service noise (exponential, normal)
+    "run": 3,  # draws made during a run: retries, conversions, social offspring
+    "gateway_noise": 4,  # the live gateway's per-request service noise
+    "failures": 5,  # GPU failure and repair times (+ the policy's own seed)
+    "content_filter": 77,  # the content filter's verdicts (+ the policy's own seed)
+    "epochs": 6,  # lengths of a cycling pool's empty epochs (sim.fleet.kernel)
+}
+
+
+def stream(name: str, seed: int, *more: int) -> np.random.Generator:
+    """The generator of a named stream for this seed (and sub-keys)."""
+    return np.random.default_rng([int(seed), STREAMS[name], *(int(x) for x in more)])
+
+
+def key(name: str, seed: int) -> int:
+    """A 63-bit integer key of a stream, for generators outside numpy (the fleet loop's
+    counter-based draws)."""
+    return int(np.random.SeedSequence([int(seed), STREAMS[name]]).generate_state(1, np.uint64)[0] >> 1)
