@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -12,8 +13,13 @@ from pathlib import Path
 
 from sim.args import Parser, float_in, int_in, seed, size
 from sim.errors import InputError, Interrupted
-from sim.jsonout import dumps
 from sim.report.write import check_out
+
+
+def dumps(obj) -> str:
+    from sim.jsonout import dumps as strict
+
+    return strict(obj)
 
 
 def cmd_run(args) -> int:
@@ -215,7 +221,7 @@ def _budget_flags(p) -> None:
                    help="refuse a run estimated above SIZE of arrays, e.g. 16G (default: half the RAM)")
 
 
-def build_parser() -> Parser:
+def build_parser(argv: list[str] | None = None) -> Parser:
     from sim import __version__
 
     ap = Parser(prog="floodgate", description="Capacity and rate-limit simulator for image-generation surges.",
@@ -281,15 +287,58 @@ def build_parser() -> Parser:
     c.add_argument("--quiet", action="store_true")
     _budget_flags(c)
     c.set_defaults(func=cmd_compare)
-    import sim.calibration.cli
-    import sim.demand.cli
-    import sim.fit.cli
-    import sim.live.cli
-    import sim.search.cli
-
-    for module in (sim.calibration.cli, sim.demand.cli, sim.fit.cli, sim.live.cli, sim.search.cli):
-        module.add_parsers(sub)
+    # The other commands' modules import numpy, pandas, numba or pydantic: only the one whose
+    # command is invoked is imported (`floodgate --help` lists the rest from COMMANDS).
+    wanted = _command(argv, sub.choices)
+    done: set[str] = set()
+    for name, (module, summary) in COMMANDS.items():
+        if name in done or name in sub.choices:
+            continue
+        if wanted in (None, "help") or COMMANDS.get(wanted, (None,))[0] != module:
+            sub.add_parser(name, help=summary, add_help=False)
+            continue
+        importlib.import_module(module).add_parsers(_Summaries(sub))
+        done.update(n for n, (m, _) in COMMANDS.items() if m == module)
     return ap
+
+
+# command -> (module whose add_parsers defines it, the one-line summary `--help` lists).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demand": ("sim.demand.cli", "the demand of a scenario alone: adoption, load, peaks"),
+    "fit": ("sim.fit.cli", "fit the demand to counts observed so far, and forecast"),
+    "sweep": ("sim.search.cli", "grid of policy or fleet values, each cell replicated on "
+              "common random numbers"),
+    "optimize": ("sim.search.cli", "search policy parameters for the best objective under "
+                 "constraints (Optuna)"),
+    "sensitivity": ("sim.search.cli", "which uncertain inputs move the answer most (Morris or Sobol, SALib)"),
+    "calibrate": ("sim.calibration.cli", "time the diffusion kernels on this machine and write "
+                  "a profile"),
+    "profiles": ("sim.calibration.cli", "list calibration profiles with images/s at the best batch"),
+    "serve": ("sim.live.cli", "run the scenario's policies as a live HTTP gateway"),
+    "validate": ("sim.live.cli", "the simulator against a live gateway driven by Locust"),
+}
+
+
+def _command(argv: list[str] | None, builtin) -> str | None:
+    """The command named on the command line (the first word that is one), or None."""
+    for a in sys.argv[1:] if argv is None else argv:
+        if a == "--":
+            return None
+        if a in COMMANDS or a in builtin:
+            return a
+    return None
+
+
+class _Summaries:
+    """The subparsers object handed to a command module: each command's summary is COMMANDS'
+    (one definition), whatever the module passes."""
+
+    def __init__(self, sub):
+        self._sub = sub
+
+    def add_parser(self, name: str, **kw):
+        kw["help"] = COMMANDS[name][1]
+        return self._sub.add_parser(name, **kw)
 
 
 def _on_sigterm(signum, frame):
@@ -298,7 +347,7 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
     except SystemExit as e:  # a usage error (one line, sim.args.Parser), --help or --version
         return e.code if isinstance(e.code, int) else 2
     # SIGTERM unwinds like Ctrl-C, so temporary output folders are removed on the way out

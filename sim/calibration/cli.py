@@ -197,7 +197,7 @@ def cmd_profiles(args) -> int:
 def add_parsers(subparsers) -> None:
     """Add `calibrate` and `profiles` to an argparse subparsers object."""
     c = subparsers.add_parser(
-        "calibrate", help="time the diffusion kernels on this machine and write a profile",
+        "calibrate",
         description="Build denoisers from config dicts (random weights) and time one "
         "denoising step, VAE decode and text encoding per batch size; write a profile.",
     )
@@ -230,7 +230,7 @@ def add_parsers(subparsers) -> None:
     c.set_defaults(func=cmd_calibrate)
 
     p = subparsers.add_parser(
-        "profiles", help="list calibration profiles with images/s at the best batch",
+        "profiles",
         description="List sim/data/profiles/*.json and the FLOODGATE_PROFILES folders (or "
         "the files given) with images/s at the best measured batch, from the cost model.",
     )

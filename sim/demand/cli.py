@@ -163,7 +163,7 @@ def cmd_demand(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    d = sub.add_parser("demand", help="the demand of a scenario alone: adoption, load, peaks")
+    d = sub.add_parser("demand",)
     d.add_argument("scenario")
     d.add_argument("--json", action="store_true", help="print only the JSON line")
     d.add_argument("--plot", metavar="FILE", help="write a PNG of the demand curve")

@@ -75,7 +75,7 @@ def _fit_arrivals(args, sc) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("fit", help="fit the demand to counts observed so far, and forecast")
+    p = sub.add_parser("fit",)
     p.add_argument("observed", help="CSV: t (or timestamp), new_users, requests, "
                    "requests_<tier>, cumulative_users")
     p.add_argument("--scenario", required=True, help="scenario whose demand model is fitted")

@@ -26,7 +26,7 @@ MAX_BODY, HEADER_TIMEOUT, BODY_TIMEOUT = 64 * 2**10, 10.0, 10.0
 
 
 def add_parser(subparsers) -> None:
-    s = subparsers.add_parser("serve", help="run the scenario's policies as a live HTTP gateway")
+    s = subparsers.add_parser("serve",)
     s.add_argument("scenario")
     s.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     s.add_argument("--port", type=int_in(0, 65535, "a port"), default=8000,

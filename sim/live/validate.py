@@ -327,7 +327,7 @@ def cmd_validate(args) -> int:
 
 
 def add_parser(subparsers) -> None:
-    v = subparsers.add_parser("validate", help="the simulator against a live gateway driven by Locust")
+    v = subparsers.add_parser("validate",)
     v.add_argument("scenario")
     v.add_argument("--duration", type=float_in(0, 86400, low_open=True), default=60.0, help="wall seconds of schedule (default 60)")
     v.add_argument("--time-scale", type=float_in(0, 1e6, low_open=True), default=1.0, help="simulated seconds per wall second (default 1)")

@@ -196,8 +196,7 @@ def cmd_sensitivity(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    s = sub.add_parser("sweep", help="grid of policy or fleet values, each cell replicated on "
-                       "common random numbers",
+    s = sub.add_parser("sweep",
                        description="Run every cell of a grid R times on the same seeds; write a "
                        "tidy table (CSV, Parquet), heatmaps or line plots with 95%% bands, and "
                        "report.html. Example: floodgate sweep S --grid "
@@ -207,8 +206,7 @@ def add_parsers(sub) -> None:
                    help="values as a list (1,3,5,10) or LOW:HIGH:STEP (900:1500:100) (repeatable)")
     _judging(s, False)
     s.set_defaults(func=cmd_sweep)
-    o = sub.add_parser("optimize", help="search policy parameters for the best objective "
-                       "under constraints (Optuna)",
+    o = sub.add_parser("optimize",
                        description="Optuna over PATH=LOW:HIGH parameters (TPE for one objective, "
                        "NSGA-II for two), every trial replicated on the same seeds, constraints "
                        "judged on the pessimistic end of the 95%% interval; writes best.yaml (a "
@@ -226,8 +224,7 @@ def add_parsers(sub) -> None:
     o.add_argument("--seed", type=int, help="sampler seed (default: the scenario's seed)")
     o.add_argument("--study", help="keep the study in this SQLite file (default OUT/study.db)")
     o.set_defaults(func=cmd_optimize)
-    e = sub.add_parser("sensitivity", help="which uncertain inputs move the answer most "
-                       "(Morris or Sobol, SALib)",
+    e = sub.add_parser("sensitivity",
                        description="Vary PATH=LOW:HIGH factors over a Morris or Sobol design, "
                        "every point replicated on the same seeds; writes a mu*-sigma chart "
                        "(Morris) or a tornado of Sobol indices and a table with 95%% intervals. "
