@@ -15,6 +15,14 @@ import numpy as np
 from sim.fleet import kernel as K
 from sim.fleet.fleet import Fleet, PoolSetup
 
+# The gates' vocabulary, defined once by the fleet loop: the reasons a gate rejects for (read
+# back with `Gates.rejected`) and the shed rule the loop applies per arrival, which shadow
+# and brownout policies evaluate themselves on `Gates.view()`.
+R_CONCURRENCY = K.R_CONCURRENCY
+R_SHED = K.R_SHED
+R_TIMEOUT = K.R_TIMEOUT
+shed_decision = K.shed_decision
+
 NO_LIMIT = 2**62
 
 

@@ -29,5 +29,14 @@ def quantiles(hist: np.ndarray, qs=(0.5, 0.95, 0.99), series: bool = False) -> n
     return np.stack(out, axis=-1)
 
 
+def mean(hist: np.ndarray, series: bool = False) -> np.ndarray:
+    """Mean along the last axis of a histogram, each bin at its reported value (nan if empty)."""
+    xmin, gamma = (SERIES_MIN, SERIES_GAMMA) if series else (HIST_MIN, HIST_GAMMA)
+    h = np.asarray(hist, dtype=np.float64)
+    v = _rep(np.arange(h.shape[-1]), xmin, gamma)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (h * v).sum(axis=-1) / h.sum(axis=-1)
+
+
 RELATIVE_ERROR = (HIST_GAMMA - 1) / (HIST_GAMMA + 1)
 SERIES_RELATIVE_ERROR = (SERIES_GAMMA - 1) / (SERIES_GAMMA + 1)

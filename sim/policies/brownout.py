@@ -8,8 +8,7 @@ import math
 import numpy as np
 from pydantic import Field, model_validator
 
-from sim.fleet.gates import off
-from sim.fleet.kernel import shed_decision
+from sim.fleet.gates import off, shed_decision
 from sim.policies.base import Params, Policy, unknown_tier
 
 # ---- brownout ----

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from sim.fleet.kernel import R_CONCURRENCY, SERIES_BINS, SERIES_GAMMA, SERIES_MIN
+from sim.fleet.gates import R_CONCURRENCY
 from sim.policies.base import Params, Policy, by_tier
 
 # ---- concurrency ----
@@ -70,8 +70,9 @@ class _LatencyWindow:
     def __init__(self, gates, mask):
         self.gates, self.mask = gates, mask
         self.rows = 0
-        self.base = np.zeros(SERIES_BINS, np.int64)
-        self.prev = np.zeros(SERIES_BINS, np.int64)
+        bins = gates.latency_series()[0].shape[-1]
+        self.base = np.zeros(bins, np.int64)
+        self.prev = np.zeros(bins, np.int64)
 
     def read(self) -> np.ndarray:
         h, i = self.gates.latency_series()
@@ -165,10 +166,9 @@ class Gradient2(Aimd):
         self.samples = 0
 
     def sample(self, hist: np.ndarray) -> float:
-        from sim.metrics.sketch import _rep
+        from sim.metrics.sketch import mean
 
-        v = _rep(np.arange(len(hist)), SERIES_MIN, SERIES_GAMMA)
-        return float((hist * v).sum() / hist.sum())
+        return float(mean(hist, series=True))
 
     def update(self, rtt: float, dropped: bool, inflight: int) -> float:
         p = self.params

@@ -8,8 +8,7 @@ import math
 
 from pydantic import Field
 
-from sim.fleet.gates import off
-from sim.fleet.kernel import R_SHED, R_TIMEOUT, shed_decision
+from sim.fleet.gates import R_SHED, R_TIMEOUT, off, shed_decision
 from sim.policies.base import ADMIT, Decision, Params, Policy, by_tier, unknown_tier
 
 # ---- shedding ----
