@@ -8,6 +8,26 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _digit_pass(k, idx, k2, i2, cnt, shift, mask):  # pragma: no cover - compiled
+    # One stable counting-sort pass of (k, idx) into (k2, i2) on the 11-bit digit
+    # (k >> shift) & mask: the step both radix sorts below repeat.
+    cnt[:] = 0
+    for i in range(len(k)):
+        cnt[(k[i] >> shift) & mask] += 1
+    tot = 0
+    for d in range(len(cnt)):
+        c = cnt[d]
+        cnt[d] = tot
+        tot += c
+    for i in range(len(k)):
+        d = (k[i] >> shift) & mask
+        j = cnt[d]
+        cnt[d] = j + 1
+        k2[j] = k[i]
+        i2[j] = idx[i]
+
+
 @njit(cache=True, nogil=True)
 def _radix_argsort(key):  # pragma: no cover - compiled
     # LSD radix sort on 11-bit digits of uint64 keys, only over the bits that vary: stable
@@ -28,21 +48,7 @@ def _radix_argsort(key):  # pragma: no cover - compiled
     cnt = np.empty(2048, np.int64)
     shift = 0
     while shift < bits:
-        cnt[:] = 0
-        sh = np.uint64(shift)
-        for i in range(n):
-            cnt[(k[i] >> sh) & np.uint64(2047)] += 1
-        tot = 0
-        for d in range(2048):
-            c = cnt[d]
-            cnt[d] = tot
-            tot += c
-        for i in range(n):
-            d = (k[i] >> sh) & np.uint64(2047)
-            j = cnt[d]
-            cnt[d] = j + 1
-            k2[j] = k[i]
-            i2[j] = idx[i]
+        _digit_pass(k, idx, k2, i2, cnt, np.uint64(shift), np.uint64(2047))
         k, k2 = k2, k
         idx, i2 = i2, idx
         shift += 11
@@ -64,20 +70,7 @@ def _quantized_argsort(t, lo, scale):  # pragma: no cover - compiled
     q2 = np.empty_like(q)
     cnt = np.empty(2048, np.int64)
     for shift in (0, 11):
-        cnt[:] = 0
-        for i in range(n):
-            cnt[(q[i] >> shift) & 2047] += 1
-        tot = 0
-        for d in range(2048):
-            c = cnt[d]
-            cnt[d] = tot
-            tot += c
-        for i in range(n):
-            d = (q[i] >> shift) & 2047
-            j = cnt[d]
-            cnt[d] = j + 1
-            q2[j] = q[i]
-            i2[j] = idx[i]
+        _digit_pass(q, idx, q2, i2, cnt, np.uint32(shift), np.uint32(2047))
         q, q2 = q2, q
         idx, i2 = i2, idx
     moves = 0
