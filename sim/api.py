@@ -74,11 +74,7 @@ class RunResult:
     def plot(self) -> _Plots:
         from sim.report.run_report import run_figures
 
-        def one(stem):
-            return lambda: run_figures(self._run, self.timeseries)[stem][1]
-
-        return _Plots({k: one(k) for k in ("demand_vs_capacity", "latency", "rejections",
-                                           "utilization")})
+        return _Plots({k: draw for k, (_, draw) in run_figures(self._run, self.timeseries).items()})
 
     def write(self, out: str | Path) -> Path:
         """Write the report folder, as `floodgate run --out` does."""
@@ -161,11 +157,7 @@ class CompareResult:
 
         names = [t.name for t in self.scenario.tiers]
         slos = [t.slo_s for t in self.scenario.tiers]
-
-        def one(stem):
-            return lambda: compare_figures(self.series, names, slos)[stem][1]
-
-        return _Plots({k: one(k) for k in ("latency_p95", "goodput", "gpus")})
+        return _Plots({k: draw for k, (_, draw) in compare_figures(self.series, names, slos).items()})
 
 
 def compare(scenario: str | Path | dict, variants: dict[str, dict | str | Path] | None = None, *,

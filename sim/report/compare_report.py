@@ -61,9 +61,7 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_figures(series: dict[str, pd.DataFrame], tiers: list[str],
-                    slos: list[float]) -> dict[str, tuple[str, Figure]]:
-    """The variants overlaid, by file stem: (title, Figure); object API, no pyplot."""
+def _latency_p95(series: dict[str, pd.DataFrame], tiers: list[str], slos: list[float]) -> Figure:
     fig = Figure(figsize=(9, 2.6 * len(tiers)))
     axes = fig.subplots(len(tiers), 1, sharex=True, squeeze=False)
     for ax, t, s in zip(axes[:, 0], tiers, slos, strict=True):
@@ -75,8 +73,10 @@ def compare_figures(series: dict[str, pd.DataFrame], tiers: list[str],
     axes[0, 0].legend(fontsize=7, ncol=3)
     axes[-1, 0].set_xlabel("time (h)")
     fig.suptitle("p95 latency per tier (dashed: SLO)")
-    out = {"latency_p95": ("p95 latency per tier", fig)}
+    return fig
 
+
+def _goodput(series: dict[str, pd.DataFrame], tiers: list[str]) -> Figure:
     fig = Figure(figsize=(9, 3.5))
     ax = fig.add_subplot()
     for n, ts in series.items():
@@ -85,8 +85,10 @@ def compare_figures(series: dict[str, pd.DataFrame], tiers: list[str],
     ax.set_xlabel("time (h)")
     ax.set_ylabel("goodput (images/s within SLO)")
     ax.legend(fontsize=7, ncol=3)
-    out["goodput"] = ("Goodput", fig)
+    return fig
 
+
+def _gpus(series: dict[str, pd.DataFrame]) -> Figure:
     fig = Figure(figsize=(9, 3.5))
     ax = fig.add_subplot()
     for n, ts in series.items():
@@ -94,15 +96,26 @@ def compare_figures(series: dict[str, pd.DataFrame], tiers: list[str],
     ax.set_xlabel("time (h)")
     ax.set_ylabel("GPUs live")
     ax.legend(fontsize=7, ncol=3)
-    out["gpus"] = ("GPUs live", fig)
-    return out
+    return fig
+
+
+def compare_figures(series: dict[str, pd.DataFrame], tiers: list[str],
+                    slos: list[float]) -> dict:
+    """The variants overlaid, by file stem: (title, a function drawing that Figure); object
+    API, no pyplot; a caller asking for one draws only that one."""
+    return {
+        "latency_p95": ("p95 latency per tier", lambda: _latency_p95(series, tiers, slos)),
+        "goodput": ("Goodput", lambda: _goodput(series, tiers)),
+        "gpus": ("GPUs live", lambda: _gpus(series)),
+    }
 
 
 def figures(series: dict[str, pd.DataFrame], tiers: list[str], slos: list[float],
             fdir: Path) -> list[tuple[str, Path]]:
     fdir.mkdir()
     paths = []
-    for stem, (title, fig) in compare_figures(series, tiers, slos).items():
+    for stem, (title, draw) in compare_figures(series, tiers, slos).items():
+        fig = draw()
         fig.tight_layout()
         fig.savefig(fdir / f"{stem}.png", dpi=100)
         paths.append((title, fdir / f"{stem}.png"))

@@ -46,22 +46,24 @@ def capacity_per_s(run, ts) -> np.ndarray:
 
 
 def run_figures(run, ts) -> dict:
-    """The run's figures by file stem: (title, Figure). `ts` may carry a calendar `time`."""
+    """The run's figures by file stem: (title, a function drawing that Figure), so a caller
+    asking for one draws only that one. `ts` may carry a calendar `time` column."""
     names = [t.name for t in run.sc.tiers]
     return {
-        "demand_vs_capacity": ("Demand vs capacity",
-                               figures.demand_vs_capacity(ts, names, capacity_per_s(run, ts))),
-        "latency": ("Latency per tier", figures.latency(ts, names, [t.slo_s for t in run.sc.tiers])),
-        "rejections": ("Rejections by reason", figures.rejections(ts, names)),
-        "utilization": ("Utilisation", figures.utilization(ts)),
+        "demand_vs_capacity": ("Demand vs capacity", lambda: figures.demand_vs_capacity(
+            ts, names, capacity_per_s(run, ts))),
+        "latency": ("Latency per tier", lambda: figures.latency(
+            ts, names, [t.slo_s for t in run.sc.tiers])),
+        "rejections": ("Rejections by reason", lambda: figures.rejections(ts, names)),
+        "utilization": ("Utilisation", lambda: figures.utilization(ts)),
     }
 
 
 def make_figures(run, ts, fdir: Path) -> list[tuple[str, Path]]:
     fdir.mkdir()
     ts = with_calendar_time(ts, run.sc)
-    return [(title, figures.save(fig, fdir / f"{stem}.png"))
-            for stem, (title, fig) in run_figures(run, ts).items()]
+    return [(title, figures.save(draw(), fdir / f"{stem}.png"))
+            for stem, (title, draw) in run_figures(run, ts).items()]
 
 
 def _words(v) -> str:
