@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from sim.fleet.cost import CostModel, find_profile, load_profile
 from sim.fleet.fleet import Fleet, PoolSetup
 from sim.fleet.gates import Gates
 from sim.outcomes import KERNEL_REASON, REASONS
-from sim.policies import REGISTRY, Policy
+from sim.policies.pipeline import ActivePolicy, admit_chunk, build_policies
 from sim.scenario import Scenario
 
 
@@ -36,32 +37,6 @@ def bump(series: np.ndarray, iv: np.ndarray, k: np.ndarray, nk: int) -> np.ndarr
     c = np.bincount((iv - lo) * nk + k, minlength=(hi - lo) * nk).reshape(hi - lo, nk)
     series[lo:hi] += c
     return c.sum(axis=0)
-
-
-@dataclass
-class ActivePolicy:
-    spec_index: int
-    policy: object
-    tiers: np.ndarray  # bool mask over tiers it applies to
-    enabled: bool
-
-    @property
-    def admits(self) -> bool:
-        return self.policy.stage == "admission" and type(self.policy) is not Policy
-
-
-
-def build_policies(sc: Scenario) -> list[ActivePolicy]:
-    """The scenario's policy objects in scenario order, each with its tier mask and enabled
-    flag; the simulator and the live gateway both start from these."""
-    names = [t.name for t in sc.tiers]
-    out = []
-    for i, spec in enumerate(sc.policies):
-        cls = REGISTRY[spec.policy]
-        pol = cls(cls.Params.model_validate(spec.params()), names, sc.epoch)
-        mask = np.array([spec.tiers is None or n in spec.tiers for n in names])
-        out.append(ActivePolicy(i, pol, mask, spec.enabled))
-    return out
 
 
 def build_pools(sc: Scenario) -> list[PoolSetup]:
@@ -252,25 +227,12 @@ class Run:
         nk = len(self.sc.tiers)
         iv = np.minimum((a.t / self.interval).astype(np.int64), self.n_int - 1)
         self.offered += bump(self.ser_offered, iv, a.tier, nk)
-        keep = np.ones(len(a), dtype=bool)
-        code_all = np.full(len(a), -1, np.int8)  # reason of each rejection (REASONS index)
-        retry_after = np.full(len(a), np.nan)
-        for ap in self.policies:
-            if not ap.enabled or not ap.admits:
-                continue
-            sel = np.flatnonzero(keep & ap.tiers[a.tier])
-            if len(sel) == 0:
-                continue
-            ok, code, ra = ap.policy.admit_many(a.t[sel], a.user[sel], a.tier[sel])
-            bad = sel[~ok]
-            keep[bad] = False
-            code_all[bad] = code[~ok]
-            retry_after[bad] = ra[~ok]
-            self._count_rejections(iv[bad], a.tier[bad], code[~ok].astype(np.int64))
-            del sel, ok, code, ra, bad
-        del iv
-        idx = np.flatnonzero(keep)
-        del keep
+        count = partial(self._count_rows, iv, a.tier)
+        fates = admit_chunk(self.policies, a.t, a.user, a.tier, count)
+        code_all, retry_after = fates.code, fates.retry_after
+        del iv, count
+        idx = np.flatnonzero(fates.admitted)
+        del fates
         # each pool serves its own steps; brownout lowers them per arrival inside the fleet
         steps = np.full(len(idx), np.inf, np.float32)
         ids = np.arange(self.next_id, self.next_id + len(idx), dtype=np.int64)
@@ -310,6 +272,9 @@ class Run:
         if self.retry is not None and (code_all >= 0).any():
             r = np.flatnonzero(code_all >= 0)
             self.add_requests(self.retry.after_reject(a.take(r), code_all[r], retry_after[r], self.prng))
+
+    def _count_rows(self, iv, tier, rows, code) -> None:
+        self._count_rejections(iv[rows], tier[rows], code.astype(np.int64))
 
     def _count_rejections(self, iv, tier, code, kernel: bool = False) -> None:
         if kernel:

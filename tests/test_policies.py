@@ -236,9 +236,10 @@ def test_brownout_per_tier_thresholds_and_quality_proxy():
     from depth 3 to 10 (nominal 20)."""
     from types import SimpleNamespace
 
-    from sim.engine import ActivePolicy, build_pools
+    from sim.engine import build_pools
     from sim.fleet.fleet import Fleet
     from sim.fleet.gates import Gates
+    from sim.policies.pipeline import ActivePolicy
     from sim.scenario import parse_scenario
 
     tiers = [{"name": "paid", "share": 0.5, "priority": 0, "price_per_image": 0, "slo_s": 60},
@@ -322,3 +323,67 @@ def test_bad_policy_input_gives_one_line_and_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"error: {f}: {field}"), err
         assert msg in err[0], err
+
+
+# ---- the admission pipeline: one rule for the simulator's chunks and the gateway's requests ----
+
+PIPELINE_POLICIES = [  # scenario order matters: the first rejection decides
+    {"policy": "daily_quota", "limit": 3, "tiers": ["free"]},
+    {"policy": "token_bucket", "rate": 0.2, "burst": 2},
+    {"policy": "sliding_log", "window_s": 30, "limit": 2, "key": "tier", "tiers": ["plus"]},
+    {"policy": "fixed_window", "window_s": 60, "limit": 5, "key": "global", "enabled": False},
+]
+
+
+def pipeline_scenario() -> dict:
+    from helpers import queue_scenario
+
+    d = queue_scenario(1.0, 1.0, 1, 600, seed=3)
+    d["tiers"] = [{"name": "free", "share": 0.5, "priority": 1, "slo_s": 60, "price_per_image": 0},
+                  {"name": "plus", "share": 0.5, "priority": 0, "slo_s": 60, "price_per_image": 0.01}]
+    d["policies"] = PIPELINE_POLICIES
+    return d
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 2 * DAY, allow_nan=False), st.integers(0, 4),
+                          st.integers(0, 1)), min_size=1, max_size=120))
+def test_pipeline_one_request_at_a_time_equals_the_chunk(reqs):
+    """Gateway.admit (admit_one) and Run.sync (admit_chunk) run one rule: fresh policies
+    give the same fate, reason and retry-after for every request of a sorted sequence."""
+    from sim.outcomes import REASON_CODE
+    from sim.policies.pipeline import admit_chunk, admit_one, build_policies
+    from sim.scenario import parse_scenario
+
+    sc = parse_scenario(pipeline_scenario())
+    reqs = sorted(reqs)
+    t = np.array([r[0] for r in reqs])
+    user = np.array([r[1] for r in reqs], np.int64)
+    tier = np.array([r[2] for r in reqs], np.int64)
+    chunk = admit_chunk(build_policies(sc), t, user, tier)
+    one = build_policies(sc)
+    for i in range(len(t)):
+        rejected, met = admit_one(one, float(t[i]), int(user[i]), int(tier[i]))
+        assert (rejected is None) == bool(chunk.admitted[i]), i
+        if rejected is not None:
+            ap, d = rejected
+            assert REASON_CODE[d.reason] == chunk.code[i]
+            ra = chunk.retry_after[i]
+            assert (d.retry_after is None and np.isnan(ra)) or abs(d.retry_after - ra) < 1e-6
+            # the policies before the one that rejected all admitted it
+            assert all(d2.ok for _, d2 in met) and all(a2.spec_index < ap.spec_index for a2, _ in met)
+
+
+def test_pipeline_first_rejection_decides():
+    """A request the quota rejects is never seen by the token bucket behind it."""
+    from sim.policies.pipeline import admit_one, build_policies
+    from sim.scenario import parse_scenario
+
+    pols = build_policies(parse_scenario(pipeline_scenario()))
+    for k in range(3):  # 3/day free; the bucket (burst 2, 0.2/s) refills in 10 s
+        assert admit_one(pols, 100.0 * k, 7, 0)[0] is None
+    rejected, met = admit_one(pols, 400.0, 7, 0)
+    assert rejected[0].policy.name == "daily_quota" and rejected[1].reason == "quota_exceeded" and met == []
+    tb = pols[1].policy
+    assert admit_one(pols, 401.0, 7, 1)[0] is None  # the same user on plus: quota not met
+    assert tb.admit(401.5, 7, 0).ok  # the bucket only counted what reached it

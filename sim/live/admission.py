@@ -16,11 +16,11 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from sim.engine import ActivePolicy
-from sim.engine import build_policies as engine_policies
 from sim.policies import Decision, Policy
 from sim.policies.concurrency import Concurrency
 from sim.policies.limits import Gcra, TokenBucket
+from sim.policies.pipeline import ActivePolicy
+from sim.policies.pipeline import build_policies as engine_policies
 from sim.policies.quota import DAY, DailyQuota
 from sim.scenario import Scenario
 
@@ -33,7 +33,7 @@ class LivePolicy:
 
 
 def build_policies(sc: Scenario) -> list[LivePolicy]:
-    """The simulator's own policy objects (sim.engine.build_policies), with their stages."""
+    """The simulator's own policy objects (sim.policies.pipeline.build_policies), with their stages."""
     count = Counter(s.policy for s in sc.policies)
     out = []
     for ap, spec in zip(engine_policies(sc), sc.policies, strict=True):

@@ -38,6 +38,7 @@ from sim.live.metrics import Metrics, RequestLog, log_record
 from sim.live.workers import LiveFleet, Req
 from sim.outcomes import Reason as R
 from sim.policies import Decision
+from sim.policies.pipeline import admit_one
 from sim.policies.quota import DAY, DailyQuota
 from sim.scenario import Scenario
 
@@ -75,7 +76,8 @@ class Gateway:
         self.tiers = [t.name for t in sc.tiers]
         self.pools = build_pools(sc)
         self.policies = build_policies(sc)
-        self.admission = [lp for lp in self.policies if lp.kind == "admission"]
+        self.admission = [lp.active for lp in self.policies if lp.kind == "admission"]
+        self.live = {lp.active.spec_index: lp for lp in self.policies}  # for header names
         # brownout's nominal: the largest pool's steps (each pool serves its own; the fleet
         # loop lowers them per arrival while brownout's thresholds are met)
         self.steps = float(max(p.steps for p in sc.fleet.pools))
@@ -210,18 +212,16 @@ class Gateway:
         of the policies it met, for the headers)."""
         now, user, tier = req.arrival, req.user, req.tier
         self.fleet.catch_up(now)  # policy processes and the fleet up to now
+        rejected, met = admit_one(self.admission, now, user, tier)  # the simulator's rule
         infos: list = []
-        for lp in self.admission:
-            ap = lp.active
-            if not ap.enabled or not ap.tiers[tier]:
-                continue
-            d = ap.policy.admit(now, user, tier)
-            if d.ok and d.limit is None and isinstance(ap.policy, DailyQuota):
+        for ap, d in met:
+            if d.limit is None and isinstance(ap.policy, DailyQuota):
                 d = _quota_left(ap.policy, user, now)
-            if d is not None and not d.ok:
-                return self._reject(req, d.reason, d.retry_after, infos, (lp, d)), infos
             if d is not None and d.limit is not None:
-                infos.append((lp, d))
+                infos.append((self.live[ap.spec_index], d))
+        if rejected is not None:
+            ap, d = rejected
+            return self._reject(req, d.reason, d.retry_after, infos, (self.live[ap.spec_index], d)), infos
         req.nominal, req.steps = self.steps, math.inf  # a step cap: brownout lowers it inside
         req.fut = self._future()
         reason = self.fleet.arrive(req)
