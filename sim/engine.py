@@ -138,7 +138,13 @@ class Run:
         # end; keep chunk_s below the shortest retry backoff for exact timing.
         self._pending: list[tuple[Arrivals, np.ndarray, np.ndarray]] = []
         self.deferred = 0
-        self.retry = None  # object with after_reject(arrivals, reason, retry_after, rng) -> Arrivals
+        # Demand that reacts to the run (sim/demand/feedback.py: attach sets those the
+        # scenario asks for): retries, paid conversion, social offspring of served images,
+        # and the counts of what was offered.
+        self.retry = None  # Retry: after_reject(arrivals, reason, retry_after, rng) -> Arrivals
+        self.conversion = None  # Conversion: free users turning paid
+        self.social = None  # SocialOnSuccess: requests triggered by served images
+        self.demand_stats = None  # DemandStats: offered, first attempts, unique users
         # Called after each window with (run, arrivals, reason or -1, retry_after): demand
         # feedback (e.g. self-exciting requests from served images) hooks in here.
         self.on_window: list = []

@@ -240,7 +240,6 @@ def attach(run) -> None:
     names = [t.name for t in sc.tiers]
     run.demand_stats = DemandStats()
     run.on_window.append(run.demand_stats)
-    run.conversion = run.social = None
     pending = Pending(run)
     if d.conversion is not None:
         run.conversion = Conversion(d.conversion, run.demand, names)
@@ -257,7 +256,7 @@ def attach(run) -> None:
 def demand_summary(run) -> dict:
     """The `demand` section of summary.json: unique demand against offered load."""
     x = 1.0 / run.sc.cell_fraction
-    st = getattr(run, "demand_stats", None)
+    st = run.demand_stats
     if st is None:
         return {}
 
