@@ -195,7 +195,7 @@ def cmd_init(args) -> int:
 
 # Which extra brings which import: a missing one is a one-line hint, not a traceback.
 EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "locust": "serve",
-          "starlette": "serve", "dask": "cluster", "distributed": "cluster",
+          "starlette": "serve", "redis": "serve", "dask": "cluster", "distributed": "cluster",
           "optuna": "search", "SALib": "search", "pyarrow": "search",
           "torch": "calibrate", "diffusers": "calibrate", "transformers": "calibrate"}
 

@@ -35,6 +35,8 @@ def test_wheel_carries_every_package_profiles_and_examples(wheel, root):
     assert shipped and {f"sim/data/profiles/{n}" for n in shipped} <= set(names)
     examples = {str(p.relative_to(root / "scenarios")) for p in (root / "scenarios").rglob("*.yaml")}
     assert {f"sim/data/examples/{e}" for e in examples} <= set(names)
+    scripts = {p.name for p in (root / "sim/live/lua").glob("*.lua")}  # the Redis limiters
+    assert "token_bucket.lua" in scripts and {f"sim/live/lua/{n}" for n in scripts} <= set(names)
 
 
 @pytest.mark.slow

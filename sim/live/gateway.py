@@ -37,9 +37,8 @@ from sim.live.keys import KeyTable
 from sim.live.metrics import Metrics, RequestLog, log_record
 from sim.live.workers import LiveFleet, Req
 from sim.outcomes import Reason as R
-from sim.policies import Decision
 from sim.policies.pipeline import admit_one
-from sim.policies.quota import DAY, DailyQuota
+from sim.policies.quota import DailyQuota
 from sim.scenario import Scenario
 
 JSON = "application/json"
@@ -216,7 +215,7 @@ class Gateway:
         infos: list = []
         for ap, d in met:
             if d.limit is None and isinstance(ap.policy, DailyQuota):
-                d = _quota_left(ap.policy, user, now)
+                d = ap.policy.left(user, now)
             if d is not None and d.limit is not None:
                 infos.append((self.live[ap.spec_index], d))
         if rejected is not None:
@@ -264,17 +263,6 @@ class Gateway:
               ("floodgate_time_scale", "Simulated seconds per wall second.", {}, self.X),
               ("floodgate_draining", "1 while draining.", {}, int(self.draining))]
         return self.metrics.render(g)
-
-
-def _quota_left(pol: DailyQuota, user: int, now: float) -> Decision | None:
-    """What a calendar daily quota has left for a user after admitting (for the headers)."""
-    if pol.params.window != "calendar":
-        return None
-    day = math.floor((pol.epoch + now) / DAY)
-    used = int(pol._count[user]) if int(pol._day[user]) == day else 0
-    reset = (day + 1) * DAY - (pol.epoch + now)
-    return Decision(True, limit=pol.params.limit, remaining=max(0, pol.params.limit - used),
-                    reset_after=reset)
 
 
 def default_max_queue(sc: Scenario) -> int:

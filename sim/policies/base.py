@@ -31,6 +31,7 @@ class Decision:
     limit: int | None = None
     remaining: int | None = None
     reset_after: float | None = None
+    lease_id: str | None = None  # a concurrency lease from a limiter store (sim/live/store.py)
 
 
 ADMIT = Decision(True)

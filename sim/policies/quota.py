@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -136,6 +137,17 @@ class DailyQuota(Policy):
             return Decision(False, "quota_exceeded", float(reset), lim, 0, float(reset))
         self._count[user] += 1
         return ADMIT
+
+    def left(self, user: int, now: float) -> Decision | None:
+        """What a calendar quota leaves a user at `now` (limit, remaining, reset), for the
+        RateLimit headers of an admitted request; None for rolling (a GCRA keeps no count)."""
+        if self.params.window != "calendar":
+            return None
+        day = math.floor((self.epoch + now) / DAY)
+        used = int(self._count[user]) if user < len(self._dday) and self._day[user] == day else 0
+        reset = (day + 1) * DAY - (self.epoch + now)
+        return Decision(True, limit=self.params.limit, remaining=max(0, self.params.limit - used),
+                        reset_after=reset)
 
     def report(self) -> dict:
         return {"limit": self.params.limit, "window": self.params.window, **self.counts_report()}
