@@ -6,6 +6,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 ROOT = Path(__file__).resolve().parents[1]
 
+from redis_server import redis_server  # noqa: E402, F401 (a real Redis, for any test)
+
 
 @pytest.fixture
 def root() -> Path:
