@@ -13,6 +13,7 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis_server import need
 
 from sim.live.store import Leases, MemoryStore, decide, open_store
 from sim.policies import REGISTRY
@@ -322,3 +323,24 @@ def test_processes_hammering_one_key_never_double_admit(redis_server):
         assert len(rem) == LIMIT, n  # exactly the limit, whoever asked
         if n in EXACT_REMAINING:  # each admission saw the one before it: no two the same
             assert sorted(rem) == list(range(LIMIT)), n
+
+
+def test_redis_down_raises_and_a_restart_reloads_the_scripts():
+    import redis
+
+    from sim.live.redis_server import redis_server_exe, start_redis, stop_redis
+
+    if redis_server_exe() is None:
+        need("redis-server is not installed")
+    srv = start_redis()
+    store = redis_store(srv.url, {"b": make("token_bucket", rate=1.0, burst=1)}, socket_timeout=0.5)
+    try:
+        assert store.admit("b", 0.0, 0, 0).ok and not store.admit("b", 0.0, 0, 0).ok
+        stop_redis(srv)
+        with pytest.raises(redis.exceptions.ConnectionError):  # the gateway fails open or closed
+            store.admit("b", 0.0, 0, 0)
+        srv = start_redis(srv.port)  # an empty server: state and loaded scripts are gone
+        assert store.admit("b", 0.0, 0, 0).ok  # EVALSHA -> NOSCRIPT -> loaded again
+    finally:
+        store.close()
+        stop_redis(srv)
