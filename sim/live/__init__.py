@@ -6,5 +6,7 @@ Modules: `keys` (API key table), `admission` (the scenario's policies, live), `w
 simulator's fleet loop driven on the wall clock, and the real-denoiser runs), `metrics` (JSONL log, Prometheus text), `gateway`
 (the FastAPI app and its drain), `denoiser` (`--kernel torch`), `serve` (`floodgate serve`),
 `schedule` (the request schedule shared by Locust and the simulator), `locustfile`,
-`fidelity` (simulated vs live statistics), `validate` (`floodgate validate`).
+`fidelity` (simulated vs live statistics), `validate` (`floodgate validate`), `store` (the
+limiter store interface: state in process or, `redis_store`, shared in Redis by replicas),
+`redis_server` (a throwaway redis-server for tests, benchmarks and fault scenarios).
 """
