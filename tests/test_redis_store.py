@@ -260,7 +260,7 @@ def test_open_store_and_the_missing_extra(redis_server, monkeypatch):
     pols = {"b": make("token_bucket", rate=1.0, burst=2)}
     m = open_store(None, pols, prefix="x", clock="redis", lease_ttl_s=5.0)  # Redis-only keys ignored
     assert isinstance(m, MemoryStore) and m.admit("b", 0.0, 0, 0).ok
-    r = open_store(redis_server.url, pols, prefix=f"o{uuid.uuid4().hex[:8]}")
+    r = open_store(redis_server.url, pols, prefix=f"o{uuid.uuid4().hex[:8]}", now_fn=time.time)
     assert type(r).__name__ == "RedisStore" and r.ping() and r.admit("b", 0.0, 0, 0).ok
     with pytest.raises(ValueError, match="redis:// URL"):
         open_store("http://127.0.0.1:1", pols)

@@ -131,11 +131,12 @@ REDIS_ONLY = ("prefix", "clock", "origin", "socket_timeout")
 def open_store(url: str | None, policies: Mapping[str, Policy], **kw) -> LimiterStore:
     """None: a MemoryStore; "redis://..." (or rediss://, unix://): a RedisStore on that server.
     Keyword arguments go to the store; one call serves both, so a MemoryStore ignores the
-    Redis-only ones (prefix, clock, origin, socket_timeout)."""
+    Redis-only ones (prefix, clock, origin, socket_timeout) and a RedisStore `now_fn` (its
+    clock is the caller's or Redis TIME)."""
     if url is None:
         return MemoryStore(policies, **{k: v for k, v in kw.items() if k not in REDIS_ONLY})
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError(f"limiter store: {url!r} is not a redis:// URL")
     from sim.live.redis_store import RedisStore  # needs the `redis` package (floodgate[serve])
 
-    return RedisStore(url, policies, **kw)
+    return RedisStore(url, policies, **{k: v for k, v in kw.items() if k != "now_fn"})
