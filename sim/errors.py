@@ -4,15 +4,23 @@ from __future__ import annotations
 
 
 class InputError(Exception):
-    """Bad user input (scenario, profile, trace...). Printed as `error: <file>: <field>: <what>`."""
+    """Bad user input (scenario, profile, trace...). Printed as `error: <file>: <field>: <what>`
+    (`<file>:<line>:<col>` when the field's place in the file is known)."""
 
     exit_code = 2
 
-    def __init__(self, file: str, field: str, message: str):
-        super().__init__(f"{file}: {field}: {message}")
+    def __init__(self, file: str, field: str, message: str, line: int | None = None,
+                 col: int | None = None):
         self.file = str(file)
         self.field = field
         self.message = message
+        self.line, self.col = line, col  # 1-based, of the field's key in the file, when known
+        super().__init__(f"{self.where}: {field}: {message}")
+
+    @property
+    def where(self) -> str:
+        """`file` or `file:line:col`, as compilers print it (editors jump to it)."""
+        return self.file if self.line is None else f"{self.file}:{self.line}:{self.col}"
 
 
 class Infeasible(InputError):

@@ -98,8 +98,15 @@ _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
 
 def load_yaml(text: str, source: str) -> Any:
     """Parse YAML text with the limits above; problems are InputErrors with a line."""
+    return load_yaml_nodes(text, source)[0]
+
+
+def load_yaml_nodes(text: str, source: str) -> tuple[Any, yaml.Node | None]:
+    """The data and the node tree it was built from (for each field's line and column)."""
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        node = loader.get_single_node()
+        return (None if node is None else loader.construct_document(node)), node
     except _Limited as e:
         raise InputError(source, f"line {e.line}", e.message) from None
     except yaml.YAMLError as e:
@@ -108,10 +115,38 @@ def load_yaml(text: str, source: str) -> Any:
         raise InputError(source, where, f"malformed YAML: {getattr(e, 'problem', None) or e}") from None
     except (ValueError, RecursionError, OverflowError) as e:  # belt and braces
         raise InputError(source, "(yaml)", f"cannot parse: {type(e).__name__}") from None
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: str | Path) -> Any:
     return load_yaml(read_text(path), str(path))
+
+
+def read_yaml_nodes(path: str | Path) -> tuple[Any, yaml.Node | None]:
+    return load_yaml_nodes(read_text(path), str(path))
+
+
+def position(node: yaml.Node | None, loc: tuple) -> tuple[int, int] | None:
+    """1-based (line, column) of the deepest key or item of `loc` (keys and list indices)
+    found in the node tree: the key itself when it is there, the mapping holding it when it
+    is missing."""
+    if node is None:
+        return None
+    mark, cur = node.start_mark, node
+    for part in loc:
+        if isinstance(cur, yaml.MappingNode):
+            hit = next(((k, v) for k, v in cur.value
+                        if isinstance(k, yaml.ScalarNode) and k.value == str(part)), None)
+            if hit is None:
+                break
+            mark, cur = hit[0].start_mark, hit[1]
+        elif isinstance(cur, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(cur.value):
+            cur = cur.value[part]
+            mark = cur.start_mark
+        else:
+            break
+    return mark.line + 1, mark.column + 1
 
 
 def _no_constant(name: str):

@@ -6,10 +6,12 @@ InputError naming the file and the field path.
 
 from __future__ import annotations
 
-import re
+import copy
+import difflib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -17,21 +19,21 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import SkipJsonSchema
 
 from sim.errors import InputError
-from sim.inputs import read_yaml
+from sim.inputs import position, read_yaml_nodes
+from sim.units import MAX_S, MIN_S, Duration, PosDuration
+from sim.units import parse_duration as _duration  # noqa: F401 (the CLI's --window, --warm)
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-
-
-# Bounds shared by many fields (README, "Bounds and limits"). Durations up to ~317 years,
-# counts that fit the arrays they size; the work and memory a run needs are checked separately
-# before it starts (sim/budget.py).
-MAX_S = 1e10
-MIN_S = 1e-6
+# Bounds shared by many fields (README, "Bounds and limits"). Durations up to ~317 years
+# (sim/units.py), counts that fit the arrays they size; the work and memory a run needs are
+# checked separately before it starts (sim/budget.py).
 MAX_SEED = 2**63 - 1
 MAX_USERS = 10**9
 MAX_GPUS = 10**6
@@ -39,15 +41,7 @@ MAX_BATCH = 4096
 MAX_RATE = 1e9  # requests/s of the whole service
 MAX_PRICE = 1e6  # USD per image or per GPU-hour
 MAX_COUNT = 10**12
-
-
-def _duration(v: Any) -> Any:
-    if isinstance(v, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([smhdw]?)\s*", v)
-        if not m or len(v) > 64:
-            raise ValueError(f"not a duration: {v[:40]!r} (use seconds or e.g. '90s', '15m', '36h', '8d')")
-        return float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    return v
+__all__ = ["MAX_S", "MIN_S", "Duration", "PosDuration"]
 
 
 def _tuples(v: Any) -> Any:
@@ -57,8 +51,6 @@ def _tuples(v: Any) -> Any:
     return v
 
 
-Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0, le=MAX_S)]
-PosDuration = Annotated[float, BeforeValidator(_duration), Field(ge=MIN_S, le=MAX_S)]
 Share = Annotated[float, Field(ge=0, le=1)]
 Price = Annotated[float, Field(ge=0, le=MAX_PRICE)]
 
@@ -224,23 +216,63 @@ Demand = Annotated[CurveDemand | ViralDemand | TraceDemand, BeforeValidator(_def
                    Field(discriminator="model")]
 
 
-class PolicyWhen(Strict):
-    at: Duration
-    enabled: bool | None = None
-    params: dict[str, Any] | None = None
+# ---- policies: one model per policy of the registry, told apart by `policy:` ----
+
+COMMON = ("policy", "tiers", "enabled", "schedule")
 
 
-class PolicySpec(BaseModel):
-    """One admission policy: `policy: <name>`, which tiers, when, and its own parameters."""
+class PolicySpec(Strict):
+    """What every policy entry has besides its own parameters (its Params, sim/policies)."""
 
-    model_config = ConfigDict(extra="allow")
     policy: str
-    tiers: list[str] | None = None
+    tiers: list[str] | None = Field(None, description="tiers it applies to (default: all)")
     enabled: bool = True
-    schedule: list[PolicyWhen] = []
 
     def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+        """The parameters the scenario gave (defaults left to the policy's Params)."""
+        return {k: getattr(self, k) for k in self.model_fields_set if k not in COMMON}
+
+
+_MODELS: dict[type, type[PolicySpec]] = {}
+
+
+def _partial(params: type[BaseModel]) -> type[Strict]:
+    """The policy's parameters, each optional: what a schedule entry may change. (The merged
+    parameters are checked with the policy's own Params after, cross-field rules included.)"""
+    fields = {}
+    for n, f in params.model_fields.items():
+        fi = copy.copy(f)
+        fi.default, fi.default_factory = None, None
+        fields[n] = (f.annotation, fi)
+    return create_model(f"{params.__name__}Change", __base__=Strict, **fields)
+
+
+def policy_model(cls) -> type[PolicySpec]:
+    """The scenario entry of one policy class: `policy: <name>`, the common keys and its
+    parameters, with a schedule that may change them."""
+    if cls not in _MODELS:
+        clash = set(COMMON) & set(cls.Params.model_fields)
+        if clash:
+            raise TypeError(f"{cls.__name__}.Params uses reserved keys {sorted(clash)}")
+        stem = cls.__name__
+        when = create_model(
+            f"{stem}When", __base__=Strict, __doc__="At `at`, switch the policy on or off or "
+            "change some of its parameters.",
+            at=(Duration, ...), enabled=(bool | None, None),
+            params=(_partial(cls.Params) | None, None))
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+        _MODELS[cls] = create_model(
+            f"{stem}Policy", __base__=(PolicySpec, cls.Params), __doc__=" ".join(doc.split()),
+            policy=(Literal[cls.name], ...), schedule=(list[when], []))
+    return _MODELS[cls]
+
+
+def policy_union() -> Any:
+    """Every registered policy's model, discriminated by `policy` (sim.policies.REGISTRY)."""
+    from sim.policies import REGISTRY
+
+    return Annotated[Union[tuple(policy_model(c) for c in REGISTRY.values())],  # noqa: UP007
+                     Field(discriminator="policy")]
 
 
 class Pool(Strict):
@@ -297,7 +329,7 @@ class Scenario(Strict):
     )
     demand: Demand
     tiers: list[Tier] = Field(min_length=1)
-    policies: list[PolicySpec] = []
+    policies: list[policy_union()] = []  # rebuilt when a policy registers (rebuild_policies)
     scheduler: Scheduler = Scheduler()
     fleet: Fleet
     outputs: Outputs = Outputs()
@@ -305,7 +337,7 @@ class Scenario(Strict):
         {}, description="named what-if overrides for `floodgate compare` (merged into this file)")
 
     # Set by load_scenario: where the file is, for relative paths and messages.
-    source: str = Field("<scenario>", exclude=True)
+    source: SkipJsonSchema[str] = Field("<scenario>", exclude=True)
 
     @field_validator("name")
     @classmethod
@@ -330,105 +362,264 @@ class Scenario(Strict):
         return [t.name for t in self.tiers].index(name)
 
 
-def _loc(loc: tuple) -> str:
+def rebuild_policies() -> None:
+    """Make a policy registered after import (sim.policies.register) a valid `policy:`."""
+    Scenario.model_fields["policies"] = FieldInfo.from_annotated_attribute(
+        list[policy_union()], [])
+    Scenario.model_rebuild(force=True)
+    _SCHEMA.clear()
+
+
+def _hook() -> None:
+    from sim.policies import ON_REGISTER
+
+    ON_REGISTER.append(rebuild_policies)
+
+
+_hook()
+
+
+# ---- problems: every error of a file, each with its path into the data ----
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a scenario: where (keys and indices into the data) and what."""
+
+    loc: tuple
+    message: str
+
+    @property
+    def field(self) -> str:
+        return field_path(self.loc)
+
+
+def field_path(loc: tuple) -> str:
+    """policies[0].limit: names joined by dots, list indices in brackets."""
     out = ""
     for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "tagged-union")):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
     return out or "(root)"
 
 
-def _first_error(e: ValidationError) -> tuple[str, str]:
-    err = e.errors()[0]
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif err["type"] == "literal_error":
-        msg = f"{msg}"
-    msg = msg.removeprefix("Value error, ")
-    loc = tuple(err["loc"])
-    if len(loc) > 1 and loc[0] == "demand" and loc[1] in DEMAND_MODELS:
-        loc = loc[:1] + loc[2:]  # the union's tag ("viral") is not a field
-    return _loc(loc), msg
+def _data_loc(data: Any, loc: tuple) -> tuple:
+    """Pydantic's loc as a path into the data: the tags it inserts (a union member such as
+    `viral` or `token_bucket`, `function-after[...]`) are not keys of the file."""
+    out, cur = [], data
+    for i, part in enumerate(loc):
+        if isinstance(cur, dict) and part in cur:
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            out.append(part)
+            cur = cur[part]
+        elif i == len(loc) - 1 and isinstance(part, str) and not part.startswith("function-"):
+            out.append(part)  # a missing key: not in the data, but the field to name
+    return tuple(out)
 
 
-def validate_demand(sc: Scenario) -> None:
+_SCHEMA: dict[str, dict] = {}
+
+
+def json_schema() -> dict:
+    """The scenario's JSON Schema (validation mode): `floodgate schema` prints it."""
+    if "scenario" not in _SCHEMA:
+        sch = Scenario.model_json_schema()
+        sch["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        sch["$id"] = "https://floodgate.dev/schema/scenario.json"
+        _SCHEMA["scenario"] = _bounds(sch)
+    return _SCHEMA["scenario"]
+
+
+def _bounds(node: Any) -> Any:
+    """Constraints pydantic leaves under its own names (ge, le...) when a validator sits
+    between them and the type (durations, curve points): as JSON Schema keywords."""
+    names = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+    if isinstance(node, dict):
+        if node.get("type") in ("number", "integer"):
+            for a, b in names.items():
+                if a in node:
+                    v = node.pop(a)
+                    pick = max if b in ("minimum", "exclusiveMinimum") else min
+                    node[b] = pick(v, node[b]) if b in node else v
+        for v in node.values():
+            _bounds(v)
+    elif isinstance(node, list):
+        for v in node:
+            _bounds(v)
+    return node
+
+
+def _schema_at(loc: tuple) -> dict | None:
+    """The schema node (object, enum...) pydantic's loc leads to: for "did you mean"."""
+    root = json_schema()
+    defs = root.get("$defs", {})
+
+    def deref(n):
+        while isinstance(n, dict) and "$ref" in n:
+            n = defs.get(n["$ref"].rsplit("/", 1)[-1], {})
+        return n
+
+    def walk(n, parts, depth=0):
+        n = deref(n)
+        if not parts or depth > 50:
+            return n
+        p, rest = parts[0], parts[1:]
+        if p in n.get("properties", {}):
+            return walk(n["properties"][p], rest, depth + 1)
+        mapping = n.get("discriminator", {}).get("mapping", {})
+        if p in mapping:
+            return walk({"$ref": mapping[p]}, rest, depth + 1)
+        if isinstance(p, int) and isinstance(n.get("items"), dict):
+            return walk(n["items"], rest, depth + 1)
+        if isinstance(p, str) and isinstance(n.get("additionalProperties"), dict):
+            return walk(n["additionalProperties"], rest, depth + 1)
+        for b in n.get("anyOf", []) + n.get("oneOf", []):
+            r = walk(b, parts, depth + 1)
+            if r is not None:
+                return r
+        if isinstance(p, str) and (p.startswith("function-") or "[" in p):
+            return walk(n, rest, depth + 1)  # a validator's or union member's tag
+        return None
+
+    return walk(root, loc)
+
+
+def did_you_mean(word: Any, choices: list[str] | set[str]) -> str:
+    """'; did you mean 'burst'?' when a choice is close to `word`, else ''."""
+    if not isinstance(word, str):
+        return ""
+    near = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {near[0]!r}?" if near else ""
+
+
+def problems_of(e: ValidationError, data: Any) -> list[Problem]:
+    """Every error pydantic found, as paths into the data and messages a user acts on."""
+    out = []
+    for err in e.errors():
+        raw = tuple(err["loc"])
+        loc = _data_loc(data, raw)
+        kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
+        ctx = err.get("ctx") or {}
+        if kind == "extra_forbidden":
+            node = _schema_at(raw[:-1]) or {}
+            msg = "unknown key" + did_you_mean(raw[-1], set(node.get("properties", {})))
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            key = str(ctx.get("discriminator", "")).strip("'") or "policy"
+            loc += (key,)
+            node = _schema_at(raw) or {}
+            tags = sorted(node.get("discriminator", {}).get("mapping", {}))
+            if kind == "union_tag_not_found":
+                msg = f"missing; one of: {', '.join(tags)}"
+            else:
+                what = "policy" if key == "policy" else f"demand {key}" if raw[:1] == ("demand",) else key
+                tag = ctx.get("tag")
+                msg = f"unknown {what} {tag!r}{did_you_mean(tag, tags) or ';'} known: {', '.join(tags)}"
+        elif kind == "literal_error":
+            node = _schema_at(raw) or {}
+            choices = node.get("enum") or [b.get("const") for b in node.get("anyOf", []) if "const" in b]
+            msg += did_you_mean(err.get("input"), [str(c) for c in choices or []])
+        out.append(Problem(loc, msg))
+    return out
+
+
+def demand_problems(sc: Scenario) -> list[Problem]:
     """Tier names and reasons the demand section refers to must exist."""
     from sim.outcomes import REASONS
 
     d, tiers = sc.demand, [t.name for t in sc.tiers]
+    out = []
 
-    def check(names, field):
+    def check(names, loc):
         for t in names:
             if t not in tiers:
-                raise InputError(sc.source, field, f"unknown tier {t!r}; tiers: {', '.join(tiers)}")
+                out.append(Problem(loc, f"unknown tier {t!r}{did_you_mean(t, tiers)}; tiers: {', '.join(tiers)}"))
 
     if d.conversion is not None:
-        check(d.conversion.tiers, "demand.conversion.tiers")
-        check([d.conversion.to], "demand.conversion.to")
+        check(d.conversion.tiers, ("demand", "conversion", "tiers"))
+        check([d.conversion.to], ("demand", "conversion", "to"))
     if d.retry is not None:
         for r in d.retry.reasons or []:
             if r not in REASONS:
-                raise InputError(sc.source, "demand.retry.reasons",
-                                 f"unknown reason {r!r}; reasons: {', '.join(REASONS)}")
+                out.append(Problem(("demand", "retry", "reasons"),
+                                   f"unknown reason {r!r}{did_you_mean(r, REASONS)}; reasons: {', '.join(REASONS)}"))
     if d.model == "viral":
         for i, w in enumerate(d.waves):
             if w.tiers is not None:
-                check(list(w.tiers), f"demand.waves[{i}].tiers")
+                check(list(w.tiers), ("demand", "waves", i, "tiers"))
                 if sum(w.tiers.values()) <= 0:
-                    raise InputError(sc.source, f"demand.waves[{i}].tiers", "shares must not all be 0")
+                    out.append(Problem(("demand", "waves", i, "tiers"), "shares must not all be 0"))
         if sum(r.share for r in d.seasonality.regions) <= 0:
-            raise InputError(sc.source, "demand.seasonality.regions", "shares must not all be 0")
+            out.append(Problem(("demand", "seasonality", "regions"), "shares must not all be 0"))
+    return out
 
 
-def validate_policies(sc: Scenario) -> None:
-    """Check each policy's name, tiers and parameters against its own schema."""
+def policy_problems(sc: Scenario) -> list[Problem]:
+    """Each policy's tiers, and its parameters after each schedule change, against its own
+    Params (the shape of each entry is the Scenario model's)."""
     from sim.policies import REGISTRY
 
-    tiers = {t.name for t in sc.tiers}
+    tiers = [t.name for t in sc.tiers]
+    out = []
     for i, spec in enumerate(sc.policies):
-        where = f"policies[{i}]"
-        cls = REGISTRY.get(spec.policy)
-        if cls is None:
-            raise InputError(
-                sc.source, f"{where}.policy",
-                f"unknown policy {spec.policy!r}; known: {', '.join(sorted(REGISTRY))}",
-            )
+        cls = REGISTRY[spec.policy]
         for t in spec.tiers or []:
             if t not in tiers:
-                raise InputError(sc.source, f"{where}.tiers", f"unknown tier {t!r}; tiers: {', '.join(sorted(tiers))}")
+                out.append(Problem(("policies", i, "tiers"),
+                                   f"unknown tier {t!r}{did_you_mean(t, tiers)}; tiers: {', '.join(sorted(tiers))}"))
         for j, when in enumerate([None, *spec.schedule]):
-            params = spec.params() if when is None else {**spec.params(), **(when.params or {})}
-            sub = where if when is None else f"{where}.schedule[{j - 1}].params"
+            given = {} if when is None or when.params is None else when.params.model_dump(exclude_unset=True)
+            params = {**spec.params(), **given}
+            sub = ("policies", i) if when is None else ("policies", i, "schedule", j - 1, "params")
             try:
                 parsed = cls.Params.model_validate(params)
             except ValidationError as e:
-                field, msg = _first_error(e)
-                raise InputError(sc.source, f"{sub}.{field}", msg) from None
-            bad = cls.check_tiers(parsed, [t.name for t in sc.tiers])
+                out += [Problem(sub + p.loc, p.message) for p in problems_of(e, params)]
+                continue
+            bad = cls.check_tiers(parsed, tiers)
             if bad is not None:  # a parameter keyed by tier names a tier that does not exist
-                raise InputError(sc.source, f"{sub}.{bad[0]}", bad[1])
+                out.append(Problem(sub + tuple(bad[0].split(".")), bad[1]))
+    return out
 
 
-def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+def scenario_problems(data: Any) -> tuple[Scenario | None, list[Problem]]:
+    """The scenario and every problem found in it. Shape and types first (all at once); the
+    rules across sections (tier names, shares) once the shape is right."""
     if not isinstance(data, dict):
-        raise InputError(source, "(root)", "a scenario is a YAML mapping")
+        return None, [Problem((), "a scenario is a YAML mapping")]
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as e:
-        field, msg = _first_error(e)
-        raise InputError(source, field, msg) from None
-    sc.source = source
+        return None, problems_of(e, data)
+    out = []
     total = sum(t.share for t in sc.tiers)
     if abs(total - 1.0) > 1e-6:  # not normalised silently: 0.3 + 0.9 is a typo, not a mix
-        raise InputError(source, "tiers", f"shares must sum to 1 (they sum to {total:.6g})")
-    validate_policies(sc)
-    validate_demand(sc)
+        out.append(Problem(("tiers",), f"shares must sum to 1 (they sum to {total:.6g})"))
+    out += policy_problems(sc)
+    out += demand_problems(sc)
+    return sc, out
+
+
+def input_error(source: str, p: Problem, nodes: Any = None) -> InputError:
+    """A problem as the InputError the CLI prints, with the file's line:col when known."""
+    pos = position(nodes, p.loc) if nodes is not None and p.loc else None
+    return InputError(source, p.field, p.message, *(pos or (None, None)))
+
+
+def parse_scenario(data: Any, source: str = "<scenario>", nodes: Any = None) -> Scenario:
+    """A validated Scenario; the first problem is raised as an InputError (`floodgate check`
+    lists them all). `nodes`: the YAML node tree the data came from, for line:col."""
+    sc, probs = scenario_problems(data)
+    if probs:
+        raise input_error(source, probs[0], nodes)
+    sc.source = source
     return sc
+
+
+def validate_policies(sc: Scenario) -> None:
+    probs = policy_problems(sc)
+    if probs:
+        raise input_error(sc.source, probs[0])
 
 
 def load_scenario(path: str | Path, overrides: dict | None = None,
@@ -436,14 +627,14 @@ def load_scenario(path: str | Path, overrides: dict | None = None,
     """Read, merge overrides into, apply `--set PATH=VALUE` changes to, and validate a
     scenario file."""
     p = Path(path)
-    data = read_yaml(p)
+    data, nodes = read_yaml_nodes(p)
     if overrides and isinstance(data, dict):
         data = merge(data, overrides)
     if sets:
         from sim.overrides import apply_sets
 
         data = apply_sets(data, sets)
-    return parse_scenario(data, str(p))
+    return parse_scenario(data, str(p), nodes)
 
 
 def merge(base: Any, over: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sim.engine import simulate
 from sim.scenario import parse_scenario
 
@@ -29,3 +31,8 @@ def queue_scenario(lam: float, mu: float, c: int, horizon: float, seed: int = 0,
 
 def run(d: dict):
     return simulate(parse_scenario(d))
+
+
+def unpos(line: str) -> str:
+    """An `error:` line without the `:line:col` after the file (the field and message stay)."""
+    return re.sub(r"^(error: [^:]+?):\d+:\d+: ", r"\1: ", line)

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import numpy as np
 import pytest
-from helpers import queue_scenario, run
+from helpers import queue_scenario, run, unpos
 
 from sim.cli import main
 from sim.demand import build_demand
@@ -278,7 +278,7 @@ def test_demand_cli_plot_and_bad_input(tmp_path, root, capsys):
     f.write_text(yaml.safe_dump(d))
     assert main(["demand", str(f), "--json"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {f}: demand.waves[1].speed: unknown key"]
+    assert [unpos(e) for e in err] == [f"error: {f}: demand.waves[1].speed: unknown key"]
 
 
 def test_user_bits_match_a_bool_array_per_user():

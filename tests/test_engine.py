@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from helpers import queue_scenario, run
+from helpers import queue_scenario, run, unpos
 
 from sim.cli import main
 from sim.metrics.summary import summarize, timeseries
@@ -124,7 +124,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, case):
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in p.stderr
-    assert lines[0].startswith(f"error: {path}: ")
+    assert unpos(lines[0]).startswith(f"error: {path}: ")
     assert expect in lines[0]
     assert not out.exists() and list(tmp_path.iterdir()) == [path]
 

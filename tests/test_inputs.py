@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import unpos
 
 from sim.cli import main
 from sim.errors import InputError
@@ -39,7 +40,7 @@ def expect_error(capsys, tmp_path: Path, path: Path, field: str, what: str = "",
     rc, err = cli(capsys, "run", str(path), "--out", str(out), "--quiet", *flags)
     assert rc == 2, err
     assert len(err) == 1, err
-    assert err[0].startswith(f"error: {path}: {field}"), err
+    assert unpos(err[0]).startswith(f"error: {path}: {field}"), err
     assert what in err[0], err
     assert not out.exists()
     return err[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from helpers import unpos
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -321,7 +322,7 @@ def test_bad_policy_input_gives_one_line_and_exit_2(tmp_path, capsys):
         f.write_text(text)
         assert main(["run", str(f), "--out", str(tmp_path / "o"), "--quiet"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith(f"error: {f}: {field}"), err
+        assert len(err) == 1 and unpos(err[0]).startswith(f"error: {f}: {field}"), err
         assert msg in err[0], err
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sim.outcomes import REASONS
 from sim.policies.base import Decision, Params, Policy
 from sim.policies.brownout import Brownout
@@ -19,9 +21,15 @@ REGISTRY: dict[str, type[Policy]] = {
 }
 
 
+# Called after each register(): the scenario schema rebuilds its union of policy models.
+ON_REGISTER: list[Callable[[], None]] = []
+
+
 def register(cls: type[Policy]) -> type[Policy]:
     """Add a policy class to the catalogue under its `name`."""
     REGISTRY[cls.name] = cls
+    for hook in ON_REGISTER:
+        hook()
     return cls
 
 

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from sim.fleet.gates import R_CONCURRENCY
 from sim.policies.base import Params, Policy, by_tier
+from sim.units import Duration, PosDuration
 
 # ---- concurrency ----
 
@@ -54,8 +55,8 @@ class AdaptiveParams(Params):
     initial: int = Field(100, ge=1, le=10**9)
     min_limit: int = Field(1, ge=1, le=10**9)
     max_limit: int = Field(100000, ge=1, le=10**9)
-    window_s: float = Field(60.0, ge=0.1, le=1e10, description="how often the limit is updated")
-    latency_bound_s: float = Field(60.0, ge=1e-6, le=1e10, description="AIMD: backs off when the window's "
+    window_s: Duration = Field(60.0, ge=0.1, description="how often the limit is updated")
+    latency_bound_s: PosDuration = Field(60.0, description="AIMD: backs off when the window's "
                                    "p95 latency is above this (Netflix: the timeout)")
     backoff: float = Field(0.9, gt=0, lt=1)
     smoothing: float = Field(0.2, gt=0, le=1)

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from sim.policies.base import Params, Policy
 from sim.rng import stream
+from sim.units import Duration, PosDuration
 
 
 def _pool(run, name: str | None) -> int:
@@ -40,9 +41,9 @@ class AutoscaleParams(Params):
     metric: Literal["utilization", "queue"] = "utilization"
     target: float = Field(0.7, gt=0, le=1e6, description="utilization: target busy share; queue: "
                           "queued requests one more GPU should absorb")
-    period_s: float = Field(60.0, ge=1.0, le=1e10, description="decides this often")
-    provisioning_delay_s: float = Field(300.0, ge=0, le=1e10, description="from decision to GPU serving")
-    cooldown_s: float = Field(600.0, ge=0, le=1e10, description="no scale-in sooner than this after a change")
+    period_s: Duration = Field(60.0, ge=1.0, description="decides this often")
+    provisioning_delay_s: Duration = Field(300.0, description="from decision to GPU serving")
+    cooldown_s: Duration = Field(600.0, description="no scale-in sooner than this after a change")
     min_gpus: int = Field(1, ge=0, le=10**6)
     max_gpus: int | None = Field(None, ge=1, le=10**6, description="budget ceiling (whole service)")
     budget_per_hour: float | None = Field(None, gt=0, le=1e12, description="or a ceiling in $/h")
@@ -191,10 +192,10 @@ class Failures(Policy):
 class ThrottleParams(Params):
     pool: str | None = None
     utilization: float = Field(0.9, gt=0, le=1, description="'hot' at or above this busy share")
-    after_s: float = Field(1800.0, gt=0, le=1e10, description="sustained heat before throttling")
+    after_s: PosDuration = Field(1800.0, description="sustained heat before throttling")
     slowdown: float = Field(1.25, ge=1, le=1e3, description="service time multiplier while throttled")
     cool_below: float = Field(0.7, gt=0, le=1, description="recovers once utilisation falls below")
-    check_s: float = Field(60.0, ge=1.0, le=1e10)
+    check_s: Duration = Field(60.0, ge=1.0)
 
 
 class Throttling(Policy):

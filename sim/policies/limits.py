@@ -16,6 +16,7 @@ from pydantic import Field
 
 from sim.demand.base import grown
 from sim.policies.base import REASON_CODE, Decision, Params, Policy
+from sim.units import PosDuration
 
 EPS = 1e-9
 NO_WINDOW = -(2**62)  # a key that has never been seen (window counters)
@@ -136,7 +137,7 @@ class TokenBucket(Keyed):
 
 class GcraParams(KeyedParams):
     count: int = Field(gt=0, le=10**12, description="requests per period")
-    period_s: float = Field(ge=1e-6, le=1e10)
+    period_s: PosDuration
     burst: int = Field(0, ge=0, le=10**12, description="extra requests allowed at once")
 
 
@@ -191,7 +192,7 @@ class Gcra(Keyed):
 
 class FixedWindowParams(KeyedParams):
     limit: int = Field(ge=0, le=10**12)
-    window_s: float = Field(ge=1e-6, le=1e10, description="aligned to the epoch: 86400 resets at 00:00 UTC")
+    window_s: PosDuration = Field(description="aligned to the epoch: 86400 resets at 00:00 UTC")
 
 
 @njit(cache=True, nogil=True)
@@ -244,7 +245,7 @@ class FixedWindow(Keyed):
 
 class SlidingParams(KeyedParams):
     limit: int = Field(ge=0, le=10**12)
-    window_s: float = Field(ge=1e-3, le=1e10)
+    window_s: PosDuration = Field(ge=1e-3)
 
 
 @njit(cache=True, nogil=True)

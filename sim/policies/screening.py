@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from sim.policies.base import ADMIT, REASON_CODE, Decision, Params, Policy, pass_all
 from sim.policies.shedding import ShedReserve
 from sim.rng import stream
+from sim.units import Duration
 
 # ---- content filter ----
 
@@ -20,7 +21,7 @@ class FilterParams(Params):
     violating_share: float = Field(0.02, ge=0, le=1, description="requests that truly break policy")
     base_false_positive: float = Field(0.002, ge=0, le=1)
     false_positive_slope: float = Field(0.08, ge=0, le=1, description="fpr = base + slope*strictness^2")
-    cost_s: float = Field(0.05, ge=0, le=1e6, description="classifier CPU-seconds per request")
+    cost_s: Duration = Field(0.05, le=1e6, description="classifier CPU-seconds per request")
     price_per_cpu_hour: float = Field(0.05, ge=0, le=1e6)
     seed: int = Field(0, ge=0, le=2**63 - 1)
 

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from sim.fleet.gates import R_SHED, R_TIMEOUT, off, shed_decision
 from sim.policies.base import ADMIT, Decision, Params, Policy, by_tier, unknown_tier
+from sim.units import Duration, PosDuration
 
 # ---- shedding ----
 
@@ -19,7 +20,7 @@ class ShedParams(Params):
         default_factory=dict, description="tier -> shed it at or above this busy share of the fleet")
     queue_depth: dict[str, float] = Field(
         default_factory=dict, description="tier -> shed it at or above this many queued requests")
-    predicted_wait_s: dict[str, float] = Field(
+    predicted_wait_s: dict[str, Duration] = Field(
         default_factory=dict, description="tier -> shed it when queued work would take this long")
 
 
@@ -90,8 +91,8 @@ class ShedReserve(Policy):
 
 
 class CodelParams(Params):
-    target_s: float = Field(ge=1e-6, le=1e10, description="queueing delay allowed while the queue stays busy")
-    interval_s: float = Field(ge=1e-6, le=1e10, description="the queue counts as standing after this long "
+    target_s: PosDuration = Field(description="queueing delay allowed while the queue stays busy")
+    interval_s: PosDuration = Field(description="the queue counts as standing after this long "
                               "without being empty")
 
 
