@@ -169,6 +169,38 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from sim.check import check_file
+
+    bad = 0
+    for path in args.scenario:
+        lines, sc = check_file(path)
+        for line in lines:
+            print(line, file=sys.stderr)
+        if lines:
+            bad += 1
+        else:
+            pools = ", ".join(f"{p.name} ({p.gpus:,} GPUs)" for p in sc.fleet.pools)
+            print(f"{path}: ok: {sc.name}, {len(sc.tiers)} tiers, {len(sc.policies)} policies, "
+                  f"fleet {pools}")
+    return 2 if bad else 0
+
+
+def cmd_schema(args) -> int:
+    import json
+
+    if args.profile:
+        from sim.fleet.cost import profile_schema
+
+        sch = profile_schema()
+    else:
+        from sim.scenario import json_schema
+
+        sch = json_schema()
+    print(json.dumps(sch, indent=1, sort_keys=False))
+    return 0
+
+
 def cmd_init(args) -> int:
     from sim.examples import example_path, list_examples
     from sim.report.write import write_file
@@ -200,8 +232,9 @@ EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "locust": "s
           "torch": "calibrate", "diffusers": "calibrate", "transformers": "calibrate"}
 
 
-EPILOG = """exit codes: 0 done; 2 bad input (one line: error: FILE: FIELD: WHAT); 3 no answer within
-bounds (plan: no fleet size meets an SLO); 130/143 interrupted (nothing written)"""
+EPILOG = """exit codes: 0 done; 1 validate: the live stack failed; 2 bad input (one line: error:
+FILE[:LINE:COL]: FIELD: WHAT; check lists every one); 3 no answer within bounds (plan: no fleet
+size meets an SLO); 130/143 interrupted (nothing written)"""
 
 
 def _check_budget(args, sc, copies: int = 1) -> None:
@@ -235,6 +268,21 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     i.add_argument("--example", default="ghibli_2025",
                    help="example name (default ghibli_2025; e.g. policies/token_bucket)")
     i.set_defaults(func=cmd_init)
+    k = sub.add_parser("check", help="validate scenarios without running them: every problem, "
+                       "each with its line and column",
+                       description="Validate scenario files (and the profiles, trace and variants "
+                       "they name) without running them. Every problem is one line "
+                       "`error: FILE:LINE:COL: FIELD: WHAT`; exit 2 if any, 0 if none. "
+                       "Example: floodgate check scenarios/ghibli_2025.yaml")
+    k.add_argument("scenario", nargs="+")
+    k.set_defaults(func=cmd_check)
+    m = sub.add_parser("schema", help="print the scenario JSON Schema (for editors)",
+                       description="Print the JSON Schema of scenario files, from the same "
+                       "pydantic models `check` and `run` validate with. Example: floodgate "
+                       "schema > floodgate.schema.json")
+    m.add_argument("--profile", action="store_true",
+                   help="the schema of calibration profiles (floodgate.profile/1) instead")
+    m.set_defaults(func=cmd_schema)
     r = sub.add_parser("run", help="simulate a scenario and write its report")
     r.add_argument("scenario")
     r.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",

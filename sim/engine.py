@@ -41,31 +41,34 @@ def bump(series: np.ndarray, iv: np.ndarray, k: np.ndarray, nk: int) -> np.ndarr
 
 def build_pools(sc: Scenario) -> list[PoolSetup]:
     """Resolve each pool's cost model from its calibration profile (or fixed service time)."""
+    return [pool_setup(sc, i) for i in range(len(sc.fleet.pools))]
+
+
+def pool_setup(sc: Scenario, i: int) -> PoolSetup:
+    """Pool i of the scenario with its cost model (`floodgate check` checks each pool)."""
     base = Path(sc.source).parent if sc.source and not sc.source.startswith("<") else None
-    pools = []
-    for i, p in enumerate(sc.fleet.pools):
-        if p.service_time_s is not None:
-            cost = CostModel.constant(p.service_time_s, p.max_batch, p.steps)
-            dist = "exponential" if p.service_distribution == "profile" else p.service_distribution
-        else:
-            path = find_profile(p.profile, base)
-            if path is None:
-                raise InputError(
-                    sc.source, f"fleet.pools[{i}].profile",
-                    f"profile {p.profile!r} not found (looked in the scenario's folder, FLOODGATE_PROFILES and the shipped profiles; `floodgate profiles` lists them)",
-                )
-            prof = load_profile(path)
-            cost = CostModel.from_profile(
-                prof, str(path), p.model, p.resolution, p.steps, p.max_batch,
-                field=f"fleet.pools[{i}] ({sc.source})",
+    p = sc.fleet.pools[i]
+    if p.service_time_s is not None:
+        cost = CostModel.constant(p.service_time_s, p.max_batch, p.steps)
+        dist = "exponential" if p.service_distribution == "profile" else p.service_distribution
+    else:
+        path = find_profile(p.profile, base)
+        if path is None:
+            raise InputError(
+                sc.source, f"fleet.pools[{i}].profile",
+                f"profile {p.profile!r} not found (looked in the scenario's folder, FLOODGATE_PROFILES and the shipped profiles; `floodgate profiles` lists them)",
             )
-            dist = p.service_distribution
-        f = sc.cell_fraction
-        gpus = p.gpus if f == 1 else max(1, round(p.gpus * f))
-        top = max(gpus, round((p.max_gpus or 0) * f))
-        pools.append(PoolSetup(p.name, gpus, top, cost, p.max_batch, p.max_wait_s,
-                               p.launch == "cycle", dist, p.price_per_gpu_hour, float(p.steps)))
-    return pools
+        prof = load_profile(path)
+        cost = CostModel.from_profile(
+            prof, str(path), p.model, p.resolution, p.steps, p.max_batch,
+            field=f"fleet.pools[{i}] ({sc.source})",
+        )
+        dist = p.service_distribution
+    f = sc.cell_fraction
+    gpus = p.gpus if f == 1 else max(1, round(p.gpus * f))
+    top = max(gpus, round((p.max_gpus or 0) * f))
+    return PoolSetup(p.name, gpus, top, cost, p.max_batch, p.max_wait_s,
+                     p.launch == "cycle", dist, p.price_per_gpu_hour, float(p.steps))
 
 
 def cell_users(sc: Scenario, demand) -> int:

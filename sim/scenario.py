@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -221,7 +222,18 @@ Demand = Annotated[CurveDemand | ViralDemand | TraceDemand, BeforeValidator(_def
 COMMON = ("policy", "tiers", "enabled", "schedule")
 
 
-class PolicySpec(Strict):
+class _AsGiven(Strict):
+    """Dumps only the keys the file gave: a dumped policy parses back to the same policy (a
+    default such as brownout's queue_depth = inf is not JSON, a schedule change's unset
+    parameters are not changes)."""
+
+    @model_serializer(mode="wrap")
+    def _given(self, handler):
+        d = handler(self)
+        return {k: v for k, v in d.items() if k in self.model_fields_set or k == "policy"}
+
+
+class PolicySpec(_AsGiven):
     """What every policy entry has besides its own parameters (its Params, sim/policies)."""
 
     policy: str
@@ -244,7 +256,7 @@ def _partial(params: type[BaseModel]) -> type[Strict]:
         fi = copy.copy(f)
         fi.default, fi.default_factory = None, None
         fields[n] = (f.annotation, fi)
-    return create_model(f"{params.__name__}Change", __base__=Strict, **fields)
+    return create_model(f"{params.__name__}Change", __base__=_AsGiven, **fields)
 
 
 def policy_model(cls) -> type[PolicySpec]:

@@ -102,6 +102,14 @@ class ProfileFile(_Loose):
     entries: list[Entry] = Field(min_length=1, max_length=100000)
 
 
+def profile_schema() -> dict:
+    """JSON Schema of a profile file (what ProfileFile checks; the rest is free)."""
+    sch = ProfileFile.model_json_schema(by_alias=True)
+    sch["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    sch["$id"] = "https://floodgate.dev/schema/profile.json"
+    return sch
+
+
 def _profile_error(e: ValidationError) -> tuple[str, str]:
     err = e.errors()[0]
     loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")

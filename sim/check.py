@@ -1,0 +1,87 @@
+"""`floodgate check S`: validate a scenario without running it, reporting every problem.
+
+Each problem is one line `error: <file>:<line>:<col>: <field path>: <what>` (the line and
+column of the field's key, from the YAML node tree), the same wording `floodgate run` prints
+for its first problem. Shape and types are checked all at once; the rules across sections
+(tier names, shares), the profiles each pool names and the variants once the shape is right.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sim.errors import InputError
+from sim.inputs import position, read_yaml_nodes
+from sim.scenario import Problem, input_error, merge, scenario_problems
+
+
+def loc_of(field: str) -> tuple:
+    """`fleet.pools[0].profile` -> ('fleet', 'pools', 0, 'profile')."""
+    out: list = []
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", field):
+        out.append(int(index) if index else name)
+    return tuple(out)
+
+
+def _line(e: InputError) -> str:
+    return " ".join(f"error: {e.where}: {e.field}: {e.message}".split("\n"))[:2000]
+
+
+def _resources(sc, source: str, nodes: Any) -> list[str]:
+    """Problems only the files a scenario names can show: profiles (found, valid, with the
+    pool's model and batch sizes) and a trace (readable, its columns there)."""
+    from sim.engine import pool_setup
+
+    out = []
+    for i in range(len(sc.fleet.pools)):
+        try:
+            pool_setup(sc, i)
+        except InputError as e:
+            out.append(_placed(e, source, nodes))
+    if sc.demand.model == "trace":
+        from sim.demand import build_demand
+
+        try:
+            build_demand(sc)
+        except InputError as e:
+            out.append(_placed(e, source, nodes))
+    return out
+
+
+def _placed(e: InputError, source: str, nodes: Any) -> str:
+    """An InputError about the scenario file itself, with the line:col of its field."""
+    if e.file == source and e.line is None and not e.field.startswith(("(", "line ")):
+        pos = position(nodes, loc_of(e.field.split(" ")[0]))
+        if pos is not None:
+            e = InputError(e.file, e.field, e.message, *pos)
+    return _line(e)
+
+
+def check_file(path: str | Path) -> tuple[list[str], Any]:
+    """(error lines, the scenario or None) for one scenario file; no lines: it would run."""
+    source = str(path)
+    try:
+        data, nodes = read_yaml_nodes(path)
+    except InputError as e:
+        return [_line(e)], None
+    sc, probs = scenario_problems(data)
+    lines = [_line(input_error(source, p, nodes)) for p in probs]
+    if sc is None or lines:
+        return lines, None
+    sc.source = source
+    lines += _resources(sc, source, nodes)
+    for name, over in sc.variants.items():  # each variant merged in is a scenario too
+        _, vp = scenario_problems(merge(data, over) if isinstance(over, dict) else over)
+        for p in vp:
+            inside = p.loc[:1] != ("variants",) and _within(over, p.loc)
+            loc = ("variants", name, *p.loc) if inside else p.loc
+            lines.append(_line(input_error(source, Problem(loc, f"variant {name}: {p.message}"
+                                                            if not inside else p.message), nodes)))
+    return lines, (None if lines else sc)
+
+
+def _within(over: Any, loc: tuple) -> bool:
+    """Whether the variant's own overrides hold the start of `loc` (then its place is there)."""
+    return isinstance(over, dict) and bool(loc) and loc[0] in over
