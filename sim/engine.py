@@ -89,7 +89,7 @@ def apply_schedule(host, env: simpy.Environment, ap: ActivePolicy, spec):
         if when.enabled is not None:
             ap.enabled = when.enabled
         if when.params:
-            merged = {**spec.params(), **when.params}
+            merged = spec.params(when)
             ap.policy.reconfigure(type(ap.policy).Params.model_validate(merged))
         ap.policy.refresh(host, ap)
 

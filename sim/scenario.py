@@ -240,9 +240,13 @@ class PolicySpec(_AsGiven):
     tiers: list[str] | None = Field(None, description="tiers it applies to (default: all)")
     enabled: bool = True
 
-    def params(self) -> dict[str, Any]:
-        """The parameters the scenario gave (defaults left to the policy's Params)."""
-        return {k: getattr(self, k) for k in self.model_fields_set if k not in COMMON}
+    def params(self, when: Any = None) -> dict[str, Any]:
+        """The parameters the scenario gave (defaults left to the policy's Params); with a
+        schedule entry, as that entry changes them."""
+        given = {k: getattr(self, k) for k in self.model_fields_set if k not in COMMON}
+        if when is not None and when.params is not None:
+            given.update(when.params.model_dump(exclude_unset=True))
+        return given
 
 
 _MODELS: dict[type, type[PolicySpec]] = {}
@@ -475,6 +479,9 @@ def _schema_at(loc: tuple) -> dict | None:
     def walk(n, parts, depth=0):
         n = deref(n)
         if not parts or depth > 50:
+            for b in n.get("anyOf", []):  # an optional object or choice: the object or choice
+                if "properties" in deref(b) or "enum" in deref(b):
+                    return deref(b)
             return n
         p, rest = parts[0], parts[1:]
         if p in n.get("properties", {}):
@@ -580,8 +587,7 @@ def policy_problems(sc: Scenario) -> list[Problem]:
                 out.append(Problem(("policies", i, "tiers"),
                                    f"unknown tier {t!r}{did_you_mean(t, tiers)}; tiers: {', '.join(sorted(tiers))}"))
         for j, when in enumerate([None, *spec.schedule]):
-            given = {} if when is None or when.params is None else when.params.model_dump(exclude_unset=True)
-            params = {**spec.params(), **given}
+            params = spec.params(when)
             sub = ("policies", i) if when is None else ("policies", i, "schedule", j - 1, "params")
             try:
                 parsed = cls.Params.model_validate(params)

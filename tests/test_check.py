@@ -208,3 +208,24 @@ def test_durations_in_policy_parameters(tmp_path):
     sch = json_schema()
     assert any(b.get("type") == "string" and "pattern" in b
                for b in sch["$defs"]["FixedWindowPolicy"]["properties"]["window_s"]["anyOf"])
+
+
+def test_schedule_changes_are_typed_per_policy_and_applied(tmp_path, capsys):
+    from helpers import queue_scenario, run
+
+    q = queue_scenario(5.0, 10.0, 1, 7200.0, seed=3, chunk_s=60.0, policies=[
+        {"policy": "daily_quota", "limit": 10**6,
+         "schedule": [{"at": "1h", "params": {"limit": 0}}]}])
+    q["demand"]["users"] = 50
+    r = run(q)
+    assert r.policies[0].policy.params.limit == 0  # the change reached the policy object
+    f = tmp_path / "s.yaml"
+    q["policies"][0]["schedule"][0]["params"] = {"limt": 0, "window": "calender"}
+    f.write_text(yaml.safe_dump(q, sort_keys=False))
+    assert main(["check", str(f)]) == 2
+    err = [e.split(": ", 3)[2:] for e in capsys.readouterr().err.splitlines()]
+    assert sorted(err) == [
+        ["policies[0].schedule[0].params.limt", "unknown key; did you mean 'limit'?"],
+        ["policies[0].schedule[0].params.window",
+         "Input should be 'calendar' or 'rolling'; did you mean 'calendar'?"]]
+    assert list(jsonschema.Draft202012Validator(json_schema()).iter_errors(as_json(q)))
