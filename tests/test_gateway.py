@@ -253,7 +253,7 @@ def _drain_run(tmp: Path, drain_timeout: float) -> tuple[Server, list, list, int
         async with httpx.AsyncClient(base_url=s.url) as c:
             while True:  # all 20 admitted before the signal
                 m = (await c.get("/metrics")).text
-                if re.search(r"^floodgate_inflight 20$", m, re.M) or first.done():
+                if re.search(r"^floodgate_inflight 20(\.0)?$", m, re.M) or first.done():
                     break
                 await asyncio.sleep(0.01)
         s.proc.terminate()

@@ -10,8 +10,8 @@ limiter-side rejections (rate_limited, quota_exceeded), 503 for fleet-side ones 
 queue_full, timeout) and while draining, 403 for the content filter, 500 when a real batch
 failed; 401 for a missing or unknown key. 429/503 carry Retry-After (wall seconds) and the
 RateLimit-Policy / RateLimit fields of the policies the request met.
-`GET /healthz`, `GET /metrics` (Prometheus text). At exit, gpus.json beside the request log
-holds the GPUs live per pool over time.
+`GET /healthz`, `GET /metrics` (Prometheus text, or OpenMetrics when the Accept header asks).
+At exit, gpus.json beside the request log holds the GPUs live per pool over time.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from sim.live.admission import build_policies, concurrency_decision, ratelimit_f
 from sim.live.headers import rejection_headers
 from sim.live.http_guard import http_record, parse_body
 from sim.live.keys import KeyTable
-from sim.live.metrics import Metrics, RequestLog, log_record
+from sim.live.metrics import Metrics, RequestLog, exposition, log_record, registry
 from sim.live.workers import LiveFleet, Req
 from sim.outcomes import Reason as R
 from sim.policies.pipeline import admit_one
@@ -83,6 +83,7 @@ class Gateway:
         self.max_queue = max_queue if max_queue is not None else default_max_queue(sc)
         self.drain_timeout = drain_timeout
         self.metrics = Metrics(self.tiers)
+        self._registry = None  # prometheus_client's, made at the first scrape
         self.log = RequestLog(log_path)
         self.rng = rng.stream("gateway_noise", sc.seed)
         self.t0 = time.monotonic()
@@ -242,27 +243,12 @@ class Gateway:
 
     # -- observability --
 
-    def prometheus(self) -> str:
-        f, gates = self.fleet, self.fleet.gates
-        S = f.fleet.S
-        g = [("floodgate_queue_depth", "Requests waiting, per tier.", {"tier": t}, int(S.q_size[k]))
-             for k, t in enumerate(self.tiers)]
-        g += [("floodgate_in_system", "Admitted requests queued or in service, per tier.",
-               {"tier": t}, int(S.n_sys[k])) for k, t in enumerate(self.tiers)]
-        for j, p in enumerate(self.pools):
-            g.append(("floodgate_workers_busy", "GPU workers running a batch.", {"pool": p.name},
-                      gates.busy(j)))
-            g.append(("floodgate_workers", "GPU workers.", {"pool": p.name}, gates.gpus(j)))
-            g.append(("floodgate_batches", "Batches started (a counter).", {"pool": p.name}, f.batches[j]))
-            g.append(("floodgate_batched_requests", "Requests in started batches (a counter).",
-                      {"pool": p.name}, f.batched[j]))
-        g += [("floodgate_inflight", "Admitted requests not finished.", {}, f.in_system),
-              ("floodgate_http_inflight", "HTTP requests being handled.", {}, self.http_inflight),
-              ("floodgate_utilization", "Busy share of the GPU workers.", {}, f.view()["utilization"]),
-              ("floodgate_sim_time_seconds", "Simulated time since start.", {}, self.clock()),
-              ("floodgate_time_scale", "Simulated seconds per wall second.", {}, self.X),
-              ("floodgate_draining", "1 while draining.", {}, int(self.draining))]
-        return self.metrics.render(g)
+    def prometheus(self, accept: str = "") -> tuple[bytes, str]:
+        """/metrics: (body, content type), read from the gateway's state at scrape time
+        (sim/live/metrics.py: GatewayCollector)."""
+        if self._registry is None:
+            self._registry = registry(self)
+        return exposition(self._registry, accept)
 
 
 def default_max_queue(sc: Scenario) -> int:
@@ -315,8 +301,9 @@ def create_app(gw: Gateway) -> FastAPI:
         return Response(_dumps({"status": "ok"}), 200, media_type=JSON)
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(gw.prometheus(), 200, media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def metrics(request: Request) -> Response:
+        body, content_type = gw.prometheus(request.headers.get("accept", ""))
+        return Response(body, 200, headers={"Content-Type": content_type})
 
     return app
 

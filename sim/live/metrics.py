@@ -1,4 +1,5 @@
-"""What the gateway records: the per-request JSONL log and Prometheus counters.
+"""What the gateway records: the per-request JSONL log, and counters that /metrics exposes
+through prometheus_client (Prometheus text or OpenMetrics).
 
 Times are simulated seconds. Each request gets one log line at its final outcome, written
 and flushed at once, so nothing per request stays in memory after its response.
@@ -7,6 +8,8 @@ and flushed at once, so nothing per request stays in memory after its response.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,6 +81,8 @@ class RequestLog:
 
 
 class _Hist:
+    """Bucket counts of one histogram (not cumulative; the collector adds them up)."""
+
     __slots__ = ("counts", "sum", "n")
 
     def __init__(self):
@@ -86,30 +91,14 @@ class _Hist:
         self.n = 0
 
     def add(self, x: float) -> None:
-        i = 0
-        while i < len(BUCKETS) and x > BUCKETS[i]:
-            i += 1
-        self.counts[i] += 1
+        self.counts[bisect_left(BUCKETS, x)] += 1  # the first bucket with x <= le
         self.sum += x
         self.n += 1
 
 
-def prom_value(v: float) -> str:
-    """A sample value in the Prometheus text format: +Inf, -Inf and NaN spelled its way."""
-    v = float(v)
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return f"{v:g}"
-
-
-def _labels(**kw) -> str:
-    return "{" + ",".join(f'{k}="{v}"' for k, v in kw.items()) + "}"
-
-
 class Metrics:
-    """Counters per tier and outcome, latency and wait histograms per tier."""
+    """Counters per tier and outcome, latency and wait histograms per tier: plain integers
+    bumped on the request path; prometheus_client reads them only when scraped."""
 
     def __init__(self, tiers: list[str]):
         self.tiers = tiers
@@ -126,34 +115,95 @@ class Metrics:
             self.latency[t].add(req.done - req.arrival)
             self.wait[t].add(req.start - req.arrival)
 
-    def render(self, gauges: list[tuple[str, str, dict, float]]) -> str:
-        """Prometheus text format; `gauges` are (name, help, labels, value)."""
-        out = ["# HELP floodgate_requests_total Requests by tier and final outcome.",
-               "# TYPE floodgate_requests_total counter"]
-        for (t, o), n in self.outcomes.items():
-            out.append(f"floodgate_requests_total{_labels(tier=t, outcome=o)} {n}")
-        out += ["# HELP floodgate_admitted_total Requests admitted to a tier queue.",
-                "# TYPE floodgate_admitted_total counter"]
-        out += [f"floodgate_admitted_total{_labels(tier=t)} {n}" for t, n in self.admitted.items()]
-        out += ["# HELP floodgate_unauthorized_total Requests with a missing or unknown API key.",
-                "# TYPE floodgate_unauthorized_total counter",
-                f"floodgate_unauthorized_total {self.unauthorized}"]
-        for name, hists, what in (("floodgate_latency_seconds", self.latency, "End-to-end latency"),
-                                  ("floodgate_wait_seconds", self.wait, "Queueing wait")):
-            out += [f"# HELP {name} {what} of completed requests, simulated seconds.",
-                    f"# TYPE {name} histogram"]
-            for t, h in hists.items():
-                cum = 0
-                for le, c in zip((*BUCKETS, "+Inf"), h.counts, strict=True):
-                    cum += c
-                    out.append(f"{name}_bucket{_labels(tier=t, le=le)} {cum}")
-                total = f"{h.sum:.6f}" if math.isfinite(h.sum) else prom_value(h.sum)
-                out.append(f"{name}_sum{_labels(tier=t)} {total}")
-                out.append(f"{name}_count{_labels(tier=t)} {h.n}")
-        seen = set()
-        for name, help_, labels, value in gauges:
-            if name not in seen:
-                seen.add(name)
-                out += [f"# HELP {name} {help_}", f"# TYPE {name} gauge"]
-            out.append(f"{name}{_labels(**labels) if labels else ''} {prom_value(value)}")
-        return "\n".join(out) + "\n"
+
+class GatewayCollector:
+    """A prometheus_client Collector over a gateway's own state (its Metrics, its fleet):
+    families are built at scrape time, one family's samples together whatever the number of
+    pools or tiers, label values escaped by the exposition code, counters typed as counters.
+    `gw` is a sim.live.gateway.Gateway (read: metrics, fleet, tiers, pools, clock, X,
+    http_inflight, draining)."""
+
+    def __init__(self, gw):
+        self.gw = gw
+
+    def describe(self):
+        return []  # names come from collect(); nothing to check at registration
+
+    def collect(self):
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+        from prometheus_client.utils import floatToGoString
+
+        gw = self.gw
+        m, f = gw.metrics, gw.fleet
+        gates, S = f.gates, f.fleet.S
+        c = CounterMetricFamily("floodgate_requests", "Requests by tier and final outcome.",
+                                labels=["tier", "outcome"])
+        for (t, o), n in m.outcomes.items():
+            c.add_metric([t, o], n)
+        yield c
+        c = CounterMetricFamily("floodgate_admitted", "Requests admitted to a tier queue.",
+                                labels=["tier"])
+        for t, n in m.admitted.items():
+            c.add_metric([t], n)
+        yield c
+        yield CounterMetricFamily("floodgate_unauthorized",
+                                  "Requests with a missing or unknown API key.", m.unauthorized)
+        les = [floatToGoString(b) for b in BUCKETS] + ["+Inf"]
+        for name, hists, what in (("floodgate_latency_seconds", m.latency, "End-to-end latency"),
+                                  ("floodgate_wait_seconds", m.wait, "Queueing wait")):
+            h = HistogramMetricFamily(name, f"{what} of completed requests, simulated seconds.",
+                                      labels=["tier"])
+            for t, x in hists.items():
+                h.add_metric([t], list(zip(les, accumulate(x.counts), strict=True)), x.sum)
+            yield h
+
+        def per(cls, name, help_, label, values):
+            fam = cls(name, help_, labels=[label])
+            for k, v in values:
+                fam.add_metric([k], v)
+            return fam
+
+        tiers, pools = list(enumerate(gw.tiers)), list(enumerate(gw.pools))
+        yield per(GaugeMetricFamily, "floodgate_queue_depth", "Requests waiting, per tier.",
+                  "tier", [(t, int(S.q_size[k])) for k, t in tiers])
+        yield per(GaugeMetricFamily, "floodgate_in_system",
+                  "Admitted requests queued or in service, per tier.", "tier",
+                  [(t, int(S.n_sys[k])) for k, t in tiers])
+        yield per(GaugeMetricFamily, "floodgate_workers_busy", "GPU workers running a batch.",
+                  "pool", [(p.name, gates.busy(j)) for j, p in pools])
+        yield per(GaugeMetricFamily, "floodgate_workers", "GPU workers.", "pool",
+                  [(p.name, gates.gpus(j)) for j, p in pools])
+        yield per(CounterMetricFamily, "floodgate_batches", "Batches started.", "pool",
+                  [(p.name, int(f.batches[j])) for j, p in pools])
+        yield per(CounterMetricFamily, "floodgate_batched_requests",
+                  "Requests in started batches.", "pool",
+                  [(p.name, int(f.batched[j])) for j, p in pools])
+        for name, help_, v in (
+                ("floodgate_inflight", "Admitted requests not finished.", f.in_system),
+                ("floodgate_http_inflight", "HTTP requests being handled.", gw.http_inflight),
+                ("floodgate_utilization", "Busy share of the GPU workers.", f.view()["utilization"]),
+                ("floodgate_sim_time_seconds", "Simulated time since start.", gw.clock()),
+                ("floodgate_time_scale", "Simulated seconds per wall second.", gw.X),
+                ("floodgate_draining", "1 while draining.", int(gw.draining))):
+            yield GaugeMetricFamily(name, help_, value=float(v))
+
+
+def registry(gw):
+    """A registry of its own for one gateway (not the process-global one)."""
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(GatewayCollector(gw))
+    return reg
+
+
+def exposition(reg, accept: str = "") -> tuple[bytes, str]:
+    """(body, content type): OpenMetrics when the scraper asks for it, else Prometheus text."""
+    from prometheus_client.exposition import choose_encoder
+
+    encode, content_type = choose_encoder(accept)
+    return encode(reg), content_type
