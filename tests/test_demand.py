@@ -348,3 +348,38 @@ def test_tier_override_last_move_wins():
         q = rng.integers(0, 6000, 500)
         own = rng.integers(0, 3, 500)
         assert (o.apply(q, own) == np.array([ref.get(int(u), int(t)) for u, t in zip(q, own, strict=True)])).all()
+
+
+def test_demand_figures_are_named_by_the_scenarios_own_window(root, tmp_path, capsys):
+    # token_bucket.yaml: 3 h of a curve 8 -> 30 (1 h) -> 30 (2 h) -> 8 (3 h) requests/s
+    assert main(["demand", str(root / "scenarios/policies/token_bucket.yaml"), "--json",
+                 "--sample", "--plot", str(tmp_path / "d.png")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["window"] == "3 hours"
+    assert not [k for k in out if "8_days" in k]
+    area = 0.5 * (8 + 30) * 3600 * 2 + 30 * 3600
+    assert out["images_first_3_hours"] == area
+    assert out["mean_requests_per_s_first_3_hours"] == round(area / 10800, 3)
+    # the generated requests over the same window: Poisson around the area (6 sigma)
+    assert abs(out["sampled"]["images_first_3_hours"] - area) < 6 * area**0.5
+
+
+def test_a_spike_is_clipped_and_annotated_not_left_to_flatten_the_curve():
+    import pandas as pd
+
+    from sim.report import figures
+
+    n = 200
+    t = np.arange(n) * 60.0
+    offered = 50 + 10 * np.sin(t / 3000.0)
+    offered[120] = 5000  # the retry wave at 00:00 UTC, one interval
+    ts = pd.DataFrame({"t_s": t, "t_h": t / 3600, "time": pd.to_datetime(
+        1743379200 + t, unit="s", utc=True), "a.offered": offered * 60, "a.completed": 40 * 60.0})
+    fig = figures.demand_vs_capacity(ts, ["a"], np.full(n, 45.0))
+    ax = fig.axes[0]
+    assert 60 < ax.get_ylim()[1] < 100  # the body of the curve fills the axes
+    notes = [c.get_text() for c in ax.texts]
+    assert notes == ["spike clipped: 5,000 images/s at 2025-03-31 02:00 UTC"]
+    ts.loc[120, "a.offered"] = 70 * 60  # no spike: nothing clipped
+    ax = figures.demand_vs_capacity(ts, ["a"], np.full(n, 45.0)).axes[0]
+    assert len(ax.texts) == 0 and ax.get_ylim()[1] >= 70

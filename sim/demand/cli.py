@@ -18,42 +18,54 @@ from sim.args import seed
 from sim.jsonout import dumps
 
 DAY = 86400.0
-WINDOW = 8 * DAY  # "700M+ images since last Tuesday": the first ~8 days
+
+
+def window_name(seconds: float) -> str:
+    """The scenario's own window as a key suffix: 8_days, 3_hours, 90_minutes, 60_seconds."""
+    for unit, size in (("day", DAY), ("hour", 3600.0), ("minute", 60.0)):
+        n = seconds / size
+        if n >= 1 and abs(n - round(n)) < 1e-9:
+            n = int(round(n))
+            return f"{n}_{unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g}_seconds".replace(".", "_")
 
 
 def expected_figures(sc) -> tuple[dict, dict, object]:
-    """Headline figures of a scenario's demand from its mean intensity (whole service)."""
+    """Headline figures of a scenario's demand over its horizon, from its mean intensity
+    (whole service); keys name the window (`images_first_8_days` for the 8-day Ghibli
+    scenario, `images_first_3_hours` for a 3-hour one)."""
     from sim.demand import build_demand
 
-    span = max(sc.horizon, WINDOW)
+    span = sc.horizon
+    w = window_name(span)
     model = build_demand(sc, scale=1.0, until=span)
     exp = model.expected(span, 60.0)
     rate = exp["rate"]
     t = np.arange(0.0, sc.horizon + 60.0, 60.0)
     r = rate.rate(t)
+    images = rate.cumulative(span) - rate.cumulative(0.0)
     out = {
         "scenario": sc.name,
         "model": sc.demand.model,
+        "window": w.replace("_", " "),
         "peak_new_users_per_hour": None,
         "peak_new_users_at": None,
-        "users_first_8_days": _num(exp["unique_users"](WINDOW)),
-        "images_first_8_days": _num(rate.cumulative(WINDOW) - rate.cumulative(0.0)),
+        f"users_first_{w}": _num(exp["unique_users"](span)),
+        f"images_first_{w}": _num(images),
         "peak_requests_per_s": round(float(r.max()), 3),
         "peak_requests_at": _when(sc, float(t[int(r.argmax())])),
-        "mean_requests_per_s_first_8_days": round(
-            float((rate.cumulative(WINDOW) - rate.cumulative(0.0)) / WINDOW), 3),
+        f"mean_requests_per_s_first_{w}": round(float(images / span), 3),
         "horizon_s": sc.horizon,
-        "images_horizon": _num(rate.cumulative(sc.horizon) - rate.cumulative(0.0)),
     }
     if exp["new_users"] is not None:
-        h = np.arange(0.0, span - 3600.0 + 1.0, 60.0)
+        h = np.arange(0.0, max(span - 3600.0, 0.0) + 1.0, 60.0)
         N = exp["new_users"]
         per_hour = N(h + 3600.0) - N(h)
         j = int(per_hour.argmax())
         out["peak_new_users_per_hour"] = _num(per_hour[j])
         out["peak_new_users_at"] = _when(sc, float(h[j]))
-    u = out["users_first_8_days"]
-    out["images_per_user_first_8_days"] = round(out["images_first_8_days"] / u, 3) if u else None
+    u = out[f"users_first_{w}"]
+    out[f"images_per_user_first_{w}"] = round(out[f"images_first_{w}"] / u, 3) if u else None
     if sc.demand.social is not None:
         out["social_branching"] = sc.demand.social.branching
     return out, exp, model
@@ -63,17 +75,16 @@ def sampled_figures(sc, until: float | None = None) -> dict:
     """Generate the cell's requests (the run's chunks and seeds) and count, scaled back."""
     from sim.demand import build_demand, chunk_arrivals
 
-    until = min(sc.horizon, WINDOW) if until is None else until
+    until = sc.horizon if until is None else until
     model = build_demand(sc)
     c = sc.chunk_s
-    n = first8 = 0
+    n = 0
     per_min = np.zeros(int(np.ceil(until / 60.0)) + 1, np.int64)
     users = None
     k = 0
     while k * c < until:
         a = chunk_arrivals(model, sc, k, until)
         n += len(a)
-        first8 += int(np.searchsorted(a.t, WINDOW))
         np.add.at(per_min, (a.t / 60.0).astype(np.int64), 1)
         if len(a):
             m = int(a.user.max()) + 1
@@ -85,7 +96,7 @@ def sampled_figures(sc, until: float | None = None) -> dict:
             users[a.user] = True
         k += 1
     x = 1.0 / sc.cell_fraction
-    out = {"until_s": until, "images": _num(n * x), "images_first_8_days": _num(first8 * x),
+    out = {"until_s": until, f"images_first_{window_name(until)}": _num(n * x),
            "unique_users": _num((0 if users is None else int(users.sum())) * x),
            "peak_requests_per_s": round(float(per_min.max() / 60.0 * x), 3)}
     if hasattr(model, "first_sessions"):
@@ -102,32 +113,37 @@ def _when(sc, t: float) -> str:
 
 
 def plot(sc, exp: dict, path) -> None:
-    """PNG of the demand curve (and new users per hour), written atomically."""
-    import matplotlib
+    """PNG of the demand curve (and new users per hour) on calendar time, written atomically;
+    a spike that would flatten the curve is clipped and annotated."""
+    import pandas as pd
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from sim.report.figures import clip_spike
     from sim.report.write import write_file
 
     t = np.arange(0.0, sc.horizon + 60.0, 60.0)
-    fig, ax = plt.subplots(figsize=(9, 4))
-    ax.plot(t / 3600.0, exp["rate"].rate(t), color="tab:blue", lw=1.0, label="requests / s")
-    ax.set_xlabel("time (h)")
+    x = pd.to_datetime(sc.epoch + t, unit="s", utc=True).tz_localize(None)
+    r = exp["rate"].rate(t)
+    fig = Figure(figsize=(9, 4))
+    ax = fig.add_subplot()
+    ax.plot(x, r, color="tab:blue", lw=1.0, label="requests / s")
+    ax.set_xlabel("time (UTC)")
     ax.set_ylabel("requests / s (whole service)")
-    ax.set_title(f"Demand: {sc.name} ({sc.demand.model})")
+    ax.set_title(f"Demand: {sc.name} ({sc.demand.model}, first {window_name(sc.horizon).replace('_', ' ')})")
+    clip_spike(ax, x, r, [], "requests/s", lambda i: _when(sc, float(t[i])))
     if exp["new_users"] is not None:
         ax2 = ax.twinx()
-        h = t[t + 3600.0 <= max(t[-1], 3600.0)]
-        ax2.plot(h / 3600.0, (exp["new_users"](h + 3600.0) - exp["new_users"](h)) / 1e6,
+        keep = t + 3600.0 <= max(t[-1], 3600.0)
+        h = t[keep]
+        ax2.plot(x[keep], (exp["new_users"](h + 3600.0) - exp["new_users"](h)) / 1e6,
                  color="tab:orange", lw=1.2, label="new users / hour (M)")
         ax2.set_ylabel("new users / hour (millions)")
         ax2.legend(loc="upper right", fontsize=8)
     ax.legend(loc="upper left", fontsize=8)
+    fig.autofmt_xdate()
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     write_file(path, buf.getvalue())
 
 

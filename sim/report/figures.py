@@ -35,14 +35,48 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def clip_spike(ax, x, y: np.ndarray, keep: list[np.ndarray], unit: str, when=None) -> bool:
+    """Clip the y axis above a spike that would flatten the rest of the curve (the retry wave
+    when a calendar quota resets), and say on the figure how high it went and when. A spike:
+    the curve's top over 2x the higher of its 99th percentile and the other curves' tops
+    (`keep`: capacity, completions). Returns whether it clipped."""
+    y = np.asarray(y, float)
+    if len(y) < 20 or not np.isfinite(y).any():
+        return False
+    top = float(np.nanmax(y))
+    body = max([float(np.nanpercentile(y, 99))]
+               + [float(np.nanmax(k)) for k in keep if len(k) and np.isfinite(k).any()])
+    if not (body > 0 and top > 2 * body):
+        return False
+    lim = 1.25 * body
+    ax.set_ylim(0, lim)
+    i = int(np.nanargmax(y))
+    xi = x.iloc[i] if hasattr(x, "iloc") else x[i]
+    at = when(i) if when is not None else ""
+    ax.annotate(f"spike clipped: {top:,.0f} {unit}{' at ' + at if at else ''}",
+                xy=(xi, lim), xytext=(0.5, 0.93), textcoords="axes fraction", ha="center",
+                fontsize=8, color="crimson",
+                arrowprops={"arrowstyle": "->", "color": "crimson", "lw": 0.8},
+                bbox={"boxstyle": "round", "fc": "white", "ec": "crimson", "lw": 0.6})
+    return True
+
+
 def demand_vs_capacity(ts: pd.DataFrame, tiers: list[str], capacity_per_s: np.ndarray) -> Figure:
-    """Offered load per tier (stacked) against what the live fleet can serve."""
+    """Offered load per tier (stacked) against what the live fleet can serve; a spike that
+    would flatten the curve (retries returning together) is clipped and annotated."""
     x, xlabel = _x(ts)
     fig, ax = _new()
     dt = ts["t_s"].iloc[1] - ts["t_s"].iloc[0] if len(ts) > 1 else 1.0
-    ax.stackplot(x, *[ts[f"{t}.offered"] / dt for t in tiers], labels=[f"{t} offered" for t in tiers], alpha=0.7)
-    ax.plot(x, sum(ts[f"{t}.completed"] for t in tiers) / dt, color="k", lw=1.2, label="completed")
+    offered = [ts[f"{t}.offered"].to_numpy() / dt for t in tiers]
+    done = (sum(ts[f"{t}.completed"] for t in tiers) / dt).to_numpy()
+    ax.stackplot(x, *offered, labels=[f"{t} offered" for t in tiers], alpha=0.7)
+    ax.plot(x, done, color="k", lw=1.2, label="completed")
     ax.plot(x, capacity_per_s, color="crimson", ls="--", lw=1.5, label="fleet capacity")
+    when = None
+    if "time" in ts.columns:
+        def when(i):
+            return pd.Timestamp(ts["time"].iloc[i]).strftime("%Y-%m-%d %H:%M UTC")
+    clip_spike(ax, x, sum(offered), [np.asarray(capacity_per_s, float), done], "images/s", when)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("images / s")
     ax.set_title("Demand vs capacity")
