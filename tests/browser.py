@@ -21,8 +21,23 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def inspect_page(path: Path, timeout: float = 60.0) -> dict:
-    """Load a local HTML file; return its images' sizes and the console errors."""
+# Where each element named in `boxes` lies on the page (CSS px from the page's top left) and
+# whether it is shown at all; with every image's place too.
+_BOXES = """JSON.stringify((sel => {
+  const box = e => { const r = e.getBoundingClientRect(), s = getComputedStyle(e);
+    return {x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height,
+            shown: s.display !== 'none' && s.visibility !== 'hidden' && +s.opacity > 0}; };
+  const out = {};
+  for (const q of sel) { const e = document.querySelector(q); out[q] = e ? box(e) : null; }
+  out.images = Array.from(document.images).map(i => ({...box(i), w_nat: i.naturalWidth}));
+  out.page = {w: document.documentElement.scrollWidth, h: document.documentElement.scrollHeight};
+  return out; })(SELECTORS))"""
+
+
+def inspect_page(path: Path, timeout: float = 60.0, boxes: list[str] | None = None) -> dict:
+    """Load a local HTML file; return its images' sizes and the console errors. With `boxes`
+    (CSS selectors), also where those elements and the images lie on a 1280 px wide page and
+    a full-page PNG screenshot at one device pixel per CSS pixel (`screenshot`, bytes)."""
     exe = chromium()
     assert exe, "chromium not installed (.ci/run installs Debian's chromium)"
     prof = Path(tempfile.mkdtemp(prefix="fg-chromium-"))
@@ -63,8 +78,20 @@ def inspect_page(path: Path, timeout: float = 60.0) -> dict:
         res = call("Runtime.evaluate", returnByValue=True, expression=(
             "JSON.stringify({title: document.title, images: Array.from(document.images).map("
             "i => ({complete: i.complete, w: i.naturalWidth, h: i.naturalHeight}))})"))
-        ws.close()
         out = json.loads(res["result"]["value"])
+        if boxes is not None:
+            call("Emulation.setDeviceMetricsOverride", width=1280, height=900,
+                 deviceScaleFactor=1, mobile=False)
+            geo = call("Runtime.evaluate", returnByValue=True,
+                       expression=_BOXES.replace("SELECTORS", json.dumps(boxes)))
+            out["boxes"] = json.loads(geo["result"]["value"])
+            page = out["boxes"]["page"]
+            shot = call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                        clip={"x": 0, "y": 0, "width": page["w"], "height": page["h"], "scale": 1})
+            import base64
+
+            out["screenshot"] = base64.b64decode(shot["data"])
+        ws.close()
         out["errors"] = errors
         return out
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from browser import inspect_page
 from helpers import queue_scenario
@@ -40,3 +41,37 @@ def test_report_renders_in_chromium(reports, kind, figures):
     for img in page["images"]:
         assert img["complete"] and img["w"] > 100 and img["h"] > 100
     assert page["errors"] == []
+
+
+def _region(img, box) -> np.ndarray:
+    x, y, w, h = (int(round(box[k])) for k in ("x", "y", "w", "h"))
+    return np.asarray(img.convert("L"))[y:y + h, x:x + w].astype(float)
+
+
+def test_findings_and_figures_are_visible_on_the_screenshot(reports):
+    """The findings block and every figure are on the rendered page: shown, of a real size,
+    the images decoded, and the screenshot's pixels there are not blank (text on the
+    findings, plotted lines on each figure)."""
+    import io
+
+    from PIL import Image
+
+    page = inspect_page(reports / "run" / "report.html", boxes=["#findings", "#findings li"])
+    assert page["errors"] == []
+    b = page["boxes"]
+    shot = Image.open(io.BytesIO(page["screenshot"]))
+    assert shot.size == (b["page"]["w"], b["page"]["h"])
+    f = b["#findings"]
+    assert f is not None and f["shown"] and f["w"] > 300 and f["h"] > 40
+    assert b["#findings li"]["shown"] and b["#findings li"]["h"] > 5
+    assert f["y"] < 400  # findings first: at the top, above the tables and figures
+    text = _region(shot, f)
+    assert (text < 100).mean() > 0.01 and text.std() > 20  # dark glyphs on a light block
+    assert len(b["images"]) == 4
+    for img in b["images"]:
+        assert img["shown"] and img["w_nat"] > 100 and img["w"] > 300 and img["h"] > 150
+        assert img["y"] > f["y"] + f["h"] - 1  # below the findings
+        px = _region(shot, img)
+        assert px.shape[0] > 150 and px.shape[1] > 300
+        # a drawn figure: mostly white background with axes, lines and labels in it
+        assert 0.5 < (px > 245).mean() < 0.995 and (px < 128).mean() > 0.002, img
