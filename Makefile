@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint clean whatif plan validate optimize backtest
+.PHONY: install demo test test-fast bench lint clean whatif plan validate optimize backtest schema
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ backtest: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# after changing a scenario or policy model: the shipped schema (tests/test_check.py checks it)
+schema: install
+	$(BIN)/floodgate schema > floodgate.schema.json.tmp && mv floodgate.schema.json.tmp floodgate.schema.json
 
 test: install lint
 	$(BIN)/python -m pytest -q tests

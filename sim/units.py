@@ -31,6 +31,15 @@ def parse_duration(v: Any) -> Any:
     return v
 
 
+def parse_hours(v: Any) -> Any:
+    """Hours from a duration string ("30d" is 720); a number, or a string without a unit, is
+    hours already."""
+    if isinstance(v, str):
+        m = _RE.fullmatch(v)
+        return float(m.group(1)) if m and not m.group(2) else parse_duration(v) / 3600.0
+    return v
+
+
 class _NumberOrString:
     """JSON Schema of a duration: the number schema pydantic made (with its bounds) or a
     duration string."""
@@ -45,3 +54,5 @@ class _NumberOrString:
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=MAX_S), _NumberOrString()]
 PosDuration = Annotated[float, BeforeValidator(parse_duration), Field(ge=MIN_S, le=MAX_S),
                         _NumberOrString()]
+# A field in hours (mtbf_h): a number of hours, or a duration string
+Hours = Annotated[float, BeforeValidator(parse_hours), _NumberOrString()]

@@ -229,3 +229,13 @@ def test_schedule_changes_are_typed_per_policy_and_applied(tmp_path, capsys):
         ["policies[0].schedule[0].params.window",
          "Input should be 'calendar' or 'rolling'; did you mean 'calendar'?"]]
     assert list(jsonschema.Draft202012Validator(json_schema()).iter_errors(as_json(q)))
+
+
+def test_hours_fields_take_durations_too():
+    from sim.policies.dynamics import FailureParams
+
+    assert FailureParams(mtbf_h="30d", mttr_h="15m").mtbf_h == 720.0
+    assert FailureParams(mtbf_h="30d", mttr_h="15m").mttr_h == 0.25
+    assert FailureParams(mtbf_h="2", mttr_h=0.5).mtbf_h == 2.0  # no unit: hours, as a number
+    with pytest.raises(ValueError, match="greater than or equal"):
+        FailureParams(mtbf_h="1s", mttr_h=1)

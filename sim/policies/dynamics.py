@@ -14,7 +14,7 @@ from pydantic import Field
 
 from sim.policies.base import Params, Policy
 from sim.rng import stream
-from sim.units import Duration, PosDuration
+from sim.units import Duration, Hours, PosDuration
 
 
 def _pool(run, name: str | None) -> int:
@@ -126,8 +126,9 @@ class Autoscale(Policy):
 
 class FailureParams(Params):
     pool: str | None = None
-    mtbf_h: float = Field(ge=1e-3, le=1e9, description="mean time between failures of one GPU, hours")
-    mttr_h: float = Field(ge=1e-4, le=1e9, description="mean time to repair, hours")
+    mtbf_h: Hours = Field(ge=1e-3, le=1e9, description="mean time between failures of one GPU, "
+                          "hours (or a duration: 30d)")
+    mttr_h: Hours = Field(ge=1e-4, le=1e9, description="mean time to repair, hours (or 15m)")
     seed: int = Field(0, ge=0, le=2**63 - 1)
 
 
