@@ -67,7 +67,9 @@ def check_file(path: str | Path) -> tuple[list[str], Any]:
     except InputError as e:
         return [_line(e)], None
     sc, probs = scenario_problems(data)
-    lines = [_line(input_error(source, p, nodes)) for p in probs]
+    errs = [input_error(source, p, nodes) for p in probs]
+    errs.sort(key=lambda e: (e.line is None, e.line or 0, e.col or 0))  # in file order
+    lines = [_line(e) for e in errs]
     if sc is None or lines:
         return lines, None
     sc.source = source

@@ -36,3 +36,14 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(f"signal {signum}")
         self.signum = signum
+
+
+def did_you_mean(word: object, choices) -> str:
+    """'; did you mean 'burst'?' when one of `choices` is close to `word`, else '': the one
+    spelling of the suggestion every bad-input message makes."""
+    import difflib
+
+    if not isinstance(word, str):
+        return ""
+    near = difflib.get_close_matches(word, sorted(str(c) for c in choices), n=1)
+    return f"; did you mean {near[0]!r}?" if near else ""

@@ -10,10 +10,9 @@ checks judge the result.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
-from sim.errors import InputError
+from sim.errors import InputError, did_you_mean
 from sim.inputs import load_yaml
 
 NAME_KEYS = ("name", "policy")
@@ -36,9 +35,8 @@ def parse_set(text: str, flag: str = "--set") -> tuple[str, Any]:
 
 
 def _suggest(word: str, options: list[str]) -> str:
-    near = difflib.get_close_matches(word, options, n=1)
     shown = ", ".join(options[:12]) + (", ..." if len(options) > 12 else "")
-    return (f"; did you mean {near[0]!r}?" if near else "") + (f" (there are: {shown})" if options else "")
+    return did_you_mean(word, options) + (f" (there are: {shown})" if options else "")
 
 
 def _item(seq: list, seg: str, text: str, flag: str, where: str) -> int:

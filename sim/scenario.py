@@ -7,7 +7,6 @@ InputError naming the file and the field path.
 from __future__ import annotations
 
 import copy
-import difflib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     create_model,
     field_validator,
@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import SkipJsonSchema
 
-from sim.errors import InputError
+from sim.errors import InputError, did_you_mean
 from sim.inputs import position, read_yaml_nodes
 from sim.units import MAX_S, MIN_S, Duration, PosDuration
 from sim.units import parse_duration as _duration  # noqa: F401 (the CLI's --window, --warm)
@@ -384,6 +384,7 @@ def rebuild_policies() -> None:
         list[policy_union()], [])
     Scenario.model_rebuild(force=True)
     _SCHEMA.clear()
+    _ADAPTERS.clear()
 
 
 def _hook() -> None:
@@ -504,14 +505,6 @@ def _schema_at(loc: tuple) -> dict | None:
     return walk(root, loc)
 
 
-def did_you_mean(word: Any, choices: list[str] | set[str]) -> str:
-    """'; did you mean 'burst'?' when a choice is close to `word`, else ''."""
-    if not isinstance(word, str):
-        return ""
-    near = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {near[0]!r}?" if near else ""
-
-
 def problems_of(e: ValidationError, data: Any) -> list[Problem]:
     """Every error pydantic found, as paths into the data and messages a user acts on."""
     out = []
@@ -542,17 +535,16 @@ def problems_of(e: ValidationError, data: Any) -> list[Problem]:
     return out
 
 
-def demand_problems(sc: Scenario) -> list[Problem]:
-    """Tier names and reasons the demand section refers to must exist."""
+def demand_problems(d: Any, tiers: list[str]) -> list[Problem]:
+    """Tier names and reasons the demand section (validated) refers to must exist."""
     from sim.outcomes import REASONS
 
-    d, tiers = sc.demand, [t.name for t in sc.tiers]
     out = []
 
     def check(names, loc):
         for t in names:
             if t not in tiers:
-                out.append(Problem(loc, f"unknown tier {t!r}{did_you_mean(t, tiers)}; tiers: {', '.join(tiers)}"))
+                out.append(Problem(loc, f"unknown tier {t!r}{did_you_mean(t, tiers) or ';'} tiers: {', '.join(tiers)}"))
 
     if d.conversion is not None:
         check(d.conversion.tiers, ("demand", "conversion", "tiers"))
@@ -561,7 +553,7 @@ def demand_problems(sc: Scenario) -> list[Problem]:
         for r in d.retry.reasons or []:
             if r not in REASONS:
                 out.append(Problem(("demand", "retry", "reasons"),
-                                   f"unknown reason {r!r}{did_you_mean(r, REASONS)}; reasons: {', '.join(REASONS)}"))
+                                   f"unknown reason {r!r}{did_you_mean(r, REASONS) or ';'} reasons: {', '.join(REASONS)}"))
     if d.model == "viral":
         for i, w in enumerate(d.waves):
             if w.tiers is not None:
@@ -573,19 +565,18 @@ def demand_problems(sc: Scenario) -> list[Problem]:
     return out
 
 
-def policy_problems(sc: Scenario) -> list[Problem]:
+def policy_problems(specs: list[tuple[int, PolicySpec]], tiers: list[str]) -> list[Problem]:
     """Each policy's tiers, and its parameters after each schedule change, against its own
-    Params (the shape of each entry is the Scenario model's)."""
+    Params (the shape of each entry is the Scenario model's). `specs`: (index, entry)."""
     from sim.policies import REGISTRY
 
-    tiers = [t.name for t in sc.tiers]
     out = []
-    for i, spec in enumerate(sc.policies):
+    for i, spec in specs:
         cls = REGISTRY[spec.policy]
         for t in spec.tiers or []:
             if t not in tiers:
                 out.append(Problem(("policies", i, "tiers"),
-                                   f"unknown tier {t!r}{did_you_mean(t, tiers)}; tiers: {', '.join(sorted(tiers))}"))
+                                   f"unknown tier {t!r}{did_you_mean(t, tiers) or ';'} tiers: {', '.join(sorted(tiers))}"))
         for j, when in enumerate([None, *spec.schedule]):
             params = spec.params(when)
             sub = ("policies", i) if when is None else ("policies", i, "schedule", j - 1, "params")
@@ -608,14 +599,50 @@ def scenario_problems(data: Any) -> tuple[Scenario | None, list[Problem]]:
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as e:
-        return None, problems_of(e, data)
+        return None, problems_of(e, data) + _section_problems(data)
+    return sc, cross_problems(sc.tiers, list(enumerate(sc.policies)), sc.demand)
+
+
+def cross_problems(tiers: list[Tier], specs: list[tuple[int, PolicySpec]],
+                   demand: Any) -> list[Problem]:
+    """The rules across sections: tier shares, and the tier names (and reasons) policies and
+    demand refer to. `demand` may be None (its section did not validate)."""
     out = []
-    total = sum(t.share for t in sc.tiers)
+    total = sum(t.share for t in tiers)
     if abs(total - 1.0) > 1e-6:  # not normalised silently: 0.3 + 0.9 is a typo, not a mix
         out.append(Problem(("tiers",), f"shares must sum to 1 (they sum to {total:.6g})"))
-    out += policy_problems(sc)
-    out += demand_problems(sc)
-    return sc, out
+    names = [t.name for t in tiers]
+    out += policy_problems(specs, names)
+    if demand is not None:
+        out += demand_problems(demand, names)
+    return out
+
+
+_ADAPTERS: dict[str, TypeAdapter] = {}
+
+
+def _section(kind: str, value: Any) -> Any:
+    """One section validated alone, or None where it has problems (already reported)."""
+    if kind not in _ADAPTERS:
+        _ADAPTERS[kind] = TypeAdapter({"tiers": list[Tier], "policy": policy_union(),
+                                       "demand": Demand}[kind])
+    try:
+        return _ADAPTERS[kind].validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _section_problems(data: dict) -> list[Problem]:
+    """When the file has shape or type errors, the cross-section rules still run on the
+    sections that are right (a misspelt key in one policy does not hide an unknown tier in
+    another): `floodgate check` reports both at once."""
+    tiers = _section("tiers", data.get("tiers"))
+    if not tiers or len({t.name for t in tiers}) != len(tiers):
+        return []
+    pols = data.get("policies")
+    specs = [(i, s) for i, p in enumerate(pols if isinstance(pols, list) else [])
+             if (s := _section("policy", p)) is not None]
+    return cross_problems(tiers, specs, _section("demand", data.get("demand")))
 
 
 def input_error(source: str, p: Problem, nodes: Any = None) -> InputError:
@@ -635,7 +662,7 @@ def parse_scenario(data: Any, source: str = "<scenario>", nodes: Any = None) -> 
 
 
 def validate_policies(sc: Scenario) -> None:
-    probs = policy_problems(sc)
+    probs = policy_problems(list(enumerate(sc.policies)), [t.name for t in sc.tiers])
     if probs:
         raise input_error(sc.source, probs[0])
 

@@ -162,6 +162,23 @@ def test_check_reports_every_error_with_line_col_and_suggestions(tmp_path, capsy
     assert not (tmp_path / "o").exists()
 
 
+def test_cross_section_rules_run_beside_shape_errors(tmp_path, capsys):
+    d = yaml.safe_load(TB.read_text())
+    d["policies"].append({"policy": "daily_quota", "tiers": ["fre"], "limit": 3})
+    d["policies"][0]["brust"] = d["policies"][0].pop("burst")
+    d["demand"]["retry"] = {"reasons": ["rate_limitd"]}
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(d, sort_keys=False))
+    assert main(["check", str(f)]) == 2
+    err = [e.split(": ", 3)[2:] for e in capsys.readouterr().err.splitlines()]
+    assert err == [
+        ["demand.retry.reasons", "unknown reason 'rate_limitd'; did you mean 'rate_limited'? "
+         "reasons: " + err[0][1].split("reasons: ")[1]],
+        ["policies[0].burst", "Field required"],
+        ["policies[0].brust", "unknown key; did you mean 'burst'?"],
+        ["policies[1].tiers", "unknown tier 'fre'; did you mean 'free'? tiers: free, paid"]]
+
+
 def test_check_rules_across_sections_profiles_and_variants(tmp_path, capsys):
     d = yaml.safe_load(TB.read_text())
     d["policies"][0]["tiers"] = ["fre"]

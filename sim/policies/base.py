@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from sim.errors import did_you_mean
 from sim.outcomes import REASON_CODE, REASONS  # noqa: F401 (the reasons' one definition)
 
 
@@ -143,5 +144,5 @@ def unknown_tier(maps: dict[str, Any], tiers: list[str]) -> tuple[str, str] | No
         if isinstance(m, dict):
             for t in m:
                 if t not in tiers:
-                    return field, f"unknown tier {t!r}; tiers: {', '.join(tiers)}"
+                    return field, f"unknown tier {t!r}{did_you_mean(t, tiers) or ';'} tiers: {', '.join(tiers)}"
     return None

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.errors import InputError
+from sim.errors import InputError, did_you_mean
 from sim.planner import SERVED_SHARE, parse_slo
 from sim.policies import REASONS
 from sim.scenario import Scenario
@@ -124,16 +124,9 @@ def parse_objective(text: str, metrics: list[str], flag: str = "--objective") ->
         if sense not in ("max", "min"):
             raise InputError(flag, text, "expected max:METRIC or min:METRIC")
         if m not in metrics:
-            raise InputError(flag, text, f"unknown metric {m!r}{_near(m, metrics)}")
+            raise InputError(flag, text, f"unknown metric {m!r}{did_you_mean(m, metrics)}")
         return Objective(m, sense, t)
     raise InputError(flag, text, f"unknown objective; use {', '.join(OBJECTIVES)} or max:METRIC / min:METRIC")
-
-
-def _near(word: str, options: list[str]) -> str:
-    import difflib
-
-    near = difflib.get_close_matches(word, options, n=1)
-    return f"; did you mean {near[0]!r}?" if near else ""
 
 
 @dataclass
@@ -185,13 +178,13 @@ def parse_constraints(text: str, sc: Scenario, metrics: list[str],
         tier, what, op, v, pct = m.groups()
         metric = f"{tier}.{what.replace('rejected', 'rejected_share', 1)}"
         if metric not in metrics:
-            raise InputError(flag, text, f"unknown tier or reason{_near(metric, metrics)}")
+            raise InputError(flag, text, f"unknown tier or reason{did_you_mean(metric, metrics)}")
         return [Constraint(metric, op, float(v) / (100 if pct else 1), text)]
     m = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(<=|>=)\s*([0-9.eE+-]+)", t)
     if m:
         metric, op, v = m.groups()
         if metric not in metrics:
-            raise InputError(flag, text, f"unknown metric {metric!r}{_near(metric, metrics)}")
+            raise InputError(flag, text, f"unknown metric {metric!r}{did_you_mean(metric, metrics)}")
         try:
             return [Constraint(metric, op, float(v), text)]
         except ValueError:
