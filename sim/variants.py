@@ -14,6 +14,7 @@ import pandas as pd
 
 from sim.errors import InputError
 from sim.inputs import read_yaml
+from sim.metrics.summary import with_calendar_time
 from sim.scenario import Scenario, merge, parse_scenario
 from sim.sweep import Executor, Job
 
@@ -125,5 +126,5 @@ def run_compare(sc: Scenario, extra: list[tuple[str, dict]], ex: Executor) -> di
     for n, (summary, ts) in zip(names, res, strict=True):
         vsc = parse_scenario(dicts[n], sc.source)
         out["variants"][n] = metrics(vsc, summary, ts)
-        series[n] = ts
+        series[n] = with_calendar_time(ts, vsc)  # figures on calendar time
     return out, series

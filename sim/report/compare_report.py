@@ -8,6 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sim.jsonout import finite
+from sim.report.figures import time_axis
 from sim.report.html import img_tag, page, table
 from sim.report.write import dump_json, write_dir
 
@@ -61,17 +62,27 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _xlabel(series: dict[str, pd.DataFrame]) -> str:
+    return time_axis(next(iter(series.values())))[1] if series else "time (h)"
+
+
+def _dates(fig: Figure, series: dict[str, pd.DataFrame]) -> None:
+    if series and "time" in next(iter(series.values())).columns:
+        fig.autofmt_xdate()
+
+
 def _latency_p95(series: dict[str, pd.DataFrame], tiers: list[str], slos: list[float]) -> Figure:
     fig = Figure(figsize=(9, 2.6 * len(tiers)))
     axes = fig.subplots(len(tiers), 1, sharex=True, squeeze=False)
     for ax, t, s in zip(axes[:, 0], tiers, slos, strict=True):
         for n, ts in series.items():
-            ax.plot(ts["t_h"], ts[f"{t}.latency_p95_s"], lw=1.1, label=n)
+            ax.plot(time_axis(ts)[0], ts[f"{t}.latency_p95_s"], lw=1.1, label=n)
         ax.axhline(s, color="k", ls="--", lw=0.8)
         ax.set_yscale("log")
         ax.set_ylabel(f"{t} p95 (s)")
     axes[0, 0].legend(fontsize=7, ncol=3)
-    axes[-1, 0].set_xlabel("time (h)")
+    axes[-1, 0].set_xlabel(_xlabel(series))
+    _dates(fig, series)
     fig.suptitle("p95 latency per tier (dashed: SLO)")
     return fig
 
@@ -81,8 +92,9 @@ def _goodput(series: dict[str, pd.DataFrame], tiers: list[str]) -> Figure:
     ax = fig.add_subplot()
     for n, ts in series.items():
         dt = ts["t_s"].iloc[1] - ts["t_s"].iloc[0] if len(ts) > 1 else 1.0
-        ax.plot(ts["t_h"], sum(ts[f"{t}.goodput"] for t in tiers) / dt, lw=1.1, label=n)
-    ax.set_xlabel("time (h)")
+        ax.plot(time_axis(ts)[0], sum(ts[f"{t}.goodput"] for t in tiers) / dt, lw=1.1, label=n)
+    ax.set_xlabel(_xlabel(series))
+    _dates(fig, series)
     ax.set_ylabel("goodput (images/s within SLO)")
     ax.legend(fontsize=7, ncol=3)
     return fig
@@ -92,8 +104,9 @@ def _gpus(series: dict[str, pd.DataFrame]) -> Figure:
     fig = Figure(figsize=(9, 3.5))
     ax = fig.add_subplot()
     for n, ts in series.items():
-        ax.plot(ts["t_h"], ts["gpus_active"], lw=1.1, label=n)
-    ax.set_xlabel("time (h)")
+        ax.plot(time_axis(ts)[0], ts["gpus_active"], lw=1.1, label=n)
+    ax.set_xlabel(_xlabel(series))
+    _dates(fig, series)
     ax.set_ylabel("GPUs live")
     ax.legend(fontsize=7, ncol=3)
     return fig

@@ -21,7 +21,7 @@ def _new(figsize=(9, 4)):
     return fig, fig.add_subplot()
 
 
-def _x(ts: pd.DataFrame):
+def time_axis(ts: pd.DataFrame):
     """Calendar time when the series has it, else hours since t = 0."""
     if "time" in ts.columns:
         t = ts["time"]
@@ -64,7 +64,7 @@ def clip_spike(ax, x, y: np.ndarray, keep: list[np.ndarray], unit: str, when=Non
 def demand_vs_capacity(ts: pd.DataFrame, tiers: list[str], capacity_per_s: np.ndarray) -> Figure:
     """Offered load per tier (stacked) against what the live fleet can serve; a spike that
     would flatten the curve (retries returning together) is clipped and annotated."""
-    x, xlabel = _x(ts)
+    x, xlabel = time_axis(ts)
     fig, ax = _new()
     dt = ts["t_s"].iloc[1] - ts["t_s"].iloc[0] if len(ts) > 1 else 1.0
     offered = [ts[f"{t}.offered"].to_numpy() / dt for t in tiers]
@@ -87,7 +87,7 @@ def demand_vs_capacity(ts: pd.DataFrame, tiers: list[str], capacity_per_s: np.nd
 
 
 def latency(ts: pd.DataFrame, tiers: list[str], slos: list[float]) -> Figure:
-    x, xlabel = _x(ts)
+    x, xlabel = time_axis(ts)
     fig, ax = _new()
     for j, t in enumerate(tiers):
         line = ax.plot(x, ts[f"{t}.latency_p95_s"], lw=1.4, label=f"{t} p95")[0]
@@ -104,7 +104,7 @@ def latency(ts: pd.DataFrame, tiers: list[str], slos: list[float]) -> Figure:
 
 
 def rejections(ts: pd.DataFrame, tiers: list[str]) -> Figure:
-    x, xlabel = _x(ts)
+    x, xlabel = time_axis(ts)
     fig, ax = _new()
     dt = ts["t_s"].iloc[1] - ts["t_s"].iloc[0] if len(ts) > 1 else 1.0
     any_line = False
@@ -127,7 +127,7 @@ def rejections(ts: pd.DataFrame, tiers: list[str]) -> Figure:
 
 
 def utilization(ts: pd.DataFrame) -> Figure:
-    x, xlabel = _x(ts)
+    x, xlabel = time_axis(ts)
     fig, ax = _new()
     ax.plot(x, ts["utilization"], color="tab:purple", lw=1.2, label="utilisation")
     ax.set_ylim(0, 1.05)
