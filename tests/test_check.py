@@ -12,6 +12,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, seed, settings
+from test_fuzz import mutated
 
 from sim.cli import main
 from sim.scenario import json_schema, merge
@@ -261,3 +263,21 @@ def test_hours_fields_take_durations_too():
     assert FailureParams(mtbf_h="2", mttr_h=0.5).mtbf_h == 2.0  # no unit: hours, as a number
     with pytest.raises(ValueError, match="greater than or equal"):
         FailureParams(mtbf_h="1s", mttr_h=1)
+
+
+@seed(17)
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(case=mutated())
+def test_the_schema_is_never_stricter_than_check(validator, case):
+    """Whatever the schema refuses, the models refuse too (an editor never flags a scenario
+    that runs). The converse holds for shape and type errors (MUTATIONS above); rules across
+    fields (sorted points, p10 <= median, tier names, NaN) are the models' alone."""
+    from sim.scenario import scenario_problems
+
+    _, d = case
+    data = json.loads(json.dumps(d, default=lambda o: o.isoformat()))
+    if not list(validator.iter_errors(data)):
+        return
+    _, probs = scenario_problems(data)
+    assert probs, "the schema refuses a scenario the models accept"
