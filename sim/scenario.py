@@ -1,7 +1,10 @@
 """Scenario files: YAML validated with pydantic v2. Unknown keys are errors.
 
-Durations are seconds or strings with a unit ("90s", "15m", "36h", "8d"). Bad input raises
-InputError naming the file and the field path.
+Durations are seconds or strings with a unit ("90s", "15m", "36h", "8d"; sim/units.py). Each
+policy entry is its policy's own model, built from the registry (`policy_model`) and told apart
+by `policy:`. `scenario_problems` finds every problem with its path into the data; the first is
+raised as an InputError naming the file (with the key's line:col when the YAML nodes are
+known) and the field path. `json_schema()` is what `floodgate schema` prints.
 """
 
 from __future__ import annotations
