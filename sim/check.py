@@ -59,9 +59,35 @@ def _placed(e: InputError, source: str, nodes: Any) -> str:
     return _line(e)
 
 
-def check_file(path: str | Path) -> tuple[list[str], Any]:
-    """(error lines, the scenario or None) for one scenario file; no lines: it would run."""
+def check_profile(path: str | Path) -> list[str]:
+    """Every problem of a calibration profile (floodgate.profile/1), with line:col."""
+    import yaml
+
+    from sim.fleet.cost import profile_problems
+    from sim.inputs import load_json, read_text
+
     source = str(path)
+    try:
+        text = read_text(path)
+        data = load_json(text, source)
+    except InputError as e:
+        return [_line(e)]
+    if not isinstance(data, dict):
+        return [_line(InputError(source, "(root)", "a profile is a JSON object"))]
+    try:  # JSON is YAML: its node tree gives each key's place
+        nodes = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        nodes = None
+    return [_line(InputError(source, field, what, *(position(nodes, loc) or (None, None))))
+            for loc, field, what in profile_problems(data)]
+
+
+def check_file(path: str | Path) -> tuple[list[str], Any]:
+    """(error lines, the scenario or None) for one scenario file; no lines: it would run.
+    A .json file is checked as a calibration profile."""
+    source = str(path)
+    if source.endswith(".json"):
+        return check_profile(path), None
     try:
         data, nodes = read_yaml_nodes(path)
     except InputError as e:

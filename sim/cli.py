@@ -179,6 +179,8 @@ def cmd_check(args) -> int:
             print(line, file=sys.stderr)
         if lines:
             bad += 1
+        elif sc is None:  # a profile
+            print(f"{path}: ok: a floodgate.profile/1 calibration profile")
         else:
             pools = ", ".join(f"{p.name} ({p.gpus:,} GPUs)" for p in sc.fleet.pools)
             print(f"{path}: ok: {sc.name}, {len(sc.tiers)} tiers, {len(sc.policies)} policies, "
@@ -268,8 +270,8 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     i.add_argument("--example", default="ghibli_2025",
                    help="example name (default ghibli_2025; e.g. policies/token_bucket)")
     i.set_defaults(func=cmd_init)
-    k = sub.add_parser("check", help="validate scenarios without running them: every problem, "
-                       "each with its line and column",
+    k = sub.add_parser("check", help="validate scenarios (or .json profiles) without running them: "
+                       "every problem, each with its line and column",
                        description="Validate scenario files (and the profiles, trace and variants "
                        "they name) without running them. Every problem is one line "
                        "`error: FILE:LINE:COL: FIELD: WHAT`; exit 2 if any, 0 if none. "

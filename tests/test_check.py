@@ -281,3 +281,19 @@ def test_the_schema_is_never_stricter_than_check(validator, case):
         return
     _, probs = scenario_problems(data)
     assert probs, "the schema refuses a scenario the models accept"
+
+
+def test_check_a_profile_reports_every_problem_with_its_place(tmp_path, capsys):
+    prof = json.loads((ROOT / "sim/data/profiles/cpu-tiny.json").read_text())
+    prof["entries"][0]["component"] = "denoise"
+    del prof["entries"][1]["batch"]
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps(prof, indent=1))
+    assert main(["check", str(f)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert [e.split(": ", 3)[2] for e in err] == ["entries[0].component", "entries[1].batch"]
+    lines = f.read_text().splitlines()
+    n, c = (int(x) for x in err[0].split(f"{f}:")[1].split(":")[:2])
+    assert lines[n - 1][c - 1:].startswith('"component"')
+    assert main(["check", str(ROOT / "sim/data/profiles/cpu-tiny.json")]) == 0
+    assert "ok: a floodgate.profile/1" in capsys.readouterr().out

@@ -110,14 +110,27 @@ def profile_schema() -> dict:
     return sch
 
 
-def _profile_error(e: ValidationError) -> tuple[str, str]:
-    err = e.errors()[0]
-    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+def profile_problems(data: dict) -> list[tuple[tuple, str, str]]:
+    """Every problem of a profile: (loc into the data, field path, what); [] when it is fine."""
+    try:
+        ProfileFile.model_validate(data)
+    except ValidationError as e:
+        return [_one(err) for err in e.errors()]
+    return []
+
+
+def _one(err: dict) -> tuple[tuple, str, str]:
+    raw = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in raw).lstrip(".")
     if err["type"] == "missing":
-        return loc or "(root)", "missing"
+        return raw, loc or "(root)", "missing"
     if loc == "schema":
-        return loc, f"expected {SCHEMA!r}"
-    return loc or "(root)", err["msg"].removeprefix("Value error, ")
+        return raw, loc, f"expected {SCHEMA!r}"
+    return raw, loc or "(root)", err["msg"].removeprefix("Value error, ")
+
+
+def _profile_error(e: ValidationError) -> tuple[str, str]:
+    return _one(e.errors()[0])[1:]
 
 
 def load_profile(path: Path) -> dict:
