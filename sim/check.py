@@ -82,9 +82,10 @@ def check_profile(path: str | Path) -> list[str]:
             for loc, field, what in profile_problems(data)]
 
 
-def check_file(path: str | Path) -> tuple[list[str], Any]:
+def check_file(path: str | Path, variants: list[str] | None = None) -> tuple[list[str], Any]:
     """(error lines, the scenario or None) for one scenario file; no lines: it would run.
-    A .json file is checked as a calibration profile."""
+    `variants`: NAME=OVERRIDES.yaml files, as `compare --variant`, each checked merged in. A
+    .json file is checked as a calibration profile."""
     source = str(path)
     if source.endswith(".json"):
         return check_profile(path), None
@@ -93,21 +94,46 @@ def check_file(path: str | Path) -> tuple[list[str], Any]:
     except InputError as e:
         return [_line(e)], None
     sc, probs = scenario_problems(data)
-    errs = [input_error(source, p, nodes) for p in probs]
-    errs.sort(key=lambda e: (e.line is None, e.line or 0, e.col or 0))  # in file order
-    lines = [_line(e) for e in errs]
+    lines = _sorted([input_error(source, p, nodes) for p in probs])
     if sc is None or lines:
         return lines, None
     sc.source = source
     lines += _resources(sc, source, nodes)
-    for name, over in sc.variants.items():  # each variant merged in is a scenario too
-        _, vp = scenario_problems(merge(data, over) if isinstance(over, dict) else over)
+    # each variant merged in is a scenario too: a problem inside the variant's own overrides
+    # is placed there, one elsewhere is the scenario's, said to come with that variant
+    todo = [(n, o, source, nodes, ("variants", n)) for n, o in sc.variants.items()]
+    for arg in variants or []:
+        if "=" not in arg:
+            lines.append(_line(InputError("--variant", arg, "expected NAME=OVERRIDES.yaml")))
+            continue
+        name, vpath = arg.split("=", 1)
+        try:
+            over, vnodes = read_yaml_nodes(vpath)
+        except InputError as e:
+            lines.append(_line(e))
+            continue
+        if not isinstance(over, dict):
+            lines.append(_line(InputError(vpath, "(root)", "overrides are a YAML mapping")))
+            continue
+        todo.append((name, over, vpath, vnodes, ()))
+    base = {k: v for k, v in data.items() if k != "variants"}
+    for name, over, vsource, vnodes, prefix in todo:
+        _, vp = scenario_problems(merge(base, over) if isinstance(over, dict) else over)
+        errs = []
         for p in vp:
-            inside = p.loc[:1] != ("variants",) and _within(over, p.loc)
-            loc = ("variants", name, *p.loc) if inside else p.loc
-            lines.append(_line(input_error(source, Problem(loc, f"variant {name}: {p.message}"
-                                                            if not inside else p.message), nodes)))
+            if _within(over, p.loc):
+                errs.append(input_error(vsource, Problem(prefix + p.loc, p.message), vnodes))
+            else:
+                errs.append(input_error(source, Problem(p.loc, f"variant {name}: {p.message}"),
+                                        nodes))
+        lines += _sorted(errs)
     return lines, (None if lines else sc)
+
+
+def _sorted(errs: list[InputError]) -> list[str]:
+    """One line each, in file order (those without a place last)."""
+    errs = sorted(errs, key=lambda e: (e.line is None, e.line or 0, e.col or 0))
+    return [_line(e) for e in errs]
 
 
 def _within(over: Any, loc: tuple) -> bool:

@@ -174,7 +174,7 @@ def cmd_check(args) -> int:
 
     bad = 0
     for path in args.scenario:
-        lines, sc = check_file(path)
+        lines, sc = check_file(path, args.variant)
         for line in lines:
             print(line, file=sys.stderr)
         if lines:
@@ -277,6 +277,8 @@ def build_parser(argv: list[str] | None = None) -> Parser:
                        "`error: FILE:LINE:COL: FIELD: WHAT`; exit 2 if any, 0 if none. "
                        "Example: floodgate check scenarios/ghibli_2025.yaml")
     k.add_argument("scenario", nargs="+")
+    k.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDES.yaml",
+                   help="also check these overrides merged in, as compare --variant (repeatable)")
     k.set_defaults(func=cmd_check)
     m = sub.add_parser("schema", help="print the scenario JSON Schema (for editors)",
                        description="Print the JSON Schema of scenario files, from the same "

@@ -297,3 +297,15 @@ def test_check_a_profile_reports_every_problem_with_its_place(tmp_path, capsys):
     assert lines[n - 1][c - 1:].startswith('"component"')
     assert main(["check", str(ROOT / "sim/data/profiles/cpu-tiny.json")]) == 0
     assert "ok: a floodgate.profile/1" in capsys.readouterr().out
+
+
+def test_check_variant_files_places_problems_in_the_overrides(tmp_path, capsys):
+    v = tmp_path / "v.yaml"
+    v.write_text("policies:\n- policy: daily_quota\n  tiers: [free]\n  limt: 3\n")
+    assert main(["check", str(BASE), "--variant", f"q={v}"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: {v}:2:3: policies[0].limit: Field required",
+                   f"error: {v}:4:3: policies[0].limt: unknown key; did you mean 'limit'?"]
+    args = [f"{n}={ROOT / 'scenarios/ghibli_whatif' / n}.yaml"
+            for n in ("no_limits", "historical", "reserve_shed", "brownout", "autoscale")]
+    assert main(["check", str(BASE), *[x for a in args for x in ("--variant", a)]]) == 0
