@@ -446,7 +446,7 @@ def json_schema() -> dict:
     if "scenario" not in _SCHEMA:
         sch = Scenario.model_json_schema()
         sch["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        sch["$id"] = "https://floodgate.dev/schema/scenario.json"
+        sch["$id"] = "urn:floodgate:scenario"  # a name, not a place to fetch
         _SCHEMA["scenario"] = _bounds(sch)
     return _SCHEMA["scenario"]
 

@@ -106,7 +106,7 @@ def profile_schema() -> dict:
     """JSON Schema of a profile file (what ProfileFile checks; the rest is free)."""
     sch = ProfileFile.model_json_schema(by_alias=True)
     sch["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    sch["$id"] = "https://floodgate.dev/schema/profile.json"
+    sch["$id"] = "urn:floodgate:profile/1"
     return sch
 
 
