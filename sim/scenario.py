@@ -648,26 +648,41 @@ def _section_problems(data: dict) -> list[Problem]:
     return cross_problems(tiers, specs, _section("demand", data.get("demand")))
 
 
-def input_error(source: str, p: Problem, nodes: Any = None) -> InputError:
-    """A problem as the InputError the CLI prints, with the file's line:col when known."""
+def input_error(source: str, p: Problem, nodes: Any = None, file_data: Any = None,
+                data: Any = None) -> InputError:
+    """A problem as the InputError the CLI prints, with the file's line:col when known. With
+    `file_data` (what the file said) and `data` (after command-line overrides), a field the
+    command line changed is not placed in the file: the file is not what is wrong there."""
+    if file_data is not None and p.loc and _at(file_data, p.loc) != _at(data, p.loc):
+        return InputError(source, p.field, f"{p.message} (as set on the command line)")
     pos = position(nodes, p.loc) if nodes is not None and p.loc else None
     return InputError(source, p.field, p.message, *(pos or (None, None)))
 
 
-def parse_scenario(data: Any, source: str = "<scenario>", nodes: Any = None) -> Scenario:
+_MISSING = object()
+
+
+def _at(d: Any, loc: tuple) -> Any:
+    for part in loc:
+        if isinstance(d, dict) and part in d:
+            d = d[part]
+        elif isinstance(d, list) and isinstance(part, int) and 0 <= part < len(d):
+            d = d[part]
+        else:
+            return _MISSING
+    return d
+
+
+def parse_scenario(data: Any, source: str = "<scenario>", nodes: Any = None,
+                   file_data: Any = None) -> Scenario:
     """A validated Scenario; the first problem is raised as an InputError (`floodgate check`
-    lists them all). `nodes`: the YAML node tree the data came from, for line:col."""
+    lists them all). `nodes`: the YAML node tree the data came from, for line:col;
+    `file_data`: the file's own data when the command line changed some of it."""
     sc, probs = scenario_problems(data)
     if probs:
-        raise input_error(source, probs[0], nodes)
+        raise input_error(source, probs[0], nodes, file_data, data)
     sc.source = source
     return sc
-
-
-def validate_policies(sc: Scenario) -> None:
-    probs = policy_problems(list(enumerate(sc.policies)), [t.name for t in sc.tiers])
-    if probs:
-        raise input_error(sc.source, probs[0])
 
 
 def load_scenario(path: str | Path, overrides: dict | None = None,
@@ -676,13 +691,14 @@ def load_scenario(path: str | Path, overrides: dict | None = None,
     scenario file."""
     p = Path(path)
     data, nodes = read_yaml_nodes(p)
+    original = copy.deepcopy(data) if overrides or sets else None  # apply_sets edits in place
     if overrides and isinstance(data, dict):
         data = merge(data, overrides)
     if sets:
         from sim.overrides import apply_sets
 
         data = apply_sets(data, sets)
-    return parse_scenario(data, str(p), nodes)
+    return parse_scenario(data, str(p), nodes, original)
 
 
 def merge(base: Any, over: Any) -> Any:

@@ -309,3 +309,18 @@ def test_check_variant_files_places_problems_in_the_overrides(tmp_path, capsys):
     args = [f"{n}={ROOT / 'scenarios/ghibli_whatif' / n}.yaml"
             for n in ("no_limits", "historical", "reserve_shed", "brownout", "autoscale")]
     assert main(["check", str(BASE), *[x for a in args for x in ("--variant", a)]]) == 0
+
+
+def test_a_bad_value_from_the_command_line_is_not_placed_in_the_file(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["run", str(TB), "--set", "fleet.pools.h100.gpus=-1", "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: {TB}: fleet.pools[0].gpus: Input should be greater than or equal "
+                   "to 0 (as set on the command line)"]
+    f = tmp_path / "s.yaml"  # the same value in the file: placed at its key
+    f.write_text(TB.read_text().replace("gpus: 10", "gpus: -1"))
+    assert main(["run", str(f), "--set", "seed=3", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {f}:27:18: fleet.pools[0].gpus: "), err
+    assert not out.exists()
