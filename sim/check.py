@@ -26,7 +26,7 @@ def loc_of(field: str) -> tuple:
 
 
 def _line(e: InputError) -> str:
-    return " ".join(f"error: {e.where}: {e.field}: {e.message}".split("\n"))[:2000]
+    return e.one_line()
 
 
 def _resources(sc, source: str, nodes: Any) -> list[str]:

@@ -410,8 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except InputError as e:
-        line = f"error: {e.where}: {e.field}: {e.message}"
-        print(" ".join(line.split("\n"))[:2000], file=sys.stderr)  # one line, whatever it quotes
+        print(e.one_line(), file=sys.stderr)
         return e.exit_code
     except ModuleNotFoundError as e:
         extra = EXTRAS.get((e.name or "").split(".")[0])

@@ -17,6 +17,11 @@ class InputError(Exception):
         self.line, self.col = line, col  # 1-based, of the field's key in the file, when known
         super().__init__(f"{self.where}: {field}: {message}")
 
+    def one_line(self) -> str:
+        """The one line the CLI prints: `error: <where>: <field>: <what>`, newlines flattened
+        (a message may quote the input), at most 2000 characters."""
+        return " ".join(f"error: {self.where}: {self.field}: {self.message}".split("\n"))[:2000]
+
     @property
     def where(self) -> str:
         """`file` or `file:line:col`, as compilers print it (editors jump to it)."""
