@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except InputError as e:
-        print(f"error: {e.file}: {e.field}: {e.message}", file=sys.stderr)
+        print(e.one_line(), file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # raised before measuring started (imports, model build)
         print("interrupted: nothing written", file=sys.stderr)
