@@ -2,8 +2,9 @@
 simulator, the gateway and the reports.
 
 `Reason` values are the indices of the reason axis in count arrays ([tier, reason]); the
-first six happen in the simulator, the last three only live (the gateway stops: draining,
-drain_timeout; a real batch raised: error). What HTTP status each maps to is the gateway's
+first six happen in the simulator, the last four only live (the gateway stops: draining,
+drain_timeout; a real batch raised: error; a replica's limiter store was down:
+limiter_unavailable). What HTTP status each maps to is the gateway's
 business (sim/live/gateway.py). The fleet loop numbers its own four reasons in
 KERNEL_REASONS order (sim/fleet/kernel.py R_*).
 """
@@ -24,7 +25,8 @@ class Reason(IntEnum):
     QUEUE_FULL = 5  # its tier queue (or the gateway's total) was full
     DRAINING = 6  # live only: arrived while the gateway was draining
     DRAIN_TIMEOUT = 7  # live only: still queued or in service when the drain ended
-    ERROR = 8  # live only: its real batch failed
+    ERROR = 8  # live only: its real batch failed, or a replica could not reach the fleet
+    LIMITER_UNAVAILABLE = 9  # live only: a replica's limiter store was down (fail_closed)
 
     @property
     def label(self) -> str:

@@ -26,11 +26,16 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sim import rng
 from sim.engine import apply_schedule, build_pools
 from sim.jsonout import dumps
-from sim.live.admission import build_policies, concurrency_decision, ratelimit_fields
+from sim.live.admission import (
+    build_policies,
+    concurrency_decision,
+    ratelimit_fields,
+)
 from sim.live.headers import rejection_headers
 from sim.live.http_guard import http_record, parse_body
 from sim.live.keys import KeyTable
@@ -46,7 +51,8 @@ JSON = "application/json"
 # Limiter-side 429, fleet-side 503, the content filter 403 (retrying does not help), a
 # failed real batch 500.
 _HTTP = {R.RATE_LIMITED: 429, R.QUOTA_EXCEEDED: 429, R.FILTERED: 403, R.SHED: 503,
-         R.QUEUE_FULL: 503, R.TIMEOUT: 503, R.DRAINING: 503, R.DRAIN_TIMEOUT: 503, R.ERROR: 500}
+         R.QUEUE_FULL: 503, R.TIMEOUT: 503, R.DRAINING: 503, R.DRAIN_TIMEOUT: 503, R.ERROR: 500,
+         R.LIMITER_UNAVAILABLE: 503}
 STATUS: dict[str | None, int] = {None: 200, **{r.label: _HTTP[r] for r in R}}
 MAX_USERS = 1 << 24  # per-user in-flight counts are kept for user ids below this
 READY = "serving http://{host}:{port}"  # the line on stderr once accepting
@@ -69,13 +75,18 @@ class Gateway:
 
     def __init__(self, sc: Scenario, keys: KeyTable, log_path: str | Path, time_scale: float = 1.0,
                  max_queue: float | None = None, drain_timeout: float = 30.0, runner=None,
-                 start_at: float | None = None):
+                 start_at: float | None = None, role: str = "gateway"):
         self.sc, self.keys, self.X = sc, keys, float(time_scale)
+        # "gateway": admission and fleet in this process; "fleet": the fleet process behind
+        # replicas (sim/live/replica.py), which did admission before forwarding
+        self.role = role
         self.start_at = start_at  # unix time of sim t = 0 (None: when the server starts)
         self.tiers = [t.name for t in sc.tiers]
         self.pools = build_pools(sc)
         self.policies = build_policies(sc)
-        self.admission = [lp.active for lp in self.policies if lp.kind == "admission"]
+        # a fleet process behind replicas: they did admission before forwarding
+        self.admission = ([lp.active for lp in self.policies if lp.kind == "admission"]
+                          if role == "gateway" else [])
         self.live = {lp.active.spec_index: lp for lp in self.policies}  # for header names
         # brownout's nominal: the largest pool's steps (each pool serves its own; the fleet
         # loop lowers them per arrival while brownout's thresholds are met)
@@ -188,9 +199,13 @@ class Gateway:
         return req.status, _dumps(body), headers
 
     async def submit(self, user: int, tier: int, rid: int, attempt: int,
-                     scheduled_t: float | None) -> tuple[int, bytes, dict]:
-        """Admit, queue and serve one request: (status, JSON body, headers)."""
+                     scheduled_t: float | None, origin: tuple[str, int, float] | None = None
+                     ) -> tuple[int, bytes, dict]:
+        """Admit, queue and serve one request: (status, JSON body, headers). `origin`:
+        (replica, its request number, its arrival) of a request a replica forwards."""
         req = Req(rid, attempt, user, tier, self.tiers[tier], scheduled_t, self.clock())
+        if origin is not None:
+            req.replica, req.seq, req.hop = origin[0], origin[1], req.arrival - origin[2]
         if self.draining:
             return self._reject(req, "draining", None, [])
         req.noise, req.z = self.rng.exponential(), self.rng.standard_normal()
@@ -200,9 +215,10 @@ class Gateway:
         await req.fut
         if req.reason is not None:  # timeout, drain_timeout or error after admission
             return self._reject_late(req, infos)
-        body = {"id": req.id, "user": user, "tier": req.tier_name, "arrival_s": _r6(req.arrival),
-                "start_s": _r6(req.start), "done_s": _r6(req.done), "wait_s": _r6(req.start - req.arrival),
-                "latency_s": _r6(req.done - req.arrival), "batch": req.batch,
+        a0 = req.arrival - req.hop
+        body = {"id": req.id, "user": user, "tier": req.tier_name, "arrival_s": _r6(a0),
+                "start_s": _r6(req.start), "done_s": _r6(req.done), "wait_s": _r6(req.start - a0),
+                "latency_s": _r6(req.done - a0), "batch": req.batch,
                 "steps": _num(req.served_steps), "degraded": req.served_steps < req.nominal}
         return 200, _dumps(body), ratelimit_fields(infos, self.X)
 
@@ -276,6 +292,11 @@ def create_app(gw: Gateway) -> FastAPI:
     app = FastAPI(title="floodgate gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
 
+    if gw.role == "fleet":
+        _fleet_route(app, gw)
+        _status_routes(app, gw)
+        return app
+
     @app.post("/v1/images")
     async def images(request: Request) -> Response:
         who = gw.keys.lookup(bearer(request.headers.get("authorization")))
@@ -294,6 +315,43 @@ def create_app(gw: Gateway) -> FastAPI:
             gw.http_inflight -= 1
         return Response(body, status, headers, media_type=JSON)
 
+    _status_routes(app, gw)
+    return app
+
+
+class Forwarded(BaseModel):
+    """The body of POST /fleet/v1/images: a request a replica admitted (loopback only)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    id: int
+    attempt: int = Field(0, ge=0, le=10**6)
+    scheduled_t: float | None = None
+    user: int = Field(ge=0, le=2**31 - 1)
+    tier: int = Field(ge=0, le=10**6)
+    replica: str = Field(min_length=1, max_length=64)
+    seq: int = Field(ge=0)
+    t: float = Field(description="simulated time of its arrival at the replica")
+
+
+def _fleet_route(app: FastAPI, gw: Gateway) -> None:
+    @app.post("/fleet/v1/images")
+    async def forwarded(request: Request) -> Response:
+        try:
+            f = Forwarded.model_validate_json(await request.body())
+        except ValidationError as e:
+            return Response(_dumps({"detail": str(e.errors()[0]["msg"])}), 422, media_type=JSON)
+        if f.tier >= len(gw.tiers):
+            return Response(_dumps({"detail": "unknown tier"}), 422, media_type=JSON)
+        gw.http_inflight += 1
+        try:
+            status, body, headers = await gw.submit(f.user, f.tier, f.id, f.attempt, f.scheduled_t,
+                                                    (f.replica, f.seq, f.t))
+        finally:
+            gw.http_inflight -= 1
+        return Response(body, status, headers, media_type=JSON)
+
+
+def _status_routes(app: FastAPI, gw: Gateway) -> None:
     @app.get("/healthz")
     async def healthz() -> Response:
         if gw.draining:
@@ -304,8 +362,6 @@ def create_app(gw: Gateway) -> FastAPI:
     async def metrics(request: Request) -> Response:
         body, content_type = gw.prometheus(request.headers.get("accept", ""))
         return Response(body, 200, headers={"Content-Type": content_type})
-
-    return app
 
 
 class GatewayServer(uvicorn.Server):

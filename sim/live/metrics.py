@@ -39,21 +39,25 @@ def log_record(req: Req) -> dict:
     """The JSONL line of a request at its final outcome."""
     served = req.reason is None
     started = not math.isnan(req.start)
+    a0 = req.arrival - req.hop  # a forwarded request arrived at its replica a hop earlier
     if served:
-        wait = req.start - req.arrival
+        wait = req.start - a0
     elif req.reason in ("timeout", "drain_timeout") and not math.isnan(req.done):
-        wait = (req.start if started else req.done) - req.arrival  # time it spent queued
+        wait = (req.start if started else req.done) - a0  # time it spent queued
     else:
         wait = None
-    return {
+    rec = {
         "id": req.id, "attempt": req.attempt, "user": req.user, "tier": req.tier_name,
-        "scheduled_t": req.scheduled_t, "arrival_s": _r(req.arrival),
+        "scheduled_t": req.scheduled_t, "arrival_s": _r(a0),
         "start_s": _r(req.start) if started else None, "done_s": _r(req.done),
         "status": req.status, "reason": req.reason, "wait_s": _r(wait),
-        "latency_s": _r(req.done - req.arrival) if served else None,
+        "latency_s": _r(req.done - a0) if served else None,
         "batch": req.batch or None, "steps": _steps(req),
         "pool": req.pool_name,
     }
+    if req.replica is not None:
+        rec.update(replica=req.replica, seq=req.seq, hop_s=_r(req.hop))
+    return rec
 
 
 class RequestLog:

@@ -1,4 +1,4 @@
-"""`floodgate serve SCENARIO`: the scenario's policies as a live HTTP gateway (one process).
+"""`floodgate serve SCENARIO`: the scenario's policies as a live HTTP gateway (one process, or\nwith --replicas N a fleet process and N admission replicas: sim/live/replica.py, deploy.py).
 
 Also the helpers to run one from Python: `free_port()`, `start_server(...)` (a subprocess,
 returned once /healthz answers) and `stop_server(proc)` (SIGTERM: drain, then exit).
@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -57,6 +58,21 @@ def add_parser(subparsers) -> None:
                    help=f"wall seconds to send its body (default {BODY_TIMEOUT:g}; then 408)")
     s.add_argument("--max-connections", type=int_in(1, 10**6),
                    help="open connections beyond which new ones get 503 (default: --max-queue + 4096)")
+    d = s.add_argument_group("replicas (sim/live/replica.py: N admission replicas, one fleet process)")
+    d.add_argument("--replicas", type=int_in(1, 64), help="start a fleet process and N gateway "
+                   "replicas forwarding to it; replica i listens on --port + i (--port 0: any "
+                   "free ports); deployment.json beside the log lists them")
+    d.add_argument("--redis", metavar="URL", help="redis://host:port/db: the replicas share their "
+                   "limiter state there (default: each replica keeps its own, in memory)")
+    d.add_argument("--store-failure", choices=("fail_open", "fail_closed"), default="fail_open",
+                   help="when the limiter store is unreachable: admit without a check and count "
+                   "it (fail_open, default) or answer 503 limiter_unavailable with Retry-After")
+    d.add_argument("--role", choices=("gateway", "fleet", "replica"), default="gateway",
+                   help="gateway (default): admission and fleet in one process; fleet: the fleet "
+                   "behind replicas (POST /fleet/v1/images, loopback only); replica: admission, "
+                   "then forward to --fleet")
+    d.add_argument("--fleet", metavar="URL", help="--role replica: the fleet process, http://127.0.0.1:PORT")
+    d.add_argument("--replica-name", default="r0", help="--role replica: its name in the logs (default r0)")
     s.set_defaults(func=cmd_serve)
 
 
@@ -96,6 +112,17 @@ def _writable(log: Path) -> None:
         raise InputError(str(log), "(file)", f"cannot write: {e.strerror or e}") from None
 
 
+def mark_live(log: Path) -> None:
+    """The log's folder made and marked as a live one, the log writable."""
+    from sim.report.write import mark_dir
+
+    try:
+        mark_dir(log.parent, "live")  # `floodgate run` into out/<scenario>/ later keeps the log
+    except OSError as e:
+        raise InputError("--log", str(log), f"cannot create its folder: {e.strerror}") from None
+    _writable(log)
+
+
 def _raise_fd_limit(n: int) -> None:
     """Each queued request holds a connection: allow that many open files if we may."""
     try:
@@ -109,8 +136,30 @@ def _raise_fd_limit(n: int) -> None:
         pass
 
 
+def _check_roles(args) -> None:
+    if args.role == "replica" and not args.fleet:
+        raise InputError("--fleet", "(missing)", "--role replica needs --fleet URL")
+    if args.role != "replica" and args.fleet:
+        raise InputError("--fleet", args.fleet, "only for --role replica")
+    if args.fleet and not _loopback(urllib.parse.urlsplit(args.fleet).hostname or ""):
+        raise InputError("--fleet", args.fleet, "the fleet process is reached on loopback only")
+    if args.role == "fleet" and not _loopback(args.host):
+        raise InputError("--host", args.host, "--role fleet listens on loopback only "
+                         "(its endpoint trusts the replicas' admission)")
+    if args.redis is not None and not args.redis.startswith(("redis://", "unix://")):
+        raise InputError("--redis", args.redis, "expected redis://host:port[/db] or unix://path")
+    if args.replicas and args.role != "gateway":
+        raise InputError("--replicas", str(args.replicas), "starts its own --role processes")
+
+
 def cmd_serve(args) -> int:
     import uvicorn  # the serve extra: missing, it is one line before anything is written
+
+    _check_roles(args)
+    if args.replicas:
+        from sim.live.deploy import supervise
+
+        return supervise(args)
 
     from sim.budget import check_drr
     from sim.live.gateway import Gateway, GatewayServer, create_app, default_max_queue
@@ -124,13 +173,7 @@ def cmd_serve(args) -> int:
         raise InputError("--host", args.host, "a non-loopback address needs --keys FILE "
                          "(generated keys are for local tests)")
     log = Path(args.log) if args.log else Path("out") / sc.name / "live" / "requests.jsonl"
-    from sim.report.write import mark_dir
-
-    try:
-        mark_dir(log.parent, "live")  # `floodgate run` into out/<scenario>/ later keeps the log
-    except OSError as e:
-        raise InputError("--log", str(log), f"cannot create its folder: {e.strerror}") from None
-    _writable(log)
+    mark_live(log)
     if args.keys:
         keys = load_keys(args.keys, sc)
     else:
@@ -153,15 +196,23 @@ def cmd_serve(args) -> int:
         runner = TorchRunner(sc, build_pools(sc), args.torch_device, args.torch_dtype)
         print(f"torch kernel: {runner.describe()}", file=sys.stderr)
     _raise_fd_limit((args.max_queue if args.max_queue is not None else default_max_queue(sc)) + 4096)
-    try:
-        gw = Gateway(sc, keys, log, args.time_scale, args.max_queue, args.drain_timeout, runner,
-                     start_at=args.start_at)
-    except OSError as e:
-        raise InputError(str(log), "(file)", f"cannot write: {e.strerror}") from None
     mq = args.max_queue if args.max_queue is not None else default_max_queue(sc)
     limits = Limits(args.max_body, args.header_timeout, args.body_timeout,
                     args.max_connections or mq + 4096)
-    app = BodyGuard(create_app(gw), limits, gw.log_http)
+    try:
+        if args.role == "replica":
+            from sim.live.replica import Replica, check_replicable, create_replica_app
+
+            check_replicable(sc)
+            gw = Replica(sc, keys, log, args.fleet, args.redis, args.replica_name,
+                         args.time_scale, args.start_at, args.drain_timeout, args.store_failure)
+            app = BodyGuard(create_replica_app(gw), limits, gw.log_http)
+        else:
+            gw = Gateway(sc, keys, log, args.time_scale, args.max_queue, args.drain_timeout,
+                         runner, start_at=args.start_at, role=args.role)
+            app = BodyGuard(create_app(gw), limits, gw.log_http)
+    except OSError as e:
+        raise InputError(str(log), "(file)", f"cannot write: {e.strerror}") from None
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5, backlog=4096,
                             http=guarded_protocol(limits, gw.log_http))

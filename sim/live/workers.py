@@ -53,6 +53,12 @@ class Req:
     served_steps: float = math.nan  # steps its batch ran
     status: int = 0
     reason: str | None = None
+    # forwarded by a replica (sim/live/replica.py): its name, its request number, and the
+    # hop (simulated s from the replica's arrival to the fleet's); times are logged from
+    # the replica's arrival
+    replica: str | None = None
+    seq: int = -1
+    hop: float = 0.0
 
 
 def run_interval(sc: Scenario) -> float:

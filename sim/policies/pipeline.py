@@ -90,15 +90,17 @@ def admit_chunk(policies: list[ActivePolicy], t: np.ndarray, user: np.ndarray,
     return ChunkFates(code_all, retry_after)
 
 
-def admit_one(policies: list[ActivePolicy], now: float, user: int, tier: int
+def admit_one(policies: list[ActivePolicy], now: float, user: int, tier: int, decide=None
               ) -> tuple[tuple[ActivePolicy, Decision] | None, list[tuple[ActivePolicy, Decision]]]:
     """The pipeline for one request at `now`: (the policy that rejected it and its decision,
-    or None when admitted; every decision it met before that, for response headers)."""
+    or None when admitted; every decision it met before that, for response headers).
+    `decide(ap, now, user, tier)`: who decides for a policy (default its own `admit`; a
+    gateway replica asks its limiter store, sim/live/replica.py)."""
     met: list[tuple[ActivePolicy, Decision]] = []
     for ap in policies:
         if not ap.meets(tier):
             continue
-        d = ap.policy.admit(now, user, tier)
+        d = ap.policy.admit(now, user, tier) if decide is None else decide(ap, now, user, tier)
         if not d.ok:
             return (ap, d), met
         met.append((ap, d))
