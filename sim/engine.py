@@ -90,7 +90,8 @@ def apply_schedule(host, env: simpy.Environment, ap: ActivePolicy, spec):
             ap.enabled = when.enabled
         if when.params:
             merged = spec.params(when)
-            ap.policy.reconfigure(type(ap.policy).Params.model_validate(merged))
+            for pol in ap.each():
+                pol.reconfigure(type(ap.policy).Params.model_validate(merged))
         ap.policy.refresh(host, ap)
 
 
@@ -118,6 +119,10 @@ class Run:
         self.fleet = Fleet(self.pools, sc.tiers, sc.scheduler, sc.horizon, self.interval,
                            sc.outputs.warmup_s, sc.seed, outbox=self.trace)
         self.gates = Gates(self.fleet, self.pools, cell_users(sc, self.demand))
+        # the replica-to-fleet hop: every admitted request's latency and wait are the fleet's
+        # plus the hop (summaries add it), so within SLO means fleet latency <= slo - hop
+        if sc.gateway.hop_latency_s:
+            self.fleet.S.slo[:] -= sc.gateway.hop_latency_s
         self.next_id = 0  # request ids handed to the fleet loop
         # with trace: (t, user, tier, noise, z, reason code or -1, request id or -1) per
         # offered arrival, and the fleet's outbox records (kind, id, t, aux)
@@ -132,6 +137,7 @@ class Run:
         self.cursor = self.start
         self.fleet.S.clock[0] = self.start
         self._chunk = -1
+        self._rr = 0  # round robin over gateway replicas: the next request's replica
         self._buf = Arrivals.empty()
         self._noise = (np.zeros(0), np.zeros(0))
         self._pos = 0
@@ -237,7 +243,11 @@ class Run:
         iv = np.minimum((a.t / self.interval).astype(np.int64), self.n_int - 1)
         self.offered += bump(self.ser_offered, iv, a.tier, nk)
         count = partial(self._count_rows, iv, a.tier)
-        fates = admit_chunk(self.policies, a.t, a.user, a.tier, count)
+        # the replica each request reaches: round robin over offered requests, in time order
+        R = self.sc.gateway.replicas
+        rep = (self._rr + np.arange(len(a), dtype=np.int64)) % R if R > 1 else None
+        self._rr = (self._rr + len(a)) % R
+        fates = admit_chunk(self.policies, a.t, a.user, a.tier, count, rep)
         code_all, retry_after = fates.code, fates.retry_after
         del iv, count
         idx = np.flatnonzero(fates.admitted)
@@ -312,7 +322,8 @@ class Run:
                        desc=self.sc.name, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} sim-s [{elapsed}<{remaining}]")
         env.process(self._clock(env, bar))
         for ap in self.policies:
-            ap.policy.attach(self, env, ap)
+            for pol in ap.each():
+                pol.attach(self, env, ap)
         for ap in self.policies:
             spec = self.sc.policies[ap.spec_index]
             if spec.schedule:

@@ -326,6 +326,20 @@ class Scheduler(Strict):
                                    "(at least 1/1000 of one request's GPU time: sim/budget.py)")
 
 
+class GatewaySpec(Strict):
+    """The deployment in front of the fleet (sim/live/replica.py): gateway replicas doing
+    admission, forwarding to one fleet."""
+
+    replicas: int = Field(1, ge=1, le=64, description="gateway replicas; a load balancer spreads "
+                          "requests over them round robin, one request at a time (no stickiness)")
+    limiter_state: Literal["shared", "per_replica"] = Field(
+        "shared", description="shared: one limiter state for all replicas (Redis); per_replica: "
+        "each replica its own, so per-user and per-tier limits let up to `replicas` times through")
+    hop_latency_s: Duration = Field(0.0, le=60, description="replica to fleet, added to every "
+                                    "admitted request's latency and wait (measured on loopback: "
+                                    "`hop_s` in the fleet's log)")
+
+
 class Outputs(Strict):
     interval_s: PosDuration | None = Field(None, ge=1e-3, description="time-series step; default: horizon/1000")
     warmup_s: Duration = 0.0
@@ -351,6 +365,7 @@ class Scenario(Strict):
     policies: list[policy_union()] = []  # rebuilt when a policy registers (rebuild_policies)
     scheduler: Scheduler = Scheduler()
     fleet: Fleet
+    gateway: GatewaySpec = GatewaySpec()
     outputs: Outputs = Outputs()
     variants: dict[str, dict[str, Any]] = Field(
         {}, description="named what-if overrides for `floodgate compare` (merged into this file)")

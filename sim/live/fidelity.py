@@ -121,7 +121,7 @@ def sim_stats(runA, runB, span: tuple[float, float], phase: str, tiers, reasons)
         else:
             h = S.lat_hist[k]
         out[t] = {"n": int(runA.ser_offered[m, k].sum()), "served": int(h.sum()),
-                  "q": [float(v) for v in quantiles(h, QS)],
+                  "q": [float(v) + runA.sc.gateway.hop_latency_s for v in quantiles(h, QS)],
                   "rej": {r: int(rej[m, k, REASONS.index(r)].sum()) if r in REASONS else 0
                           for r in reasons}}
     return out

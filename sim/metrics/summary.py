@@ -16,8 +16,8 @@ def _r(x: float, nd: int = 6) -> float | None:
     return None if not np.isfinite(x) else round(x, nd)
 
 
-def _pcts(hist: np.ndarray) -> dict:
-    q = quantiles(hist, QS)
+def _pcts(hist: np.ndarray, hop: float = 0.0) -> dict:
+    q = quantiles(hist, QS) + hop
     return {"p50": _r(q[0]), "p95": _r(q[1]), "p99": _r(q[2])}
 
 
@@ -31,12 +31,13 @@ def summarize(run) -> dict:
         return int(round(float(v) * x))
 
     rej = run.rejections()
+    hop = sc.gateway.hop_latency_s  # replica to fleet: on every admitted request's latency
     tiers = {}
     revenue = 0.0
     for k, t in enumerate(sc.tiers):
         done = int(S.done_stats[k])
         left = int(S.n_sys[k])
-        lat = _pcts(S.lat_hist[k])
+        lat = _pcts(S.lat_hist[k], hop)
         adm = int(S.adm_stats[k])
         n_sys_stats = int(S.done_stats[k] + S.aband_stats[k])
         rev = float(S.completed[k]) * t.price_per_image * x
@@ -48,9 +49,9 @@ def summarize(run) -> dict:
             "rejected": {r: n(rej[k, j]) for j, r in enumerate(REASONS)},
             "abandoned": n(S.abandoned[k]),
             "in_system_end": n(left),
-            "latency_s": {**lat, "mean": _r(S.sum_lat[k] / done) if done else None},
-            "wait_s": {**_pcts(S.wait_hist[k]),
-                       "mean": _r(S.sum_wait[k] / S.done_stats[k]) if done else None},
+            "latency_s": {**lat, "mean": _r(S.sum_lat[k] / done + hop) if done else None},
+            "wait_s": {**_pcts(S.wait_hist[k], hop),
+                       "mean": _r(S.sum_wait[k] / S.done_stats[k] + hop) if done else None},
             "goodput": n(S.good[k]),
             "goodput_per_s": _r(S.good[k] * x / measured) if measured else None,
             "slo_s": t.slo_s,
@@ -135,7 +136,7 @@ def timeseries(run) -> pd.DataFrame:
 
     for j, r in enumerate(KERNEL_REASON):
         rej[:, :, r] += S.ser_rej[:n, :, j]
-    lat = quantiles(S.ser_lat_hist[:n], (0.5, 0.95, 0.99), series=True)
+    lat = quantiles(S.ser_lat_hist[:n], (0.5, 0.95, 0.99), series=True) + sc.gateway.hop_latency_s
     for k, tier in enumerate(sc.tiers):
         nm = tier.name
         cols[f"{nm}.offered"] = run.ser_offered[:n, k]

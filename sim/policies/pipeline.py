@@ -12,7 +12,7 @@ sequence gives exactly the fates, reasons and retry-afters of one `admit_chunk` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,6 +30,13 @@ class ActivePolicy:
     policy: Policy
     tiers: np.ndarray  # bool mask over tiers it applies to
     enabled: bool
+    # gateway.limiter_state per_replica: one object per gateway replica, replicas[0] is
+    # `policy` (empty: one state for all)
+    replicas: list = field(default_factory=list)
+
+    def each(self) -> list:
+        """The policy object of every replica (one with shared state)."""
+        return self.replicas or [self.policy]
 
     @property
     def admits(self) -> bool:
@@ -45,11 +52,19 @@ def build_policies(sc: Scenario) -> list[ActivePolicy]:
     flag; the simulator and the live gateway both start from these."""
     names = [t.name for t in sc.tiers]
     out = []
+    g = sc.gateway
     for i, spec in enumerate(sc.policies):
         cls = REGISTRY[spec.policy]
-        pol = cls(cls.Params.model_validate(spec.params()), names, sc.epoch)
+
+        def make(cls=cls, spec=spec):
+            return cls(cls.Params.model_validate(spec.params()), names, sc.epoch)
+
+        pol = make()
         mask = np.array([spec.tiers is None or n in spec.tiers for n in names])
-        out.append(ActivePolicy(i, pol, mask, spec.enabled))
+        ap = ActivePolicy(i, pol, mask, spec.enabled)
+        if g.limiter_state == "per_replica" and g.replicas > 1 and pol.stage == "admission":
+            ap.replicas = [pol] + [make() for _ in range(g.replicas - 1)]
+        out.append(ap)
     return out
 
 
@@ -66,10 +81,23 @@ class ChunkFates:
         return self.code < 0
 
 
+def _per_replica(pols: list, rep: np.ndarray, t, user, tier):
+    """admit_many of per-replica limiters: each replica's own object decides the requests
+    that reach it (in time order), as N gateways with local state do."""
+    n = len(t)
+    ok, code, ra = np.ones(n, bool), np.full(n, -1, np.int8), np.full(n, np.nan)
+    for j, pol in enumerate(pols):
+        s = np.flatnonzero(rep == j)
+        if len(s):
+            ok[s], code[s], ra[s] = pol.admit_many(t[s], user[s], tier[s])
+    return ok, code, ra
+
+
 def admit_chunk(policies: list[ActivePolicy], t: np.ndarray, user: np.ndarray,
-                tier: np.ndarray, on_reject=None) -> ChunkFates:
+                tier: np.ndarray, on_reject=None, replica: np.ndarray | None = None) -> ChunkFates:
     """The pipeline over a time-sorted chunk; `on_reject(rows, codes)` is told each
-    policy's rejections as they are made (the run's counts)."""
+    policy's rejections as they are made (the run's counts). `replica`: the gateway
+    replica of each request, for policies with per-replica state (`ActivePolicy.replicas`)."""
     n = len(t)
     keep = np.ones(n, dtype=bool)
     code_all = np.full(n, -1, np.int8)
@@ -80,7 +108,10 @@ def admit_chunk(policies: list[ActivePolicy], t: np.ndarray, user: np.ndarray,
         sel = np.flatnonzero(keep & ap.tiers[tier])
         if len(sel) == 0:
             continue
-        ok, code, ra = ap.policy.admit_many(t[sel], user[sel], tier[sel])
+        if ap.replicas:
+            ok, code, ra = _per_replica(ap.replicas, replica[sel], t[sel], user[sel], tier[sel])
+        else:
+            ok, code, ra = ap.policy.admit_many(t[sel], user[sel], tier[sel])
         bad = sel[~ok]
         keep[bad] = False
         code_all[bad] = code[~ok]
