@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint clean whatif plan validate optimize backtest schema
+.PHONY: install demo test test-fast bench lint clean whatif plan validate optimize backtest schema chaos
 
 install: $(STAMP)
 
@@ -41,6 +41,11 @@ optimize: install
 validate: install
 	$(BIN)/floodgate validate scenarios/validation_small.yaml --json
 	$(BIN)/floodgate validate scenarios/validation_surge.yaml --json
+
+# scripted faults against `floodgate serve --replicas N` on loopback (sim/live/chaos.py):
+# a replica SIGKILLed, Redis stopped for 10 s (with a Redis store), SIGTERM to everything
+chaos: install
+	$(BIN)/python -m sim.live.chaos --out out/chaos
 
 backtest: install
 	$(BIN)/python benchmarks/nowcast_backtest.py

@@ -1,0 +1,347 @@
+"""`make chaos`: scripted faults against a replicated deployment on loopback, bounded in
+time, each reconciled from the client's records and the servers' JSONL logs.
+
+Faults (each a fresh `floodgate serve --replicas N` under an open-loop load):
+- `kill_replica`: SIGKILL one replica mid-load; the client retries a failed connection on
+  the next replica (same id, next attempt). Every request any replica accepted must have a
+  final outcome in the fleet's log (`accepted_lost` = 0), and every 200 the client saw is a
+  completed line there.
+- `redis_outage` (with a Redis store: sim/live/redis_store.py and /usr/bin/redis-server):
+  Redis stopped for `outage_s`, then restarted, under fail_open and fail_closed; no
+  replica may exit, fail_open admits and counts (`unchecked`), fail_closed answers 503
+  limiter_unavailable with Retry-After; after the restart limits are checked again.
+- `sigterm_all`: SIGTERM the deployment mid-load: it drains and exits 0, every JSONL line
+  is complete, and nothing accepted is lost.
+The last line printed is one JSON object: {"faults", "accepted", "accepted_lost", ...};
+the per-fault figures go to `<out>/chaos.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from sim.jsonout import dumps
+from sim.live.deploy import replica_log
+from sim.live.replica import read_jsonl, reconcile
+
+SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "validation_small.yaml"
+
+
+# ---- the deployment and the load ----
+
+
+def start_deployment(d: Path, scenario: Path, replicas: int, extra=(), timeout: float = 90.0
+                     ) -> tuple[subprocess.Popen, dict]:
+    """`floodgate serve --replicas N` in d; returns (supervisor, deployment.json)."""
+    d.mkdir(parents=True, exist_ok=True)
+    log = d / "requests.jsonl"
+    err = open(d / "supervisor.stderr", "wb")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "sim", "serve", str(scenario), "--replicas",
+                             str(replicas), "--port", "0", "--log", str(log),
+                             "--drain-timeout", "20", *extra],
+                            stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
+                            start_new_session=True)
+    err.close()
+    dep = d / "deployment.json"
+    end = time.monotonic() + timeout
+    while not dep.exists():
+        if proc.poll() is not None or time.monotonic() > end:
+            if proc.poll() is None:
+                proc.kill()
+            raise RuntimeError(f"deployment did not start: {(d / 'supervisor.stderr').read_text()[-2000:]}")
+        time.sleep(0.1)
+    return proc, json.loads(dep.read_text())
+
+
+def keys_of(d: Path) -> list[tuple[str, int, str]]:
+    with open(d / "keys.csv", newline="") as f:
+        return [(r["key"], int(r["user"]), r["tier"]) for r in csv.DictReader(f)]
+
+
+async def load(urls: list[str], keys, rate: float, duration: float, seed: int,
+               tries: int = 3, events=()) -> list[dict]:
+    """Open-loop Poisson requests over `duration` s, round robin over the replicas; a
+    request whose connection fails is retried at once on the next replica (attempt + 1).
+    `events`: (at_s, callable) run in a thread at those times. One record per attempt."""
+    import httpx
+
+    rng = random.Random(seed)
+    recs: list[dict] = []
+    rr = [0]
+    t0 = time.monotonic()
+
+    async def one(client, rid: int, key: str, user: int):
+        for attempt in range(tries):
+            i = rr[0] % len(urls)
+            rr[0] += 1
+            rec = {"id": rid, "attempt": attempt, "user": user, "replica": i,
+                   "sent_s": round(time.monotonic() - t0, 4)}
+            try:
+                r = await client.post(urls[i] + "/v1/images", json={"id": rid, "attempt": attempt},
+                                      headers={"Authorization": f"Bearer {key}"})
+                body = r.json() if r.content else {}
+                rec.update(status=r.status_code, reason=body.get("reason"),
+                           retry_after=r.headers.get("retry-after"))
+                recs.append(rec)
+                return
+            except httpx.HTTPError as e:  # refused or cut: try the next replica
+                rec.update(status=None, error=type(e).__name__)
+                recs.append(rec)
+        return
+
+    async def fire(at: float, fn):
+        await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+        await asyncio.to_thread(fn)
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=512)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=limits) as client:
+        tasks = [asyncio.create_task(fire(at, fn)) for at, fn in events]
+        t, rid = 0.0, 0
+        while True:
+            t += rng.expovariate(rate)
+            if t >= duration:
+                break
+            await asyncio.sleep(max(0.0, t0 + t - time.monotonic()))
+            key, user, _ = keys[rng.randrange(len(keys))]
+            tasks.append(asyncio.create_task(one(client, rid, key, user)))
+            rid += 1
+        await asyncio.gather(*tasks)
+    return recs
+
+
+def stop(proc: subprocess.Popen, timeout: float = 60.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
+
+
+def check_logs(d: Path, dep: dict, client: list[dict]) -> dict:
+    """Reconcile the logs of a finished deployment with the client's records."""
+    fleet = Path(dep["logs"]["fleet"])
+    reps = [Path(p) for p in dep["logs"]["replicas"]]
+    rec = reconcile(fleet, reps)
+    done = {(r["id"], r["attempt"]) for r in read_jsonl(fleet) if r.get("status") == 200}
+    ok = [(r["id"], r["attempt"]) for r in client if r.get("status") == 200]
+    torn = 0
+    for p in [fleet, *reps]:
+        text = p.read_text() if p.exists() else ""
+        torn += bool(text) and not text.endswith("\n")
+    rec.update(client_attempts=len(client), client_200=len(ok),
+               client_200_not_in_fleet_log=sum(k not in done for k in ok),
+               client_statuses=dict(sorted(Counter(str(r.get("status")) for r in client).items())),
+               client_errors=sum(r.get("status") is None for r in client),
+               torn_logs=torn)
+    return rec
+
+
+# ---- the faults ----
+
+
+def kill_replica(d: Path, scenario: Path, rate: float, duration: float, seed: int) -> dict:
+    proc, dep = start_deployment(d, scenario, 3)
+    victim = dep["pids"]["replica-1"]
+    killed = {}
+
+    def kill():
+        os.kill(victim, signal.SIGKILL)
+        killed["at"] = time.monotonic()
+
+    try:
+        client = asyncio.run(load(dep["replicas"], keys_of(d), rate, duration, seed,
+                                  events=[(duration * 0.4, kill)]))
+    finally:
+        rc = stop(proc)
+    out = check_logs(d, dep, client)
+    on_victim = [r for r in client if r["replica"] == 1 and r.get("status") is None]
+    served_unseen = {(r["id"], r["attempt"]) for r in read_jsonl(Path(dep["logs"]["fleet"]))
+                     if r.get("replica") == "r1"} & {(r["id"], r["attempt"]) for r in on_victim}
+    gave_up = {r["id"] for r in client} - {r["id"] for r in client if r.get("status") is not None}
+    out.update(fault="kill_replica", supervisor_exit=rc, replicas=3,
+               victim_admitted=sum(1 for r in read_jsonl(replica_log(Path(dep["logs"]["fleet"]), 1))
+                                   if r.get("event") == "admitted"),
+               client_cut_on_victim=len(on_victim), cut_but_completed_in_fleet=len(served_unseen),
+               requests_without_answer=len(gave_up),
+               ok=out["accepted_lost"] == 0 and out["client_200_not_in_fleet_log"] == 0
+               and not out["torn_logs"] and rc == 0 and not gave_up)
+    return out
+
+
+def sigterm_all(d: Path, scenario: Path, rate: float, duration: float, seed: int) -> dict:
+    proc, dep = start_deployment(d, scenario, 3)
+    rc = {}
+
+    def term():
+        rc["exit"] = stop(proc, 60.0)
+
+    client = asyncio.run(load(dep["replicas"], keys_of(d), rate, duration, seed,
+                              events=[(duration * 0.5, term)]))
+    if "exit" not in rc:
+        rc["exit"] = stop(proc)
+    out = check_logs(d, dep, client)
+    stderr = {p.name: p.read_text() for p in d.glob("*.stderr")}
+    tracebacks = sum("Traceback" in t for t in stderr.values())
+    out.update(fault="sigterm_all", supervisor_exit=rc["exit"], tracebacks=tracebacks,
+               ok=rc["exit"] == 0 and out["accepted_lost"] == 0 and not out["torn_logs"]
+               and out["client_200_not_in_fleet_log"] == 0 and tracebacks == 0)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A real redis-server on a loopback port in a temporary folder."""
+
+    def __init__(self, exe: str = "redis-server"):
+        self.exe = shutil.which(exe) or "/usr/bin/redis-server"
+        self.port = _free_port()
+        self.dir = tempfile.mkdtemp(prefix="fg-redis-")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--dir", self.dir, "--save", "", "--appendonly", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def redis_outage(d: Path, scenario: Path, rate: float, duration: float, seed: int,
+                 mode: str, outage_s: float) -> dict:
+    rs = RedisServer()
+    rs.start()
+    try:
+        proc, dep = start_deployment(d, scenario, 2, ("--redis", rs.url, "--store-failure", mode))
+        t_out = duration * 0.25
+        try:
+            client = asyncio.run(load(dep["replicas"], keys_of(d), rate, duration, seed,
+                                      events=[(t_out, rs.stop), (t_out + outage_s, rs.start)]))
+            alive = {k: _alive(pid) for k, pid in dep["pids"].items()}
+        finally:
+            rc = stop(proc)
+    finally:
+        rs.close()
+    out = check_logs(d, dep, client)
+    during = [r for r in client if t_out + 0.5 <= r["sent_s"] < t_out + outage_s - 0.5]
+    after = [r for r in client if r["sent_s"] >= t_out + outage_s + 2.0]
+    unavailable = [r for r in during if r.get("reason") == "limiter_unavailable"]
+    out.update(fault=f"redis_outage_{mode}", outage_s=outage_s, supervisor_exit=rc,
+               all_alive_during=all(alive.values()), sent_during=len(during),
+               limiter_unavailable_during=len(unavailable),
+               retry_after_on_503=all(r.get("retry_after") for r in unavailable),
+               limited_after=sum(r.get("reason") == "rate_limited" for r in after),
+               limiter_unavailable_after=sum(r.get("reason") == "limiter_unavailable" for r in after))
+    held = (out["unchecked"] > 0 and not unavailable) if mode == "fail_open" else \
+        (len(unavailable) > 0 and out["retry_after_on_503"] and out["unchecked"] == 0)
+    out["ok"] = (held and all(alive.values()) and rc == 0 and out["accepted_lost"] == 0
+                 and out["limiter_unavailable_after"] == 0 and not out["torn_logs"])
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def redis_available() -> bool:
+    try:
+        import sim.live.redis_store  # noqa: F401
+    except ImportError:
+        return False
+    return shutil.which("redis-server") is not None or Path("/usr/bin/redis-server").exists()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sim.live.chaos", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="out/chaos")
+    ap.add_argument("--scenario", default=str(SCENARIO))
+    ap.add_argument("--rate", type=float, default=12.0, help="requests per wall second")
+    ap.add_argument("--duration", type=float, default=12.0, help="wall seconds of load per fault")
+    ap.add_argument("--outage", type=float, default=10.0, help="wall seconds Redis is down")
+    ap.add_argument("--only", action="append", help="run only these faults (repeatable)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    sc = Path(args.scenario)
+    t0 = time.monotonic()
+    faults = {"kill_replica": lambda d: kill_replica(d, sc, args.rate, args.duration, 1),
+              "sigterm_all": lambda d: sigterm_all(d, sc, args.rate, args.duration, 2)}
+    skipped = []
+    if redis_available():
+        for i, mode in enumerate(("fail_open", "fail_closed")):
+            faults[f"redis_outage_{mode}"] = (lambda d, m=mode, s=3 + i: redis_outage(
+                d, sc, args.rate, max(args.duration, args.outage + 8), s, m, args.outage))
+    else:
+        skipped.append("redis_outage (no sim.live.redis_store or redis-server)")
+    results = []
+    for name, fn in faults.items():
+        if args.only and name not in args.only:
+            continue
+        t = time.monotonic()
+        r = fn(out / name)
+        r["wall_s"] = round(time.monotonic() - t, 1)
+        print(f"{name}: {'ok' if r['ok'] else 'FAILED'} accepted {r['accepted']} lost "
+              f"{r['accepted_lost']} ({r['wall_s']} s)", file=sys.stderr, flush=True)
+        results.append(r)
+    line = {"faults": len(results), "ok": all(r["ok"] for r in results),
+            "accepted": sum(r["accepted"] for r in results),
+            "accepted_lost": sum(r["accepted_lost"] for r in results),
+            "unchecked": sum(r["unchecked"] for r in results),
+            "failed": [r["fault"] for r in results if not r["ok"]], "skipped": skipped,
+            "wall_s": round(time.monotonic() - t0, 1), "report": str(out / "chaos.json")}
+    tmp = out / "chaos.json.tmp"
+    tmp.write_text(dumps({"summary": line, "faults": results}, indent=1))
+    tmp.replace(out / "chaos.json")
+    print(dumps(line))
+    return 0 if line["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
