@@ -6,7 +6,7 @@ Faults (each a fresh `floodgate serve --replicas N` under an open-loop load):
   the next replica (same id, next attempt). Every request any replica accepted must have a
   final outcome in the fleet's log (`accepted_lost` = 0), and every 200 the client saw is a
   completed line there.
-- `redis_outage` (with a Redis store: sim/live/redis_store.py and /usr/bin/redis-server):
+- `redis_outage` (when redis-server is installed: sim/live/redis_server.py starts one):
   Redis stopped for `outage_s`, then restarted, under fail_open and fail_closed; no
   replica may exit, fail_open admits and counts (`unchecked`), fail_closed answers 503
   limiter_unavailable with Retry-After; after the restart limits are checked again.
@@ -26,10 +26,8 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -206,64 +204,30 @@ def sigterm_all(d: Path, scenario: Path, rate: float, duration: float, seed: int
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A real redis-server on a loopback port in a temporary folder."""
-
-    def __init__(self, exe: str = "redis-server"):
-        self.exe = shutil.which(exe) or "/usr/bin/redis-server"
-        self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="fg-redis-")
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--dir", self.dir, "--save", "", "--appendonly", "no"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def redis_outage(d: Path, scenario: Path, rate: float, duration: float, seed: int,
                  mode: str, outage_s: float) -> dict:
-    rs = RedisServer()
-    rs.start()
+    from sim.live.redis_server import start_redis, stop_redis
+
+    rs = [start_redis()]
+    port = rs[0].port
+
+    def down() -> None:
+        stop_redis(rs[0])
+
+    def up() -> None:  # the same port: the replicas reconnect to it
+        rs[0] = start_redis(port)
+
     try:
-        proc, dep = start_deployment(d, scenario, 2, ("--redis", rs.url, "--store-failure", mode))
+        proc, dep = start_deployment(d, scenario, 2, ("--redis", rs[0].url, "--store-failure", mode))
         t_out = duration * 0.25
         try:
             client = asyncio.run(load(dep["replicas"], keys_of(d), rate, duration, seed,
-                                      events=[(t_out, rs.stop), (t_out + outage_s, rs.start)]))
+                                      events=[(t_out, down), (t_out + outage_s, up)]))
             alive = {k: _alive(pid) for k, pid in dep["pids"].items()}
         finally:
             rc = stop(proc)
     finally:
-        rs.close()
+        stop_redis(rs[0])
     out = check_logs(d, dep, client)
     during = [r for r in client if t_out + 0.5 <= r["sent_s"] < t_out + outage_s - 0.5]
     after = [r for r in client if r["sent_s"] >= t_out + outage_s + 2.0]
@@ -291,11 +255,13 @@ def _alive(pid: int) -> bool:
 
 
 def redis_available() -> bool:
+    from sim.live.redis_server import redis_server_exe
+
     try:
-        import sim.live.redis_store  # noqa: F401
+        import redis  # noqa: F401
     except ImportError:
         return False
-    return shutil.which("redis-server") is not None or Path("/usr/bin/redis-server").exists()
+    return redis_server_exe() is not None
 
 
 def few_users(src: Path, dst: Path, users: int) -> Path:
@@ -332,7 +298,7 @@ def main(argv=None) -> int:
             faults[f"redis_outage_{mode}"] = (lambda d, m=mode, s=3 + i: redis_outage(
                 d, sc, args.rate, max(args.duration, args.outage + 14), s, m, args.outage))
     else:
-        skipped.append("redis_outage (no sim.live.redis_store or redis-server)")
+        skipped.append("redis_outage (no redis package or redis-server)")
     results = []
     for name, fn in faults.items():
         if args.only and name not in args.only:

@@ -146,7 +146,7 @@ def _check_roles(args) -> None:
     if args.role == "fleet" and not _loopback(args.host):
         raise InputError("--host", args.host, "--role fleet listens on loopback only "
                          "(its endpoint trusts the replicas' admission)")
-    if args.redis is not None and not args.redis.startswith(("redis://", "unix://")):
+    if args.redis is not None and not args.redis.startswith(("redis://", "rediss://", "unix://")):
         raise InputError("--redis", args.redis, "expected redis://host:port[/db] or unix://path")
     if args.replicas and args.role != "gateway":
         raise InputError("--replicas", str(args.replicas), "starts its own --role processes")
