@@ -89,3 +89,23 @@ def test_the_hop_adds_to_latency_and_wait():
             assert b[f][q] == pytest.approx(a[f][q] + 0.25, abs=1e-6)
     assert b["completed"] == a["completed"]
     assert math.isclose(b["latency_s"]["p50"] - a["latency_s"]["p50"], 0.25, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--role", "replica"], "--fleet"),
+    (["--role", "replica", "--fleet", "http://10.0.0.9:8000"], "--fleet"),
+    (["--role", "fleet", "--host", "0.0.0.0"], "--host"),
+    (["--replicas", "2", "--redis", "http://x"], "--redis"),
+])
+def test_serve_roles_refuse_bad_topologies(args, field):
+    """One line `error: ...: <field>: ...`, exit 2, before anything starts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sc = Path(__file__).resolve().parents[1] / "scenarios" / "validation_small.yaml"
+    r = subprocess.run([sys.executable, "-m", "sim", "serve", str(sc), *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {field}: "), lines
