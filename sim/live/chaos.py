@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import json
 import os
 import random
 import shutil
@@ -33,37 +32,13 @@ from collections import Counter
 from pathlib import Path
 
 from sim.jsonout import dumps
-from sim.live.deploy import replica_log
+from sim.live.deploy import replica_log, start_deployment
 from sim.live.replica import read_jsonl, reconcile
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "validation_small.yaml"
 
 
 # ---- the deployment and the load ----
-
-
-def start_deployment(d: Path, scenario: Path, replicas: int, extra=(), timeout: float = 90.0
-                     ) -> tuple[subprocess.Popen, dict]:
-    """`floodgate serve --replicas N` in d; returns (supervisor, deployment.json)."""
-    d.mkdir(parents=True, exist_ok=True)
-    log = d / "requests.jsonl"
-    err = open(d / "supervisor.stderr", "wb")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-m", "sim", "serve", str(scenario), "--replicas",
-                             str(replicas), "--port", "0", "--log", str(log),
-                             "--drain-timeout", "20", *extra],
-                            stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=env,
-                            start_new_session=True)
-    err.close()
-    dep = d / "deployment.json"
-    end = time.monotonic() + timeout
-    while not dep.exists():
-        if proc.poll() is not None or time.monotonic() > end:
-            if proc.poll() is None:
-                proc.kill()
-            raise RuntimeError(f"deployment did not start: {(d / 'supervisor.stderr').read_text()[-2000:]}")
-        time.sleep(0.1)
-    return proc, json.loads(dep.read_text())
 
 
 def keys_of(d: Path) -> list[tuple[str, int, str]]:

@@ -12,6 +12,7 @@ process that died before (a killed replica) is reported on stderr; the others go
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -19,6 +20,34 @@ import time
 from pathlib import Path
 
 from sim.jsonout import dumps
+
+
+def start_deployment(d: Path, scenario: Path, replicas: int, extra=(), timeout: float = 90.0,
+                     log: Path | None = None) -> tuple[subprocess.Popen, dict]:
+    """`floodgate serve --replicas N` with the fleet's log at `log` (default
+    d/requests.jsonl; the replicas' beside it), in its own session; returns (supervisor,
+    deployment.json) once every process answers /healthz (RuntimeError with the
+    supervisor's stderr if not)."""
+    d.mkdir(parents=True, exist_ok=True)
+    log = log or d / "requests.jsonl"
+    err = open(d / "supervisor.stderr", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "sim", "serve", str(scenario), "--replicas",
+                             str(replicas), "--port", "0", "--log", str(log),
+                             "--drain-timeout", "20", *extra],
+                            stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                            start_new_session=True)
+    err.close()
+    dep = log.with_name("deployment.json")
+    end = time.monotonic() + timeout
+    while not dep.exists():
+        if proc.poll() is not None or time.monotonic() > end:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise RuntimeError("deployment did not start: "
+                               f"{(d / 'supervisor.stderr').read_text()[-2000:]}")
+        time.sleep(0.1)
+    return proc, json.loads(dep.read_text())
 
 
 def replica_log(fleet_log: Path, i: int) -> Path:

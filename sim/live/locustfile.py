@@ -15,7 +15,9 @@ Environment: FG_SCHEDULE (CSV id,t,user,tier), FG_OUT (JSONL), FG_TIME_SCALE, FG
 last send), FG_RETRY (JSON of the scenario's demand.retry, or empty), FG_TIERS (JSON
 [[name, patience_s or null], ...] of the scenario's tiers), FG_SEED,
 FG_CONCURRENCY (connection pool size), FG_LEAD (wall s from start-up to t = 0) or FG_START_AT
-(unix time of t = 0, the gateway's too).
+(unix time of t = 0, the gateway's too), FG_HOSTS (comma-separated gateway replicas: each
+attempt goes to the next one, round robin, as a load balancer without stickiness sends it;
+default: Locust's --host).
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ class Dispatcher(FastHttpUser):
         self.rng = np.random.default_rng(int(ENV.get("FG_SEED", "0")))
         self.out = open(ENV["FG_OUT"], "w", buffering=1)  # noqa: SIM115 (closed in on_stop)
         self.inflight: dict[tuple[int, int], dict] = {}
+        hosts = [h for h in ENV.get("FG_HOSTS", "").split(",") if h]
+        self.urls = [h.rstrip("/") + "/v1/images" for h in hosts] or ["/v1/images"]
+        self.rr = 0
         self.tasks_in_flight = Group()
 
     def on_stop(self) -> None:
@@ -135,7 +140,9 @@ class Dispatcher(FastHttpUser):
         body = {"id": rid, "attempt": attempt, "scheduled_t": t}
         hdr = {"Authorization": f"Bearer {user_key(user)}"}
         t0 = time.perf_counter()
-        with self.client.post("/v1/images", json=body, headers=hdr, name="/v1/images",
+        url = self.urls[self.rr % len(self.urls)]
+        self.rr += 1
+        with self.client.post(url, json=body, headers=hdr, name="/v1/images",
                               catch_response=True) as r:
             rec["client_latency_s"] = time.perf_counter() - t0
             status = int(r.status_code or 0)

@@ -42,6 +42,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import simpy
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -65,6 +66,7 @@ from sim.policies.shedding import ShedReserve
 from sim.scenario import Scenario
 
 JSON = "application/json"
+MAX_SAMPLES = 1_000_000  # store-call timings kept for the percentiles
 STORE_RETRY_S = 1.0  # wall seconds a client is told to wait while the store is down (fail_closed)
 
 
@@ -95,7 +97,7 @@ class Replica:
         # state in Redis; schedules reconfigure these objects either way
         self.store: LimiterStore = open_store(
             store_url, {self.live[ap.spec_index].header: ap.policy for ap in self.admission})
-        self.store_failure = store_failure
+        self.store_failure, self.store_url = store_failure, store_url
         self.fleet_url = fleet_url.rstrip("/")
         self.start_at, self.drain_timeout = start_at, drain_timeout
         self.t0 = time.monotonic()
@@ -108,6 +110,7 @@ class Replica:
         self.idle = asyncio.Event()
         self.idle.set()
         self.counts: Counter = Counter()  # admitted, unchecked, store_errors, fleet_errors
+        self.store_s: list[float] = []  # wall seconds of each limiter store call that answered
         self.on_drained = None
         self.client: httpx.AsyncClient | None = None
         self._tasks: list[asyncio.Task] = []
@@ -153,7 +156,12 @@ class Replica:
         """replica-<name>.json beside the log: what this replica admitted, and how."""
         path = self.log.path.with_name(f"{self.log.path.stem}.counts.json")
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(dumps({"replica": self.name, **dict(self.counts)}))
+        q = ([round(float(x) * 1e3, 4) for x in np.quantile(self.store_s, [0.5, 0.99])]
+             if self.store_s else [None, None])
+        tmp.write_text(dumps({"replica": self.name, **dict(self.counts),
+                              "store": "redis" if self.store_url else "memory",
+                              "store_calls": len(self.store_s),
+                              "store_p50_ms": q[0], "store_p99_ms": q[1]}))
         tmp.replace(path)
 
     def begin_drain(self) -> None:
@@ -179,8 +187,12 @@ class Replica:
     # -- requests --
 
     def _decide(self, ap, now: float, user: int, tier: int):
+        t = time.perf_counter()
         try:
-            return self.store.admit(self.live[ap.spec_index].header, now, user, tier)
+            d = self.store.admit(self.live[ap.spec_index].header, now, user, tier)
+            if len(self.store_s) < MAX_SAMPLES:
+                self.store_s.append(time.perf_counter() - t)
+            return d
         except Exception as e:  # the store is down or unreachable: the configured mode decides
             self.counts["store_errors"] += 1
             self.counts[f"store_error:{type(e).__name__}"] += 1

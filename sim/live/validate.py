@@ -66,12 +66,14 @@ def _kill_group(p: subprocess.Popen) -> None:
     p.wait()
 
 
-def run_live(st: Setup, d: Path, log=sys.stderr) -> dict:
-    """Gateway + Locust on loopback; returns paths and the Locust exit code."""
+def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
+             redis_url: str | None = None, sub: str = "live") -> dict:
+    """Gateway (or a fleet and `replicas` replicas, sharing `redis_url` or each with its
+    own limiter state) + Locust on loopback; returns paths and the Locust exit code."""
     from sim.live.serve import free_port, start_server, stop_server
 
     d = d.resolve()  # the subprocesses run elsewhere
-    live = d / "live"
+    live = d / sub
     live.mkdir()
     gw_log, cl_log, lc_log = live / "gateway.jsonl", live / "client.jsonl", live / "locust.log"
     with open(d / "schedule.csv") as f:
@@ -92,11 +94,22 @@ def run_live(st: Setup, d: Path, log=sys.stderr) -> dict:
         start_at = time.time() + START_S
         env["FG_START_AT"] = repr(start_at)
         try:
-            server = start_server(str(st.path.resolve()), port, st.X, str(d / "keys.csv"), str(gw_log),
-                                  ("--kernel", st.kernel, "--start-at", repr(start_at)))
+            if replicas:
+                from sim.live.deploy import start_deployment
+
+                extra = ["--time-scale", repr(st.X), "--keys", str(d / "keys.csv"),
+                         "--kernel", st.kernel, "--start-at", repr(start_at)]
+                server, dep = start_deployment(live, st.path.resolve(), replicas,
+                                               extra + (["--redis", redis_url] if redis_url else []),
+                                               log=gw_log)
+                env["FG_HOSTS"] = ",".join(dep["replicas"])
+                host = dep["replicas"][0]
+            else:
+                server = start_server(str(st.path.resolve()), port, st.X, str(d / "keys.csv"),
+                                      str(gw_log), ("--kernel", st.kernel, "--start-at", repr(start_at)))
+                host = f"http://127.0.0.1:{port}"
         except RuntimeError as e:
             raise LiveError(str(e)) from None
-        host = f"http://127.0.0.1:{port}"
         print(f"gateway up on {host}; Locust replays {n} requests over {st.duration:g} s",
               file=log)
         cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
@@ -114,7 +127,7 @@ def run_live(st: Setup, d: Path, log=sys.stderr) -> dict:
         if loc is not None:
             _kill_group(loc)
         if server is not None:
-            stop_server(server, timeout=st.drain + 10)
+            stop_server(server, timeout=st.drain + 30)
     wall = time.monotonic() - t0
     if rc not in (0, 1):  # 1: some request failed (recorded per attempt); anything else: Locust did
         lines = [x for x in lc_log.read_text().splitlines() if x.strip()]
@@ -122,8 +135,50 @@ def run_live(st: Setup, d: Path, log=sys.stderr) -> dict:
         raise LiveError(f"Locust exited with {rc}: {errs[-1].strip()}")
     if not cl_log.exists() or not gw_log.exists():
         raise LiveError("no per-request records from Locust or the gateway")
-    return {"gateway": gw_log, "client": cl_log, "gpus": live / "gpus.json", "locust_rc": rc,
-            "wall_s": wall}
+    out = {"gateway": gw_log, "client": cl_log, "gpus": live / "gpus.json", "locust_rc": rc,
+           "wall_s": wall}
+    if replicas:
+        out.update(replica_figures(live, gw_log, replicas))
+    return out
+
+
+def replica_figures(live: Path, fleet_log: Path, n: int) -> dict:
+    """One record per attempt from a replicated run (the fleet's lines, and the replicas'
+    own answers), the hop and the limiter store's call times."""
+    from sim.live.deploy import replica_log
+    from sim.live.replica import read_jsonl, reconcile
+
+    reps = [replica_log(fleet_log, i) for i in range(n)]
+    recs = read_jsonl(fleet_log)
+    hops = [r["hop_s"] for r in recs if r.get("hop_s") is not None]
+    for p in reps:
+        recs += [r for r in read_jsonl(p) if "event" not in r and r.get("id") is not None]
+    merged = live / "records.jsonl"
+    with open(merged, "w") as f:
+        f.writelines(dumps(r) + "\n" for r in recs)
+    counts = [json.loads(p.with_name(f"{p.stem}.counts.json").read_text()) for p in reps
+              if p.with_name(f"{p.stem}.counts.json").exists()]
+    p50 = [c["store_p50_ms"] for c in counts if c.get("store_p50_ms") is not None]
+    p99 = [c["store_p99_ms"] for c in counts if c.get("store_p99_ms") is not None]
+    return {"gateway": merged, "hop_s": hops, "reconcile": reconcile(fleet_log, reps),
+            "store_p50_ms": float(np.median(p50)) if p50 else None,
+            "store_p99_ms": float(max(p99)) if p99 else None}
+
+
+LIMITED = ("rate_limited", "quota_exceeded")
+
+
+def limited_rate(gw: pd.DataFrame) -> float:
+    """Share of attempts refused by limiters and quotas (the over-admission's measure)."""
+    return float(gw["reason"].isin(LIMITED).mean()) if len(gw) else math.nan
+
+
+def sim_limited_rate(run) -> float:
+    from sim.outcomes import REASONS
+
+    rej = run.rejections()
+    off = float(run.offered.sum())
+    return float(sum(rej[:, REASONS.index(r)].sum() for r in LIMITED)) / off if off else math.nan
 
 
 def gpus_live(log: list, pools: list[str], t: np.ndarray) -> np.ndarray:
@@ -221,8 +276,12 @@ def saturation_time(st: Setup, cap: float) -> float | None:
 
 def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.0,
                    out: str | None = None, drain: float = 15.0, reps: int = 5,
-                   kernel: str = "model", bootstrap_n: int = 500, log=sys.stderr) -> dict:
-    """The whole validation; writes the report folder and returns validation.json."""
+                   kernel: str = "model", bootstrap_n: int = 500, log=sys.stderr,
+                   replicas: int | None = None) -> dict:
+    """The whole validation; writes the report folder and returns validation.json.
+    replicas: a fleet and N replicas sharing a throwaway Redis (the simulator models them
+    with the measured hop), then the same schedule with per-replica limiter state, whose
+    over-admission the simulator predicts (`over_admission`)."""
     from sim.outcomes import REASONS
     from sim.report.validation_report import write_report
     from sim.report.write import check_out, write_dir
@@ -249,13 +308,35 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
             raise InputError(str(st.path), "demand", f"no request in the first {duration:g} s")
         schedule.write(sched, d / "schedule.csv")
         schedule.write_keys(sched, d / "keys.csv")
+        nonlocal st
+        per = None
         try:
-            paths = run_live(st, d, log)
+            if replicas:
+                from sim.live.redis_server import start_redis, stop_redis
+
+                try:
+                    srv = start_redis()
+                except (FileNotFoundError, RuntimeError) as e:
+                    raise LiveError(f"--replicas needs redis-server: {e}") from None
+                try:
+                    paths = run_live(st, d, log, replicas, srv.url)
+                finally:
+                    stop_redis(srv)
+                per = run_live(st, d, log, replicas, None, sub="live_per_replica")
+            else:
+                paths = run_live(st, d, log)
         except LiveError as e:  # keep the logs of a failed run beside the target
             kept = target.parent / f"{target.name}.failed"
             shutil.rmtree(kept, ignore_errors=True)
-            shutil.copytree(d / "live", kept)
+            shutil.copytree(d, kept, ignore=shutil.ignore_patterns("schedule.csv", "keys.csv"))
             raise LiveError(f"{e} (logs in {kept})") from None
+        if replicas:  # the simulator models the deployment, with the hop as measured
+            from sim.scenario import GatewaySpec
+
+            hop = float(np.median(paths["hop_s"])) if paths["hop_s"] else 0.0
+            st = Setup(sc.model_copy(update={"gateway": GatewaySpec(
+                replicas=replicas, limiter_state="shared", hop_latency_s=hop)}),
+                st.path, st.duration, st.X, st.drain, st.reps, st.kernel)
         gw, cl, off = load_live(paths)
         print(f"live: {len(gw)} attempts recorded in {paths['wall_s']:.1f} s; simulating "
               f"{st.reps} replications", file=log)
@@ -283,6 +364,8 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
         })
         result["live_only_outcomes"] = {r: int((gw["reason"] == r).sum())
                                         for r in gw["reason"].dropna().unique() if r not in REASONS}
+        if replicas:
+            result["replicas"] = replica_result(st, d, paths, per, gw, simA, t_first)
         result["wall_s"] = round(time.monotonic() - t_start, 2)
         write_report(d, result, ser, [t.name for t in sc.tiers])
 
@@ -292,6 +375,37 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
     return result
 
 
+def replica_result(st: Setup, d: Path, paths: dict, per: dict, gw: pd.DataFrame, simA: list,
+                   t_first: float) -> dict:
+    """The replicated run's figures: the hop and the store's call times, and over-admission
+    of per-replica limiters (limited share shared minus per-replica), measured and simulated."""
+    from sim.scenario import GatewaySpec
+
+    gw_per, _, _ = load_live(per)
+    g = st.sc.gateway
+    st_per = Setup(st.sc.model_copy(update={"gateway": GatewaySpec(
+        replicas=g.replicas, limiter_state="per_replica", hop_latency_s=g.hop_latency_s)}),
+        st.path, st.duration, st.X, st.drain, st.reps, st.kernel)
+    sim_per = [simulate(st_per, d / "schedule.csv", t_first, st.sc.seed + i) for i in range(st.reps)]
+    sim_sh = float(np.mean([sim_limited_rate(r) for r in simA]))
+    sim_pr = float(np.mean([sim_limited_rate(r) for r in sim_per]))
+    live_over = 100 * (limited_rate(gw) - limited_rate(gw_per))
+    sim_over = 100 * (sim_sh - sim_pr)
+    hops = np.asarray(paths["hop_s"], float) / st.X  # wall seconds
+    return {"n": g.replicas, "hop_latency_s": g.hop_latency_s,
+            "hop_wall_ms": {"p50": round(float(np.median(hops)) * 1e3, 3) if len(hops) else None,
+                            "p99": round(float(np.quantile(hops, 0.99)) * 1e3, 3) if len(hops) else None},
+            "redis_p50_ms": paths["store_p50_ms"], "redis_p99_ms": paths["store_p99_ms"],
+            "memory_store_p50_ms": per["store_p50_ms"], "memory_store_p99_ms": per["store_p99_ms"],
+            "limited_share": {"live_shared": round(limited_rate(gw), 6),
+                              "live_per_replica": round(limited_rate(gw_per), 6),
+                              "sim_shared": round(sim_sh, 6), "sim_per_replica": round(sim_pr, 6)},
+            "over_admission_pp": {"live": round(live_over, 3), "sim": round(sim_over, 3)},
+            "over_admission_err_pp": round(sim_over - live_over, 3),
+            "accepted_lost": {"shared": paths["reconcile"]["accepted_lost"],
+                              "per_replica": per["reconcile"]["accepted_lost"]}}
+
+
 def json_line(res: dict) -> str:
     """The last line printed with --json: the worst tier of each figure, and the phases."""
     line = {**res["headline"], "met": res["met"], "out": res["out"], "wall_s": res["wall_s"],
@@ -299,6 +413,10 @@ def json_line(res: dict) -> str:
     for ph in ("below", "above"):
         if ph in res["phases"]:
             line[ph] = res["phases"][ph]["headline"]
+    if "replicas" in res:
+        r = res["replicas"]
+        line.update(replicas=r["n"], redis_p50_ms=r["redis_p50_ms"], redis_p99_ms=r["redis_p99_ms"],
+                    over_admission_err_pp=r["over_admission_err_pp"])
     return dumps(line)
 
 
@@ -309,7 +427,7 @@ def cmd_validate(args) -> int:
     old = signal.signal(signal.SIGTERM, stop)
     try:
         res = run_validation(args.scenario, args.duration, args.time_scale, args.out,
-                             args.drain, args.reps, args.kernel)
+                             args.drain, args.reps, args.kernel, replicas=args.replicas)
     except LiveError as e:
         lines = [x for x in str(e).strip().splitlines() if x.strip()] or ["failed"]
         msg = lines[0] + (f" ... {lines[-1].strip()}" if len(lines) > 1 else "")
@@ -336,4 +454,7 @@ def add_parser(subparsers) -> None:
     v.add_argument("--kernel", choices=["model", "torch"], default="model", help="gateway batch kernel (default model)")
     v.add_argument("--out", help="output folder (default out/<scenario>/validation)")
     v.add_argument("--json", action="store_true", help="print one JSON line of the errors last")
+    v.add_argument("--replicas", type=int_in(2, 64), help="live: a fleet and N gateway replicas "
+                   "sharing a throwaway Redis (redis-server), then the same schedule with "
+                   "per-replica limiter state; the simulator models both (gateway: section)")
     v.set_defaults(func=cmd_validate)
