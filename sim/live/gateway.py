@@ -324,7 +324,7 @@ class Forwarded(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     id: int
-    attempt: int = Field(0, ge=0, le=10**6)
+    attempt: int | None = Field(0, ge=0, le=10**6)
     scheduled_t: float | None = None
     user: int = Field(ge=0, le=2**31 - 1)
     tier: int = Field(ge=0, le=10**6)

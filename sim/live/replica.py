@@ -257,8 +257,15 @@ class Replica:
             self.counts["fleet_errors"] += 1
             req.reason = R.ERROR.label
             return self._fleet_error(req, infos, type(e).__name__)
-        data = r.json()
         status = r.status_code
+        try:
+            data = r.json()
+        except ValueError:
+            data = {}
+        if status != 200 and "reason" not in data:  # not an outcome: the fleet refused the hop
+            self.counts["fleet_errors"] += 1
+            req.reason = R.ERROR.label
+            return self._fleet_error(req, infos, f"status {status}: {r.text[:200]}")
         self.metrics.outcomes[(req.tier_name, data.get("reason") or "completed")] += 1
         if status == 200:
             return 200, r.content, ratelimit_fields(infos, self.X)

@@ -303,12 +303,12 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
     result: dict = {}
 
     def fill(d: Path) -> None:
+        nonlocal st
         sched = schedule.generate(sc, st.horizon)
         if len(sched) == 0:
             raise InputError(str(st.path), "demand", f"no request in the first {duration:g} s")
         schedule.write(sched, d / "schedule.csv")
         schedule.write_keys(sched, d / "keys.csv")
-        nonlocal st
         per = None
         try:
             if replicas:
