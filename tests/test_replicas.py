@@ -49,6 +49,11 @@ def test_per_replica_token_buckets_admit_the_round_robin_count(tmp_path, replica
     assert per["tiers"]["a"]["admitted"] == expect
     assert shared["tiers"]["a"]["admitted"] == 2 * burst
     assert per["tiers"]["a"]["rejected"]["rate_limited"] == n - expect
+    if replicas > 1:  # each replica's bucket reports what it decided
+        reps = per["policies"]["token_bucket"]["per_replica"]
+        assert len(reps) == replicas
+        assert sum(sum(r["checked"].values()) for r in reps) == n
+        assert sum(sum(r["blocked"].values()) for r in reps) == n - expect
 
 
 def _window_admits(limit: int, mean: float) -> float:

@@ -101,9 +101,12 @@ def _policies(run) -> dict:
     names = [ap.policy.name for ap in run.policies]
     for i, ap in enumerate(run.policies):
         key = ap.policy.name if names.count(ap.policy.name) == 1 else f"{ap.policy.name}[{i}]"
-        ap.policy.scale = 1.0 / run.sc.cell_fraction  # its counts, scaled to the whole service
+        for pol in ap.each():
+            pol.scale = 1.0 / run.sc.cell_fraction  # its counts, scaled to the whole service
+        # per-replica limiter state: each gateway replica's own object reports
+        rep = {"per_replica": [p.report() for p in ap.replicas]} if ap.replicas else ap.policy.report()
         out[key] = {"tiers": [t for t, m in zip(ap.policy.tiers, ap.tiers, strict=True) if m],
-                    "enabled_at_end": ap.enabled, **ap.policy.report()}
+                    "enabled_at_end": ap.enabled, **rep}
     return out
 
 
