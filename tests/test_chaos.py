@@ -21,3 +21,31 @@ def test_a_killed_replica_loses_nothing_it_accepted(tmp_path):
     assert r["torn_logs"] == 0
     assert r["supervisor_exit"] == 0
     assert sum(r["outcomes"].values()) == r["accepted"]
+
+
+@pytest.mark.slow
+def test_a_replica_whose_fleet_is_down_answers_and_records_it(tmp_path):
+    """The fleet unreachable: the request a replica admitted is answered 500 `error` and
+    logged by the replica, so reconcile finds its outcome (nothing accepted goes unrecorded)."""
+    import csv
+
+    import httpx
+
+    from sim.live.replica import reconcile
+    from sim.live.serve import free_port, start_server, stop_server
+
+    log = tmp_path / "replica-0.jsonl"
+    port, dead = free_port(), free_port()
+    proc = start_server(SCENARIO, port, log_path=log,
+                        extra_args=("--role", "replica", "--fleet", f"http://127.0.0.1:{dead}"))
+    try:
+        with open(tmp_path / "keys.csv", newline="") as f:
+            key = next(r["key"] for r in csv.DictReader(f) if r["tier"] == "paid")
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/images", json={"id": 7},
+                       headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    finally:
+        assert stop_server(proc) == 0
+    assert r.status_code == 500 and r.json()["reason"] == "error"
+    rec = reconcile(tmp_path / "fleet.jsonl", [log])
+    assert rec["accepted"] == 1 and rec["accepted_lost"] == 0
+    assert rec["outcomes"] == {"error": 1}

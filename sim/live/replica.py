@@ -430,7 +430,7 @@ def reconcile(fleet_log: Path, replica_logs: list[Path]) -> dict:
     outcome anywhere (neither the fleet's log nor the replica's own, for a fleet that could
     not be reached); outcomes: the final outcomes of the accepted requests, by reason."""
     final: dict[tuple[str, int], dict] = {}
-    for rec in read_jsonl(fleet_log):
+    for rec in read_jsonl(fleet_log) if fleet_log.exists() else []:  # a fleet that never ran
         if rec.get("replica") is not None:
             final[(rec["replica"], rec["seq"])] = rec
     admitted, unchecked = [], 0
