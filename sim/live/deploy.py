@@ -13,6 +13,7 @@ process that died before (a killed replica) is reported on stderr; the others go
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -39,14 +40,21 @@ def start_deployment(d: Path, scenario: Path, replicas: int, extra=(), timeout: 
     err.close()
     dep = log.with_name("deployment.json")
     end = time.monotonic() + timeout
-    while not dep.exists():
-        if proc.poll() is not None or time.monotonic() > end:
-            if proc.poll() is None:
-                proc.kill()
+    try:
+        while not dep.exists():
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError("deployment did not start: "
+                                   f"{(d / 'supervisor.stderr').read_text()[-2000:]}")
+            time.sleep(0.1)
+    except BaseException:  # Ctrl-C or a failed start: leave no process behind
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # passed on to whatever it started
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-            raise RuntimeError("deployment did not start: "
-                               f"{(d / 'supervisor.stderr').read_text()[-2000:]}")
-        time.sleep(0.1)
+        raise
     return proc, json.loads(dep.read_text())
 
 

@@ -42,6 +42,7 @@ from sim.live.fidelity import (  # noqa: F401 (Setup: part of this module's inte
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LEAD_S = 0.5  # Locust's start-up to the schedule's t = 0, wall seconds
 START_S = 6.0  # from starting the gateway to the common t = 0 (gateway and Locust up by then)
+START_REPLICAS_S = 40.0  # the same for a fleet and N replicas (each imports the simulator)
 
 
 class LiveError(Exception):
@@ -91,7 +92,7 @@ def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
     try:
         port = free_port()
         # one origin for the gateway's clock (schedules, autoscaler, failures) and the replay
-        start_at = time.time() + START_S
+        start_at = time.time() + (START_REPLICAS_S if replicas else START_S)
         env["FG_START_AT"] = repr(start_at)
         try:
             if replicas:
@@ -104,6 +105,9 @@ def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
                                                log=gw_log)
                 env["FG_HOSTS"] = ",".join(dep["replicas"])
                 host = dep["replicas"][0]
+                if time.time() > start_at - 2 * LEAD_S:  # Locust would start behind schedule
+                    raise LiveError(f"the deployment took {time.time() - start_at + START_REPLICAS_S:.0f} s "
+                                    f"to start (more than {START_REPLICAS_S:g} s): the machine is too busy")
             else:
                 server = start_server(str(st.path.resolve()), port, st.X, str(d / "keys.csv"),
                                       str(gw_log), ("--kernel", st.kernel, "--start-at", repr(start_at)))
