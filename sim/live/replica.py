@@ -47,7 +47,6 @@ import simpy
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from sim import rng
 from sim.engine import apply_schedule
 from sim.errors import InputError
 from sim.jsonout import dumps
@@ -119,7 +118,6 @@ class Replica:
         self.env = simpy.Environment()
         self.gates = None  # a replica has no fleet: nothing it runs may need one
         self.pools = []
-        self.rng = rng.stream("gateway_noise", sc.seed)
         for ap in self.admission:
             ap.policy.attach(self, self.env, ap)
             spec = sc.policies[ap.spec_index]
@@ -151,7 +149,8 @@ class Replica:
         self.write_counts()
 
     def write_counts(self) -> None:
-        """replica-<name>.json beside the log: what this replica admitted, and how."""
+        """<log stem>.counts.json beside the log: what this replica admitted, how, and its
+        limiter store's call times."""
         path = self.log.path.with_name(f"{self.log.path.stem}.counts.json")
         tmp = path.with_name(path.name + ".tmp")
         q = ([round(float(x) * 1e3, 4) for x in np.quantile(self.store_s, [0.5, 0.99])]
