@@ -320,8 +320,10 @@ class FleetClient:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.closed = False
 
-    async def post(self, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+    async def post(self, path: str, body: bytes, headers: dict[str, str] | None = None
+                   ) -> tuple[int, dict[str, str], bytes]:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{extra}"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
         for fresh in (False, True):
             reused = bool(self.idle) and not fresh
