@@ -93,4 +93,3 @@ def ratelimit_fields(infos: list[tuple[LivePolicy, Decision]], time_scale: float
     if lims:
         out["RateLimit"] = ", ".join(lims)
     return out
-
