@@ -189,6 +189,62 @@ def test_unobserved_wave_is_held_and_early_wave_warned(realised):
     assert any("before its inflection point" in w for w in f.warnings)
 
 
+@pytest.mark.slow
+def test_prior_on_a_held_parameter_carries_its_uncertainty(tmp_path):
+    """A second wave starts after the data end, four times larger than the scenario says: held
+    at the scenario's value, the 90% interval of the 8-day images misses the truth; drawn from a
+    prior range in the bootstrap (estimate unchanged), the interval covers it and the draws
+    spread over the range."""
+    from sim.fit.fit import Prior
+    from sim.fit.forecast import WINDOW, forecast
+
+    def two(market):
+        d = small()
+        d["demand"]["waves"].append({"name": "later", "start": 2 * DAY, "market": market,
+                                     "p": 0.1, "q": 1.0})
+        d["horizon"] = 8 * DAY
+        return parse_scenario(d)
+
+    truth, sc = two(4.0e6), two(1.0e6)
+    df = realised_counts(truth, 0.05, DAY)
+    t = df["t"].to_numpy()
+    obs = Observed("<realised>", {k: Series(t, t + 3600.0, df[k].to_numpy())
+                                  for k in ("new_users", "requests")},
+                   Series(np.zeros(0), np.zeros(0), np.zeros(0)))
+    params = catalogue(truth)
+    fw = Forward(truth, params)
+    whole = Observed("<8 days>", {"requests": Series(np.array([0.0]), np.array([WINDOW]), np.zeros(1))},
+                     Series(np.zeros(0), np.zeros(0), np.zeros(0)))
+    images = float(fw.expected({p.path: p.value for p in params}, whole)["requests"][0])
+    prior = {"waves[1].market": Prior(5e5, 8e6, log=True)}
+    tot, fits = {}, {}
+    for name, pr in (("held", None), ("prior", prior)):
+        fits[name] = f = fit(sc, obs, DAY, starts=0, boot=12, seed=3, prior=pr)
+        assert "after the data end" in f.held["waves[1].market"]
+        tot[name] = forecast(f, seed=3)["totals"]["images_8d"]
+    assert fits["prior"].estimate == fits["held"].estimate
+    assert tot["held"]["p95"] < images, (tot["held"], images)
+    assert tot["prior"]["p5"] <= images <= tot["prior"]["p95"], (tot["prior"], images)
+    m = [d["waves[1].market"] for d in fits["prior"].draws]
+    assert all(5e5 <= v <= 8e6 for v in m) and max(m) / min(m) > 3
+    assert "waves[1].market" not in fits["held"].draws[0]
+
+
+@pytest.mark.parametrize("text", ["sessions.repeat", "sessions.repeat=2:1", "sessions.repeat=a:b",
+                                  "sessions.repeat=0:2:log", "sessions.repeat=1:2:sqrt",
+                                  "sessions.nope=1:2"])
+def test_bad_prior_exits_2_with_one_line(realised, tmp_path, capsys, text):
+    sc, obs = realised
+    scp = tmp_path / "s.yaml"
+    scp.write_text(yaml.safe_dump(small()))
+    out = tmp_path / "out"
+    assert main(["fit", obs.source, "--scenario", str(scp), "--prior", text, "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --prior: "), err
+    assert not out.exists()
+
+
 # -- the command --
 
 def test_fit_command_writes_everything(realised, tmp_path):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 def cmd_fit(args) -> int:
     from sim.errors import InputError
-    from sim.fit.fit import fit
+    from sim.fit.fit import check_prior, fit, parse_prior
     from sim.fit.forecast import forecast
+    from sim.fit.model import catalogue
     from sim.fit.observed import read_observed
     from sim.fit.report import write_fit
     from sim.report.write import check_out
@@ -31,9 +32,11 @@ def cmd_fit(args) -> int:
     for name in ("boot", "starts"):
         if getattr(args, name) < 0:
             raise InputError(f"--{name}", str(getattr(args, name)), "must be >= 0")
+    prior = dict(parse_prior(t) for t in args.prior)
+    check_prior(catalogue(sc), prior)
     out = check_out(args.out if args.out is not None else Path("out") / sc.name / "fit")
     f = fit(sc, obs, until, starts=args.starts, boot=args.boot, seed=args.seed,
-            progress=not args.quiet)
+            progress=not args.quiet, prior=prior)
     fc = forecast(f, seed=args.seed)
     res = write_fit(f, fc, out)
     for w in f.warnings:
@@ -83,6 +86,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", help="output folder (default out/<scenario>/fit)")
     p.add_argument("--boot", type=int, default=40, help="parametric bootstrap refits (default 40)")
     p.add_argument("--starts", type=int, default=3, help="random starts besides the scenario's values")
+    p.add_argument("--prior", action="append", default=[], metavar="PATH=LOW:HIGH[:log]",
+                   help="range of a demand parameter (e.g. sessions.repeat=0.5:2): if the fit holds "
+                   "it (not identified, or a wave not begun), each bootstrap draw takes it from "
+                   "this range (uniform, or log-uniform) so the intervals carry that uncertainty")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arrivals", action="store_true", help="OBSERVED is a trace of arrival "
                    "times (e.g. sim/data/traces/*.csv): fit self-excitation and diurnal amplitude")

@@ -5,7 +5,9 @@ Totals are predictive: what has been observed is counted as observed, the rest o
 comes from each draw's curve plus the counts' own noise (the fitted family on hourly bins,
 normal approximation), so their interval covers both the parameters and the luck of the days
 to come; p5-p95 and p10-p90 are prediction intervals on the log axis about the estimate
-(fit.boot_interval), p50 the draws' median. Peaks are of the expected curve (hourly). The fan
+(fit.boot_interval), p50 the draws' median; with held parameters drawn from a prior (fit.py step
+6) the intervals are about the draws' mean instead, the estimate being at the scenario's value,
+which need not be the prior's centre. Peaks are of the expected curve (hourly). The fan
 of the curves is the draws' own p10/p50/p90 at each hour.
 """
 
@@ -91,8 +93,9 @@ def forecast(f, step: float = 3600.0, seed: int = 0) -> dict:
         out = {"estimate": float(x[0])}
         if len(x) > 2:  # on the log axis, about the estimate (fit.boot_interval)
             lx = np.log(np.maximum(x, 1e-300))
+            centre = float(np.mean(lx[1:])) if f.prior else lx[0]
             for name, level in (("p5", 0.9), ("p10", 0.8)):
-                lo, hi = boot_interval(lx[0], lx[1:], level)
+                lo, hi = boot_interval(centre, lx[1:], level)
                 out[name] = float(np.exp(lo))
                 out["p95" if name == "p5" else "p90"] = float(np.exp(hi))
             out["p50"] = float(np.median(x[1:]))

@@ -25,6 +25,10 @@ def result(f, fc: dict) -> dict:
             e["se_axis"] = f.se[p.path]
         else:
             e["reason"] = f.held.get(p.path, "")
+        if p.path in f.prior:  # held at the estimate, drawn from its range in the bootstrap
+            pr = f.prior[p.path]
+            e["prior"] = {"low": pr.low, "high": pr.high, "log": pr.log}
+            e["reason"] += f"; drawn from its prior {pr.describe()} in the bootstrap"
         params[p.path] = e
     return {
         "scenario": f.sc.name,
