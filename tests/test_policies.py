@@ -98,6 +98,47 @@ def test_daily_quota_resets_at_utc_midnight():
     assert q.admit(t0, 8, 0).ok  # other users are independent
 
 
+def test_quota_retry_after_lands_on_or_after_midnight_on_both_clocks():
+    # A retry is made at t + Retry-After and bucketed by that time; the quota counts its day
+    # from epoch + t. midnight - (epoch + t) rounds (an ulp of epoch + t) so that t + wait is
+    # just before midnight for about half of all times: the retry sat in the 23:50 bucket.
+    epoch = 1742860800.0  # 2025-03-25T00:00:00Z, the ghibli scenario's start
+    t = np.sort(np.random.default_rng(14).uniform(0, 8 * DAY, 2000))
+    x = epoch + t
+    midnight = (np.floor(x / DAY) + 1) * DAY - epoch
+    naive = (np.floor(x / DAY) + 1) * DAY - x
+    assert (t + naive < midnight).mean() > 0.3  # the rounding this guards against is there
+    cls = REGISTRY["daily_quota"]
+    q = cls(cls.Params.model_validate({"limit": 1}), ["free"], epoch)
+    users, tier = np.arange(len(t)), np.zeros(len(t), np.int64)
+    assert q.admit_many(t, users, tier)[0].all()
+    ok, _, ra = q.admit_many(t, users, tier)
+    assert not ok.any()
+    assert (t + ra >= midnight).all()
+    assert (np.floor((epoch + (t + ra)) / DAY) == np.floor(x / DAY) + 1).all()
+    assert np.abs(ra - naive).max() < 1e-6  # the same wait, up to rounding
+    scalar = [q.admit(float(v), int(u), 0).retry_after for v, u in zip(t[:200], users[:200], strict=True)]
+    np.testing.assert_array_equal(scalar, ra[:200])
+    assert q.admit_many(t + ra, users, tier)[0].all()  # the retry is the new day's first image
+
+
+def test_rolling_quota_retry_after_is_not_early():
+    # each user spends its 3 at t (or tries to), is rejected at t + s, and retries at t + s + Retry-After
+    q = make("daily_quota", limit=3, window="rolling")
+    rng = np.random.default_rng(15)
+    t, s = rng.uniform(0, 3 * DAY, 2000), rng.uniform(0, 3600, 2000)
+    late = []
+    for u in range(len(t)):
+        for _ in range(3):
+            q.admit(float(t[u]), u, 0)
+        d = q.admit(float(t[u] + s[u]), u, 0)
+        if d.ok:  # the 3 at one instant can round to 2 (GCRA's tat - tau)
+            d = q.admit(float(t[u] + s[u]), u, 0)
+        assert not d.ok
+        late.append(q.admit(float(t[u] + s[u]) + d.retry_after, u, 0).ok)
+    assert all(late)
+
+
 def test_rolling_quota_gives_one_back_after_period_over_count():
     q = make("daily_quota", limit=3, window="rolling")
     assert [q.admit(0.0, 1, 0).ok for _ in range(4)] == [True, True, True, False]

@@ -38,6 +38,32 @@ class _AbsoluteDays:
 
 
 @njit(cache=True, nogil=True)
+def wait_until(now, at):  # pragma: no cover - compiled
+    """The smallest wait w >= at - now with now + w >= at in float arithmetic: a retry made
+    at now + w (what the client computes) is not before `at`. at - now alone can round so
+    that now + (at - now) < at."""
+    w = at - now
+    while now + w < at:
+        w = np.nextafter(w, np.inf)
+    return w
+
+
+@njit(cache=True, nogil=True)
+def until_reset(epoch, now):  # pragma: no cover - compiled
+    """Seconds from `now` (since t = 0) to the next 00:00 UTC, so that a retry at
+    now + wait lands on or after the reset on both clocks: the run's (t = reset - epoch: its
+    series bucket is the new day's) and the quota's (epoch + t counts in the new day).
+    (day + 1) * DAY - (epoch + now) alone lands up to an ulp of epoch + now (~0.2 us for
+    2025) before midnight, where the same quota rejects it again."""
+    x = epoch + now
+    reset = (np.floor(x / DAY) + 1.0) * DAY
+    w = wait_until(now, reset - epoch)
+    while epoch + (now + w) < reset:
+        w = np.nextafter(w, np.inf)
+    return w
+
+
+@njit(cache=True, nogil=True)
 def _calendar(t, user, epoch, day0, lim, day_a, count_a, ok, retry):  # pragma: no cover - compiled
     # admit() in order, one request at a time: the definition, compiled
     for i in range(len(t)):
@@ -50,7 +76,7 @@ def _calendar(t, user, epoch, day0, lim, day_a, count_a, ok, retry):  # pragma: 
             count_a[u] = 0
         if count_a[u] >= lim:
             ok[i] = False
-            retry[i] = (d + 1.0) * DAY - x
+            retry[i] = until_reset(epoch, t[i])
         else:
             count_a[u] += 1
 
@@ -64,7 +90,7 @@ def _rolling(t, user, lim, tat_a, ok, retry):  # pragma: no cover - compiled
         tat = max(tat_a[u], now)
         if lim == 0 or now < tat - tau:
             ok[i] = False
-            retry[i] = tat - tau - now if lim else DAY
+            retry[i] = wait_until(now, tat - tau) if lim else DAY
         else:
             tat_a[u] = tat + T
 
@@ -125,7 +151,8 @@ class DailyQuota(Policy):
             tau = (lim - 1) * T if lim else 0.0
             tat = max(self._tat[user], now)
             if lim == 0 or now < tat - tau:
-                return Decision(False, "quota_exceeded", float(tat - tau - now) if lim else DAY, lim, 0)
+                return Decision(False, "quota_exceeded", float(wait_until(now, tat - tau)) if lim else DAY,
+                                lim, 0)
             self._tat[user] = tat + T
             return ADMIT
         day = int(self._day_of(now))
@@ -133,7 +160,7 @@ class DailyQuota(Policy):
         if int(self._dday[user]) != day - self._day0:
             self._dday[user], self._count[user] = day - self._day0, 0
         if self._count[user] >= lim:
-            reset = (day + 1) * DAY - (self.epoch + now)
+            reset = until_reset(float(self.epoch), float(now))
             return Decision(False, "quota_exceeded", float(reset), lim, 0, float(reset))
         self._count[user] += 1
         return ADMIT
@@ -145,7 +172,7 @@ class DailyQuota(Policy):
             return None
         day = math.floor((self.epoch + now) / DAY)
         used = int(self._count[user]) if user < len(self._dday) and self._day[user] == day else 0
-        reset = (day + 1) * DAY - (self.epoch + now)
+        reset = float(until_reset(float(self.epoch), float(now)))
         return Decision(True, limit=self.params.limit, remaining=max(0, self.params.limit - used),
                         reset_after=reset)
 
