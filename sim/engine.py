@@ -106,6 +106,12 @@ class Run:
     # for judging a late window (plan --window) without simulating the days before it.
     start: float = 0.0
     slice_requests: int = 1 << 20  # admitted requests handed to the fleet loop at a time
+    # Arrivals admitted, served and fed back at a time: a window with more is cut short (at
+    # the next arrival's time, which may be the same instant) and the rest follows as the
+    # next window. Memory ~250 bytes per request of a window, so the midnight stampede of
+    # the whole service (~15M) fits; a cut window draws the feedback's random numbers
+    # window by window, so results depend on this size (fixed: same seed, same results).
+    window_requests: int = 1 << 21
     trace: bool = False  # record each request's arrival, start and end (trace_* lists)
     fleet: Fleet = field(init=False)
 
@@ -135,6 +141,8 @@ class Run:
         self.ser_rejected = np.zeros((self.n_int, nk, len(REASONS)), np.int64)
         self.start = min(float(np.floor(max(self.start, 0.0) / sc.chunk_s) * sc.chunk_s), sc.horizon)
         self.cursor = self.start
+        self.defer_to = self.start  # requests created before this wait for it: the window's end
+        self._held = False  # the fleet's last call held at its end (kernel.advance)
         self.fleet.S.clock[0] = self.start
         self._chunk = -1
         self._rr = 0  # round robin over gateway replicas: the next request's replica
@@ -177,8 +185,11 @@ class Run:
         self._buf, self._noise = a, (e, z)
         self._chunk, self._pos = k, 0
 
-    def _take(self, until: float) -> tuple[Arrivals, np.ndarray, np.ndarray]:
-        """Arrivals in [cursor, until) with their service noise."""
+    def _take(self, until: float, limit: int | None = None
+              ) -> tuple[Arrivals, np.ndarray, np.ndarray, float | None]:
+        """Arrivals in [cursor, until) with their service noise, and None; or, when there are
+        more than `limit`, the first `limit` of them in time order and the time of the first
+        one left (the rest wait at the front of the pending batches)."""
         parts = []
         if self._chunk < 0:
             self._load_chunk(int(self.start // self.sc.chunk_s))
@@ -200,45 +211,76 @@ class Run:
             if cut < len(a):
                 keep.append((a.take(slice(cut, None)), e[cut:], z[cut:]))
         self._pending = keep
-        if len(parts) == 1:
-            return parts[0]
         parts = [p for p in parts if len(p[0])]
         if not parts:
-            return Arrivals.empty(), np.zeros(0), np.zeros(0)
+            return Arrivals.empty(), np.zeros(0), np.zeros(0), None
+        if limit is not None and sum(len(p[0]) for p in parts) > limit:
+            return self._take_first(parts, limit)
         if len(parts) == 1:
-            return parts[0]
-        # one stable sort by time for the requests and their noise (earlier parts first at ties)
+            a, e, z = parts[0]
+            return a.wide(), e, z, None
+        return (*self._merged(parts, None), None)
+
+    @staticmethod
+    def _merged(parts, order) -> tuple[Arrivals, np.ndarray, np.ndarray]:
+        """The parts as one, by one stable sort by time (earlier parts first at ties), or
+        gathered by `order` (indices into the parts concatenated) when given."""
         t = np.concatenate([p[0].t for p in parts])
-        order = np.argsort(t, kind="stable")
+        if order is None:
+            order = np.argsort(t, kind="stable")
         att = None
         if any(p[0].attempt is not None for p in parts):
-            att = np.concatenate([p[0].attempts() for p in parts])[order]
-        a = Arrivals(t[order], np.concatenate([p[0].user for p in parts])[order],
-                     np.concatenate([p[0].tier for p in parts])[order], att)
+            att = np.concatenate([p[0].attempts() for p in parts])[order].astype(np.int64, copy=False)
+        a = Arrivals(t[order], np.concatenate([p[0].user for p in parts])[order].astype(np.int64, copy=False),
+                     np.concatenate([p[0].tier for p in parts])[order].astype(np.int64, copy=False), att)
         e = np.concatenate([p[1] for p in parts])[order]
         z = np.concatenate([p[2] for p in parts])[order]
         return a, e, z
+
+    def _take_first(self, parts, limit: int) -> tuple[Arrivals, np.ndarray, np.ndarray, float]:
+        """The first `limit` of the parts' merged order (a prefix of each part), the rest put
+        back at the front of the pending batches (all before `until`: no ties with the rest
+        of those, which are at or after it), and the time of the first one left."""
+        pre = [(p[0].take(slice(0, limit)), p[1][:limit], p[2][:limit]) for p in parts]
+        t = np.concatenate([p[0].t for p in pre])
+        order = np.argsort(t, kind="stable")[:limit]
+        del t
+        src = np.repeat(np.arange(len(pre)), [len(p[0]) for p in pre])[order]
+        took = np.bincount(src, minlength=len(pre))
+        del src
+        a, e, z = self._merged(pre, order)
+        left = [(p[0].take(slice(c, None)), p[1][c:], p[2][c:])
+                for p, c in zip(parts, took.tolist(), strict=True) if c < len(p[0])]
+        self._pending = left + self._pending
+        return a, e, z, min(float(p[0].t[0]) for p in left)
 
     def add_requests(self, a: Arrivals) -> None:
         """Queue requests created during the run (retries, triggered requests) for later
         windows; `a` is time-sorted."""
         if len(a) == 0:
             return
-        late = a.t < self.cursor
+        late = a.t < self.defer_to
         if late.any():
             self.deferred += int(late.sum())
-            a = Arrivals(np.maximum(a.t, self.cursor), a.user, a.tier, a.attempt)
+            a = Arrivals(np.maximum(a.t, self.defer_to), a.user, a.tier, a.attempt)
         n = len(a)
-        self._pending.append((a, self.prng.exponential(1.0, n), self.prng.standard_normal(n)))
+        self._pending.append((a.compact(), self.prng.exponential(1.0, n), self.prng.standard_normal(n)))
 
     # -- admission and the fleet --
 
     def sync(self, until: float) -> None:
         """Bring demand, admission and the fleet up to time `until`."""
         until = min(until, self.sc.horizon)
-        if until <= self.cursor:
-            return
-        a, noise, z = self._take(until)
+        self._held = False  # the fleet may have been changed since its last call
+        while until > self.cursor:
+            self._window(until)
+
+    def _window(self, until: float) -> None:
+        """Admit and serve the arrivals in [cursor, until), then run the feedback hooks; up
+        to `window_requests` of them, else the first that many (a quota's midnight brings
+        ~15M at one instant) with the window ending at the next one's time."""
+        a, noise, z, nxt = self._take(until, self.window_requests)
+        end = until if nxt is None else nxt
         nk = len(self.sc.tiers)
         iv = np.minimum((a.t / self.interval).astype(np.int64), self.n_int - 1)
         self.offered += bump(self.ser_offered, iv, a.tier, nk)
@@ -256,22 +298,22 @@ class Run:
         steps = np.full(len(idx), np.inf, np.float32)
         ids = np.arange(self.next_id, self.next_id + len(idx), dtype=np.int64)
         self.next_id += len(idx)
-        # The fleet takes the admitted requests in slices of at most slice_requests (a quota's
-        # midnight stampede brings millions in one window), each run up to the next slice's
-        # first arrival: the same events in the same order, in bounded memory.
+        # The fleet takes the admitted requests in slices of at most slice_requests, each run
+        # up to the next slice's first arrival and held there (arrivals at that very instant
+        # may follow: see kernel.advance): the same events in the same order, in bounded memory.
         n_in, lo = len(idx), 0
         while True:
             hi = min(n_in, lo + self.slice_requests)
-            while 0 < hi < n_in and a.t[idx[hi]] == a.t[idx[hi - 1]]:
-                hi += 1  # equal times go together: arrivals must be < the slice's end
-            seg_until = float(a.t[idx[hi]]) if hi < n_in else until
+            seg_until = float(a.t[idx[hi]]) if hi < n_in else end
+            hold = hi < n_in or nxt is not None
             if lo == 0 and hi == len(a):  # nothing rejected, one slice: no gathers
                 t_in, tier, user, e_in, z_in = a.t, a.tier, a.user, noise, z
             else:
                 j = idx[lo:hi]
                 t_in, tier, user, e_in, z_in = a.t[j], a.tier[j], a.user[j], noise[j], z[j]
             fate = self.fleet.advance(t_in, ids[lo:hi], tier, user, steps[lo:hi], e_in, z_in,
-                                      seg_until)
+                                      seg_until, hold, self._held)
+            self._held = hold
             rej = fate > 0
             if rej.any():
                 code_all[idx[lo:hi][rej]] = KERNEL_REASON[fate[rej] - 1]
@@ -285,7 +327,8 @@ class Run:
             self.trace_offered += zip(a.t.tolist(), a.user.tolist(), a.tier.tolist(), noise.tolist(),
                                       z.tolist(), code_all.tolist(), rid.tolist(), strict=True)
             self.trace_events += zip(*(x.tolist() for x in self.fleet.outbox()), strict=True)
-        self.cursor = until
+        # a cut window still defers what its hooks create to its end, as a whole one would
+        self.cursor, self.defer_to = end, until
         for hook in self.on_window:
             hook(self, a, code_all, retry_after)
         if self.retry is not None and (code_all >= 0).any():
@@ -360,8 +403,10 @@ class Run:
         return out
 
 
-def simulate(sc: Scenario, progress: bool = False, start: float = 0.0) -> Run:
-    """Run a scenario to its horizon (from `start`, with an empty system: see Run.start)."""
-    return Run(sc, progress, start=start).execute()
+def simulate(sc: Scenario, progress: bool = False, start: float = 0.0, threads: bool = False) -> Run:
+    """Run a scenario to its horizon (from `start`, with an empty system: see Run.start);
+    threads: first attempts made on a second thread (same results; for a lone run, not
+    for a pool of runs that already fills the cores)."""
+    return Run(sc, progress, threads=threads, start=start).execute()
 
 

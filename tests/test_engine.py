@@ -12,6 +12,7 @@ import yaml
 from helpers import queue_scenario, run, unpos
 
 from sim.cli import main
+from sim.demand.base import Arrivals
 from sim.metrics.summary import summarize, timeseries
 from sim.policies.quota import DailyQuota, DailyQuotaParams
 
@@ -171,3 +172,82 @@ def test_fleet_slices_change_nothing(root, name):
     runs = [summarize(Run(load_scenario(root / f"scenarios/{name}.yaml", over), slice_requests=n).execute())
             for n in (1 << 20, 53)]
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("name", ["policies/brownout", "policies/daily_quota", "policies/codel"])
+def test_cut_windows_change_nothing_without_feedback(root, name):
+    # A window of more than window_requests arrivals is admitted and served in pieces (the
+    # midnight stampede of the whole service), one instant's arrivals split across them: with
+    # no demand feedback (which draws random numbers per window) the summary is the same.
+    from sim.engine import Run
+    from sim.scenario import load_scenario
+
+    sc = load_scenario(root / f"scenarios/{name}.yaml")
+    assert sc.demand.retry is None and sc.demand.social is None
+    runs = [Run(sc, window_requests=n, slice_requests=s).execute() for n, s in ((1 << 21, 1 << 20), (37, 11))]
+    assert runs[0].offered.sum() > 10 * 37
+    assert summarize(runs[0]) == summarize(runs[1])
+
+
+def test_cut_windows_bound_one_instants_stampede_and_defer_like_a_whole_window():
+    # 3000 requests at one instant (retries all due at a quota's reset), cut into windows of
+    # 100: each piece is served in time order, and what the pieces' rejections retry waits
+    # for the end of the whole window, as it would uncut. Same seed, same results.
+    from sim.engine import Run
+    from sim.scenario import parse_scenario
+
+    d = queue_scenario(1.0, 1.0, 4, 40.0, seed=7, chunk_s=10.0, max_batch=1,
+                       tiers=[{"name": "a", "share": 1, "priority": 0, "price_per_image": 0,
+                               "slo_s": 1e9, "queue_limit": 50}])
+    d["demand"]["retry"] = {"max_attempts": 2, "base_s": 0.1, "cap_s": 0.2, "jitter": "full"}
+    runs = []
+    for n in (1 << 21, 100, 100):
+        r = Run(parse_scenario(d), window_requests=n)
+        r.add_requests(Arrivals(np.full(3000, 10.0), np.arange(3000) % 1000, np.zeros(3000, np.int64)))
+        sizes = []
+        orig = r._window
+
+        def window(until, orig=orig, sizes=sizes, r=r):
+            c = r.cursor
+            orig(until)
+            sizes.append((c, r.cursor))
+
+        r._window = window
+        runs.append((summarize(r.execute()), r.deferred, sizes))
+    whole, cut, again = runs
+    assert cut == again
+    assert len(cut[2]) > len(whole[2]) + 25  # the instant came in pieces
+    assert whole[0]["demand"]["offered"] == cut[0]["demand"]["offered"]
+    # the rejected half of the stampede retries within the window: deferred to its end either way
+    assert whole[1] > 2000 and cut[1] == whole[1]
+
+
+def test_held_pieces_of_an_instant_serve_like_one_call():
+    # One request at 0, a batch wait of 0.5 s, three more at exactly 0.5: in one call the
+    # first of them arrives before the wait's timer fires (a batch of 2 starts). Fed in pieces
+    # split at 0.5, each holding at its end and the next continuing: the same batches, not
+    # the batch of 1 an unheld split starts (its timer, or the next call's dispatch, first).
+    from sim.engine import Run
+    from sim.scenario import parse_scenario
+
+    d = queue_scenario(1.0, 1.0, 1, 10.0, seed=1, max_batch=4)
+    d["fleet"]["pools"][0]["max_wait_s"] = 0.5
+    t = np.array([0.0, 0.5, 0.5, 0.5, 0.7])
+    n = len(t)
+    args = (np.arange(n), np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, np.inf, np.float32),
+            np.ones(n), np.zeros(n))
+
+    def batches(cuts, hold):
+        f = Run(parse_scenario(d)).fleet
+        for k, (i, j) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+            last = j == n
+            f.advance(t[i:j], *(x[i:j] for x in args), 10.0 if last else float(t[j]),
+                      hold=hold and not last, cont=hold and k > 0)
+        return f.S.batches.tolist(), f.S.completed.tolist(), np.round(f.S.sum_lat, 9).tolist()
+
+    one = batches([0, n], False)
+    # two at 0.5 (0 and one of 0.5: 1.0 s after warm-up), the rest when that batch ends at 1.5
+    assert one == ([2, 5], [5], [1.0 + 2.0 + 2.0 + 1.8])
+    for cuts in ([0, 1, n], [0, 2, n], [0, 1, 2, 3, n]):
+        assert batches(cuts, True) == one, cuts
+    assert batches([0, 1, n], False) != one

@@ -181,6 +181,20 @@ class Arrivals:
         att = None if self.attempt is None else self.attempt[idx]
         return Arrivals(self.t[idx], self.user[idx], self.tier[idx], att)
 
+    def compact(self) -> Arrivals:
+        """As held while pending (tens of millions wait for a quota's midnight): users as
+        int32 where the ids fit, tiers and attempts as bytes (max_attempts <= 100)."""
+        big = len(self.user) and int(self.user.max()) >= 2**31
+        att = None if self.attempt is None else self.attempt.astype(np.int8, copy=False)
+        return Arrivals(self.t, self.user if big else self.user.astype(np.int32, copy=False),
+                        self.tier.astype(np.int8, copy=False), att)
+
+    def wide(self) -> Arrivals:
+        """In the engine's dtypes (int64 users, tiers and attempts)."""
+        att = None if self.attempt is None else self.attempt.astype(np.int64, copy=False)
+        return Arrivals(self.t, self.user.astype(np.int64, copy=False),
+                        self.tier.astype(np.int64, copy=False), att)
+
     @staticmethod
     def empty() -> Arrivals:
         return Arrivals(np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))

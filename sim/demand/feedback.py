@@ -32,20 +32,6 @@ def _merge(runs: list[Arrivals]) -> Arrivals:
                     np.concatenate([a.tier for a in runs])[o], att)
 
 
-def _compact(a: Arrivals) -> Arrivals:
-    """Requests as held while pending (tens of millions wait for a quota's midnight): users
-    as int32 where the ids fit, tiers and attempts as bytes."""
-    big = len(a.user) and int(a.user.max()) >= 2**31
-    att = None if a.attempt is None else a.attempt.astype(np.int8)
-    return Arrivals(a.t, a.user if big else a.user.astype(np.int32), a.tier.astype(np.int8), att)
-
-
-def _wide(a: Arrivals) -> Arrivals:
-    """Back to the engine's dtypes (int64 users, tiers and attempts)."""
-    att = None if a.attempt is None else a.attempt.astype(np.int64)
-    return Arrivals(a.t, a.user.astype(np.int64), a.tier.astype(np.int64), att)
-
-
 class Pending:
     """Requests created during the run, handed to the run (run.add_requests) one window
     ahead: the engine's list of pending batches stays short however far ahead retries are
@@ -67,7 +53,7 @@ class Pending:
         """Add time-sorted requests."""
         if len(a) == 0:
             return
-        self.runs.append(_compact(a))
+        self.runs.append(a.compact())
         while len(self.runs) >= 2 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
             self.runs[-2:] = [_merge(self.runs[-2:])]
 
@@ -95,9 +81,10 @@ class Pending:
         self.runs = keep
         if not due:
             return
-        a = _wide(due[0] if len(due) == 1 else _merge(due))
+        a = due[0] if len(due) == 1 else _merge(due)  # compact: the run holds them so
         need = a.user < 0
         if need.any():
+            a = a.wide()  # picked ids may not fit the compact dtype
             u, t = run.demand.pick(a.t[need], run.prng)
             a.user[need] = u
             a.tier[need] = run.demand.tier_now(u, t)

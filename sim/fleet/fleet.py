@@ -192,13 +192,17 @@ class Fleet:
 
     # -- the hot path --
 
-    def advance(self, t, ids, tier, user, steps, noise, z, until: float) -> np.ndarray:
+    def advance(self, t, ids, tier, user, steps, noise, z, until: float, hold: bool = False,
+                cont: bool = False) -> np.ndarray:
         """Feed admitted arrivals (all <= until) with their request ids and run to `until`;
-        returns each one's fate (0 queued, else 1 + kernel reason)."""
+        returns each one's fate (0 queued, else 1 + kernel reason). hold: the next call
+        brings more arrivals at exactly `until`; cont: this is that call (kernel.advance)."""
         fate = np.zeros(len(t), dtype=np.int8)
         i = 0
         while True:
-            code, i = K.advance(self.S, t, ids, tier, user, steps, noise, z, fate, i, float(until))
+            code, i = K.advance(self.S, t, ids, tier, user, steps, noise, z, fate, i, float(until),
+                                 bool(hold), bool(cont))
+            cont = False  # a call again after growing starts with a dispatch, as before
             if code == K.DONE:
                 return fate
             if code == K.GROW:

@@ -143,8 +143,14 @@ def _heap_pop(ht, hw, hn):
 
 
 @njit(cache=True)
-def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
+def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold, cont):
     """Run the fleet through the admitted arrivals at[i0:] (all <= until) and on to `until`.
+
+    hold: more arrivals at exactly `until` follow in the next call (a caller feeding arrivals
+    in pieces): events at `until` other than these arrivals wait for that call. cont: this
+    call is that next one (nothing changed the fleet in between), so it starts with the
+    events at its clock in their usual order (batch ends and timeouts, then arrivals, then
+    the batch-wait timer) instead of a dispatch: the pieces give what one call would have.
 
     aid holds the arrivals' request ids (kept in queue and batch slots, written to the
     outbox). asteps is each request's step cap (inf: its pool's own steps; brownout lowers
@@ -196,8 +202,8 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
     for k in range(nK):
         total += q_size[k]
     now = clock[0]
-    timer = np.inf
-    first = True
+    timer = tmr[0] if cont else np.inf  # the timer the held call left armed
+    first = not cont
     while True:
         if not first:
             if obon and ob_n[0] + 2 * total + maxb + 2 > obcap:
@@ -213,7 +219,7 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until):
                     if v < tb:
                         tb = v
             t = min(ta, tc, tb, timer)
-            if t > until:
+            if t > until or (hold and t == until and ta != t):
                 break
             # -- integrate the state from the last event to t --
             t0 = clock[0]
