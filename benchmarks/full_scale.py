@@ -54,7 +54,8 @@ def main() -> None:
     ap.add_argument("--scenario", default=str(ROOT / "scenarios/ghibli_2025.yaml"))
     ap.add_argument("--cell-fraction", type=float, help="override the scenario's (default: as shipped)")
     ap.add_argument("--horizon", help="override the horizon, e.g. 2d")
-    ap.add_argument("--threads", action="store_true", help="make first attempts on a second thread")
+    ap.add_argument("--threads", action=argparse.BooleanOptionalAction, default=True,
+                    help="make first attempts on a second thread, as `floodgate run` does (default)")
     ap.add_argument("--progress", action="store_true", help="progress bar on stderr")
     ap.add_argument("--json", action="store_true", help="(the JSON line is always printed last)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -65,7 +66,7 @@ def main() -> None:
     for flag, v in (("--cell-fraction", args.cell_fraction), ("--horizon", args.horizon)):
         if v is not None:
             cmd += [flag, str(v)]
-    cmd += ["--threads"] * args.threads + ["--progress"] * args.progress
+    cmd += ["--threads" if args.threads else "--no-threads"] + ["--progress"] * args.progress
     p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     if p.returncode:
         sys.exit(p.returncode)

@@ -39,7 +39,7 @@ def cmd_run(args) -> int:
     out = check_out(args.out if args.out is not None else Path("out") / sc.name)
     _check_budget(args, sc)
     t0 = time.perf_counter()
-    run = simulate(sc, progress=not args.quiet)
+    run = simulate(sc, progress=not args.quiet, threads=True)  # one run: use a second core
     wall = time.perf_counter() - t0
     from sim.cell import regime
 

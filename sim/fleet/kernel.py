@@ -142,7 +142,7 @@ def _heap_pop(ht, hw, hn):
 # of the per-event path (attribute access on the state tuple costs atomic refcounts).
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: the demand thread (Run(threads=True)) runs beside it
 def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold, cont):
     """Run the fleet through the admitted arrivals at[i0:] (all <= until) and on to `until`.
 
