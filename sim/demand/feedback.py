@@ -167,8 +167,8 @@ class Conversion:
         m = (code == QUOTA) & self.src_mask[a.tier]
         if not m.any():
             return
-        users = np.unique(a.user[m])
-        users = users[~self.decided.get(users)]
+        users = a.user[m]
+        users = np.unique(users[~self.decided.get(users)])  # most decided at a first rejection
         if len(users) == 0:
             return
         self.decided.set(users)
@@ -217,7 +217,7 @@ class DemandStats:
         if len(a) == 0:
             return
         self.offered += len(a)
-        self.first += int((a.attempts() == 0).sum()) if a.attempt is not None else len(a)
+        self.first += int(np.count_nonzero(a.attempt == 0)) if a.attempt is not None else len(a)
         self.seen.set(a.user)
 
 
