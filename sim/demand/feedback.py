@@ -84,8 +84,10 @@ class Pending:
         a = due[0] if len(due) == 1 else _merge(due)  # compact: the run holds them so
         need = a.user < 0
         if need.any():
-            a = a.wide()  # picked ids may not fit the compact dtype
             u, t = run.demand.pick(a.t[need], run.prng)
+            if int(u.max()) > np.iinfo(a.user.dtype).max:
+                a = a.wide()  # picked ids past the compact dtype (widening all of a day's
+                # retries due at midnight with them would cost ~0.5 GB at full scale)
             a.user[need] = u
             a.tier[need] = run.demand.tier_now(u, t)
         run.add_requests(a)
