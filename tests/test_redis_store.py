@@ -347,3 +347,24 @@ def test_redis_down_raises_and_a_restart_reloads_the_scripts():
     finally:
         store.close()
         stop_redis(srv)
+
+
+def test_quota_retry_after_from_redis_lands_on_or_after_midnight(redis_server):
+    """The script's Retry-After to 00:00 UTC is the Python quota's, to the bit: a retry made
+    at t + Retry-After is the new day's on both clocks (not an ulp before midnight)."""
+    import numpy as np
+
+    epoch = 1742860800.0  # 2025-03-25T00:00:00Z, the ghibli scenario's start
+    t = np.sort(np.random.default_rng(1413).uniform(0, 8 * DAY, 60))
+    q = make("daily_quota", epoch, limit=1)
+    py = make("daily_quota", epoch, limit=1)
+    store = redis_store(redis_server.url, {"q": q})
+    try:
+        for i, v in enumerate(t):
+            assert store.admit("q", float(v), i, 0).ok and py.admit(float(v), i, 0).ok
+            d, dp = store.admit("q", float(v), i, 0), py.admit(float(v), i, 0)
+            assert not d.ok and d.retry_after == dp.retry_after, (v, d, dp)
+            midnight = (math.floor((epoch + v) / DAY) + 1) * DAY
+            assert v + d.retry_after >= midnight - epoch and epoch + (v + d.retry_after) >= midnight
+    finally:
+        store.close()

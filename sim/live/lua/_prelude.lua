@@ -39,3 +39,27 @@ end
 local function reply(ok, reason, retry, limit, remaining, reset)
   return {ok and 1 or 0, reason or false, fmt(retry), fmt(limit), fmt(remaining), fmt(reset)}
 end
+
+-- The next double above x > 0 (Python's math.nextafter(x, inf) for positive normal x).
+local function next_up(x)
+  local _, e = math.frexp(x)
+  return x + 2 ^ (e - 53)
+end
+
+-- sim/policies/quota.py wait_until: the smallest wait w >= at - now with now + w >= at in
+-- float arithmetic, so a retry made at now + w is not an ulp before `at`.
+local function wait_until(now, at)
+  local w = at - now
+  while w > 0 and now + w < at do w = next_up(w) end
+  return w
+end
+
+-- sim/policies/quota.py until_reset: the wait to the next 00:00 UTC that lands on or after it
+-- on both clocks (t, and epoch + t).
+local function until_reset(epoch, now)
+  local x = epoch + now
+  local reset = (math.floor(x / 86400.0) + 1.0) * 86400.0
+  local w = wait_until(now, reset - epoch)
+  while epoch + (now + w) < reset do w = next_up(w) end
+  return w
+end

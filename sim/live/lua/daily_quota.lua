@@ -14,7 +14,7 @@ if mode == 'rolling' then
   local tat = now
   if v then tat = math.max(tonumber(v), now) end
   if now < tat - tau then
-    return reply(false, 'quota_exceeded', tat - tau - now, lim, 0, nil)
+    return reply(false, 'quota_exceeded', wait_until(now, tat - tau), lim, 0, nil)
   end
   redis.call('SET', key, fmt(tat + T))
   expire(key, tat + T - now)
@@ -25,7 +25,7 @@ local day = math.floor(x / DAY)
 local s = redis.call('HMGET', key, 'd', 'n')
 local n = 0
 if s[1] and tonumber(s[1]) == day then n = tonumber(s[2]) end
-local reset = (day + 1) * DAY - x
+local reset = until_reset(epoch, now)
 if n >= lim then
   redis.call('HSET', key, 'd', fmt(day), 'n', n)
   expire(key, reset)
