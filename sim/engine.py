@@ -60,8 +60,13 @@ def pool_setup(sc: Scenario, i: int) -> PoolSetup:
                 f"profile {p.profile!r} not found (looked in the scenario's folder, FLOODGATE_PROFILES and the shipped profiles; `floodgate profiles` lists them)",
             )
         prof = load_profile(path)
+        model = p.model
+        if model is None and sc.request_classes is not None:
+            # the pool's own figure (images/s, plans): its first model of a class
+            rc = sc.request_classes.classes
+            model = (p.models or [c.model for c in rc if c.model] or [None])[0]
         cost = CostModel.from_profile(
-            prof, str(path), p.model, p.resolution, p.steps, p.max_batch,
+            prof, str(path), model, p.resolution, p.steps, p.max_batch,
             field=f"fleet.pools[{i}] ({sc.source})",
         )
         dist = p.service_distribution

@@ -123,10 +123,10 @@ class Fleet:
         nL = nk * G  # queue lanes: lane = tier * G + batch group
         state = dict(
             # warm-up, series interval, total queue limit, outbox on, nominal steps (brownout),
-            # router
+            # router, request classes on
             cfg=np.array([warmup, interval, max_queue, 1.0 if outbox else 0.0,
                           max(p.steps or 0.0 for p in pools) or np.inf,
-                          classes.router if classes else K.LISTED], f8),
+                          classes.router if classes else K.LISTED, 1.0 if classes else 0.0], f8),
             prio_order=prio.astype(i8),
             disc=np.array([DISCIPLINES[scheduler.discipline]], i8),
             lifo=np.array([t.lifo for t in tiers], bool),

@@ -205,6 +205,7 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
     pool_steps, pool_ext, tmr, deg, deg_stats = S.pool_steps, S.pool_ext, S.tmr, S.deg, S.deg_stats
     ep = S.ep
     router = int(S.cfg[5])
+    cls_on = S.cfg[6] > 0  # request classes: per-class counts
     cost_enc, cls_group, cls_steps, cls_enc, cls_quality, deg_cls = (
         S.cost_enc, S.cls_group, S.cls_steps, S.cls_enc, S.cls_quality, S.deg_cls)
     grp_model, pool_serves, pool_swap, pool_order, p_act, swaps, cls_stats = (
@@ -233,7 +234,6 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
 
     nK = q_size.shape[0]
     G = pool_serves.shape[1]  # batch groups (1 without request classes)
-    nC = cls_group.shape[0]
     order = pool_order.copy()
     P = idle_n.shape[0]
     nI = ser_busy.shape[0]
@@ -312,7 +312,7 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                     ser_lat_hist[iv, k, hist_bin(lat, SERIES_MIN, lgs, SERIES_BINS)] += 1
                     if lat <= slo[k]:
                         ser_good[iv, k] += 1
-                    if nC > 1 and ta0 >= warm:
+                    if cls_on and ta0 >= warm:
                         c = w_bc[w, j]
                         cls_stats[c, 3] += 1
                         cls_stats[c, 4] += lat
@@ -618,7 +618,7 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                         w_model[w] = grp_model[bg]
                     elif router == AFFINITY:
                         w_model[w] = grp_model[bg]
-                    if nC > 1:
+                    if cls_on:
                         # batch fill per class: the batch sizes its requests ran in
                         for jj in range(b):
                             if w_bt[w, jj] >= warm:
