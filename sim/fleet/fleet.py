@@ -99,6 +99,8 @@ class Fleet:
         B = max(p.max_batch for p in pools)
         P = len(pools)
         self.classes = classes
+        # the fleet loop's general path (lanes, classes, routers) or the one-group one
+        self.general = classes is not None
         G = len(classes.group_names) if classes else 1
         C = len(classes.names) if classes else 1
         cost_fixed = np.zeros((P, G, B + 1))
@@ -260,8 +262,10 @@ class Fleet:
         kernel reason). hold: the next call brings more arrivals at exactly `until`; cont:
         this is that call (kernel.advance)."""
         fate = np.zeros(len(t), dtype=np.int8)
-        if cls is None:
+        if cls is None and self.general:
             cls = np.zeros(len(t), np.int16)
+        elif not self.general:
+            cls = None  # the loop's one-group version
         i = 0
         while True:
             code, i = K.advance(self.S, t, ids, tier, cls, user, steps, noise, z, fate, i,

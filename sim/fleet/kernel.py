@@ -70,12 +70,12 @@ def shed_decision(util, depth, thr_util, thr_depth):
     return util >= thr_util or depth >= thr_depth
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _lane(k, g, p, m, G, q_n, q_t, q_head, pool_serves, grp_model):
     """The lane of tier k pool p takes from next: of group g (g >= 0), else of the groups p
-    serves the one with the oldest head (those of model m first, m >= 0); -1 if none."""
-    if G == 1:
-        return k if q_n[k] > 0 and pool_serves[p, 0] else -1
+    serves the one with the oldest head (those of model m first, m >= 0); -1 if none.
+    With one group the loop does `k if q_n[k] > 0` itself (a call passing arrays costs
+    their reference counts on every pick)."""
     best = -1
     bt = np.inf
     for rnd in range(2 if m >= 0 and g < 0 else 1):
@@ -187,13 +187,17 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
     the batch-wait timer) instead of a dispatch: the pieces give what one call would have.
 
     aid holds the arrivals' request ids (kept in queue and batch slots, written to the
-    outbox), acls their request classes (0 without classes). asteps is each request's step
+    outbox), acls their request classes. asteps is each request's step
     cap (inf: its class's steps, or without classes its pool's own; brownout lowers it or
     switches the class). afate[i] is set to 0 (queued) or 1 + reason (rejected inside the
-    fleet). Returns
-    (code, i): GROW means tier queue storage is full at arrival i, OUTBOX that the outbox may
-    not hold the next event; grow (or drain) and call again from i.
+    fleet). Returns (code, i): GROW means tier queue storage is full at arrival i, OUTBOX
+    that the outbox may not hold the next event; grow (or drain) and call again from i.
+
+    acls None: one batch group held by every pool, pools taken as listed (no request
+    classes). numba compiles that case apart with the class, lane and router paths folded
+    away (skipped at run time they cost the one-group loop ~15%).
     """
+    general = acls is not None
     warm, dts, q_total_limit, obon, nominal = S.cfg[0], S.cfg[1], S.cfg[2], S.cfg[3] > 0, S.cfg[4]
     prio_order, disc, lifo, deadline, slo, patience = (
         S.prio_order, S.disc[0], S.lifo, S.deadline, S.slo, S.patience)
@@ -204,8 +208,8 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
     cost_fixed, cost_step, shed_util, shed_depth = S.cost_fixed, S.cost_step, S.shed_util, S.shed_depth
     pool_steps, pool_ext, tmr, deg, deg_stats = S.pool_steps, S.pool_ext, S.tmr, S.deg, S.deg_stats
     ep = S.ep
-    router = int(S.cfg[5])
-    cls_on = S.cfg[6] > 0  # request classes: per-class counts
+    router = int(S.cfg[5]) if general else LISTED
+    cls_on = general and S.cfg[6] > 0  # request classes: per-class counts
     cost_enc, cls_group, cls_steps, cls_enc, cls_quality, deg_cls = (
         S.cost_enc, S.cls_group, S.cls_steps, S.cls_enc, S.cls_quality, S.deg_cls)
     grp_model, pool_serves, pool_swap, pool_order, p_act, swaps, cls_stats = (
@@ -233,7 +237,7 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
         S.ser_completed, S.ser_good, S.ser_rej, S.ser_lat_hist)
 
     nK = q_size.shape[0]
-    G = pool_serves.shape[1]  # batch groups (1 without request classes)
+    G = pool_serves.shape[1] if general else 1  # batch groups (1 without request classes)
     order = pool_order.copy()
     P = idle_n.shape[0]
     nI = ser_busy.shape[0]
@@ -380,7 +384,10 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                     if q_size[k] == 0:
                         codel[k, 2] = t  # CoDel: the last instant the tier's queue was empty
                     st = asteps[i]
-                    c0 = acls[i]
+                    if acls is None:
+                        c0 = 0
+                    else:
+                        c0 = acls[i]
                     c = c0
                     low = False
                     if deg[k, 3] > 0.0:
@@ -390,26 +397,27 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                         if shed_decision(util, total, deg[k, 0], deg[k, 1]):
                             low = True
                             c = deg_cls[k, c0]
-                    cs = cls_steps[c]
+                    cs = cls_steps[c] if general else np.inf
                     if cs < st:
                         st = cs
                     if low and deg[k, 2] < st:
                         st = deg[k, 2]
                     if deg[k, 3] > 0.0:
-                        ref = cls_steps[c0] if cls_steps[c0] < np.inf else nominal
+                        ref = cls_steps[c0] if general and cls_steps[c0] < np.inf else nominal
                         if st < ref or c != c0:
                             deg_stats[k, 1] += 1
                         deg_stats[k, 2] += min(st, ref)
                         if cs < np.inf:  # quality proxy of the class served, at its steps
                             deg_stats[k, 3] += cls_quality[c] * min(st, cs) / cs
-                    ln = k * G + cls_group[c]
+                    ln = k * G + cls_group[c] if general else k
                     j = (q_head[ln] + q_n[ln]) % cap
                     q_t[ln, j] = t
                     q_steps[ln, j] = st
                     q_noise[ln, j] = anoise[i]
                     q_z[ln, j] = az[i]
                     q_user[ln, j] = u
-                    q_cls[ln, j] = c
+                    if general:
+                        q_cls[ln, j] = c
                     if obon:
                         q_id[ln, j] = aid[i]
                     q_n[ln] += 1
@@ -446,8 +454,10 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                     b2 -= 1
                 order[b2 + 1] = x
         for pi in range(P):
-            p = order[pi]
+            p = order[pi] if general else pi
             while idle_n[p] > 0:
+                if total == 0 and not pool_cycle[p]:
+                    break
                 # what this pool can take: the queued requests of the groups it serves; a
                 # group is ready to go when it fills a batch or its oldest has waited max_wait
                 avail = 0
@@ -486,6 +496,7 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                 noise = 1.0
                 bg = -1  # the batch's group, set by its first request
                 pm = w_model[w] if router == AFFINITY else -1
+                one = pool_serves[p, 0] if general else True  # (one group) held here?
                 n_enc = 0
                 j = 0
                 while j < pool_maxb[p] and avail > 0:
@@ -494,8 +505,11 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                     ll = -1
                     if disc == STRICT:
                         for jj in range(nK):
-                            ln = _lane(prio_order[jj], bg, p, pm, G, q_n, q_t, q_head, pool_serves,
-                                       grp_model)
+                            if G == 1:
+                                ln = prio_order[jj] if one and q_n[prio_order[jj]] > 0 else -1
+                            else:
+                                ln = _lane(prio_order[jj], bg, p, pm, G, q_n, q_t, q_head,
+                                           pool_serves, grp_model)
                             if ln >= 0:
                                 kk = prio_order[jj]
                                 ll = ln
@@ -503,7 +517,11 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                     elif disc == FIFO or disc == EDF:
                         bv = np.inf
                         for k in range(nK):
-                            ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, pool_serves, grp_model)
+                            if G == 1:
+                                ln = k if one and q_n[k] > 0 else -1
+                            else:
+                                ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, pool_serves,
+                                           grp_model)
                             if ln >= 0:
                                 v = q_t[ln, q_head[ln]] + (deadline[k] if disc == EDF else 0.0)
                                 if v < bv:
@@ -515,7 +533,11 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                         # deficit covers the next request's cost (GPU-seconds at batch 1).
                         while kk < 0:
                             k = drr_ptr[0]
-                            ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, pool_serves, grp_model)
+                            if G == 1:
+                                ln = k if one and q_n[k] > 0 else -1
+                            else:
+                                ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, pool_serves,
+                                           grp_model)
                             if ln < 0:
                                 drr_deficit[k] = 0.0
                                 drr_ptr[0] = (k + 1) % nK
@@ -529,7 +551,7 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                             gl = ln - k * G
                             rc = (cost_fixed[p, gl, 1] + min(q_steps[ln, jx], pool_steps[p])
                                   * cost_step[p, gl, 1])
-                            if cls_enc[q_cls[ln, jx]]:
+                            if general and cls_enc[q_cls[ln, jx]]:
                                 rc += cost_enc[p, gl, 1]
                             if drr_deficit[k] >= rc:
                                 drr_deficit[k] -= rc
@@ -578,13 +600,14 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                         st = psteps
                     if st > maxsteps:
                         maxsteps = st
-                    c = q_cls[ln, idx]
-                    if cls_enc[c]:
+                    c = q_cls[ln, idx] if general else 0
+                    if general and cls_enc[c]:
                         n_enc += 1
                     w_bt[w, j] = ta0
                     w_bk[w, j] = k
                     w_bu[w, j] = q_user[ln, idx]
-                    w_bc[w, j] = c
+                    if general:
+                        w_bc[w, j] = c
                     if obon:
                         w_bid[w, j] = q_id[ln, idx]
                         _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, STARTED, q_id[ln, idx], now, w)
@@ -606,11 +629,13 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                 else:
                     if bg < 0:
                         bg = 0
-                    dur = ((cost_fixed[p, bg, b] + maxsteps * cost_step[p, bg, b]
-                            + cost_enc[p, bg, n_enc]) * noise * w_speed[w])
+                    gpu_s = cost_fixed[p, bg, b] + maxsteps * cost_step[p, bg, b]
+                    if general:
+                        gpu_s += cost_enc[p, bg, n_enc]
+                    dur = gpu_s * noise * w_speed[w]
                     batches[0] += 1
                     batches[1] += b
-                    if pool_swap[p] > 0.0 and w_model[w] != grp_model[bg]:
+                    if general and pool_swap[p] > 0.0 and w_model[w] != grp_model[bg]:
                         # the GPU loads another model first (none held yet: no swap)
                         if w_model[w] >= 0:
                             dur += pool_swap[p]
