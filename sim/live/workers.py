@@ -142,6 +142,8 @@ class LiveFleet:
         self.reqs[rid] = req
         t, tier, noise = np.array([now]), np.array([req.tier], np.int64), np.array([req.noise])
         cls = None if self.mix is None else self.mix.draw(t, tier, noise)
+        if cls is not None:  # degraded: fewer steps than its class asks for
+            req.nominal = self.classes.steps[int(cls[0])]
         fate = self.fleet.advance(t, np.array([rid], np.int64), tier,
                                   np.array([req.user], np.int64),
                                   np.array([req.steps], np.float32), noise,
