@@ -117,8 +117,8 @@ def _acting(name: str, s: dict) -> bool:
         "pools": len(s["fleet"]["pools"]) == 2,
         # HD turned standard for free users, and the shared pool changed model
         "request_classes": pol.get("brownout", {}).get("degraded", {}).get("free", 0) > 0
-        and s["classes"]["model_swaps"]["mixed"] > 0
-        and all(c["completed"] > 0 for c in s["classes"]["per_class"].values()),
+        and s.get("classes", {}).get("model_swaps", {}).get("mixed", 0) > 0
+        and all(c["completed"] > 0 for c in s.get("classes", {}).get("per_class", {}).values()),
     }
     return checks[name]
 
