@@ -81,6 +81,11 @@ class Gates:
         (quality: with request classes, the class's quality x its share of steps)."""
         return self.fleet.S.deg_stats
 
+    def class_names(self) -> list[str] | None:
+        """The request classes in index order (None: the scenario has none)."""
+        c = self.fleet.classes
+        return None if c is None else list(c.names)
+
     def nominal_steps(self) -> float:
         """The largest pool's steps: brownout degrades below it."""
         return float(self.fleet.S.cfg[4])

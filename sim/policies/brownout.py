@@ -87,10 +87,9 @@ class Brownout(Policy):
 
     def refresh(self, run, active) -> None:
         on = active.enabled
-        rc = run.sc.request_classes
+        names = run.gates.class_names()
         swap = None
-        if on and self.params.classes and rc is not None:
-            names = [c.name for c in rc.classes]
+        if on and self.params.classes and names is not None:
             swap = {names.index(a): names.index(b) for a, b in self.params.classes.items()}
         for k in np.flatnonzero(active.tiers):
             run.gates.brownout(int(k), self.thr_util[k], self.thr_depth[k],
@@ -102,7 +101,7 @@ class Brownout(Policy):
         c = self.run.gates.brownout_counts()
         nominal = self.run.gates.nominal_steps()
         ks = [(k, t) for k, t in enumerate(self.tiers) if self.active.tiers[k] and c[k, 0]]
-        if self.run.sc.request_classes is not None:
+        if self.run.gates.class_names() is not None:
             q = {t: round(float(c[k, 3] / c[k, 0]), 6) for k, t in ks}
         else:
             q = {t: round(float(c[k, 2] / (c[k, 0] * nominal)), 6) for k, t in ks}
