@@ -463,8 +463,9 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                 avail = 0
                 ready = False
                 tnext = np.inf
+                maxb = pool_maxb[p]
                 for g in range(G):
-                    if not pool_serves[p, g]:
+                    if general and not pool_serves[p, g]:
                         continue
                     cnt = 0
                     oldest = np.inf
@@ -477,7 +478,7 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                     if cnt == 0:
                         continue
                     avail += cnt
-                    if cnt >= pool_maxb[p] or now >= oldest + pool_maxw[p]:
+                    if cnt >= maxb or now >= oldest + pool_maxw[p]:
                         ready = True
                     elif oldest + pool_maxw[p] < tnext:
                         tnext = oldest + pool_maxw[p]
@@ -499,7 +500,7 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                 one = pool_serves[p, 0] if general else True  # (one group) held here?
                 n_enc = 0
                 j = 0
-                while j < pool_maxb[p] and avail > 0:
+                while j < maxb and avail > 0:
                     # which tier (and lane) gives the next request
                     kk = -1
                     ll = -1
