@@ -154,23 +154,30 @@ def build_classes(sc: Scenario, pools: list[PoolSetup]) -> ClassSetup | None:
         if all(cost[j][g] is None for j in range(len(pools))):
             raise InputError(sc.source, f"request_classes.classes[{first[g]}]",
                              "no pool holds this model at this resolution (fleet.pools[].models, profile)")
-    order = None
-    if sc.fleet.router == "cheapest":
-        def per_image(j: int) -> float:
-            cm = next(c for c in cost[j] if c is not None) if any(cost[j]) else pools[j].cost
-            b = pools[j].max_batch
-            return pools[j].price_per_gpu_hour * cm.batch_time(b) / b
-
-        order = sorted(range(len(pools)), key=per_image)
     return ClassSetup(
         names=[c.name for c in rc.classes], group=group,
         steps=[float(c.steps) for c in rc.classes], encode=[c.encode for c in rc.classes],
         quality=[c.quality for c in rc.classes],
         group_names=[_group_name(k) for k in keys],
         group_model=[model_names.index(str(k[0])) for k in keys],
-        cost=cost, enc=enc, router=ROUTERS[sc.fleet.router], order=order,
+        cost=cost, enc=enc,
         swap_s=[p.swap_s for p in sc.fleet.pools],
     )
+
+
+def routing(sc: Scenario, pools: list[PoolSetup], classes: ClassSetup | None) -> tuple[int, list[int] | None]:
+    """The fleet loop's router and, for `cheapest`, the pools by price per image of the first
+    batch group each holds (its own cost without request classes)."""
+    if sc.fleet.router != "cheapest":
+        return ROUTERS[sc.fleet.router], None
+
+    def per_image(j: int) -> float:
+        own = [c for c in classes.cost[j] if c is not None] if classes else []
+        cm = own[0] if own else pools[j].cost
+        b = pools[j].max_batch
+        return pools[j].price_per_gpu_hour * cm.batch_time(b) / b
+
+    return K.CHEAPEST, sorted(range(len(pools)), key=per_image)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 import simpy
 
 from sim import rng
-from sim.classes import ClassMix, build_classes
+from sim.classes import ClassMix, build_classes, routing
 from sim.demand import Arrivals, build_demand
 from sim.demand.feed import ChunkFeed
 from sim.errors import InputError
@@ -130,8 +130,10 @@ class Run:
         self.pools = build_pools(sc)
         self.classes = build_classes(sc, self.pools)
         self.mix = ClassMix.of(sc) if self.classes else None
+        router, order = routing(sc, self.pools, self.classes)
         self.fleet = Fleet(self.pools, sc.tiers, sc.scheduler, sc.horizon, self.interval,
-                           sc.outputs.warmup_s, sc.seed, outbox=self.trace, classes=self.classes)
+                           sc.outputs.warmup_s, sc.seed, outbox=self.trace, classes=self.classes,
+                           router=router, order=order)
         self.gates = Gates(self.fleet, self.pools, cell_users(sc, self.demand))
         # the replica-to-fleet hop: every admitted request's latency and wait are the fleet's
         # plus the hop (summaries add it), so within SLO means fleet latency <= slo - hop

@@ -221,3 +221,22 @@ def test_a_class_no_pool_holds_is_an_input_error():
     with pytest.raises(InputError) as e:
         Run(parse_scenario(d))
     assert e.value.field == "request_classes.classes[3]"
+
+
+@pytest.mark.parametrize("router,first", [("listed", 0), ("cheapest", 1), ("least_loaded", None)])
+def test_router_orders_pools_without_request_classes(router, first):
+    # Light load on two pools of fixed batch time: the router decides who takes the work.
+    pools = [{"name": "dear", "gpus": 4, "service_time_s": 1.0, "price_per_gpu_hour": 4.0},
+             {"name": "cheap", "gpus": 4, "service_time_s": 1.0, "price_per_gpu_hour": 1.0}]
+    d = scenario(rate=1.0, seed=2107, horizon=2000)
+    del d["request_classes"]
+    d["fleet"] = {"router": router, "pools": pools}
+    r = traced(d)
+    pool_of = r.fleet.S.w_pool
+    n = np.bincount([int(pool_of[w]) for kind, _, _, w in r.trace_events if kind == K.STARTED],
+                    minlength=2)
+    assert "classes" not in summarize(r)
+    if first is None:  # the less busy share first: both pools take work
+        assert min(n) > 0.3 * n.sum(), n
+    else:
+        assert n[first] > 0.9 * n.sum(), n

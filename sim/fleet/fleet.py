@@ -71,8 +71,6 @@ class ClassSetup:
     group_model: list[int]  # group -> model index (a GPU holding it needs no swap)
     cost: list[list[CostModel | None]]
     enc: list[list[np.ndarray | None]]
-    router: int = K.LISTED
-    order: list[int] | None = None  # pools by price per image (router cheapest)
     swap_s: list[float] | None = None  # per pool: seconds to load another model
 
 
@@ -88,7 +86,8 @@ class Fleet:
     def __init__(self, pools: list[PoolSetup], tiers, scheduler, horizon: float,
                  interval: float, warmup: float, seed: int, queue_capacity: int = 4096,
                  outbox: bool = False, external: bool = False, max_queue: float = 2.0**62,
-                 classes: ClassSetup | None = None):
+                 classes: ClassSetup | None = None, router: int = K.LISTED,
+                 order: list[int] | None = None):
         if external and not outbox:
             raise ValueError("an external pool reports its batches through the outbox")
         nk = len(tiers)
@@ -100,7 +99,7 @@ class Fleet:
         P = len(pools)
         self.classes = classes
         # the fleet loop's general path (lanes, classes, routers) or the one-group one
-        self.general = classes is not None
+        self.general = classes is not None or router != K.LISTED
         G = len(classes.group_names) if classes else 1
         C = len(classes.names) if classes else 1
         cost_fixed = np.zeros((P, G, B + 1))
@@ -128,7 +127,7 @@ class Fleet:
             # router, request classes on
             cfg=np.array([warmup, interval, max_queue, 1.0 if outbox else 0.0,
                           max(p.steps or 0.0 for p in pools) or np.inf,
-                          classes.router if classes else K.LISTED, 1.0 if classes else 0.0], f8),
+                          router, 1.0 if classes else 0.0], f8),
             prio_order=prio.astype(i8),
             disc=np.array([DISCIPLINES[scheduler.discipline]], i8),
             lifo=np.array([t.lifo for t in tiers], bool),
@@ -168,7 +167,7 @@ class Fleet:
             grp_model=np.array(classes.group_model if classes else [0], i8),
             pool_serves=serves,
             pool_swap=np.array(classes.swap_s if classes and classes.swap_s else [0.0] * P, f8),
-            pool_order=np.array(classes.order if classes and classes.order else range(P), i8),
+            pool_order=np.array(order if order else range(P), i8),  # router cheapest
             p_act=z(P, i8), swaps=z(P, i8),
             # per class: started, sum of batch sizes, sum of batch fill, completed, sum of
             # latency, within SLO (requests arrived after warm-up)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from sim.classes import ClassMix, build_classes
+from sim.classes import ClassMix, build_classes, routing
 from sim.fleet import kernel as K
 from sim.fleet.fleet import Fleet, PoolSetup
 from sim.fleet.gates import Gates
@@ -85,11 +85,12 @@ class LiveFleet:
         # request classes as the simulator's run resolves and draws them (sim.classes)
         self.classes = build_classes(sc, pools)
         self.mix = ClassMix.of(sc) if self.classes else None
+        router, order = routing(sc, pools, self.classes)
         self.fleet = Fleet(pools, sc.tiers, sc.scheduler, 2 * sc.horizon, self.interval,
                            sc.outputs.warmup_s, sc.seed, outbox=True,
                            external=runner is not None,
                            max_queue=max_queue if math.isfinite(max_queue) else 2.0**62,
-                           classes=self.classes)
+                           classes=self.classes, router=router, order=order)
         self.gates = Gates(self.fleet, pools, users)
         self.env = simpy.Environment()
         self.reqs: dict[int, Req] = {}  # fleet request id -> request queued or in service
