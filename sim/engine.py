@@ -327,7 +327,7 @@ class Run:
                 t_in, tier, user, e_in, z_in = a.t[j], a.tier[j], a.user[j], noise[j], z[j]
             fate = self.fleet.advance(t_in, ids[lo:hi], tier, user, steps[lo:hi], e_in, z_in,
                                       seg_until, hold, self._held,
-                                      None if cls is None else cls[lo:hi])
+                                      cls=None if cls is None else cls[lo:hi])
             self._held = hold
             rej = fate > 0
             if rej.any():

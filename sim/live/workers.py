@@ -148,7 +148,7 @@ class LiveFleet:
         fate = self.fleet.advance(t, np.array([rid], np.int64), tier,
                                   np.array([req.user], np.int64),
                                   np.array([req.steps], np.float32), noise,
-                                  np.array([req.z]), now, cls)
+                                  np.array([req.z]), now, cls=cls)
         if fate[0] > 0:
             del self.reqs[rid]
             return KERNEL_REASONS[fate[0] - 1].label
