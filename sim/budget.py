@@ -208,6 +208,14 @@ def check_drr(sc, pools=None) -> None:
 
         pools = build_pools(sc)
     cost = max(p.cost.batch_time(1) for p in pools)
+    if sc.request_classes is not None:  # a request costs its class (steps, encode)
+        from sim.classes import build_classes
+
+        cs = build_classes(sc, pools)
+        cost = max([cost] + [
+            cs.cost[j][g].batch_time(1, cs.steps[c])
+            + (cs.enc[j][g][1] if cs.encode[c] and cs.enc[j][g] is not None else 0.0)
+            for c, g in enumerate(cs.group) for j in range(len(pools)) if cs.cost[j][g] is not None])
     q = sc.scheduler.quantum_s * min(t.weight for t in sc.tiers)
     if q * DRR_ROUNDS < cost:
         raise InputError(

@@ -17,6 +17,7 @@ import numpy as np
 import simpy
 
 from sim import rng
+from sim.classes import ClassMix, build_classes, routing
 from sim.demand import Arrivals, build_demand
 from sim.demand.feed import ChunkFeed
 from sim.errors import InputError
@@ -59,8 +60,13 @@ def pool_setup(sc: Scenario, i: int) -> PoolSetup:
                 f"profile {p.profile!r} not found (looked in the scenario's folder, FLOODGATE_PROFILES and the shipped profiles; `floodgate profiles` lists them)",
             )
         prof = load_profile(path)
+        model = p.model
+        if model is None and sc.request_classes is not None:
+            # the pool's own figure (images/s, plans): its first model of a class
+            rc = sc.request_classes.classes
+            model = (p.models or [c.model for c in rc if c.model] or [None])[0]
         cost = CostModel.from_profile(
-            prof, str(path), p.model, p.resolution, p.steps, p.max_batch,
+            prof, str(path), model, p.resolution, p.steps, p.max_batch,
             field=f"fleet.pools[{i}] ({sc.source})",
         )
         dist = p.service_distribution
@@ -122,8 +128,12 @@ class Run:
         self.n_int = int(np.ceil(sc.horizon / self.interval)) + 1
         self.demand = build_demand(sc)
         self.pools = build_pools(sc)
+        self.classes = build_classes(sc, self.pools)
+        self.mix = ClassMix.of(sc) if self.classes else None
+        router, order = routing(sc, self.pools, self.classes)
         self.fleet = Fleet(self.pools, sc.tiers, sc.scheduler, sc.horizon, self.interval,
-                           sc.outputs.warmup_s, sc.seed, outbox=self.trace)
+                           sc.outputs.warmup_s, sc.seed, outbox=self.trace, classes=self.classes,
+                           router=router, order=order)
         self.gates = Gates(self.fleet, self.pools, cell_users(sc, self.demand))
         # the replica-to-fleet hop: every admitted request's latency and wait are the fleet's
         # plus the hop (summaries add it), so within SLO means fleet latency <= slo - hop
@@ -294,8 +304,12 @@ class Run:
         del iv, count
         idx = np.flatnonzero(fates.admitted)
         del fates
-        # each pool serves its own steps; brownout lowers them per arrival inside the fleet
+        # each request gets its class's steps (no classes: its pool's); brownout lowers
+        # them, or switches the class, per arrival inside the fleet
         steps = np.full(len(idx), np.inf, np.float32)
+        cls = None
+        if self.mix is not None:
+            cls = self.mix.draw(a.t[idx], a.tier[idx], noise[idx])
         ids = np.arange(self.next_id, self.next_id + len(idx), dtype=np.int64)
         self.next_id += len(idx)
         # The fleet takes the admitted requests in slices of at most slice_requests, each run
@@ -312,7 +326,8 @@ class Run:
                 j = idx[lo:hi]
                 t_in, tier, user, e_in, z_in = a.t[j], a.tier[j], a.user[j], noise[j], z[j]
             fate = self.fleet.advance(t_in, ids[lo:hi], tier, user, steps[lo:hi], e_in, z_in,
-                                      seg_until, hold, self._held)
+                                      seg_until, hold, self._held,
+                                      cls=None if cls is None else cls[lo:hi])
             self._held = hold
             rej = fate > 0
             if rej.any():

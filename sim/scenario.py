@@ -300,6 +300,10 @@ class Pool(Strict):
     max_gpus: int | None = Field(None, ge=0, le=MAX_GPUS, description="ceiling for autoscaling")
     profile: str | None = Field(None, max_length=255, description="calibration profile: name or path")
     model: str | None = None
+    models: list[str] | None = Field(None, min_length=1, description="request classes: the models "
+                                     "this pool holds (default: every model its profile costs)")
+    swap_s: Duration = Field(0.0, description="request classes: seconds a GPU takes to load "
+                             "another model before a batch of it")
     resolution: int | None = Field(None, gt=0, le=65536)
     steps: int = Field(20, gt=0, le=10000, description="denoising steps per image")
     service_time_s: PosDuration | None = Field(None, description="fixed batch time instead of a profile")
@@ -318,6 +322,45 @@ class Pool(Strict):
 
 class Fleet(Strict):
     pools: list[Pool] = Field(min_length=1)
+    router: Literal["listed", "cheapest", "least_loaded", "affinity"] = Field(
+        "listed", description="which pool with an idle GPU takes queued work first: as listed, "
+        "the cheapest per image, the lowest busy share, or as listed with each GPU preferring "
+        "the model it holds")
+
+
+ClassName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@+-]+$", max_length=100)]
+ClassMixMap = dict[str, dict[str, Share]]
+
+
+class RequestClass(Strict):
+    """One kind of image the service sells: its model, size, steps and guidance."""
+
+    name: ClassName
+    model: str | None = Field(None, max_length=200, description="profile model (default: each pool's own)")
+    resolution: int | None = Field(None, gt=0, le=65536, description="(default: each pool's own)")
+    steps: int = Field(20, gt=0, le=10000, description="denoising steps per image")
+    cfg: bool | None = Field(None, description="classifier-free guidance (default: as the profile "
+                             "measured it; off costs the denoiser half the batch)")
+    encode: bool = Field(False, description="an input image to VAE-encode first (edits)")
+    encode_s: PosDuration | None = Field(None, description="encode seconds per image instead of "
+                                         "the profile's vae_encode (or vae_decode as a bound)")
+    service_time_s: PosDuration | None = Field(None, description="fixed batch time instead of "
+                                               "the profile (theory tests, what-ifs)")
+    quality: float = Field(1.0, gt=0, le=1e3, description="relative image quality (brownout's proxy)")
+
+
+class ClassMixWhen(Strict):
+    at: Duration
+    mix: ClassMixMap = Field(description="tier -> class -> share, replacing those tiers' mixes")
+
+
+class RequestClasses(Strict):
+    """Request classes and each tier's mix of them (which may change over time)."""
+
+    classes: list[RequestClass] = Field(min_length=1, max_length=127)
+    mix: ClassMixMap = Field({}, description="tier -> class -> share (each tier's sum to 1); a "
+                             "tier not named asks for the first class")
+    schedule: list[ClassMixWhen] = []
 
 
 class Scheduler(Strict):
@@ -366,6 +409,7 @@ class Scenario(Strict):
     scheduler: Scheduler = Scheduler()
     fleet: Fleet
     gateway: GatewaySpec = GatewaySpec()
+    request_classes: RequestClasses | None = None
     outputs: Outputs = Outputs()
     variants: dict[str, dict[str, Any]] = Field(
         {}, description="named what-if overrides for `floodgate compare` (merged into this file)")
@@ -697,6 +741,9 @@ def parse_scenario(data: Any, source: str = "<scenario>", nodes: Any = None,
     if probs:
         raise input_error(source, probs[0], nodes, file_data, data)
     sc.source = source
+    from sim.classes import validate_classes
+
+    validate_classes(sc)
     return sc
 
 

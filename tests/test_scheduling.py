@@ -115,6 +115,10 @@ def _acting(name: str, s: dict) -> bool:
         "failures": pol.get("failures", {}).get("failures", 0) > 0,
         "throttling": pol.get("throttling", {}).get("episodes", 0) > 0,
         "pools": len(s["fleet"]["pools"]) == 2,
+        # HD turned standard for free users, and the shared pool changed model
+        "request_classes": pol.get("brownout", {}).get("degraded", {}).get("free", 0) > 0
+        and s.get("classes", {}).get("model_swaps", {}).get("mixed", 0) > 0
+        and all(c["completed"] > 0 for c in s.get("classes", {}).get("per_class", {}).values()),
     }
     return checks[name]
 

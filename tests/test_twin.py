@@ -213,6 +213,29 @@ CASES = {
          "steps": 20, "max_batch": 4, "max_wait_s": 0.2},
         {"name": "a100", "gpus": 2, "profile": "placeholder-sdxl-a100", "model": "sdxl",
          "steps": 30, "max_batch": 2, "max_wait_s": 0.1}]), None),
+    # request classes: lanes per batch group, pools holding models, model swaps with router
+    # affinity, a mix schedule, DRR on class costs, brownout switching HD to standard
+    "request_classes": (dict(
+        rate=3.0, discipline="drr", tiers=[{**TIERS[0], "weight": 2.0}, TIERS[1]],
+        request_classes={"classes": [
+            {"name": "std", "model": "sdxl", "resolution": 1024, "steps": 20},
+            {"name": "hd", "model": "sdxl", "resolution": 1024, "steps": 40},
+            {"name": "edit", "model": "sdxl", "resolution": 1024, "steps": 20, "encode": True},
+            {"name": "draft", "model": "sd15", "resolution": 512, "steps": 20}],
+            "mix": {"paid": {"std": 0.3, "hd": 0.4, "edit": 0.2, "draft": 0.1},
+                    "free": {"std": 0.5, "edit": 0.2, "draft": 0.3}},
+            "schedule": [{"at": 200, "mix": {"free": {"hd": 0.5, "draft": 0.5}}}]},
+        policies=[{"policy": "brownout", "tiers": ["free"], "utilization": 0.9,
+                   "classes": {"hd": "std"}}],
+        fleet={"router": "affinity", "pools": [
+            {"name": "xl", "gpus": 2, "profile": "h100-bf16", "models": ["sdxl"], "max_batch": 4,
+             "max_wait_s": 0.2},
+            {"name": "mixed", "gpus": 2, "profile": "h100-bf16", "models": ["sdxl", "sd15"],
+             "swap_s": 3, "max_batch": 4, "max_wait_s": 0.2}]}),
+        lambda want, run, gw: run.policies[0].policy.report()["degraded"]["free"] > 20
+        and run.policies[0].policy.report() == _report(gw, 0)
+        and 0 < run.fleet.S.swaps[1] == gw.fleet.fleet.S.swaps[1]
+        and (run.fleet.S.cls_stats == gw.fleet.fleet.S.cls_stats).all()),
 }
 
 

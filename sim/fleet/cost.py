@@ -10,12 +10,14 @@ Profile JSON (schema "floodgate.profile/1"), shipped as package data in sim/data
   "schema": "floodgate.profile/1", "name": str, "placeholder": bool, "source": str,
   "measured_on": {"device": str, "driver": str|null, "torch": str, "cuda": str|null, ...},
   "command": str,
-  "entries": [{"model": str, "component": "denoise_step"|"vae_decode"|"text_encode",
+  "entries": [{"model": str,
+               "component": "denoise_step"|"vae_decode"|"text_encode"|"vae_encode",
                "resolution": int, "batch": int, "dtype": str, "cfg": bool,
                "latency_s": {"median": float, "p10": float, "p90": float},
                "peak_mem_bytes": int|null, "flops": float|null}, ...]
 }
 denoise_step latencies are per step for the whole batch (CFG already included when cfg is true).
+vae_encode (optional) is the input-image encode of image-to-image requests (edits).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class Latency(_Loose):
 
 class Entry(_Loose):
     model: str = Field(min_length=1, max_length=200)
-    component: Literal["denoise_step", "vae_decode", "text_encode"]
+    component: Literal["denoise_step", "vae_decode", "text_encode", "vae_encode"]
     resolution: int = Field(ge=0, le=65536, description="0: any resolution (text encoders)")
     batch: int = Field(ge=1, le=65536)
     latency_s: Latency
@@ -166,6 +168,8 @@ class CostModel:
     steps: int  # nominal denoising steps per image
     sigma: float  # lognormal sigma of the measured step spread
     source: str
+    model: str = ""  # the profile's model and resolution it was read for ("" / 0: constant)
+    resolution: int = 0
 
     def batch_time(self, b: int, steps: float | None = None) -> float:
         s = self.steps if steps is None else steps
@@ -190,7 +194,12 @@ class CostModel:
         steps: int,
         max_batch: int,
         field: str = "profile",
+        cfg: bool | None = None,
     ) -> CostModel:
+        """The cost of `model` at `resolution` (None: the profile's only model, its largest
+        resolution). cfg None takes the denoiser as measured; cfg False without entries
+        measured so costs a batch of b as a measured CFG batch of b / 2 (CFG runs the
+        denoiser on two latents per image), never below the smallest measured batch."""
         entries = profile["entries"]
         models = sorted({e["model"] for e in entries if e["component"] == "denoise_step"})
         if model is None:
@@ -208,7 +217,16 @@ class CostModel:
                 path, f"{field}: resolution", f"{resolution} not measured; has {res_avail}"
             )
         den = [e for e in den if e["resolution"] == resolution]
-        step = {e["batch"]: e["latency_s"]["median"] for e in den}
+        scale = 1
+        if cfg is not None:
+            same = [e for e in den if bool(e.get("cfg", True)) == cfg]
+            if same:
+                den = same
+            elif cfg:
+                raise InputError(path, f"{field}: cfg", "only measured without CFG")
+            else:
+                scale = 2  # no-CFG batch 2b runs like the measured CFG batch b
+        step = {scale * e["batch"]: e["latency_s"]["median"] for e in den}
         sig = [
             (math.log(e["latency_s"]["p90"]) - math.log(e["latency_s"]["p10"])) / (2 * Z90)
             for e in den
@@ -229,4 +247,23 @@ class CostModel:
         fixed[0] = 0.0
         st[0] = 0.0
         name = profile.get("name", Path(path).stem)
-        return cls(fixed, st, steps, float(np.median(sig)), f"{name}:{model}@{resolution}")
+        tag = "" if cfg is None or scale == 1 else " no-cfg"
+        return cls(fixed, st, steps, float(np.median(sig)), f"{name}:{model}@{resolution}{tag}",
+                   model, resolution)
+
+
+def encode_curve(profile: dict, model: str, resolution: int, max_batch: int,
+                 component: str = "vae_encode") -> np.ndarray | None:
+    """Input-image encode time of a batch with n encodes (n = 0..max_batch) from the
+    profile's vae_encode entries (or another component's) for this model, or any model, at
+    this resolution; None if none were measured."""
+    pts = [e for e in profile["entries"] if e["component"] == component
+           and e["model"] in (model, "*") and e["resolution"] in (resolution, 0)]
+    if not pts:
+        pts = [e for e in profile["entries"] if e["component"] == component
+               and e["resolution"] in (resolution, 0)]
+    if not pts:
+        return None
+    out = _curve({e["batch"]: e["latency_s"]["median"] for e in pts}, max_batch)
+    out[0] = 0.0
+    return out

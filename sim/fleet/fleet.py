@@ -19,10 +19,14 @@ FIELDS = (
     "cfg prio_order disc lifo deadline slo patience q_limit tier_limit user_limit "
     "drr_quantum drr_deficit drr_ptr pool_maxb pool_maxw pool_cycle pool_dist pool_sigma "
     "cost_fixed cost_step shed_util shed_depth codel deg deg_stats pool_steps pool_ext ep "
-    # tier queues (ring buffers)
-    "q_t q_steps q_noise q_z q_user q_head q_size q_id "
+    # request classes, batch groups, models and routing
+    "cost_enc cls_group cls_steps cls_enc cls_quality deg_cls grp_model pool_serves pool_swap "
+    "pool_order p_act swaps cls_stats "
+    # queues: ring buffers per lane (tier x batch group), q_size per tier
+    "q_t q_steps q_noise q_z q_user q_head q_size q_id q_n q_cls "
     # workers
-    "w_state w_pool w_speed w_until w_bn w_bt w_bk w_bu w_bid w_bstart w_steps idle idle_n "
+    "w_state w_pool w_speed w_until w_bn w_bt w_bk w_bu w_bid w_bstart w_steps w_bc w_model "
+    "idle idle_n "
     "h_t h_w h_n tmr "
     # outbox (kind, id, t, aux)
     "ob_kind ob_id ob_t ob_aux ob_n "
@@ -50,6 +54,26 @@ class PoolSetup:
     steps: float = 0.0  # denoising steps of a request served here (brownout may lower them)
 
 
+@dataclass
+class ClassSetup:
+    """Request classes resolved against the pools (sim/classes.py builds it).
+
+    A class belongs to one batch group (same model, resolution, CFG and cost source: one cost
+    curve per pool); `cost[p][g]` is pool p's cost model for group g (None: p does not hold
+    its model), `enc[p][g]` the input-encode time of a batch with n encodes (n = 0..)."""
+
+    names: list[str]
+    group: list[int]  # class -> batch group
+    steps: list[float]
+    encode: list[bool]
+    quality: list[float]
+    group_names: list[str]
+    group_model: list[int]  # group -> model index (a GPU holding it needs no swap)
+    cost: list[list[CostModel | None]]
+    enc: list[list[np.ndarray | None]]
+    swap_s: list[float] | None = None  # per pool: seconds to load another model
+
+
 class Fleet:
     """Holds the state arrays; `advance` runs the compiled loop over a chunk of arrivals.
 
@@ -61,7 +85,9 @@ class Fleet:
 
     def __init__(self, pools: list[PoolSetup], tiers, scheduler, horizon: float,
                  interval: float, warmup: float, seed: int, queue_capacity: int = 4096,
-                 outbox: bool = False, external: bool = False, max_queue: float = 2.0**62):
+                 outbox: bool = False, external: bool = False, max_queue: float = 2.0**62,
+                 classes: ClassSetup | None = None, router: int = K.LISTED,
+                 order: list[int] | None = None):
         if external and not outbox:
             raise ValueError("an external pool reports its batches through the outbox")
         nk = len(tiers)
@@ -71,20 +97,37 @@ class Fleet:
         N = sum(p.max_gpus for p in pools)
         B = max(p.max_batch for p in pools)
         P = len(pools)
-        cost_fixed = np.zeros((P, B + 1))
-        cost_step = np.zeros((P, B + 1))
+        self.classes = classes
+        # the fleet loop's general path (lanes, classes, routers) or the one-group one
+        self.general = classes is not None or router != K.LISTED
+        G = len(classes.group_names) if classes else 1
+        C = len(classes.names) if classes else 1
+        cost_fixed = np.zeros((P, G, B + 1))
+        cost_step = np.zeros((P, G, B + 1))
+        cost_enc = np.zeros((P, G, B + 1))
+        serves = np.ones((P, G), bool)
         for j, p in enumerate(pools):
-            cost_fixed[j, : p.max_batch + 1] = p.cost.fixed[: p.max_batch + 1]
-            cost_step[j, : p.max_batch + 1] = p.cost.step[: p.max_batch + 1]
-            cost_fixed[j, 0] = p.cost.batch_time(1)  # an empty epoch of a cycling worker
+            for g in range(G):
+                cm = classes.cost[j][g] if classes else p.cost
+                if cm is None:
+                    serves[j, g] = False
+                    continue
+                cost_fixed[j, g, : p.max_batch + 1] = cm.fixed[: p.max_batch + 1]
+                cost_step[j, g, : p.max_batch + 1] = cm.step[: p.max_batch + 1]
+                if classes and classes.enc[j][g] is not None:
+                    cost_enc[j, g, : p.max_batch + 1] = classes.enc[j][g][: p.max_batch + 1]
+            cost_fixed[j, 0, 0] = p.cost.batch_time(1)  # an empty epoch of a cycling worker
         prio = np.argsort([t.priority for t in tiers], kind="stable")
         f8, i8 = np.float64, np.int64
         z = np.zeros
         cap = queue_capacity
+        nL = nk * G  # queue lanes: lane = tier * G + batch group
         state = dict(
-            # warm-up, series interval, total queue limit, outbox on, nominal steps (brownout)
+            # warm-up, series interval, total queue limit, outbox on, nominal steps (brownout),
+            # router, request classes on
             cfg=np.array([warmup, interval, max_queue, 1.0 if outbox else 0.0,
-                          max(p.steps or 0.0 for p in pools) or np.inf], f8),
+                          max(p.steps or 0.0 for p in pools) or np.inf,
+                          router, 1.0 if classes else 0.0], f8),
             prio_order=prio.astype(i8),
             disc=np.array([DISCIPLINES[scheduler.discipline]], i8),
             lifo=np.array([t.lifo for t in tiers], bool),
@@ -104,22 +147,39 @@ class Fleet:
             pool_sigma=np.array([p.cost.sigma for p in pools], f8),
             cost_fixed=cost_fixed,
             cost_step=cost_step,
-            pool_steps=np.array([p.steps or np.inf for p in pools], f8),
+            # with classes a request's steps are its class's, whichever pool serves it
+            pool_steps=np.array([np.inf if classes else p.steps or np.inf for p in pools], f8),
             pool_ext=np.full(P, bool(external)),
             shed_util=np.full(nk, np.inf),
             shed_depth=np.full(nk, np.inf),
             # CoDel per tier: target, interval (inf: off), last instant the queue was empty
             codel=np.array([[np.inf, np.inf, 0.0]] * nk, f8),
-            # brownout per tier: utilisation, queue depth, steps when degraded (inf: off);
-            # counts: requests it saw, degraded, steps given (capped at the nominal)
-            deg=np.full((nk, 3), np.inf), deg_stats=z((nk, 3), f8),
+            # brownout per tier: utilisation, queue depth, steps when degraded (inf: none),
+            # on (> 0); counts: requests it saw, degraded, steps given (capped at the nominal
+            # or the class's), quality given (classes: the class's quality x steps share)
+            deg=np.array([[np.inf, np.inf, np.inf, 0.0]] * nk, f8), deg_stats=z((nk, 4), f8),
+            deg_cls=np.tile(np.arange(C, dtype=i8), (nk, 1)),  # class -> class when degraded
+            cost_enc=cost_enc,
+            cls_group=np.array(classes.group if classes else [0], i8),
+            cls_steps=np.array(classes.steps if classes else [np.inf], f8),
+            cls_enc=np.array(classes.encode if classes else [False], bool),
+            cls_quality=np.array(classes.quality if classes else [1.0], f8),
+            grp_model=np.array(classes.group_model if classes else [0], i8),
+            pool_serves=serves,
+            pool_swap=np.array(classes.swap_s if classes and classes.swap_s else [0.0] * P, f8),
+            pool_order=np.array(order if order else range(P), i8),  # router cheapest
+            p_act=z(P, i8), swaps=z(P, i8),
+            # per class: started, sum of batch sizes, sum of batch fill, completed, sum of
+            # latency, within SLO (requests arrived after warm-up)
+            cls_stats=z((C, 6), f8),
             ep=np.array([rng.key("epochs", seed), 0], i8),  # empty epochs: key, draws so far
-            q_t=z((nk, cap), f8), q_steps=z((nk, cap), np.float32), q_noise=z((nk, cap), f8),
-            q_z=z((nk, cap), f8), q_user=z((nk, cap), i8), q_head=z(nk, i8), q_size=z(nk, i8),
-            q_id=z((nk, cap), i8),
+            q_t=z((nL, cap), f8), q_steps=z((nL, cap), np.float32), q_noise=z((nL, cap), f8),
+            q_z=z((nL, cap), f8), q_user=z((nL, cap), i8), q_head=z(nL, i8), q_size=z(nk, i8),
+            q_id=z((nL, cap), i8), q_n=z(nL, i8), q_cls=z((nL, cap), np.int16),
             w_state=z(N, np.int8), w_pool=z(N, i8), w_speed=np.ones(N), w_until=z(N, f8),
             w_bn=z(N, i8), w_bt=z((N, B), f8), w_bk=z((N, B), i8), w_bu=z((N, B), i8),
             w_bid=z((N, B), i8), w_bstart=z(N, f8), w_steps=z(N, f8),
+            w_bc=z((N, B), np.int16), w_model=np.full(N, -1, i8),
             idle=z((P, N), i8), idle_n=z(P, i8),
             h_t=z(N + 1, f8), h_w=z(N + 1, i8), h_n=z(1, i8), tmr=np.full(1, np.inf),
             ob_kind=z(1024 if outbox else 1, np.int8), ob_id=z(1024 if outbox else 1, i8),
@@ -173,6 +233,7 @@ class Fleet:
     def _start(self, w: int) -> None:
         S, p = self.S, int(self.S.w_pool[w])
         S.n_active[0] += 1
+        S.p_act[p] += 1
         S.w_state[w] = K.IDLE  # the next dispatch gives it work (or an empty epoch if cycling)
         S.idle[p, S.idle_n[p]] = w
         S.idle_n[p] += 1
@@ -184,6 +245,7 @@ class Fleet:
         S.idle[pool, : len(stack)] = stack
         S.w_state[w] = K.OFF
         S.n_active[0] -= 1
+        S.p_act[pool] -= 1
 
     def gpus(self, pool: int) -> int:
         S = self.S
@@ -193,15 +255,20 @@ class Fleet:
     # -- the hot path --
 
     def advance(self, t, ids, tier, user, steps, noise, z, until: float, hold: bool = False,
-                cont: bool = False) -> np.ndarray:
-        """Feed admitted arrivals (all <= until) with their request ids and run to `until`;
-        returns each one's fate (0 queued, else 1 + kernel reason). hold: the next call
-        brings more arrivals at exactly `until`; cont: this is that call (kernel.advance)."""
+                cont: bool = False, cls: np.ndarray | None = None) -> np.ndarray:
+        """Feed admitted arrivals (all <= until) with their request ids (and request classes:
+        None is class 0) and run to `until`; returns each one's fate (0 queued, else 1 +
+        kernel reason). hold: the next call brings more arrivals at exactly `until`; cont:
+        this is that call (kernel.advance)."""
         fate = np.zeros(len(t), dtype=np.int8)
+        if cls is None and self.general:
+            cls = np.zeros(len(t), np.int16)
+        elif not self.general:
+            cls = None  # the loop's one-group version
         i = 0
         while True:
-            code, i = K.advance(self.S, t, ids, tier, user, steps, noise, z, fate, i, float(until),
-                                 bool(hold), bool(cont))
+            code, i = K.advance(self.S, t, ids, tier, cls, user, steps, noise, z, fate, i,
+                                float(until), bool(hold), bool(cont))
             cont = False  # a call again after growing starts with a dispatch, as before
             if code == K.DONE:
                 return fate
@@ -230,9 +297,11 @@ class Fleet:
         if S.h_n[0] > 0:
             t = min(t, float(S.h_t[0]))
         cap = S.q_t.shape[1]
-        for k in range(len(S.q_size)):
-            if S.q_size[k] > 0 and S.patience[k] < np.inf:
-                t = min(t, float(S.q_t[k, S.q_head[k] % cap] + S.patience[k]))
+        G = S.pool_serves.shape[1]
+        for ln in range(len(S.q_n)):
+            k = ln // G
+            if S.q_n[ln] > 0 and S.patience[k] < np.inf:
+                t = min(t, float(S.q_t[ln, S.q_head[ln] % cap] + S.patience[k]))
         return t
 
     def _grow_outbox(self) -> None:
@@ -250,12 +319,12 @@ class Fleet:
         S = self.S
         cap = S.q_t.shape[1]
         new = {}
-        for f in ("q_t", "q_steps", "q_noise", "q_z", "q_user", "q_id"):
+        for f in ("q_t", "q_steps", "q_noise", "q_z", "q_user", "q_id", "q_cls"):
             old = getattr(S, f)
             arr = np.zeros((old.shape[0], 2 * cap), old.dtype)
-            for k in range(old.shape[0]):  # unroll each ring so the head is at 0
-                idx = (S.q_head[k] + np.arange(S.q_size[k])) % cap
-                arr[k, : S.q_size[k]] = old[k, idx]
+            for ln in range(old.shape[0]):  # unroll each ring so the head is at 0
+                idx = (S.q_head[ln] + np.arange(S.q_n[ln])) % cap
+                arr[ln, : S.q_n[ln]] = old[ln, idx]
             new[f] = arr
         S.q_head[:] = 0
         self.S = S._replace(**new)

@@ -64,14 +64,27 @@ class Gates:
         c[tiers, 0] = target_s
         c[tiers, 1] = interval_s
 
-    def brownout(self, tier: int, utilization: float, depth: float, steps: float) -> None:
-        """Arrivals of the tier get at most `steps` denoising steps while the fleet is at or
-        above this busy share or total queue depth (steps inf: off)."""
-        self.fleet.S.deg[tier] = (utilization, depth, steps)
+    def brownout(self, tier: int, utilization: float, depth: float, steps: float,
+                 classes: dict[int, int] | None = None) -> None:
+        """Arrivals of the tier get at most `steps` denoising steps, and class a becomes
+        class classes[a], while the fleet is at or above this busy share or total queue
+        depth (steps inf and no classes: off)."""
+        S = self.fleet.S
+        on = steps < math.inf or bool(classes)
+        S.deg[tier] = (utilization, depth, steps, 1.0 if on else 0.0)
+        S.deg_cls[tier] = np.arange(S.deg_cls.shape[1])
+        for a, b in (classes or {}).items():
+            S.deg_cls[tier, a] = b
 
     def brownout_counts(self) -> np.ndarray:
-        """Per tier: [requests brownout saw, degraded, steps given] so far."""
+        """Per tier: [requests brownout saw, degraded, steps given, quality given] so far
+        (quality: with request classes, the class's quality x its share of steps)."""
         return self.fleet.S.deg_stats
+
+    def class_names(self) -> list[str] | None:
+        """The request classes in index order (None: the scenario has none)."""
+        c = self.fleet.classes
+        return None if c is None else list(c.names)
 
     def nominal_steps(self) -> float:
         """The largest pool's steps: brownout degrades below it."""

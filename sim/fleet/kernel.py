@@ -4,6 +4,12 @@ SimPy drives everything that shapes a run (chunk boundaries, schedules, autoscal
 two such events this loop advances the fleet exactly, event by event, without a SimPy event per
 request. Events: arrival, batch completion, batch-wait timer, abandonment. Ties are resolved
 completion -> abandonment -> arrival -> timer, the same inside one call and across calls.
+
+Queues are lanes, one per (tier, batch group): a batch group is the requests that can share
+a batch (same model, resolution and CFG: one cost curve). Lane l = tier * G + group; with no
+request classes G = 1 and lanes are the tier queues. Tier-level counts (q_size) and rules
+(limits, priority, DRR, CoDel, patience) stay per tier; a batch takes one group only, and a
+pool takes only groups it holds the model of (pool_serves).
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ from sim.outcomes import KERNEL_REASONS, Reason
 
 # Scheduling disciplines (see sim/scheduler.py for the names).
 STRICT, FIFO, EDF, DRR = 0, 1, 2, 3
+# Routers: the order in which pools with idle GPUs take work (cfg[5]). LISTED: as declared;
+# CHEAPEST: a static order by price per image (pool_order); LEAST_LOADED: the lowest busy
+# share first, at each dispatch; AFFINITY: as listed, and a GPU prefers the group of the model
+# it holds (no swap).
+LISTED, CHEAPEST, LEAST_LOADED, AFFINITY = 0, 1, 2, 3
 # Worker states.
 OFF, IDLE, BUSY, RETIRING, DOWN = 0, 1, 2, 3, 4
 # Rejections decided inside the fleet, in this order in its reason axis (sim.outcomes).
@@ -57,6 +68,29 @@ def hist_bin(x, xmin, lng, nbins):
 def shed_decision(util, depth, thr_util, thr_depth):
     """True when a tier with these thresholds is shed at this utilisation and queue depth."""
     return util >= thr_util or depth >= thr_depth
+
+
+@njit(cache=True)
+def _lane(k, g, p, m, G, q_n, q_t, q_head, pool_serves, grp_model):
+    """The lane of tier k pool p takes from next: of group g (g >= 0), else of the groups p
+    serves the one with the oldest head (those of model m first, m >= 0); -1 if none.
+    With one group the loop does `k if q_n[k] > 0` itself (a call passing arrays costs
+    their reference counts on every pick)."""
+    best = -1
+    bt = np.inf
+    for rnd in range(2 if m >= 0 and g < 0 else 1):
+        for gg in range(G):
+            if (g >= 0 and gg != g) or not pool_serves[p, gg]:
+                continue
+            if rnd == 0 and m >= 0 and g < 0 and grp_model[gg] != m:
+                continue
+            ln = k * G + gg
+            if q_n[ln] > 0 and q_t[ln, q_head[ln]] < bt:
+                bt = q_t[ln, q_head[ln]]
+                best = ln
+        if best >= 0:
+            break
+    return best
 
 
 # ---- completion heap (min-heap of batch end times) ----
@@ -143,7 +177,7 @@ def _heap_pop(ht, hw, hn):
 
 
 @njit(cache=True, nogil=True)  # nogil: the demand thread (Run(threads=True)) runs beside it
-def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold, cont):
+def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until, hold, cont):
     """Run the fleet through the admitted arrivals at[i0:] (all <= until) and on to `until`.
 
     hold: more arrivals at exactly `until` follow in the next call (a caller feeding arrivals
@@ -153,11 +187,17 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold
     the batch-wait timer) instead of a dispatch: the pieces give what one call would have.
 
     aid holds the arrivals' request ids (kept in queue and batch slots, written to the
-    outbox). asteps is each request's step cap (inf: its pool's own steps; brownout lowers
-    it). afate[i] is set to 0 (queued) or 1 + reason (rejected inside the fleet). Returns
-    (code, i): GROW means tier queue storage is full at arrival i, OUTBOX that the outbox may
-    not hold the next event; grow (or drain) and call again from i.
+    outbox), acls their request classes. asteps is each request's step
+    cap (inf: its class's steps, or without classes its pool's own; brownout lowers it or
+    switches the class). afate[i] is set to 0 (queued) or 1 + reason (rejected inside the
+    fleet). Returns (code, i): GROW means tier queue storage is full at arrival i, OUTBOX
+    that the outbox may not hold the next event; grow (or drain) and call again from i.
+
+    acls None: one batch group held by every pool, pools taken as listed (no request
+    classes). numba compiles that case apart with the class, lane and router paths folded
+    away (skipped at run time they cost the one-group loop ~15%).
     """
+    general = acls is not None
     warm, dts, q_total_limit, obon, nominal = S.cfg[0], S.cfg[1], S.cfg[2], S.cfg[3] > 0, S.cfg[4]
     prio_order, disc, lifo, deadline, slo, patience = (
         S.prio_order, S.disc[0], S.lifo, S.deadline, S.slo, S.patience)
@@ -168,9 +208,16 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold
     cost_fixed, cost_step, shed_util, shed_depth = S.cost_fixed, S.cost_step, S.shed_util, S.shed_depth
     pool_steps, pool_ext, tmr, deg, deg_stats = S.pool_steps, S.pool_ext, S.tmr, S.deg, S.deg_stats
     ep = S.ep
+    router = int(S.cfg[5]) if general else LISTED
+    cls_on = general and S.cfg[6] > 0  # request classes: per-class counts
+    cost_enc, cls_group, cls_steps, cls_enc, cls_quality, deg_cls = (
+        S.cost_enc, S.cls_group, S.cls_steps, S.cls_enc, S.cls_quality, S.deg_cls)
+    grp_model, pool_serves, pool_swap, pool_order, p_act, swaps, cls_stats = (
+        S.grp_model, S.pool_serves, S.pool_swap, S.pool_order, S.p_act, S.swaps, S.cls_stats)
     q_t, q_steps, q_noise, q_z, q_user, q_head, q_size, q_id = (
         S.q_t, S.q_steps, S.q_noise, S.q_z, S.q_user, S.q_head, S.q_size, S.q_id)
-    w_bid, w_steps = S.w_bid, S.w_steps
+    q_n, q_cls = S.q_n, S.q_cls
+    w_bid, w_steps, w_bc, w_model = S.w_bid, S.w_steps, S.w_bc, S.w_model
     ob_kind, ob_id, ob_t, ob_aux, ob_n = S.ob_kind, S.ob_id, S.ob_t, S.ob_aux, S.ob_n
     obcap = ob_kind.shape[0]
     w_state, w_pool, w_speed, w_until, w_bn = S.w_state, S.w_pool, S.w_speed, S.w_until, S.w_bn
@@ -190,6 +237,8 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold
         S.ser_completed, S.ser_good, S.ser_rej, S.ser_lat_hist)
 
     nK = q_size.shape[0]
+    G = pool_serves.shape[1] if general else 1  # batch groups (1 without request classes)
+    order = pool_order.copy()
     P = idle_n.shape[0]
     nI = ser_busy.shape[0]
     cap = q_t.shape[1]
@@ -212,12 +261,14 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold
             # -- pick the next event --
             ta = at[i] if i < n else np.inf
             tc = h_t[0] if h_n[0] > 0 else np.inf
-            tb = np.inf  # abandonment: the oldest of a tier is always at its front
+            tb = np.inf  # abandonment: the oldest of a lane is always at its front
             for k in range(nK):
                 if q_size[k] > 0 and patience[k] < np.inf:
-                    v = q_t[k, q_head[k]] + patience[k]
-                    if v < tb:
-                        tb = v
+                    for ln in range(k * G, k * G + G):
+                        if q_n[ln] > 0:
+                            v = q_t[ln, q_head[ln]] + patience[k]
+                            if v < tb:
+                                tb = v
             t = min(ta, tc, tb, timer)
             if t > until or (hold and t == until and ta != t):
                 break
@@ -265,6 +316,12 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold
                     ser_lat_hist[iv, k, hist_bin(lat, SERIES_MIN, lgs, SERIES_BINS)] += 1
                     if lat <= slo[k]:
                         ser_good[iv, k] += 1
+                    if cls_on and ta0 >= warm:
+                        c = w_bc[w, j]
+                        cls_stats[c, 3] += 1
+                        cls_stats[c, 4] += lat
+                        if lat <= slo[k]:
+                            cls_stats[c, 5] += 1
                     if ta0 >= warm:
                         done_stats[k] += 1
                         sum_lat[k] += lat
@@ -277,6 +334,7 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold
                 if w_state[w] == RETIRING:
                     w_state[w] = OFF
                     n_active[0] -= 1
+                    p_act[w_pool[w]] -= 1
                 else:
                     p = w_pool[w]
                     w_state[w] = IDLE
@@ -285,20 +343,24 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold
             elif tb == t:
                 # -- waiting requests whose patience ran out leave --
                 for k in range(nK):
-                    while q_size[k] > 0:
-                        idx = q_head[k]
-                        ta0 = q_t[k, idx]
-                        if ta0 + patience[k] > now:
-                            break
-                        q_head[k] = (idx + 1) % cap
-                        q_size[k] -= 1
-                        total -= 1
-                        abandoned[k] += 1
-                        if obon:
-                            _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, DROPPED, q_id[k, idx], now,
-                                 R_TIMEOUT)
-                        _leave_as_timeout(k, q_user[k, idx], ta0, now, iv, warm, nU, n_sys,
-                                          ser_rej, user_inflight, sum_sys, aband_stats)
+                    if patience[k] == np.inf:
+                        continue
+                    for ln in range(k * G, k * G + G):
+                        while q_n[ln] > 0:
+                            idx = q_head[ln]
+                            ta0 = q_t[ln, idx]
+                            if ta0 + patience[k] > now:
+                                break
+                            q_head[ln] = (idx + 1) % cap
+                            q_n[ln] -= 1
+                            q_size[k] -= 1
+                            total -= 1
+                            abandoned[k] += 1
+                            if obon:
+                                _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, DROPPED, q_id[ln, idx],
+                                     now, R_TIMEOUT)
+                            _leave_as_timeout(k, q_user[ln, idx], ta0, now, iv, warm, nU, n_sys,
+                                              ser_rej, user_inflight, sum_sys, aband_stats)
             elif ta == t:
                 # -- an arrival: fleet-side admission, then its tier queue --
                 k = atier[i]
@@ -321,23 +383,44 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold
                     afate[i] = 0
                     if q_size[k] == 0:
                         codel[k, 2] = t  # CoDel: the last instant the tier's queue was empty
-                    j = (q_head[k] + q_size[k]) % cap
-                    q_t[k, j] = t
                     st = asteps[i]
-                    if deg[k, 2] < np.inf:
-                        # brownout: fewer steps for this tier at this utilisation or depth
+                    if acls is None:
+                        c0 = 0
+                    else:
+                        c0 = acls[i]
+                    c = c0
+                    low = False
+                    if deg[k, 3] > 0.0:
+                        # brownout: a cheaper class and/or fewer steps for this tier at this
+                        # utilisation or depth
                         deg_stats[k, 0] += 1
-                        if shed_decision(util, total, deg[k, 0], deg[k, 1]) and deg[k, 2] < st:
-                            st = deg[k, 2]
-                        if st < nominal:
+                        if shed_decision(util, total, deg[k, 0], deg[k, 1]):
+                            low = True
+                            c = deg_cls[k, c0]
+                    cs = cls_steps[c] if general else np.inf
+                    if cs < st:
+                        st = cs
+                    if low and deg[k, 2] < st:
+                        st = deg[k, 2]
+                    if deg[k, 3] > 0.0:
+                        ref = cls_steps[c0] if general and cls_steps[c0] < np.inf else nominal
+                        if st < ref or c != c0:
                             deg_stats[k, 1] += 1
-                        deg_stats[k, 2] += min(st, nominal)
-                    q_steps[k, j] = st
-                    q_noise[k, j] = anoise[i]
-                    q_z[k, j] = az[i]
-                    q_user[k, j] = u
+                        deg_stats[k, 2] += min(st, ref)
+                        if cs < np.inf:  # quality proxy of the class served, at its steps
+                            deg_stats[k, 3] += cls_quality[c] * min(st, cs) / cs
+                    ln = k * G + cls_group[c] if general else k
+                    j = (q_head[ln] + q_n[ln]) % cap
+                    q_t[ln, j] = t
+                    q_steps[ln, j] = st
+                    q_noise[ln, j] = anoise[i]
+                    q_z[ln, j] = az[i]
+                    q_user[ln, j] = u
+                    if general:
+                        q_cls[ln, j] = c
                     if obon:
-                        q_id[k, j] = aid[i]
+                        q_id[ln, j] = aid[i]
+                    q_n[ln] += 1
                     q_size[k] += 1
                     total += 1
                     n_sys[k] += 1
@@ -354,48 +437,109 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold
         # -- dispatch: idle workers take batches (a cycling worker also runs empty epochs) --
         timer = np.inf
         iv = min(int(now / dts), nI - 1)
-        for p in range(P):
-            while idle_n[p] > 0:
-                if not pool_cycle[p]:
-                    if total == 0:
+        if router == LEAST_LOADED and P > 1:
+            # lowest busy share first (ties: as listed); a pool with no live GPU goes last
+            for a in range(P):
+                order[a] = a
+            for a in range(1, P):
+                x = order[a]
+                ux = (p_act[x] - idle_n[x]) / p_act[x] if p_act[x] > 0 else 2.0
+                b2 = a - 1
+                while b2 >= 0:
+                    y = order[b2]
+                    uy = (p_act[y] - idle_n[y]) / p_act[y] if p_act[y] > 0 else 2.0
+                    if uy <= ux:
                         break
+                    order[b2 + 1] = y
+                    b2 -= 1
+                order[b2 + 1] = x
+        for pi in range(P):
+            p = order[pi] if general else pi
+            while idle_n[p] > 0:
+                if total == 0 and not pool_cycle[p]:
+                    break
+                # what this pool can take: the queued requests of the groups it serves; a
+                # group is ready to go when it fills a batch or its oldest has waited max_wait
+                avail = 0
+                ready = False
+                tnext = np.inf
+                maxb = pool_maxb[p]
+                for g in range(G):
+                    if general and not pool_serves[p, g]:
+                        continue
+                    cnt = 0
                     oldest = np.inf
                     for k in range(nK):
-                        if q_size[k] > 0 and q_t[k, q_head[k]] < oldest:
-                            oldest = q_t[k, q_head[k]]
-                    if total < pool_maxb[p] and now < oldest + pool_maxw[p]:
-                        if oldest + pool_maxw[p] < timer:
-                            timer = oldest + pool_maxw[p]
+                        ln = k * G + g
+                        if q_n[ln] > 0:
+                            cnt += q_n[ln]
+                            if q_t[ln, q_head[ln]] < oldest:
+                                oldest = q_t[ln, q_head[ln]]
+                    if cnt == 0:
+                        continue
+                    avail += cnt
+                    if cnt >= maxb or now >= oldest + pool_maxw[p]:
+                        ready = True
+                    elif oldest + pool_maxw[p] < tnext:
+                        tnext = oldest + pool_maxw[p]
+                if not pool_cycle[p]:
+                    if avail == 0:
+                        break
+                    if not ready:
+                        if tnext < timer:
+                            timer = tnext
                         break
                 idle_n[p] -= 1
                 w = idle[p, idle_n[p]]
-                b = min(total, pool_maxb[p])
+                avail0 = avail
                 psteps = pool_steps[p]
                 maxsteps = 0.0
                 noise = 1.0
+                bg = -1  # the batch's group, set by its first request
+                pm = w_model[w] if router == AFFINITY else -1
+                one = pool_serves[p, 0] if general else True  # (one group) held here?
+                n_enc = 0
                 j = 0
-                while j < b and total > 0:
-                    # which tier gives the next request
+                while j < maxb and avail > 0:
+                    # which tier (and lane) gives the next request
                     kk = -1
+                    ll = -1
                     if disc == STRICT:
                         for jj in range(nK):
-                            if q_size[prio_order[jj]] > 0:
+                            if G == 1:
+                                ln = prio_order[jj] if one and q_n[prio_order[jj]] > 0 else -1
+                            else:
+                                ln = _lane(prio_order[jj], bg, p, pm, G, q_n, q_t, q_head,
+                                           pool_serves, grp_model)
+                            if ln >= 0:
                                 kk = prio_order[jj]
+                                ll = ln
                                 break
                     elif disc == FIFO or disc == EDF:
                         bv = np.inf
                         for k in range(nK):
-                            if q_size[k] > 0:
-                                v = q_t[k, q_head[k]] + (deadline[k] if disc == EDF else 0.0)
+                            if G == 1:
+                                ln = k if one and q_n[k] > 0 else -1
+                            else:
+                                ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, pool_serves,
+                                           grp_model)
+                            if ln >= 0:
+                                v = q_t[ln, q_head[ln]] + (deadline[k] if disc == EDF else 0.0)
                                 if v < bv:
                                     bv = v
                                     kk = k
+                                    ll = ln
                     else:
                         # DRR: a tier gets its quantum once per visit and serves while its
                         # deficit covers the next request's cost (GPU-seconds at batch 1).
                         while kk < 0:
                             k = drr_ptr[0]
-                            if q_size[k] == 0:
+                            if G == 1:
+                                ln = k if one and q_n[k] > 0 else -1
+                            else:
+                                ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, pool_serves,
+                                           grp_model)
+                            if ln < 0:
                                 drr_deficit[k] = 0.0
                                 drr_ptr[0] = (k + 1) % nK
                                 drr_ptr[1] = 0
@@ -403,72 +547,111 @@ def advance(S, at, aid, atier, auser, asteps, anoise, az, afate, i0, until, hold
                             if drr_ptr[1] == 0:
                                 drr_deficit[k] += drr_quantum[k]
                                 drr_ptr[1] = 1
-                            jx = (q_head[k] + q_size[k] - 1) % cap if lifo[k] else q_head[k]
+                            jx = (q_head[ln] + q_n[ln] - 1) % cap if lifo[k] else q_head[ln]
                             # the request's GPU-seconds on the pool that is picking
-                            c = cost_fixed[p, 1] + min(q_steps[k, jx], pool_steps[p]) * cost_step[p, 1]
-                            if drr_deficit[k] >= c:
-                                drr_deficit[k] -= c
+                            gl = ln - k * G
+                            rc = (cost_fixed[p, gl, 1] + min(q_steps[ln, jx], pool_steps[p])
+                                  * cost_step[p, gl, 1])
+                            if general and cls_enc[q_cls[ln, jx]]:
+                                rc += cost_enc[p, gl, 1]
+                            if drr_deficit[k] >= rc:
+                                drr_deficit[k] -= rc
                                 kk = k
+                                ll = ln
                             else:
                                 drr_ptr[0] = (k + 1) % nK
                                 drr_ptr[1] = 0
                     k = kk
+                    ln = ll
                     if lifo[k]:
-                        idx = (q_head[k] + q_size[k] - 1) % cap
+                        idx = (q_head[ln] + q_n[ln] - 1) % cap
                     else:
-                        idx = q_head[k]
-                        q_head[k] = (idx + 1) % cap
+                        idx = q_head[ln]
+                        q_head[ln] = (idx + 1) % cap
+                    q_n[ln] -= 1
                     q_size[k] -= 1
                     total -= 1
-                    ta0 = q_t[k, idx]
+                    avail -= 1
+                    ta0 = q_t[ln, idx]
                     if now - ta0 > codel[k, 0] and now - codel[k, 2] > codel[k, 1]:
                         # CoDel (server-queue form): the tier's queue has not been empty for
                         # an interval, so a request that waited over the target is dropped
                         kernel_rej[k, R_TIMEOUT] += 1
                         if obon:
-                            _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, DROPPED, q_id[k, idx], now,
+                            _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, DROPPED, q_id[ln, idx], now,
                                  R_TIMEOUT)
-                        _leave_as_timeout(k, q_user[k, idx], ta0, now, iv, warm, nU, n_sys,
+                        _leave_as_timeout(k, q_user[ln, idx], ta0, now, iv, warm, nU, n_sys,
                                           ser_rej, user_inflight, sum_sys, aband_stats)
                         continue
                     if j == 0:
                         # the batch's service noise comes from its first request (common
                         # random numbers across policy variants)
                         if pool_dist[p] == 1:
-                            noise = q_noise[k, idx]
+                            noise = q_noise[ln, idx]
                         elif pool_dist[p] == 2:
                             sg = pool_sigma[p]
-                            noise = math.exp(sg * q_z[k, idx] - sg * sg / 2)
-                    st = q_steps[k, idx]  # the pool's steps unless degraded (a cap)
+                            noise = math.exp(sg * q_z[ln, idx] - sg * sg / 2)
+                        if G > 1:  # the rest of the batch comes from this group only
+                            bg = ln - k * G
+                            avail = 0
+                            for k2 in range(nK):
+                                avail += q_n[k2 * G + bg]
+                    st = q_steps[ln, idx]  # the class's (or pool's) steps unless degraded
                     if st > psteps:
                         st = psteps
                     if st > maxsteps:
                         maxsteps = st
+                    c = q_cls[ln, idx] if general else 0
+                    if general and cls_enc[c]:
+                        n_enc += 1
                     w_bt[w, j] = ta0
                     w_bk[w, j] = k
-                    w_bu[w, j] = q_user[k, idx]
+                    w_bu[w, j] = q_user[ln, idx]
+                    if general:
+                        w_bc[w, j] = c
                     if obon:
-                        w_bid[w, j] = q_id[k, idx]
-                        _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, STARTED, q_id[k, idx], now, w)
+                        w_bid[w, j] = q_id[ln, idx]
+                        _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, STARTED, q_id[ln, idx], now, w)
                     ser_started[iv, k] += 1
                     if ta0 >= warm:
                         wt = now - ta0
                         sum_wait[k] += wt
                         wait_hist[k, hist_bin(wt, HIST_MIN, lg, HIST_BINS)] += 1
                     j += 1
-                if j == 0 and b > 0 and not pool_cycle[p]:  # CoDel dropped all that was queued
+                if j == 0 and avail0 > 0 and not pool_cycle[p]:  # CoDel dropped all it took
                     idle[p, idle_n[p]] = w
                     idle_n[p] += 1
                     break
                 b = j
                 if b == 0:
-                    # an empty epoch of a cycling worker; cost_fixed[p, 0] is its mean length
+                    # an empty epoch of a cycling worker; cost_fixed[p, 0, 0] is its mean length
                     noise = _exp1(ep) if pool_dist[p] == 1 else 1.0
-                    dur = cost_fixed[p, 0] * noise * w_speed[w]
+                    dur = cost_fixed[p, 0, 0] * noise * w_speed[w]
                 else:
-                    dur = (cost_fixed[p, b] + maxsteps * cost_step[p, b]) * noise * w_speed[w]
+                    if bg < 0:
+                        bg = 0
+                    gpu_s = cost_fixed[p, bg, b] + maxsteps * cost_step[p, bg, b]
+                    if general:
+                        gpu_s += cost_enc[p, bg, n_enc]
+                    dur = gpu_s * noise * w_speed[w]
                     batches[0] += 1
                     batches[1] += b
+                    if general and pool_swap[p] > 0.0 and w_model[w] != grp_model[bg]:
+                        # the GPU loads another model first (none held yet: no swap)
+                        if w_model[w] >= 0:
+                            dur += pool_swap[p]
+                            swaps[p] += 1
+                        w_model[w] = grp_model[bg]
+                    elif router == AFFINITY:
+                        w_model[w] = grp_model[bg]
+                    if cls_on:
+                        # batch fill per class: the batch sizes its requests ran in
+                        for jj in range(b):
+                            if w_bt[w, jj] >= warm:
+                                c = w_bc[w, jj]
+                                cls_stats[c, 0] += 1
+                                cls_stats[c, 1] += b
+                                cls_stats[c, 2] += b / pool_maxb[p]
                 w_bn[w] = b
                 w_bstart[w] = now
                 w_steps[w] = maxsteps

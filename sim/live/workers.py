@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
+from sim.classes import ClassMix, build_classes, routing
 from sim.fleet import kernel as K
 from sim.fleet.fleet import Fleet, PoolSetup
 from sim.fleet.gates import Gates
@@ -81,10 +82,15 @@ class LiveFleet:
         self.arm = arm
         self.interval = run_interval(sc)
         # series sized past the horizon: a server may run longer than the scenario
+        # request classes as the simulator's run resolves and draws them (sim.classes)
+        self.classes = build_classes(sc, pools)
+        self.mix = ClassMix.of(sc) if self.classes else None
+        router, order = routing(sc, pools, self.classes)
         self.fleet = Fleet(pools, sc.tiers, sc.scheduler, 2 * sc.horizon, self.interval,
                            sc.outputs.warmup_s, sc.seed, outbox=True,
                            external=runner is not None,
-                           max_queue=max_queue if math.isfinite(max_queue) else 2.0**62)
+                           max_queue=max_queue if math.isfinite(max_queue) else 2.0**62,
+                           classes=self.classes, router=router, order=order)
         self.gates = Gates(self.fleet, pools, users)
         self.env = simpy.Environment()
         self.reqs: dict[int, Req] = {}  # fleet request id -> request queued or in service
@@ -135,10 +141,14 @@ class LiveFleet:
         rid = self.next_id
         self.next_id += 1
         self.reqs[rid] = req
-        fate = self.fleet.advance(np.array([now]), np.array([rid], np.int64),
-                                  np.array([req.tier], np.int64), np.array([req.user], np.int64),
-                                  np.array([req.steps], np.float32), np.array([req.noise]),
-                                  np.array([req.z]), now)
+        t, tier, noise = np.array([now]), np.array([req.tier], np.int64), np.array([req.noise])
+        cls = None if self.mix is None else self.mix.draw(t, tier, noise)
+        if cls is not None:  # degraded: fewer steps than its class asks for
+            req.nominal = self.classes.steps[int(cls[0])]
+        fate = self.fleet.advance(t, np.array([rid], np.int64), tier,
+                                  np.array([req.user], np.int64),
+                                  np.array([req.steps], np.float32), noise,
+                                  np.array([req.z]), now, cls=cls)
         if fate[0] > 0:
             del self.reqs[rid]
             return KERNEL_REASONS[fate[0] - 1].label

@@ -64,6 +64,7 @@ def summarize(run) -> dict:
                 "W": _r(S.sum_sys[k] / n_sys_stats) if n_sys_stats else None,
             },
         }
+    classes = _classes(run, n) if getattr(run, "classes", None) is not None else None
     gpu_hours = float(S.area[1]) / 3600.0 * x
     gpu_cost = _gpu_price(run) / 3600.0 * x
     n_img = n(S.completed.sum())
@@ -90,9 +91,31 @@ def summarize(run) -> dict:
             "gpu_cost": round(gpu_cost, 2),
             "cost_per_image": _r(gpu_cost / n_img) if n_img else None,
         },
+        **({"classes": classes} if classes is not None else {}),
         "demand": _demand(run),
         "policies": _policies(run),
     }
+
+
+def _classes(run, n) -> dict:
+    """Per request class (arrivals after warm-up): its batch group, requests started, the
+    mean size and fill (size / the pool's max_batch) of the batches they ran in, completions,
+    mean latency, within-SLO count; and per pool the model swaps."""
+    S, cs = run.fleet.S, run.classes
+    out = {}
+    for c, name in enumerate(cs.names):
+        st, done = S.cls_stats[c, 0], S.cls_stats[c, 3]
+        out[name] = {
+            "group": cs.group_names[cs.group[c]],
+            "started": n(st),
+            "mean_batch_size": _r(S.cls_stats[c, 1] / st) if st else None,
+            "batch_fill": _r(S.cls_stats[c, 2] / st) if st else None,
+            "completed": n(done),
+            "latency_mean_s": _r(S.cls_stats[c, 4] / done) if done else None,
+            "goodput": n(S.cls_stats[c, 5]),
+        }
+    return {"per_class": out,
+            "model_swaps": {p.name: n(S.swaps[j]) for j, p in enumerate(run.pools)}}
 
 
 def _policies(run) -> dict:

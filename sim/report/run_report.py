@@ -106,6 +106,15 @@ def render(run, s: dict, figs: list[tuple[str, Path]], found: list[str] | None =
                            if k not in ("tiers", "enabled_at_end"))]
                 for name, p in s.get("policies", {}).items()]
     policies = table(["policy", "tiers", "what it did"], pol_rows) if pol_rows else "<p>No policies.</p>"
+    classes = []
+    if "classes" in s:  # request classes: batch fill per class, model swaps per pool
+        cs = s["classes"]
+        classes = ["<h2>Request classes</h2>", table(
+            ["class", "batch group", "started", "mean batch", "batch fill", "completed",
+             "mean latency s", "goodput"],
+            [[n, c["group"], c["started"], c["mean_batch_size"], c["batch_fill"], c["completed"],
+              c["latency_mean_s"], c["goodput"]] for n, c in cs["per_class"].items()]),
+            table(["pool", "model swaps"], [[n, v] for n, v in cs["model_swaps"].items()])]
     verdict = ("every tier met its p95 SLO" if all(t["slo_met"] for t in s["tiers"].values())
                else "SLO missed for: " + ", ".join(n for n, t in s["tiers"].items() if not t["slo_met"]))
     block = ""
@@ -122,7 +131,7 @@ def render(run, s: dict, figs: list[tuple[str, Path]], found: list[str] | None =
         f"{sc.horizon / 3600:.1f} h. <strong>{html.escape(verdict)}</strong>. Latency quantiles "
         f"are within {s['quantile_relative_error'] * 100:.1f}% (streaming histograms).</p>",
         "<h2>Tiers</h2>", tier_tab, "<h2>Rejections by reason</h2>", rej_tab,
-        "<h2>Fleet and money</h2>", fleet_tab, pools, "<h2>Policies</h2>", policies,
+        "<h2>Fleet and money</h2>", fleet_tab, pools, *classes, "<h2>Policies</h2>", policies,
         "<h2>Figures</h2>", *[f"<h3>{html.escape(t)}</h3>" + img_tag(p, t) for t, p in figs],
     ]
     return page(f"Floodgate run: {sc.name}", sections)
