@@ -417,6 +417,15 @@ class Scenario(Strict):
     # Set by load_scenario: where the file is, for relative paths and messages.
     source: SkipJsonSchema[str] = Field("<scenario>", exclude=True)
 
+    @field_validator("start", mode="before")
+    @classmethod
+    def _calendar_time(cls, v):
+        # a number would be read as unix seconds (0 is 1970): the schema and the files say
+        # date-time, so the model does too
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            raise ValueError("a calendar time such as '2025-03-25T00:00:00Z', not a number")
+        return v
+
     @field_validator("name")
     @classmethod
     def _not_dots(cls, v: str) -> str:
