@@ -19,7 +19,7 @@ import simpy
 from sim import rng
 from sim.classes import ClassMix, build_classes, routing
 from sim.demand import Arrivals, build_demand
-from sim.demand.feed import ChunkFeed
+from sim.demand.feed import ChunkFeed, keyed_noise
 from sim.errors import InputError
 from sim.fleet.cost import CostModel, find_profile, load_profile
 from sim.fleet.fleet import Fleet, PoolSetup
@@ -191,7 +191,7 @@ class Run:
                                    first=k)
         a, e, z = self._feed.get(k)
         if self.demand.override.a is not None and len(a):  # paid conversion so far
-            a = Arrivals(a.t, a.user, self.demand.tier_now(a.user, a.tier), a.attempt)
+            a = a.with_(tier=self.demand.tier_now(a.user, a.tier))
         self._buf, self._noise = a, (e, z)
         self._chunk, self._pos = k, 0
 
@@ -238,11 +238,13 @@ class Run:
         t = np.concatenate([p[0].t for p in parts])
         if order is None:
             order = np.argsort(t, kind="stable")
-        att = None
+        att = key = None
         if any(p[0].attempt is not None for p in parts):
             att = np.concatenate([p[0].attempts() for p in parts])[order].astype(np.int64, copy=False)
+        if any(p[0].key is not None for p in parts):
+            key = np.concatenate([p[0].keys() for p in parts])[order]
         a = Arrivals(t[order], np.concatenate([p[0].user for p in parts])[order].astype(np.int64, copy=False),
-                     np.concatenate([p[0].tier for p in parts])[order].astype(np.int64, copy=False), att)
+                     np.concatenate([p[0].tier for p in parts])[order].astype(np.int64, copy=False), att, key)
         e = np.concatenate([p[1] for p in parts])[order]
         z = np.concatenate([p[2] for p in parts])[order]
         return a, e, z
@@ -272,9 +274,12 @@ class Run:
         late = a.t < self.defer_to
         if late.any():
             self.deferred += int(late.sum())
-            a = Arrivals(np.maximum(a.t, self.defer_to), a.user, a.tier, a.attempt)
+            a = a.with_(t=np.maximum(a.t, self.defer_to))
         n = len(a)
-        self._pending.append((a.compact(), self.prng.exponential(1.0, n), self.prng.standard_normal(n)))
+        e, z = self.prng.exponential(1.0, n), self.prng.standard_normal(n)
+        if a.key is not None:  # a replayed request's retry: its own noise (sim.rng)
+            e, z = keyed_noise(self.sc.seed, a, e, z)
+        self._pending.append((a.compact(), e, z))
 
     # -- admission and the fleet --
 

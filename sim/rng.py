@@ -19,6 +19,7 @@ STREAMS = {
     "content_filter": 77,  # the content filter's verdicts (+ the policy's own seed)
     "epochs": 6,  # lengths of a cycling pool's empty epochs (sim.fleet.kernel)
     "classes": 8,  # request classes, hashed from each request's service noise (sim.classes)
+    "request_noise": 7,  # keyed draws of one request (id, attempt): keyed_uniform below
 }
 
 
@@ -44,3 +45,49 @@ def uniform_of(x: np.ndarray, name: str) -> np.ndarray:
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+# ---- keyed draws: a request's own random numbers, whoever serves it ----
+# A counter-based generator (splitmix64 of the stream's key, the request's id, its attempt
+# and a lane): the same request gets the same numbers in the live gateway and in the
+# simulator's replay of its schedule, whatever order the two sides meet requests in
+# (common random numbers: a live-vs-simulated difference is then fidelity, not sampling).
+LANES = {"exponential": 0, "normal_r": 1, "normal_theta": 2,  # service noise
+         "retry_probability": 3, "retry_backoff": 4}  # the retry rule's draws
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (Steele, Lea and Flood 2014): a bijection of uint64."""
+    x = x + _GAMMA
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _u64(v) -> np.ndarray:
+    """Integers (any size, negative too) as uint64, modulo 2**64."""
+    a = np.asarray(v)
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64 if a.dtype.kind == "i" else np.uint64).view(np.uint64)
+    return np.array([int(x) % 2**64 for x in np.ravel(a)], np.uint64).reshape(a.shape)
+
+
+def keyed_uniform(seed: int, ids, attempts, lane: str, name: str = "request_noise") -> np.ndarray:
+    """One uniform in (0, 1) per (id, attempt), for a lane of LANES: a pure function of
+    (seed, stream, id, attempt, lane), vectorised."""
+    with np.errstate(over="ignore"):
+        h = _mix(_u64(ids) ^ np.uint64(key(name, seed)))
+        h = _mix(h ^ _u64(attempts))
+        h = _mix(h + np.uint64(LANES[lane]))
+    return ((h >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+
+
+def request_noise(seed: int, ids, attempts) -> tuple[np.ndarray, np.ndarray]:
+    """The service noise of requests keyed by (id, attempt): exponential(1) draws (pools
+    with exponential service) and standard normal draws (Box-Muller; lognormal profile
+    noise), as the fleet loop takes them."""
+    e = -np.log(keyed_uniform(seed, ids, attempts, "exponential"))
+    r = np.sqrt(-2.0 * np.log(keyed_uniform(seed, ids, attempts, "normal_r")))
+    z = r * np.cos(2.0 * np.pi * keyed_uniform(seed, ids, attempts, "normal_theta"))
+    return e, z

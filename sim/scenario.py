@@ -200,6 +200,9 @@ class TraceDemand(DemandCommon):
     column: str = "TIMESTAMP"
     user_column: str | None = None
     tier_column: str | None = None
+    id_column: str | None = Field(None, description="integer request ids keying each request's "
+                                  "own service noise and retry draws (sim.rng): a replay of a live "
+                                  "schedule draws what the gateway drew")
     time_scale: float = Field(1.0, ge=1e-9, le=1e9, description="t_sim = shift + time_scale * (t - t_first)")
     shift: Duration = 0.0
     loop: bool = False

@@ -11,17 +11,22 @@ each arrival over at its simulated time.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from sim.demand.base import Arrivals
+from sim.demand.feedback import Retry
 from sim.engine import Run
 from sim.fleet import kernel as K
+from sim.live import schedule
 from sim.live.gateway import Gateway
 from sim.live.keys import KeyTable, key_hash
 from sim.live.workers import Req
 from sim.policies import REASONS
-from sim.scenario import parse_scenario
+from sim.rng import request_noise
+from sim.scenario import RetrySpec, parse_scenario
 
 TIERS = [
     {"name": "paid", "share": 0.4, "priority": 0, "price_per_image": 0.01, "slo_s": 20},
@@ -90,8 +95,9 @@ def simulated(sc) -> tuple[Run, list[tuple]]:
     return run, out
 
 
-def live(sc, run: Run, tmp_path) -> tuple[FakeClockGateway, list[tuple]]:
-    """The gateway on a fake clock, fed the run's offered requests with their noise."""
+def live(sc, run: Run, tmp_path, ids=None) -> tuple[FakeClockGateway, list[tuple]]:
+    """The gateway on a fake clock, fed the run's offered requests with their noise (ids
+    given: first attempts with those schedule ids, the noise the gateway's own)."""
     users = max(u for _, u, *_ in run.trace_offered) + 1
     keys = KeyTable.of({key_hash(f"k{u}"): (u, 0) for u in range(users)}, [t.name for t in sc.tiers])
     gw = FakeClockGateway(sc, keys, tmp_path / "requests.jsonl", 1.0, 10**9)
@@ -102,6 +108,8 @@ def live(sc, run: Run, tmp_path) -> tuple[FakeClockGateway, list[tuple]]:
             gw.now = gw.armed
             gw.fleet.wake()
         gw.now = t
+        if ids is not None:  # what Gateway.submit does with a request from a schedule
+            e, z = gw.noise(int(ids[i]), 0, t)
         req = Req(i, 0, u, k, sc.tiers[k].name, t, t, noise=e, z=z)
         gw.admit(req)
         reqs.append(req)
@@ -269,3 +277,63 @@ def test_each_pool_serves_its_own_steps(tmp_path):
         cost.batch_time(1, 40) / cost.batch_time(1, 10), rel=0.5)
     _, got = live(sc, run, tmp_path)
     assert got == want
+
+
+def test_a_replayed_schedule_draws_the_gateways_noise(tmp_path):
+    """Common random numbers for validation: the simulator's replay of a schedule keys each
+    request's service noise by its schedule id, and so does the gateway for a request that
+    comes from a schedule, so the two give every request the same fate, start and end with
+    no noise handed over. Another seed draws other noise."""
+    pools = [{"name": "h100", "gpus": 2, "profile": "placeholder-sdxl-h100", "model": "sdxl",
+              "steps": 20, "max_batch": 2, "max_wait_s": 0.2},
+             {"name": "p", "gpus": 1, "service_time_s": 1.5, "service_distribution": "exponential",
+              "max_batch": 2}]
+    sc = parse_scenario(scenario(rate=4.0, pools=pools, horizon=300.0,
+                                 tiers=[TIERS[0], {**TIERS[1], "patience_s": 10}]))
+    sched = schedule.generate(sc, sc.horizon)
+    schedule.write(sched, tmp_path / "s.csv")
+    t0 = float(sched["t"].iloc[0])
+    rs = schedule.replay_scenario(sc, tmp_path / "s.csv", sc.horizon, t0, 10.0)
+    run, want = simulated(rs)
+    ids = sched["id"].to_numpy()
+    assert len(run.trace_offered) == len(ids) > 500
+    e, z = request_noise(sc.seed, ids, np.zeros(len(ids), np.int64))
+    assert np.array_equal([o[3] for o in run.trace_offered], e)
+    assert np.array_equal([o[4] for o in run.trace_offered], z)
+    _, got = live(sc, run, tmp_path, ids=ids)
+    assert got == want
+    assert {"served", "timeout"} <= {f for f, *_ in want}
+    other = schedule.replay_scenario(sc, tmp_path / "s.csv", sc.horizon, t0, 10.0, seed=sc.seed + 1)
+    _, other_fates = simulated(other)
+    e1 = np.array([o[3] for o in Run(other, trace=True).execute().trace_offered])
+    assert np.abs(np.corrcoef(e, e1)[0, 1]) < 0.15 and other_fates != want
+
+
+class FixedTiers:  # as the load generator's: a key's tier never changes
+    @staticmethod
+    def tier_now(user, tier):
+        return tier
+
+
+def test_keyed_retries_do_not_depend_on_who_draws_them():
+    """The load generator retries one request at a time with its own generator, the
+    simulator a window's batch with the run's: a keyed request's retry (whether, and when)
+    is the same either way; an unkeyed one's follows the generator."""
+    spec = RetrySpec(max_attempts=4, base_s=1.0, cap_s=8.0, jitter="full", probability=0.6)
+    retry = Retry(spec, FixedTiers(), [SimpleNamespace(patience_s=None)] * 2, seed=11)
+    n = 400
+    g = np.random.default_rng(5)
+    a = Arrivals(np.sort(g.random(n) * 100), g.integers(0, 50, n), g.integers(0, 2, n),
+                 g.integers(0, 3, n), np.arange(n) * 7 + 3)
+    code, ra = np.zeros(n, np.int64), np.full(n, np.nan)
+    batch = retry.after_reject(a, code, ra, np.random.default_rng(1))
+    ones = [retry.after_reject(a.take([i]), code[:1], ra[:1], np.random.default_rng(100 + i))
+            for i in reversed(range(n))]
+    def rows(x):
+        return sorted(zip(x.key.tolist(), x.attempt.tolist(), x.t.tolist(), strict=True))
+    assert rows(batch) == rows(Arrivals.concat(ones))
+    assert 0.45 * n < len(batch) < 0.75 * n  # probability 0.6 of those with attempts left
+    plain = a.with_(key=None)
+    t1 = retry.after_reject(plain, code, ra, np.random.default_rng(1)).t
+    t2 = retry.after_reject(plain, code, ra, np.random.default_rng(2)).t
+    assert len(t1) != len(t2) or not np.array_equal(t1, t2)

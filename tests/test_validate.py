@@ -16,11 +16,12 @@ import psutil
 import pytest
 
 from sim.cli import main
-from sim.engine import simulate
+from sim.engine import Run, simulate
 from sim.live import schedule
 from sim.live.validate import Setup, run_live
 from sim.live.validate import simulate as sim_replay
 from sim.metrics.summary import summarize
+from sim.rng import request_noise
 from sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,16 +71,31 @@ def test_keys_give_each_user_its_tier(tmp_path):
 
 
 def test_replaying_the_schedule_is_the_same_simulation(tmp_path):
-    """The simulator on the schedule (trace demand) gives exactly the run on the demand
-    model: same arrivals, same service noise, same retries."""
+    """The simulator on the schedule (trace demand) without request keys gives exactly the
+    run on the demand model: same arrivals, same service noise, same retries. With them (as
+    validate replays it) the same first attempts, each with its own keyed noise."""
     sc = load_scenario(SMALL, {"horizon": 20})
     df = schedule.generate(sc, 20.0)
     schedule.write(df, tmp_path / "s.csv")
     want = summarize(simulate(sc))
     rs = schedule.replay_scenario(sc, tmp_path / "s.csv", 20.0, float(df["t"].iloc[0]), 1.0)
-    got = summarize(simulate(rs))
+    assert rs.demand.id_column == "id"
+    unkeyed = rs.model_copy(update={"demand": rs.demand.model_copy(update={"id_column": None})})
+    got = summarize(simulate(unkeyed))
     assert got["tiers"] == want["tiers"]
     assert got["demand"]["offered"] == want["demand"]["offered"]
+    keyed = summarize(simulate(rs))
+    assert keyed["demand"]["first_attempts"] == want["demand"]["first_attempts"] == len(df)
+    assert keyed["tiers"] != want["tiers"]  # other noise: the twin test checks which
+    # every attempt, retries too, draws the noise its (id, attempt) keys, as live
+    offered = Run(rs, trace=True).execute().trace_offered
+    ids = np.repeat(df["id"].to_numpy(), 3)
+    att = np.tile(np.arange(3), len(df))
+    e, z = request_noise(sc.seed, ids, att)
+    which = {(float(x), float(y)): int(k) for x, y, k in zip(e, z, att, strict=True)}
+    got = [which.get((o[3], o[4])) for o in offered]
+    assert None not in got and len(got) == keyed["demand"]["offered"]
+    assert sum(k > 0 for k in got) == keyed["demand"]["retries"] > 20
 
 
 def test_phase_split_of_simulated_latencies(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,8 +169,11 @@ class Arrivals:
     user: np.ndarray  # int64, dense user index
     tier: np.ndarray  # int64, index into scenario.tiers
     attempt: np.ndarray | None = None  # int64, 0 for a first try (None: all first tries)
+    # int64 request ids keying the request's own draws (sim.rng.keyed_uniform: a replayed
+    # schedule's ids, so the simulator and the live gateway draw alike); -1 or None: unkeyed
+    key: np.ndarray | None = None
 
-    FIELDS = ("t", "user", "tier", "attempt")
+    FIELDS = ("t", "user", "tier", "attempt", "key")
 
     def __len__(self) -> int:
         return len(self.t)
@@ -177,9 +181,17 @@ class Arrivals:
     def attempts(self) -> np.ndarray:
         return np.zeros(len(self.t), np.int64) if self.attempt is None else self.attempt
 
+    def keys(self) -> np.ndarray:
+        return np.full(len(self.t), -1, np.int64) if self.key is None else self.key
+
     def take(self, idx) -> Arrivals:
         att = None if self.attempt is None else self.attempt[idx]
-        return Arrivals(self.t[idx], self.user[idx], self.tier[idx], att)
+        key = None if self.key is None else self.key[idx]
+        return Arrivals(self.t[idx], self.user[idx], self.tier[idx], att, key)
+
+    def with_(self, **fields) -> Arrivals:
+        """A copy with some fields replaced (the others, the key among them, kept)."""
+        return dataclasses.replace(self, **fields)
 
     def compact(self) -> Arrivals:
         """As held while pending (tens of millions wait for a quota's midnight): users as
@@ -187,13 +199,13 @@ class Arrivals:
         big = len(self.user) and int(self.user.max()) >= 2**31
         att = None if self.attempt is None else self.attempt.astype(np.int8, copy=False)
         return Arrivals(self.t, self.user if big else self.user.astype(np.int32, copy=False),
-                        self.tier.astype(np.int8, copy=False), att)
+                        self.tier.astype(np.int8, copy=False), att, self.key)
 
     def wide(self) -> Arrivals:
         """In the engine's dtypes (int64 users, tiers and attempts)."""
         att = None if self.attempt is None else self.attempt.astype(np.int64, copy=False)
         return Arrivals(self.t, self.user.astype(np.int64, copy=False),
-                        self.tier.astype(np.int64, copy=False), att)
+                        self.tier.astype(np.int64, copy=False), att, self.key)
 
     @staticmethod
     def empty() -> Arrivals:
@@ -207,10 +219,13 @@ class Arrivals:
             return Arrivals.empty()
         if len(parts) == 1:
             return parts[0]
-        att = None
+        att = key = None
         if any(p.attempt is not None for p in parts):
             att = np.concatenate([p.attempts() for p in parts])
-        a = Arrivals(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("t", "user", "tier")), att)
+        if any(p.key is not None for p in parts):
+            key = np.concatenate([p.keys() for p in parts])
+        a = Arrivals(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("t", "user", "tier")),
+                     att, key)
         return a.take(stable_argsort(a.t))
 
 

@@ -1,7 +1,8 @@
 """The run's first attempts, chunk by chunk, made ahead on a second thread.
 
 First attempts do not depend on the run (common random numbers: chunk k draws from
-rng([seed, 1, k]), its service noise from rng([seed, 2, k])), so a thread can make chunk k + 1
+rng([seed, 1, k]), its service noise from rng([seed, 2, k]), or a replayed schedule's request
+its own, keyed by its id: sim.rng.request_noise), so a thread can make chunk k + 1
 while the run admits and serves chunk k: numpy and the compiled loops release the GIL, and
 the two cores overlap. What does depend on the run (paid conversion changing a user's tier)
 is applied by the consumer, when it takes the chunk, exactly where the sequential run did.
@@ -15,6 +16,7 @@ import threading
 import numpy as np
 
 from sim.demand.base import Arrivals
+from sim.rng import request_noise
 
 
 def chunk_with_noise(model, sc, k: int, until: float) -> tuple[Arrivals, np.ndarray, np.ndarray]:
@@ -25,7 +27,20 @@ def chunk_with_noise(model, sc, k: int, until: float) -> tuple[Arrivals, np.ndar
     a = chunk_arrivals(model, sc, k, until, convert=False)
     srng = np.random.default_rng([sc.seed, 2, k])
     n = len(a)
-    return a, srng.exponential(1.0, n), srng.standard_normal(n)
+    e, z = srng.exponential(1.0, n), srng.standard_normal(n)
+    if a.key is not None:  # a replayed schedule: each request's own noise
+        e, z = keyed_noise(sc.seed, a, e, z)
+    return a, e, z
+
+
+def keyed_noise(seed: int, a: Arrivals, e: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The noise (e, z) with each request that has a key (Arrivals.key >= 0) given its own,
+    sim.rng.request_noise(seed, key, attempt): what the live gateway gives the same request."""
+    m = a.key >= 0
+    if m.any():
+        e, z = e.copy(), z.copy()
+        e[m], z[m] = request_noise(seed, a.key[m], a.attempts()[m])
+    return e, z
 
 
 class ChunkFeed:

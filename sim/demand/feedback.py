@@ -15,6 +15,7 @@ import numpy as np
 from sim.demand.base import Arrivals, UserBits, stable_argsort
 from sim.demand.stream import Kernel
 from sim.outcomes import REASONS
+from sim.rng import keyed_uniform
 
 QUOTA = REASONS.index("quota_exceeded")
 TIMEOUT = REASONS.index("timeout")
@@ -24,12 +25,14 @@ def _merge(runs: list[Arrivals]) -> Arrivals:
     """Time-sorted runs, oldest first, as one (stable: at equal times the older first)."""
     t = np.concatenate([a.t for a in runs])
     o = np.argsort(t, kind="stable")  # timsort: linear on a few sorted runs
-    att = None
+    att = key = None
     if any(a.attempt is not None for a in runs):
         att = np.concatenate([a.attempt if a.attempt is not None else np.zeros(len(a), a.user.dtype)
                               for a in runs])[o]
+    if any(a.key is not None for a in runs):
+        key = np.concatenate([a.keys() for a in runs])[o]
     return Arrivals(t[o], np.concatenate([a.user for a in runs])[o],
-                    np.concatenate([a.tier for a in runs])[o], att)
+                    np.concatenate([a.tier for a in runs])[o], att, key)
 
 
 class Pending:
@@ -101,19 +104,30 @@ class Retry:
     scheme with the previous sleep taken as v: the engine keeps no per-request state). With
     honour_retry_after the wait is at least the Retry-After, unless the user has since moved
     to another tier (paid conversion lifts the quota). A timed-out request is retried from
-    the moment the user gave up (arrival + patience)."""
+    the moment the user gave up (arrival + patience).
 
-    def __init__(self, spec, demand, tiers, pending: Pending | None = None):
-        self.spec, self.demand, self.pending = spec, demand, pending
+    A request that carries a key (a replayed schedule's id: Arrivals.key) draws its
+    probability and backoff from sim.rng.keyed_uniform(seed, key, attempt), so the live
+    load generator and the simulator's replay retry it alike; others draw from `rng`."""
+
+    def __init__(self, spec, demand, tiers, pending: Pending | None = None, seed: int = 0):
+        self.spec, self.demand, self.pending, self.seed = spec, demand, pending, int(seed)
         self.reasons = None if spec.reasons is None else np.array(
             [REASONS.index(r) for r in spec.reasons], np.int64)
         self.patience = np.array([t.patience_s or 0.0 for t in tiers])
         self.retries = 0
 
-    def backoff(self, r: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _draw(self, rng: np.random.Generator, key, att: np.ndarray, lane: str) -> np.ndarray:
+        """Uniforms, one per request: rng's, or the request's own where it has a key."""
+        u = rng.random(len(att))
+        if key is not None and (m := key >= 0).any():
+            u[m] = keyed_uniform(self.seed, key[m], att[m], lane)
+        return u
+
+    def backoff(self, r: np.ndarray, rng: np.random.Generator, u: np.ndarray | None = None) -> np.ndarray:
         sp = self.spec
         v = np.minimum(sp.cap_s, sp.base_s * 2.0 ** np.minimum(r - 1, 60))
-        u = rng.random(len(r))
+        u = rng.random(len(r)) if u is None else u
         if sp.jitter == "full":
             return u * v
         if sp.jitter == "equal":
@@ -130,12 +144,13 @@ class Retry:
         if self.reasons is not None:
             m &= np.isin(code, self.reasons)
         if sp.probability < 1:
-            m &= rng.random(len(a)) < sp.probability
+            m &= self._draw(rng, a.key, att, "retry_probability") < sp.probability
         idx = np.flatnonzero(m)
         if len(idx) == 0:
             return Arrivals.empty()
         r = att[idx] + 1
-        d = self.backoff(r, rng)
+        key = None if a.key is None else a.key[idx]
+        d = self.backoff(r, rng, self._draw(rng, key, att[idx], "retry_backoff"))
         tier = self.demand.tier_now(a.user[idx], a.tier[idx])
         if sp.honour_retry_after:
             ra = retry_after[idx]
@@ -143,7 +158,7 @@ class Retry:
             d = np.where(use, np.maximum(d, np.where(use, ra, 0.0)), d)
         t0 = a.t[idx] + np.where(code[idx] == TIMEOUT, self.patience[a.tier[idx]], 0.0)
         self.retries += len(idx)
-        out = Arrivals(t0 + d, a.user[idx], tier, r.astype(np.int64))
+        out = Arrivals(t0 + d, a.user[idx], tier, r.astype(np.int64), key)
         out = out.take(stable_argsort(out.t))
         if self.pending is None:
             return out
@@ -237,7 +252,7 @@ def attach(run) -> None:
         run.social = SocialOnSuccess(d, run.demand, pending)
         run.on_window.append(run.social)
     if d.retry is not None:
-        run.retry = Retry(d.retry, run.demand, sc.tiers, pending)
+        run.retry = Retry(d.retry, run.demand, sc.tiers, pending, sc.seed)
     if run.social is not None or run.retry is not None:
         run.on_window.append(lambda run, a, code, ra: pending.flush())
 

@@ -181,7 +181,7 @@ class Stream:
             cut = int(np.searchsorted(allr.t, t1, side="left"))
             out, self._carry = allr.take(slice(0, cut)), allr.take(slice(cut, None))
         if convert and self.override.a is not None and len(out):
-            out = Arrivals(out.t, out.user, self.tier_now(out.user, out.tier), out.attempt)
+            out = out.with_(tier=self.tier_now(out.user, out.tier))
         self.generated += len(out)
         return out
 

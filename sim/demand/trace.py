@@ -24,16 +24,18 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "traces"
 
 
 def read_trace(path: Path, column: str, user_column: str | None = None,
-               tier_column: str | None = None, source: str = "<scenario>"):
-    """(seconds since the first row, user or None, tier names or None), sorted by time."""
+               tier_column: str | None = None, source: str = "<scenario>",
+               id_column: str | None = None):
+    """(seconds since the first row, user or None, tier names or None, ids or None), sorted
+    by time."""
     try:
-        df = pd.read_csv(path, usecols=lambda c: c in {column, user_column, tier_column})
+        df = pd.read_csv(path, usecols=lambda c: c in {column, user_column, tier_column, id_column})
     except FileNotFoundError:
         raise InputError(source, "demand.path", f"no such file: {path}") from None
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise InputError(str(path), "(file)", f"cannot read as CSV: {e}") from None
     for c, field in ((column, "demand.column"), (user_column, "demand.user_column"),
-                     (tier_column, "demand.tier_column")):
+                     (tier_column, "demand.tier_column"), (id_column, "demand.id_column")):
         if c is not None and c not in df.columns:
             raise InputError(str(path), field, f"no column {c!r}")
     if len(df) == 0:
@@ -60,7 +62,12 @@ def read_trace(path: Path, column: str, user_column: str | None = None,
         user = user.astype(np.int64)[order]
     if tier_column is not None:
         tier = df[tier_column].astype(str).to_numpy()[order]
-    return rel, user, tier
+    ids = None
+    if id_column is not None:
+        if not pd.api.types.is_integer_dtype(df[id_column]):
+            raise InputError(str(path), id_column, "request ids must be integers")
+        ids = df[id_column].to_numpy(np.int64)[order]
+    return rel, user, tier, ids
 
 
 class TraceModel(Stream):
@@ -73,8 +80,10 @@ class TraceModel(Stream):
             shipped = DATA / p.name  # traces shipped with the package (sim/data/traces)
             p = here if here.exists() or not shipped.exists() else shipped
         self.path = p
-        rel, user, tier = read_trace(p, spec.column, spec.user_column, spec.tier_column, source)
+        rel, user, tier, ids = read_trace(p, spec.column, spec.user_column, spec.tier_column,
+                                          source, spec.id_column)
         self.rel = rel
+        self.ids = ids  # keys of each row's own draws (None: drawn from the chunk's streams)
         self.shares = [t.share for t in tiers]
         names = [t.name for t in tiers]
         self.user = user
@@ -137,7 +146,7 @@ class TraceModel(Stream):
                 t, self.shares, self.users, rng).tier
         if self.tier is not None:
             tier = self.tier[idx]
-        return Arrivals(t, user, tier)
+        return Arrivals(t, user, tier, key=None if self.ids is None else self.ids[idx])
 
     def pick(self, t, rng):
         if self.user is None:

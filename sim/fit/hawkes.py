@@ -61,7 +61,7 @@ def read_arrivals(path, column: str = "TIMESTAMP") -> Trace:
 
     from sim.demand.trace import read_trace
 
-    rel, _, _ = read_trace(path, column, source=str(path))
+    rel = read_trace(path, column, source=str(path))[0]
     if len(rel) < 10:
         raise InputError(str(path), column, f"{len(rel)} arrivals: too few to fit")
     first = pd.read_csv(path, usecols=[column], nrows=1)[column].iloc[0]

@@ -208,7 +208,7 @@ class Gateway:
             req.replica, req.seq, req.hop = origin[0], origin[1], req.arrival - origin[2]
         if self.draining:
             return self._reject(req, "draining", None, [])
-        req.noise, req.z = self.rng.exponential(), self.rng.standard_normal()
+        req.noise, req.z = self.noise(rid, attempt, scheduled_t)
         out, infos = self.admit(req)
         if out is not None:
             return out
@@ -221,6 +221,16 @@ class Gateway:
                 "latency_s": _r6(req.done - a0), "batch": req.batch,
                 "steps": _num(req.served_steps), "degraded": req.served_steps < req.nominal}
         return 200, _dumps(body), ratelimit_fields(infos, self.X)
+
+    def noise(self, rid: int, attempt: int, scheduled_t: float | None) -> tuple[float, float]:
+        """A request's service noise (exponential, normal). One from a schedule (it carries
+        scheduled_t: validation, Locust) gets its own, keyed by (id, attempt) as the
+        simulator's replay of that schedule keys it (sim.rng.request_noise); any other the
+        next draws of the gateway's stream, in arrival order."""
+        if scheduled_t is None:
+            return self.rng.exponential(), self.rng.standard_normal()
+        e, z = rng.request_noise(self.sc.seed, rid, attempt)
+        return float(e), float(z)
 
     def admit(self, req: Req) -> tuple[tuple[int, bytes, dict] | None, list]:
         """The admission pipeline at req.arrival, up to the fleet: (the answer of a rejected

@@ -87,7 +87,8 @@ class Dispatcher(FastHttpUser):
         tiers = json.loads(ENV.get("FG_TIERS", "[]"))
         self.tier_index = {name: k for k, (name, _) in enumerate(tiers)}
         self.retry = (Retry(RetrySpec.model_validate_json(spec), FixedTiers(),
-                            [SimpleNamespace(patience_s=p) for _, p in tiers]) if spec else None)
+                            [SimpleNamespace(patience_s=p) for _, p in tiers],
+                            seed=int(ENV.get("FG_SEED", "0"))) if spec else None)
         self.rng = np.random.default_rng(int(ENV.get("FG_SEED", "0")))
         self.out = open(ENV["FG_OUT"], "w", buffering=1)  # noqa: SIM115 (closed in on_stop)
         self.inflight: dict[tuple[int, int], dict] = {}
@@ -173,7 +174,8 @@ class Dispatcher(FastHttpUser):
         t0 = (rec["send_wall"] if reason == "timeout" else rec["answer_wall"]) * X
         a = Arrivals(np.array([t0]), np.array([rec["user"]], np.int64),
                      np.array([self.tier_index[rec["tier"]]], np.int64),
-                     np.array([rec["attempt"]], np.int64))
+                     np.array([rec["attempt"]], np.int64),
+                     np.array([rec["id"]], np.int64))  # keyed: the replay draws the same
         ra = data.get("retry_after")  # simulated seconds; null for fleet-side rejections
         out = self.retry.after_reject(a, np.array([REASONS.index(reason)], np.int64),
                                       np.array([np.nan if ra is None else float(ra)]), self.rng)

@@ -90,10 +90,13 @@ def replay_scenario(sc: Scenario, path: Path, horizon: float, t_first: float,
                     interval_s: float, seed: int | None = None,
                     warmup_s: float = 0.0) -> Scenario:
     """The scenario with its demand replaced by the schedule (trace with user and tier
-    columns; the retry model kept) over `horizon`, figures and report off."""
+    columns; the retry model kept) over `horizon`, figures and report off. Requests are
+    keyed by their schedule id: with the scenario's own seed a request gets the service noise
+    and retry draws the gateway gives it (sim.rng.keyed_uniform), another seed other ones."""
     data = sc.model_dump(mode="json", exclude={"variants"})
     d = {"model": "trace", "path": str(Path(path).resolve()), "column": "t",
          "user_column": "user", "tier_column": "tier",
+         "id_column": "id",  # each request's own noise and retry draws: the gateway's too
          "shift": t_first}  # the trace starts at its first row: put it back at t_first
     if sc.demand.retry is not None:
         d["retry"] = sc.demand.retry.model_dump(mode="json")
