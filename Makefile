@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint clean whatif plan validate optimize backtest schema chaos
+.PHONY: install demo test test-fast bench lint clean whatif plan validate live-check optimize backtest schema chaos
 
 install: $(STAMP)
 
@@ -46,6 +46,10 @@ validate: install
 # a replica SIGKILLed, Redis stopped for 10 s (with a Redis store), SIGTERM to everything
 chaos: install
 	$(BIN)/python -m sim.live.chaos --out out/chaos
+
+# every policy in scenarios/policies/ served live: serve + a short Locust replay each, checked
+live-check: install
+	$(BIN)/python -m sim.live.live_check
 
 backtest: install
 	$(BIN)/python benchmarks/nowcast_backtest.py --surges 50 --boot 10  # as measured in the README

@@ -141,9 +141,11 @@ class Run:
             self.fleet.S.slo[:] -= sc.gateway.hop_latency_s
         self.next_id = 0  # request ids handed to the fleet loop
         # with trace: (t, user, tier, noise, z, reason code or -1, request id or -1) per
-        # offered arrival, and the fleet's outbox records (kind, id, t, aux)
+        # offered arrival, and the fleet's outbox records (kind, id, t, aux); (key, attempt)
+        # per offered arrival beside the first (a replay's schedule ids: live-vs-simulated pairs)
         self.trace_offered: list[tuple] = []
         self.trace_events: list[tuple] = []
+        self.trace_keys: list[tuple] = []
         self.policies = build_policies(sc)
         self.offered = np.zeros(nk, np.int64)
         self.rejected = np.zeros((nk, len(REASONS)), np.int64)
@@ -347,6 +349,7 @@ class Run:
             self.trace_offered += zip(a.t.tolist(), a.user.tolist(), a.tier.tolist(), noise.tolist(),
                                       z.tolist(), code_all.tolist(), rid.tolist(), strict=True)
             self.trace_events += zip(*(x.tolist() for x in self.fleet.outbox()), strict=True)
+            self.trace_keys += zip(a.keys().tolist(), a.attempts().tolist(), strict=True)
         # a cut window still defers what its hooks create to its end, as a whole one would
         self.cursor, self.defer_to = end, until
         for hook in self.on_window:

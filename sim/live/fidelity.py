@@ -134,9 +134,20 @@ def sim_stats(runA, runB, span: tuple[float, float], phase: str, tiers, reasons)
             h = S.lat_hist[k]
         out[t] = {"n": int(runA.ser_offered[m, k].sum()), "served": int(h.sum()),
                   "q": [float(v) + runA.sc.gateway.hop_latency_s for v in quantiles(h, QS)],
+                  "hist": h, "hop": runA.sc.gateway.hop_latency_s,
                   "rej": {r: int(rej[m, k, REASONS.index(r)].sum()) if r in REASONS else 0
                           for r in reasons}}
     return out
+
+
+def level_at(hist: np.ndarray, x: float) -> float:
+    """Share of a latency histogram at or below x (to its 1% bins)."""
+    from sim.fleet.kernel import HIST_BINS, HIST_GAMMA, HIST_MIN, hist_bin
+
+    n = hist.sum()
+    if n == 0 or not np.isfinite(x):
+        return math.nan
+    return float(np.cumsum(hist)[hist_bin(x, HIST_MIN, math.log(HIST_GAMMA), HIST_BINS)] / n)
 
 
 def series(runs, gw: pd.DataFrame, st: Setup, tiers) -> dict:
@@ -206,7 +217,11 @@ def compare(st: Setup, gw: pd.DataFrame, simA: list, simB: list, t_sat: float | 
                              "sim_band": _rnd(_band(Sr)),
                              "rel_err": _rnd(_rel(S0, L), 4), "rel_err_ci": _rnd(_ci(relb), 4),
                              "rel_err_band": _rnd(_band([_rel(x, L) if np.isfinite(x) else np.nan
-                                                         for x in Sr]), 4)}
+                                                         for x in Sr]), 4),
+                             # the error on the probability scale: the simulated share at or
+                             # below the live value, less q (a median in a gap between
+                             # batch-size modes moves far on a small shift of shares)
+                             "level_err_pp": _rnd(100 * (level_at(sims[0][t]["hist"], L) - q), 2)}
             rej = {}
             for r in reasons:
                 n_l = lv[t]["n"]
@@ -304,3 +319,57 @@ def client_figures(cl: pd.DataFrame, gw: pd.DataFrame, X: float, concurrency: in
             "peak_in_flight": peak, "concurrency": concurrency,
             "unanswered": int(st.isna().sum()),
             "failed": int((~st.isin([200, 429, 503]) & st.notna()).sum())}
+
+
+def sim_records(run) -> pd.DataFrame:
+    """Per attempt of a traced replay (Run(trace=True)): id, attempt, tier index, outcome
+    (None: served; a reason) and latency, keyed by the schedule's ids."""
+    from sim.fleet import kernel as K
+    from sim.outcomes import REASONS
+
+    end, drop = {}, {}
+    for kind, rid, t, _a in run.trace_events:
+        if kind == K.COMPLETED:
+            end[rid] = t
+        elif kind == K.DROPPED:
+            drop[rid] = t
+    rows = []
+    for (t, _u, k, _e, _z, code, rid), (key, att) in zip(run.trace_offered, run.trace_keys, strict=True):
+        if code >= 0:
+            rows.append((key, att, k, REASONS[code], math.nan))
+        elif rid in end:
+            rows.append((key, att, k, None, end[rid] - t))
+        else:
+            rows.append((key, att, k, "timeout" if rid in drop else "unfinished",
+                         drop[rid] - t if rid in drop else math.nan))
+    return pd.DataFrame(rows, columns=["id", "attempt", "tier", "reason", "latency_s"])
+
+
+def pairs(gw: pd.DataFrame, run, tiers: list[str], span: tuple[float, float] | None = None) -> dict:
+    """Request by request, live against the replication with the same noise: the attempts
+    both sides made (retries can differ), the share with the same outcome, and for those
+    both served the latency differences. The evidence behind a headline figure."""
+    sim = sim_records(run)
+    sim["tier"] = [tiers[k] for k in sim["tier"]]
+    live = gw[gw["id"].notna()].copy()
+    live["reason"] = live["reason"].where(live["status"] != 200, None)
+    j = live[["id", "attempt", "tier", "reason", "latency_s", "scheduled_t"]].merge(
+        sim, on=["id", "attempt"], how="outer", suffixes=("", "_sim"), indicator=True)
+    j["tier"] = j["tier"].fillna(j["tier_sim"])
+    out = {}
+    for t in tiers:
+        g = j[j["tier"] == t]
+        both = g[g["_merge"] == "both"]
+        same = both["reason"].fillna("served") == both["reason_sim"].fillna("served")
+        served = both[both["reason"].isna() & both["reason_sim"].isna()]
+        d = (served["latency_s_sim"] - served["latency_s"]).to_numpy(float)
+        a = np.abs(d)
+        out[t] = {"attempts_both": int(len(both)), "live_only": int((g["_merge"] == "left_only").sum()),
+                  "sim_only": int((g["_merge"] == "right_only").sum()),
+                  "same_outcome": _rnd(float(same.mean()) if len(both) else math.nan, 4),
+                  "served_both": int(len(served)),
+                  "latency_within_10ms": _rnd(float((a <= 0.01).mean()) if len(a) else math.nan, 4),
+                  "latency_diff_p50_s": _rnd(float(np.median(d)) if len(d) else math.nan),
+                  "latency_absdiff_p95_s": _rnd(float(np.percentile(a, 95)) if len(a) else math.nan),
+                  "latency_absdiff_max_s": _rnd(float(a.max()) if len(a) else math.nan)}
+    return out

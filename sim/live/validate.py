@@ -38,6 +38,7 @@ from sim.live.fidelity import (  # noqa: F401 (Setup: part of this module's inte
     client_figures,
     compare,
     met,
+    pairs,
     series,
 )
 
@@ -233,13 +234,15 @@ def load_live(paths: dict) -> tuple[pd.DataFrame, pd.DataFrame, float]:
 # ---- the simulated side ----
 
 
-def simulate(st: Setup, sched_path: Path, t_first: float, seed: int, warmup: float = 0.0):
-    """One run on the schedule; retries at or past the horizon are dropped, as live."""
+def simulate(st: Setup, sched_path: Path, t_first: float, seed: int, warmup: float = 0.0,
+             trace: bool = False):
+    """One run on the schedule; retries at or past the horizon are dropped, as live
+    (trace: per-request records too, for fidelity.pairs)."""
     from sim.engine import Run
 
     sc = schedule.replay_scenario(st.sc, sched_path, st.horizon + st.drain * st.X, t_first,
                                   st.interval, seed, warmup)
-    run = Run(sc)
+    run = Run(sc, trace=trace)
     if run.retry is not None and run.retry.pending is not None:
         p, push, H = run.retry.pending, run.retry.pending.push, st.horizon
         p.push = lambda a: push(a.take(a.t < H))
@@ -350,7 +353,8 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
         t_first = float(sched["t"].iloc[0])
         cap = capacity(st)
         t_sat = saturation_time(st, cap)
-        simA = [simulate(st, d / "schedule.csv", t_first, sc.seed + i) for i in range(st.reps)]
+        simA = [simulate(st, d / "schedule.csv", t_first, sc.seed + i, trace=i == 0)
+                for i in range(st.reps)]
         simB = ([simulate(st, d / "schedule.csv", t_first, sc.seed + i, t_sat) for i in range(st.reps)]
                 if t_sat is not None else simA)
         ser = series(simA, gw, st, [t.name for t in sc.tiers])
@@ -368,6 +372,7 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
             "met": met(res["all"]["headline"]),
             "phases": res,
             "gpus": gpu_figures(paths, simA, off, [p.name for p in sc.fleet.pools], st.horizon),
+            "pairs": pairs(gw, simA[0], [t.name for t in sc.tiers]),
         })
         result["live_only_outcomes"] = {r: int((gw["reason"] == r).sum())
                                         for r in gw["reason"].dropna().unique() if r not in REASONS}
