@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -253,3 +254,43 @@ def test_schedule_read_checks_columns(tmp_path, field):
 
     with pytest.raises(InputError, match=field):
         schedule.read(tmp_path / "s.csv")
+
+
+# ---- make live-check ----
+
+
+def test_live_check_finds_what_is_wrong(tmp_path):
+    """The per-policy live check fails a run for each thing it looks at, and passes a clean one."""
+    from sim.live.live_check import problems_of, row_figures
+
+    cl = pd.DataFrame({"id": [0, 1, 2, 3], "attempt": [0, 0, 0, 0],
+                       "status": [200, 429, None, 500]})
+    gw = pd.DataFrame({"id": [0, 1, 3], "attempt": [0, 0, 0], "status": [200, 503, 500],
+                       "reason": [None, "shed", "error"]})
+    row = {**row_figures(cl, gw), "locust_rc": 1}
+    got = problems_of(row, cl, gw, tmp_path / "gpus.json")
+    want = ["Locust exit code 1", "1 unanswered", "statuses outside the contract: [500]",
+            "1 attempts in one log only", "1 statuses differ between client and gateway",
+            "no gpus.json"]
+    assert got == want
+    (tmp_path / "gpus.json").write_text("[[0, \"p\", 2]]")
+    ok = pd.DataFrame({"id": [0, 1], "attempt": [0, 0], "status": [200, 429]})
+    okg = ok.assign(reason=[None, "rate_limited"])
+    row = {**row_figures(ok, okg), "locust_rc": 0}
+    assert row["reasons"] == {"rate_limited": 1} and row["served"] == 1
+    assert problems_of(row, ok, okg, tmp_path / "gpus.json") == []
+
+
+@pytest.mark.slow
+def test_live_check_serves_a_policy_scenario(tmp_path):
+    """`make live-check` on one scenario: serve starts, Locust replays, the check passes, a
+    JSON line last, nothing left running."""
+    path = ROOT / "scenarios" / "policies" / "failures.yaml"
+    p = subprocess.run([sys.executable, "-m", "sim.live.live_check", str(path), "--requests", "200",
+                        "--duration", "2"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, "TMPDIR": str(tmp_path)})  # its work folder: ours
+    assert leftovers(tmp_path) == []
+    assert p.returncode == 0, p.stderr[-2000:] + p.stdout[-2000:]
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res["policies"] == res["ok"] == 1 and res["failed"] == [] and res["attempts"] >= 150
+    assert "| failures | yes |" in p.stdout

@@ -318,7 +318,7 @@ def client_figures(cl: pd.DataFrame, gw: pd.DataFrame, X: float, concurrency: in
             "overhead_p50_s": _rnd(np.median(over)) if len(over) else None,
             "peak_in_flight": peak, "concurrency": concurrency,
             "unanswered": int(st.isna().sum()),
-            "failed": int((~st.isin([200, 429, 503]) & st.notna()).sum())}
+            "failed": int((~st.isin([200, 403, 429, 503]) & st.notna()).sum())}
 
 
 def sim_records(run) -> pd.DataFrame:

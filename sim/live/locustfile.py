@@ -3,12 +3,14 @@ its own Locust process: `import locust` monkey-patches with gevent).
 
 One dispatcher user sleeps until each scheduled time (t / time_scale wall seconds after a
 common start) and spawns a greenlet per request, so a slow answer never delays the next
-request (no coordinated omission). 429 and 503 are expected answers, marked as successes;
-they are retried by the simulator's own rule, called here (sim/demand/feedback.py:
-`Retry.after_reject` on a one-request batch: attempts, reasons, probability, backoff, the
-body's retry_after in simulated seconds honoured where the gateway gives one, which is where
-the simulator has one: admission policies, not the fleet loop; a timed-out request retried
-from when the user gave up). One JSONL record per attempt, written as soon as it ends.
+request (no coordinated omission). 429, 503 and the content filter's 403 are expected
+answers, marked as successes; 429 and 503 are retried by the simulator's own rule, called
+here (sim/demand/feedback.py: `Retry.after_reject` on a one-request batch: attempts,
+reasons, probability, backoff, the body's retry_after in simulated seconds honoured where
+the gateway gives one, which is where the simulator has one: admission policies, not the
+fleet loop; a timed-out request retried from when the user gave up; its draws keyed by the
+request's schedule id and attempt, as the simulator's replay keys them). One JSONL record
+per attempt, written as soon as it ends.
 
 Environment: FG_SCHEDULE (CSV id,t,user,tier), FG_OUT (JSONL), FG_TIME_SCALE, FG_HORIZON
 (sim s: no attempt is sent at or after it), FG_DRAIN (wall s to wait for answers after the
@@ -152,7 +154,7 @@ class Dispatcher(FastHttpUser):
                 data = r.json() if r.text else {}
             except ValueError:
                 pass
-            if status in (200, 429, 503):
+            if status in (200, 403, 429, 503):
                 r.success()  # an answer the contract expects, not a load-test failure
             else:
                 r.failure(f"status {status}: {r.text[:200] if r.text else r.error}")
