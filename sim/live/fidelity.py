@@ -140,14 +140,19 @@ def sim_stats(runA, runB, span: tuple[float, float], phase: str, tiers, reasons)
     return out
 
 
-def level_at(hist: np.ndarray, x: float) -> float:
-    """Share of a latency histogram at or below x (to its 1% bins)."""
+def level_err(hist: np.ndarray, x: float, q: float) -> float:
+    """How far q is from the simulated share below x: 0 when q lies between the shares
+    below and at or below x's 1% bin (x is then the simulated q-quantile, to the bin),
+    else the distance to the nearer one, signed (positive: the simulation has more below)."""
     from sim.fleet.kernel import HIST_BINS, HIST_GAMMA, HIST_MIN, hist_bin
 
     n = hist.sum()
     if n == 0 or not np.isfinite(x):
         return math.nan
-    return float(np.cumsum(hist)[hist_bin(x, HIST_MIN, math.log(HIST_GAMMA), HIST_BINS)] / n)
+    cum = np.cumsum(hist) / n
+    b = hist_bin(x, HIST_MIN, math.log(HIST_GAMMA), HIST_BINS)
+    lo, hi = (float(cum[b - 1]) if b else 0.0), float(cum[b])
+    return lo - q if lo > q else (hi - q if hi < q else 0.0)
 
 
 def series(runs, gw: pd.DataFrame, st: Setup, tiers) -> dict:
@@ -218,10 +223,9 @@ def compare(st: Setup, gw: pd.DataFrame, simA: list, simB: list, t_sat: float | 
                              "rel_err": _rnd(_rel(S0, L), 4), "rel_err_ci": _rnd(_ci(relb), 4),
                              "rel_err_band": _rnd(_band([_rel(x, L) if np.isfinite(x) else np.nan
                                                          for x in Sr]), 4),
-                             # the error on the probability scale: the simulated share at or
-                             # below the live value, less q (a median in a gap between
+                             # the error on the probability scale (a median in a gap between
                              # batch-size modes moves far on a small shift of shares)
-                             "level_err_pp": _rnd(100 * (level_at(sims[0][t]["hist"], L) - q), 2)}
+                             "level_err_pp": _rnd(100 * level_err(sims[0][t]["hist"], L, q), 2)}
             rej = {}
             for r in reasons:
                 n_l = lv[t]["n"]

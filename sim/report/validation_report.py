@@ -38,6 +38,8 @@ def _fmt(x, kind: str = "s") -> str:
         return "–"
     if kind == "rel":
         return f"{100 * x:+.1f}%"
+    if kind == "rel0":  # a share
+        return f"{100 * x:.1f}%"
     if kind == "pp":
         return f"{x:.2f} pp"
     if kind == "pct":
@@ -112,9 +114,10 @@ def markdown(res: dict, tiers: list[str], figs: list[tuple[str, Path]]) -> str:
             for q in ("p50", "p95", "p99"):
                 x = T["latency_s"][q]
                 rows.append([t, q, _fmt(x["live"]), _ci(x["live_ci"]), _fmt(x["sim"]),
-                             _ci(x["sim_band"]), _fmt(x["rel_err"], "rel"), _ci(x["rel_err_band"], "rel")])
+                             _ci(x["sim_band"]), _fmt(x["rel_err"], "rel"), _ci(x["rel_err_band"], "rel"),
+                             _fmt(x["level_err_pp"], "pp")])
         L += _table(["tier", "", "live", "live 95% CI", "sim", "other seeds", "error",
-                     "error, other seeds"], rows)
+                     "error, other seeds", "error in level"], rows)
         L += ["", "Attempts, served, rejection rate by reason (share of attempts):", ""]
         rows = []
         for t in tiers:
@@ -150,6 +153,18 @@ def markdown(res: dict, tiers: list[str], figs: list[tuple[str, Path]]) -> str:
     if res.get("live_only_outcomes"):
         L += ["Outcomes only the gateway has: " + ", ".join(
             f"{k} {v}" for k, v in res["live_only_outcomes"].items()), ""]
+    if res.get("pairs"):
+        L += ["## Request by request", "",
+              "Each attempt live against the same attempt (schedule id, try) in the replication "
+              "with the same noise: attempts only one side made (retries follow answers), the "
+              "share with the same outcome, and for those both served, the latency difference "
+              "(simulated - live, s).", ""]
+        rows = [[t, p["attempts_both"], p["live_only"], p["sim_only"], _fmt(p["same_outcome"], "rel0"),
+                 p["served_both"], _fmt(p["latency_within_10ms"], "rel0"), _fmt(p["latency_diff_p50_s"]),
+                 _fmt(p["latency_absdiff_p95_s"]), _fmt(p["latency_absdiff_max_s"])]
+                for t, p in res["pairs"].items()]
+        L += _table(["tier", "both", "live only", "sim only", "same outcome", "served both",
+                     "within 10 ms", "diff p50", "abs diff p95", "abs diff max"], rows) + [""]
     L += ["## How it is measured", "",
           "- Live latency is the gateway's (arrival to done, exact per request); the "
           "simulator's quantiles come from its histograms (within 0.5%). Both are nearest-rank "
