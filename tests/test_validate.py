@@ -199,6 +199,10 @@ def test_validate_short_run_end_to_end(tmp_path):
     full = json.loads((out / "validation.json").read_text())
     assert set(full["phases"]) == {"all", "below", "above"}
     assert full["client"]["unanswered"] == 0 and full["client"]["failed"] == 0
+    # the live run is its gateway's fleet and policies on the instants requests arrived
+    a = full["refeed"]["from_arrivals"]
+    assert a["same_outcome"] == a["attempts"] == len(pd.read_json(out / "live" / "gateway.jsonl", lines=True))
+    assert a["same_latency_2us"] == a["served_both"] > 100
     # Measured on a 2-core machine: p50 ~2%, p95 ~5%, rejection ~1 pp, throughput ~1.5%.
     # The bounds leave room for a loaded CI machine (timer jitter, 30 s of samples) but not
     # for a broken twin: a lost retry rule, a different batching rule or a shifted clock
@@ -212,9 +216,11 @@ def test_validate_short_run_end_to_end(tmp_path):
 def test_validate_surge_short_run(tmp_path):
     """The ghibli-shaped surge, 40 s of it (the cap comes on at 30 s), two replications:
     autoscaling, failures, a cap switched on mid-run and two pools, live and simulated by
-    the same fleet and policies.
-    (Measured over 60 s on a 2-core machine: p50 0.8%, p95 3.3%, rejection 0.66 pp,
-    throughput 1.2%; the bounds leave room for 40 s of samples on a loaded machine.)"""
+    the same fleet and policies; replayed from its own arrivals, the gateway gives every
+    attempt its live outcome and latency.
+    (Measured over 60 s on a loaded 2-core machine, against the same-noise replication:
+    p50 2.9%, p95 2.5%, p99 1.7%, rejection 0.37 pp, throughput 0.5%; the bounds leave room
+    for 40 s of samples.)"""
     p = subprocess.run([sys.executable, "-m", "sim", "validate", str(SURGE), "--duration", "40",
                         "--reps", "2", "--json", "--out", "v"], capture_output=True, text=True,
                        timeout=240, cwd=tmp_path)
@@ -224,12 +230,22 @@ def test_validate_surge_short_run(tmp_path):
     full = json.loads((tmp_path / "v" / "validation.json").read_text())
     assert full["client"]["unanswered"] == 0 and full["client"]["failed"] == 0
     assert res["saturation_s"] is not None and set(full["phases"]) == {"all", "below", "above"}
+    a = full["refeed"]["from_arrivals"]  # autoscaler, failures and the cap: as live, too
+    assert a["same_outcome"] == a["attempts"] and a["same_latency_2us"] == a["served_both"] > 100
     gw = pd.read_json(tmp_path / "v" / "live" / "gateway.jsonl", lines=True)
     assert {"quota_exceeded", "shed"} <= set(gw["reason"].dropna())  # the cap and the shedder act
     assert set(gw["pool"].dropna()) == {"h100", "a100"}
     assert res["throughput_rel_err"] <= 0.10
     assert res["rejection_abs_err_pp"] <= 8.0
-    assert res["p50_rel_err"] <= 0.25 and res["p95_rel_err"] <= 0.25
+    # Paid latency has a failure mode (4-9 s: the batches a GPU failure catches) above ~5%
+    # of 40 s of requests, so its p95 can sit on the edge between modes: 9 of 335 requests
+    # moved it from 2.5 to 4.6 s in one measured run (a 0.1 -> 0.01 s chunk grid moved
+    # it back). Judge each percentile by its value or by its level (the share of simulated
+    # requests below the live value): a broken twin moves shares by tens of points.
+    for t, T in full["phases"]["all"]["tiers"].items():
+        for q in ("p50", "p95"):
+            x = T["latency_s"][q]
+            assert abs(x["rel_err"]) <= 0.25 or abs(x["level_err_pp"]) <= 5.0, (t, q, x)
 
 
 def test_validate_bad_input_is_one_error_line(tmp_path, capsys):

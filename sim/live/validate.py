@@ -33,12 +33,14 @@ from sim.jsonout import dumps
 from sim.live import schedule
 from sim.live.fidelity import (  # noqa: F401 (Setup: part of this module's interface)
     BLOCK_WALL_S,
+    QS,
     TARGETS,
     Setup,
     client_figures,
     compare,
     met,
     pairs,
+    pct,
     series,
 )
 
@@ -292,6 +294,7 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
     replicas: a fleet and N replicas sharing a throwaway Redis (the simulator models them
     with the measured hop), then the same schedule with per-replica limiter state, whose
     over-admission the simulator predicts (`over_admission`)."""
+    from sim.live.refeed import refeed_figures  # the gateway's modules: only when validating
     from sim.outcomes import REASONS
     from sim.report.validation_report import write_report
     from sim.report.write import check_out, write_dir
@@ -373,6 +376,10 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
             "phases": res,
             "gpus": gpu_figures(paths, simA, off, [p.name for p in sc.fleet.pools], st.horizon),
             "pairs": pairs(gw, simA[0], [t.name for t in sc.tiers]),
+            # one gateway with the cost model's batch times only (replicas share a Redis; a
+            # real denoiser's batch times are its own): else nothing to refeed
+            "refeed": (refeed_figures(sc, gw, off, st.horizon + st.drain * st.X, QS, pct)
+                       if kernel == "model" and not replicas else None),
         })
         result["live_only_outcomes"] = {r: int((gw["reason"] == r).sum())
                                         for r in gw["reason"].dropna().unique() if r not in REASONS}

@@ -165,6 +165,14 @@ def markdown(res: dict, tiers: list[str], figs: list[tuple[str, Path]]) -> str:
                 for t, p in res["pairs"].items()]
         L += _table(["tier", "both", "live only", "sim only", "same outcome", "served both",
                      "within 10 ms", "diff p50", "abs diff p95", "abs diff max"], rows) + [""]
+    if res.get("refeed"):
+        a, s = res["refeed"]["from_arrivals"], res["refeed"]["from_schedule"]
+        L += ["The live attempts fed again to the gateway on a fake clock (sim/live/refeed.py): at "
+              f"their recorded arrival instants, {a['same_outcome']} of {a['attempts']} got their "
+              f"live outcome and {a['same_latency_2us']} of {a['served_both']} served their live "
+              "latency; at their scheduled instants (no send lag), latency percentiles "
+              + "; ".join(f"{t} " + ", ".join(f"{q} {_fmt(v)}" for q, v in x.items())
+                          for t, x in s.items()) + " s.", ""]
     L += ["## How it is measured", "",
           "- Live latency is the gateway's (arrival to done, exact per request); the "
           "simulator's quantiles come from its histograms (within 0.5%). Both are nearest-rank "
