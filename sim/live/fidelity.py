@@ -225,7 +225,7 @@ def compare(st: Setup, gw: pd.DataFrame, simA: list, simB: list, t_sat: float | 
                                                          for x in Sr]), 4),
                              # the error on the probability scale (a median in a gap between
                              # batch-size modes moves far on a small shift of shares)
-                             "level_err_pp": _rnd(100 * level_err(sims[0][t]["hist"], L, q), 2)}
+                             "level_err_pp": _rnd(100 * level_err(sims[0][t]["hist"], L - sims[0][t]["hop"], q), 2)}
             rej = {}
             for r in reasons:
                 n_l = lv[t]["n"]
@@ -337,12 +337,12 @@ def sim_records(run) -> pd.DataFrame:
             end[rid] = t
         elif kind == K.DROPPED:
             drop[rid] = t
-    rows = []
+    rows, hop = [], run.sc.gateway.hop_latency_s  # replica to fleet, as the headline adds it
     for (t, _u, k, _e, _z, code, rid), (key, att) in zip(run.trace_offered, run.trace_keys, strict=True):
         if code >= 0:
             rows.append((key, att, k, REASONS[code], math.nan))
         elif rid in end:
-            rows.append((key, att, k, None, end[rid] - t))
+            rows.append((key, att, k, None, end[rid] - t + hop))
         else:
             rows.append((key, att, k, "timeout" if rid in drop else "unfinished",
                          drop[rid] - t if rid in drop else math.nan))
