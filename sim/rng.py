@@ -34,26 +34,6 @@ def key(name: str, seed: int) -> int:
     return int(np.random.SeedSequence([int(seed), STREAMS[name]]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def uniform_of(x: np.ndarray, name: str) -> np.ndarray:
-    """A uniform [0, 1) per value of x, a splitmix64 hash of its float bits keyed by a stream:
-    a draw tied to a request's own random variate (common random numbers with no new
-    sequence). Independent of x in practice: the hash scrambles every bit."""
-    with np.errstate(over="ignore"):
-        z = np.ascontiguousarray(x, np.float64).view(np.uint64) + np.uint64(STREAMS[name]) * np.uint64(
-            0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
-
-
-# ---- keyed draws: a request's own random numbers, whoever serves it ----
-# A counter-based generator (splitmix64 of the stream's key, the request's id, its attempt
-# and a lane): the same request gets the same numbers in the live gateway and in the
-# simulator's replay of its schedule, whatever order the two sides meet requests in
-# (common random numbers: a live-vs-simulated difference is then fidelity, not sampling).
-LANES = {"exponential": 0, "normal_r": 1, "normal_theta": 2,  # service noise
-         "retry_probability": 3, "retry_backoff": 4}  # the retry rule's draws
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -65,6 +45,24 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def uniform_of(x: np.ndarray, name: str) -> np.ndarray:
+    """A uniform [0, 1) per value of x, a splitmix64 hash of its float bits keyed by a stream:
+    a draw tied to a request's own random variate (common random numbers with no new
+    sequence). Independent of x in practice: the hash scrambles every bit."""
+    with np.errstate(over="ignore"):
+        # _mix adds one gamma itself: bits + stream * gamma, as this has always hashed
+        z = _mix(np.ascontiguousarray(x, np.float64).view(np.uint64)
+                 + np.uint64(STREAMS[name] - 1) * _GAMMA)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+# ---- keyed draws: a request's own random numbers, whoever serves it ----
+# A counter-based generator (splitmix64 of the stream's key, the request's id, its attempt
+# and a lane): the same request gets the same numbers in the live gateway and in the
+# simulator's replay of its schedule, whatever order the two sides meet requests in
+# (common random numbers: a live-vs-simulated difference is then fidelity, not sampling).
+LANES = {"exponential": 0, "normal_r": 1, "normal_theta": 2,  # service noise
+         "retry_probability": 3, "retry_backoff": 4}  # the retry rule's draws
 def _u64(v) -> np.ndarray:
     """Integers (any size, negative too) as uint64, modulo 2**64."""
     a = np.asarray(v)
