@@ -24,6 +24,7 @@ from sim.errors import InputError
 from sim.fleet.cost import CostModel, find_profile, load_profile
 from sim.fleet.fleet import Fleet, PoolSetup
 from sim.fleet.gates import Gates
+from sim.fleet.purchase import Ledger, prices_of
 from sim.outcomes import KERNEL_REASON, REASONS
 from sim.policies.pipeline import ActivePolicy, admit_chunk, build_policies
 from sim.scenario import Scenario
@@ -71,10 +72,19 @@ def pool_setup(sc: Scenario, i: int) -> PoolSetup:
         )
         dist = p.service_distribution
     f = sc.cell_fraction
-    gpus = p.gpus if f == 1 else max(1, round(p.gpus * f))
+    gpus = p.gpus if f == 1 or p.gpus == 0 else max(1, round(p.gpus * f))
     top = max(gpus, round((p.max_gpus or 0) * f))
     return PoolSetup(p.name, gpus, top, cost, p.max_batch, p.max_wait_s,
-                     p.launch == "cycle", dist, p.price_per_gpu_hour, float(p.steps))
+                     p.launch == "cycle", dist, p.price_per_gpu_hour, float(p.steps),
+                     ledger_of(p, top, f))
+
+
+def ledger_of(p, slots: int, f: float) -> Ledger:
+    """The pool's purchase layout in the cell: reserved and spot counts scaled like its GPUs."""
+    b = p.purchase
+    r = 0 if b is None else min(slots, round(b.reserved * f))
+    s = 0 if b is None else min(slots - r, round(b.spot * f))
+    return Ledger(slots, r, s, prices_of(p))
 
 
 def cell_users(sc: Scenario, demand) -> int:
@@ -147,6 +157,7 @@ class Run:
         self.trace_events: list[tuple] = []
         self.trace_keys: list[tuple] = []
         self.policies = build_policies(sc)
+        self.spot: list = []  # spot preemption processes (sim/policies/dynamics.py)
         self.offered = np.zeros(nk, np.int64)
         self.rejected = np.zeros((nk, len(REASONS)), np.int64)
         self.ser_offered = np.zeros((self.n_int, nk), np.int64)
@@ -390,6 +401,9 @@ class Run:
         for ap in self.policies:
             for pol in ap.each():
                 pol.attach(self, env, ap)
+        from sim.policies.dynamics import attach_spot
+
+        self.spot = attach_spot(self, env)
         for ap in self.policies:
             spec = self.sc.policies[ap.spec_index]
             if spec.schedule:

@@ -20,6 +20,7 @@ STREAMS = {
     "epochs": 6,  # lengths of a cycling pool's empty epochs (sim.fleet.kernel)
     "classes": 8,  # request classes, hashed from each request's service noise (sim.classes)
     "request_noise": 7,  # keyed draws of one request (id, attempt): keyed_uniform below
+    "spot": 9,  # spot preemption instants (+ the purchase block's seed, the pool's index)
 }
 
 

@@ -297,6 +297,23 @@ def policy_union() -> Any:
                      Field(discriminator="policy")]
 
 
+class Purchase(Strict):
+    """How a pool's GPUs are bought (sim/fleet/purchase.py): the first `reserved` GPUs live
+    are reserved, the last `spot` of its slots (max_gpus, else gpus) are spot, the rest on
+    demand at the pool's price_per_gpu_hour. Counts are whole-service figures."""
+
+    reserved: int = Field(0, ge=0, le=MAX_GPUS, description="GPUs under reservation (paid live or not)")
+    spot: int = Field(0, ge=0, le=MAX_GPUS, description="spot GPUs: cheaper, preempted")
+    reserved_per_gpu_month: float | None = Field(
+        None, ge=0, le=MAX_PRICE, description="default: 60% of on demand x 730 h (an assumption)")
+    spot_per_gpu_hour: float | None = Field(None, ge=0, le=MAX_PRICE,
+                                            description="default: 35% of on demand (an assumption)")
+    preemptions_per_gpu_day: float = Field(0.05, ge=0, le=1e4, description="spot preemption rate")
+    notice_s: Duration = Field(120.0, description="a preempted spot GPU serves this long, then leaves")
+    restore_s: Duration = Field(1800.0, description="a replacement spot GPU serves this long after")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="preemption random stream")
+
+
 class Pool(Strict):
     name: str
     gpus: int = Field(ge=0, le=MAX_GPUS)
@@ -314,12 +331,17 @@ class Pool(Strict):
     max_batch: int = Field(1, ge=1, le=MAX_BATCH)
     max_wait_s: Duration = 0.0
     launch: Literal["on_demand", "cycle"] = "on_demand"
-    price_per_gpu_hour: float = Field(0.0, ge=0, le=MAX_PRICE)
+    price_per_gpu_hour: float = Field(0.0, ge=0, le=MAX_PRICE, description="on demand, per live GPU-hour")
+    purchase: Purchase | None = Field(None, description="reserved / on-demand / spot (default: all on demand)")
 
     @model_validator(mode="after")
     def _cost(self):
         if (self.profile is None) == (self.service_time_s is None):
             raise ValueError("give exactly one of profile or service_time_s")
+        b = self.purchase
+        if b is not None and b.reserved + b.spot > max(self.gpus, self.max_gpus or 0):
+            raise ValueError(f"purchase: reserved + spot ({b.reserved + b.spot}) exceed the pool's "
+                             f"GPUs ({max(self.gpus, self.max_gpus or 0)})")
         return self
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from sim import rng
 from sim.fleet import kernel as K
 from sim.fleet.cost import CostModel
+from sim.fleet.purchase import Ledger
 
 DISCIPLINES = {"strict_priority": K.STRICT, "fifo": K.FIFO, "edf": K.EDF, "drr": K.DRR}
 DISTRIBUTIONS = {"deterministic": 0, "exponential": 1, "profile": 2}
@@ -52,6 +53,8 @@ class PoolSetup:
     distribution: str
     price_per_gpu_hour: float
     steps: float = 0.0  # denoising steps of a request served here (brownout may lower them)
+    # reserved / on-demand / spot layout of the slots and their prices (cell counts)
+    ledger: Ledger | None = None
 
 
 @dataclass

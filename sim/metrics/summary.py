@@ -66,7 +66,9 @@ def summarize(run) -> dict:
         }
     classes = _classes(run, n) if getattr(run, "classes", None) is not None else None
     gpu_hours = float(S.area[1]) / 3600.0 * x
-    gpu_cost = _gpu_price(run) / 3600.0 * x
+    by_option = gpu_cost_by_option(run)
+    gpu_cost = sum(by_option.values())
+    days = (sc.horizon - run.start) / 86400.0
     n_img = n(S.completed.sum())
     return {
         "scenario": sc.name,
@@ -85,10 +87,14 @@ def summarize(run) -> dict:
                                "images_per_s_per_gpu_at_max_batch":
                                    _r(p.cost.images_per_s(p.max_batch), 4)}
                       for j, p in enumerate(run.pools)},
+            **({"spot": {run.pools[sp.j].name: sp.report(x) for sp in run.spot}}
+               if getattr(run, "spot", None) else {}),
         },
         "money": {
             "revenue": round(revenue, 2),
             "gpu_cost": round(gpu_cost, 2),
+            "gpu_cost_per_day": round(gpu_cost / days, 2) if days > 0 else None,
+            "gpu_cost_by_option": {o: round(v, 2) for o, v in by_option.items()},
             "cost_per_image": _r(gpu_cost / n_img) if n_img else None,
         },
         **({"classes": classes} if classes is not None else {}),
@@ -139,14 +145,18 @@ def _demand(run) -> dict:
     return demand_summary(run)
 
 
-def _gpu_price(run) -> float:
-    """Sum over pools of price per GPU-hour times the GPU-seconds the pool had live."""
-    total = 0.0
+def gpu_cost_by_option(run) -> dict[str, float]:
+    """Whole-service $ per purchase option over the run: reserved GPUs every hour, on-demand
+    and spot ones while live (sim/fleet/purchase.py), from the GPUs-live log of each pool."""
+    from sim.fleet.purchase import OPTIONS, Ledger, Prices
+
+    out = dict.fromkeys(OPTIONS, 0.0)
     for j, p in enumerate(run.pools):
-        log = [(t, n) for t, pool, n in run.gpu_log if pool == j] + [(run.sc.horizon, 0)]
-        secs = sum(n * (log[i + 1][0] - t) for i, (t, n) in enumerate(log[:-1]))
-        total += secs * p.price_per_gpu_hour
-    return total
+        led = p.ledger or Ledger(p.max_gpus, 0, 0, Prices(0.0, p.price_per_gpu_hour, 0.0))
+        log = [(t, n) for t, pool, n in run.gpu_log if pool == j]
+        for o, v in led.cost(log, run.start, run.sc.horizon).items():
+            out[o] += v / run.sc.cell_fraction
+    return out
 
 
 def timeseries(run) -> pd.DataFrame:

@@ -46,7 +46,8 @@ class AutoscaleParams(Params):
     cooldown_s: Duration = Field(600.0, description="no scale-in sooner than this after a change")
     min_gpus: int = Field(1, ge=0, le=10**6)
     max_gpus: int | None = Field(None, ge=1, le=10**6, description="budget ceiling (whole service)")
-    budget_per_hour: float | None = Field(None, gt=0, le=1e12, description="or a ceiling in $/h")
+    budget_per_hour: float | None = Field(None, gt=0, le=1e12, description="or a ceiling in $/h "
+                                          "(reserved GPUs, paid live or not, included)")
 
 
 class Autoscale(Policy):
@@ -76,8 +77,11 @@ class Autoscale(Policy):
         cap = run.gates.slots(j)
         if p.max_gpus is not None:
             cap = min(cap, max(1, round(p.max_gpus * f)))
-        if p.budget_per_hour is not None and run.pools[j].price_per_gpu_hour > 0:
-            cap = min(cap, max(1, int(p.budget_per_hour * f / run.pools[j].price_per_gpu_hour)))
+        led = run.pools[j].ledger
+        if p.budget_per_hour is not None and led is not None and led.hourly(cap) > 0:
+            # buying order reserved -> on demand -> spot (the ledger's slot layout): the most
+            # GPUs whose hourly bill (every reserved GPU included) fits the budget
+            cap = min(cap, max(1, led.most_within(p.budget_per_hour * f)))
         return cap
 
     def _loop(self, run, env, active):
@@ -188,6 +192,86 @@ class Failures(Policy):
         return {"failures": self.n(self.failed), "repairs": self.n(self.repaired),
                 "down_at_end": self.n(self.down),
                 "gpu_hours_down": round(getattr(self, "down_s", 0.0) * self.scale / 3600, 3)}
+
+
+class SpotPreemption:
+    """Spot GPUs of one pool preempted at `preemptions_per_gpu_day` each (a Poisson process
+    while spot GPUs are live): a preempted GPU keeps serving for the notice period, then leaves
+    the way a failed one does (the batch in hand finishes), and a replacement serves
+    `restore_s` later, as a repair does in `Failures`. Not a scenario policy: the engine starts
+    one per pool whose purchase block has spot GPUs (sim/fleet/purchase.py).
+
+    Exact for a count that changes under it (autoscaling, earlier preemptions): candidate
+    instants at the rate of all the pool's spot slots, each kept with probability (spot GPUs
+    live and not yet noticed) / slots (thinning)."""
+
+    def __init__(self, run, j: int):
+        self.run, self.j = run, j
+        self.led = run.pools[j].ledger
+        b = run.sc.fleet.pools[j].purchase
+        self.rate = b.preemptions_per_gpu_day / 86400.0
+        self.notice_s, self.restore_s = b.notice_s, b.restore_s
+        self.rng = stream("spot", run.sc.seed, b.seed, j)
+        self.noticed = 0  # preempted, still serving their notice
+        self.notices: list[float] = []  # when each notice came
+        self.left: list[float] = []  # when each preempted GPU left
+        self.restored = 0
+        self.exposure_s = 0.0  # spot GPU-seconds at risk (live, not noticed), for the rate check
+        self._since = run.start
+
+    def eligible(self) -> int:
+        return max(0, self.led.split(self.run.gates.gpus(self.j))["spot"] - self.noticed)
+
+    def _tally(self, now: float) -> None:
+        self.exposure_s += self.eligible() * (now - self._since)
+        self._since = now
+
+    def loop(self, env):
+        S = self.led.spot
+        while True:
+            yield env.timeout(self.rng.exponential(1.0 / (S * self.rate)))
+            self.run.sync(env.now)
+            if self.rng.random() * S >= self.eligible():
+                continue
+            self._tally(env.now)
+            self.noticed += 1
+            self.notices.append(env.now)
+            env.process(self._leave(env))
+
+    def _leave(self, env):
+        yield env.timeout(self.notice_s)
+        self.run.sync(env.now)
+        self._tally(env.now)
+        g = self.run.gates
+        self.noticed -= 1
+        if self.led.split(g.gpus(self.j))["spot"] > 0:
+            g.set_gpus(self.j, g.gpus(self.j) - 1)
+            self.left.append(env.now)
+            yield env.timeout(self.restore_s)
+            self.run.sync(env.now)
+            self._tally(env.now)
+            g.set_gpus(self.j, g.gpus(self.j) + 1)
+            self.restored += 1
+
+    def report(self, scale: float) -> dict:
+        self._tally(max(self._since, self.run.sc.horizon))
+        return {"preemptions": int(round(len(self.notices) * scale)),
+                "left": int(round(len(self.left) * scale)),
+                "restored": int(round(self.restored * scale)),
+                "spot_gpu_hours_at_risk": round(self.exposure_s * scale / 3600, 3),
+                "rate_per_gpu_day": round(self.rate * 86400, 6)}
+
+
+def attach_spot(run, env) -> list[SpotPreemption]:
+    """One preemption process per pool with spot GPUs and a rate above 0."""
+    out = []
+    for j, p in enumerate(run.pools):
+        b = run.sc.fleet.pools[j].purchase
+        if p.ledger is not None and p.ledger.spot > 0 and b is not None and b.preemptions_per_gpu_day > 0:
+            sp = SpotPreemption(run, j)
+            env.process(sp.loop(env))
+            out.append(sp)
+    return out
 
 
 class ThrottleParams(Params):

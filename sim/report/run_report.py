@@ -95,9 +95,16 @@ def render(run, s: dict, figs: list[tuple[str, Path]], found: list[str] | None =
     rej_rows = [[name] + [t["rejected"][r] for r in REASONS] for name, t in s["tiers"].items()]
     rej_tab = table(["tier", *REASONS], rej_rows)
     f, m = s["fleet"], s["money"]
-    fleet_tab = table(["GPU-hours", "utilisation", "batches", "mean batch", "revenue $", "GPU cost $", "cost / image $"],
+    by = m.get("gpu_cost_by_option", {})
+    fleet_tab = table(["GPU-hours", "utilisation", "batches", "mean batch", "revenue $", "GPU cost $",
+                       "GPU cost $/day", "reserved $", "on demand $", "spot $", "cost / image $"],
                       [[f["gpu_hours"], f["utilization_mean"], f["batches"], f["mean_batch_size"],
-                        m["revenue"], m["gpu_cost"], m["cost_per_image"]]])
+                        m["revenue"], m["gpu_cost"], m.get("gpu_cost_per_day"), by.get("reserved"),
+                        by.get("on_demand"), by.get("spot"), m["cost_per_image"]]])
+    if f.get("spot"):
+        fleet_tab += table(["pool", "spot preemptions", "left", "restored", "spot GPU-h at risk", "rate / GPU-day"],
+                           [[n, v["preemptions"], v["left"], v["restored"], v["spot_gpu_hours_at_risk"],
+                             v["rate_per_gpu_day"]] for n, v in f["spot"].items()])
     pools = table(["pool", "GPUs at end", "cost model", "images/s/GPU at max batch"],
                   [[n, p["gpus_end"], p["cost_model"], p["images_per_s_per_gpu_at_max_batch"]]
                    for n, p in f["pools"].items()])
