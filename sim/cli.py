@@ -111,6 +111,22 @@ def cmd_plan(args) -> int:
         for w in args.without:
             if w not in known:
                 raise InputError("--without", w, f"no such policy in the scenario; it has {', '.join(sorted(known)) or 'none'}")
+        if args.mix:  # GPU types x purchase options (sim/mix.py)
+            if args.forecast:
+                raise InputError("--mix", "--forecast", "plan one or the other")
+            from sim.mix import run_mix
+            from sim.planner import Plan
+            from sim.report.plan_report import mix_markdown, write_mix
+
+            res = run_mix(Plan(sc, slos, args.reps, ex, window, tuple(args.without), warm, args.step))
+            write_mix(res, out)
+            if args.json:
+                print(dumps({k: res[k] for k in ("mix", "cost_per_day", "single_type_cost_per_day",
+                                                  "evaluations", "cost_band_per_day", "gpus",
+                                                  "single_type")}))
+            else:
+                print(mix_markdown(res))
+            return 0
         if args.forecast:  # the fit's point estimate, and its draws at --quantile
             from sim.fit.cli import plan_forecast
 
@@ -318,6 +334,8 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     p.add_argument("--forecast", metavar="FIT_DIR", help="plan for the demand fitted by `floodgate fit`")
     p.add_argument("--quantile", type=float, default=0.9, help="with --forecast: the share of draws to cover")
     p.add_argument("--draws", type=int, default=8, help="with --forecast: demand draws to plan for")
+    p.add_argument("--mix", action="store_true", help="cheapest GPUs per pool (GPU type) and purchase "
+                   "option (reserved, on demand, spot within the pools' purchase caps) meeting the SLOs")
     p.add_argument("--out", help="output folder (default out/<scenario>/plan)")
     p.add_argument("--json", action="store_true", help="print one JSON line of the result last")
     p.add_argument("--quiet", action="store_true")

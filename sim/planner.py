@@ -45,7 +45,7 @@ def parse_slo(text: str, sc: Scenario) -> Slo:
 
 @dataclass
 class Evaluation:
-    gpus: int
+    gpus: int | tuple[int, ...]  # a fleet size, or GPUs per pool (plan --mix)
     p: dict[str, np.ndarray]  # tier -> per-replication quantile
     served: dict[str, float]  # tier -> min over replications of completed/admitted
 
@@ -90,12 +90,18 @@ class Plan:
         return g / g.sum() if g.sum() else np.full(len(g), 1.0 / len(g))
 
     def _scenario(self, gpus: int, seed: int) -> dict:
+        return self.fixed(_split(gpus, self._mix()), seed)
+
+    def fixed(self, counts, seed: int, change=None) -> dict:
+        """The scenario as a plan judges it: these GPUs per pool (whole service), this seed,
+        no autoscaler nor the policies left out; `change(pool dict, j)` edits each pool."""
         d = self.sc.model_dump(mode="json", exclude={"source"})
-        split = _split(gpus, self._mix())
-        for p, n in zip(d["fleet"]["pools"], split, strict=True):
+        for j, (p, n) in enumerate(zip(d["fleet"]["pools"], counts, strict=True)):
             p["gpus"] = int(n)
             if p.get("max_gpus") is not None:
                 p["max_gpus"] = max(p["max_gpus"], int(n))
+            if change is not None:
+                change(p, j)
         d["seed"] = seed
         # The plan sizes a fixed fleet: an autoscaler would move the size it is judging.
         drop = {"autoscale", *self.without}
@@ -108,11 +114,17 @@ class Plan:
         return d
 
     def evaluate(self, sizes: list[int]) -> None:
-        todo = [n for n in dict.fromkeys(sizes) if n not in self.evals]
+        self.judge(sizes, self.evals, self._scenario)
+
+    def judge(self, keys: list, cache: dict, scenario) -> None:
+        """Evaluate the keys not in `cache` (a fleet size, or GPUs per pool): `scenario(key,
+        seed)` is the scenario dict; R replications each, seeds seed..seed+R-1 for every key
+        (common random numbers), all keys' runs in one executor map."""
+        todo = [n for n in dict.fromkeys(keys) if n not in cache]
         start = 0.0
         if self.window and self.warm_s is not None:
             start = max(0.0, self.window[0] - self.warm_s)
-        jobs = [Job(self._scenario(n, self.sc.seed + r), self.sc.source, start)
+        jobs = [Job(scenario(n, self.sc.seed + r), self.sc.source, start)
                 for n in todo for r in range(self.reps)]
         res = self.executor.map(run_job, jobs, desc="plan runs")
         for i, n in enumerate(todo):
@@ -121,7 +133,7 @@ class Plan:
             for s in self.slos:
                 p[s.tier] = np.array([_q(r["tiers"][s.tier]["latency_s"][s.quantile]) for r in runs])
                 served[s.tier] = min(_served(r["tiers"][s.tier]) for r in runs)
-            self.evals[n] = Evaluation(n, p, served)
+            cache[n] = Evaluation(n, p, served)
 
     def width(self) -> int:
         """Fleet sizes judged per round: enough that their replications fill the executor's
@@ -248,13 +260,13 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
     best = plan.smallest(0)
     ci_high = plan.smallest(2, start=best)
     ci_low = plan.smallest(1, start=best)
-    price = sum(p.price_per_gpu_hour * m for p, m in zip(sc.fleet.pools, plan._mix(), strict=True))
+    counts = _split(best, plan._mix())
     result = {
         "scenario": sc.name,
         "min_gpus": int(best),
         "ci_low": int(min(ci_low, best)),
         "ci_high": int(max(ci_high, best)),
-        "gpu_cost_per_day": round(best * price * 24, 2),
+        "gpu_cost_per_day": round(fixed_cost_per_day(sc, counts), 2),
         "evaluations": len(plan.evals),
         "replications": reps,
         "pools": {p.name: int(n) for p, n in zip(sc.fleet.pools, _split(best, plan._mix()), strict=True)},
@@ -272,6 +284,17 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
         ],
     }
     return plan, result
+
+
+def fixed_cost_per_day(sc: Scenario, counts) -> float:
+    """$/day of a fixed fleet of these GPUs per pool (whole service), all live: each pool's
+    bill at its purchase layout (sim/fleet/purchase.py; reserved first, spot last)."""
+    from sim.engine import ledger_of
+
+    total = 0.0
+    for p, n in zip(sc.fleet.pools, counts, strict=True):
+        total += 24 * ledger_of(p, max(int(n), p.max_gpus or 0), 1.0).hourly(int(n))
+    return total
 
 
 def _r(x: float) -> float | None:

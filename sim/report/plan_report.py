@@ -80,3 +80,34 @@ def write_plan(res: dict, out: Path) -> None:
              tab, img_tag(fig, "capacity vs SLO")]))
 
     write_dir(out, fill, kind="plan")
+
+
+def mix_markdown(res: dict) -> str:
+    """plan --mix: the cheapest mix per pool and purchase option, against one GPU type."""
+    lo, hi = res["cost_band_per_day"]
+    band = f"${lo:,.0f}-{hi:,.0f}" if lo is not None and hi is not None else "open"
+    lines = [f"# GPU mix: {res['scenario']}", "",
+             f"Cheapest fleet meeting {', '.join(res['slos'])}: **${res['cost_per_day']:,.0f}/day** "
+             f"(95% band {band}) against ${res['single_type_cost_per_day']:,.0f}/day for the best "
+             f"single GPU type ({res['saving']:.1%} less); {res['replications']} replications per "
+             f"candidate, {res['evaluations']} candidates judged, steps of {res['step_gpus']} GPUs.",
+             "", "| pool | reserved | on demand | spot | alone: GPUs |", "|---|---:|---:|---:|---:|"]
+    for name, alone in res["single_type"].items():
+        m = res["mix"].get(name, {})
+        lines.append(f"| {name} | {m.get('reserved', 0)} | {m.get('on_demand', 0)} | {m.get('spot', 0)} | "
+                     f"{'none meets' if alone is None else alone} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_mix(res: dict, out: Path) -> None:
+    def fill(d: Path) -> None:
+        (d / "mix.json").write_text(dump_json(finite(res)))
+        md = mix_markdown(res)
+        (d / "mix.md").write_text(md)
+        rows = [[n, m.get("reserved", 0), m.get("on_demand", 0), m.get("spot", 0)] for n, m in res["mix"].items()]
+        (d / "report.html").write_text(page(
+            f"Floodgate GPU mix: {res['scenario']}",
+            [f"<p>{html.escape(md.splitlines()[2]).replace('**', '')}</p>",
+             table(["pool", "reserved", "on demand", "spot"], rows)]))
+
+    write_dir(out, fill, kind="plan")

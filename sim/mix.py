@@ -1,0 +1,227 @@
+"""plan --mix: the cheapest GPUs per pool (GPU type) and purchase option meeting every SLO.
+
+Mixing GPU types can cost less than the best single type (Mélange, arXiv 2404.14527, up to
+77% for LLM serving): a cheap slow type carries the bulk and a few fast GPUs keep the tail
+within the SLO, or whole GPUs of one type overshoot where another's finer step fits. Each
+candidate is a fixed fleet, GPUs per pool on the plan's grid of sizes, judged like `plan`
+(R replications on common random numbers, mean p95 within each SLO, 99% served), spot
+preemptions included. A pool's n GPUs are bought cheapest per live hour first within the
+caps its purchase block sets (reserved: what is contracted; spot: what is on offer; on
+demand: no cap), so cost per day is a non-decreasing function of each pool's count.
+
+Search, exact on the grid if meeting the SLOs is monotone in each pool's count (more GPUs
+never hurt; the plan assumes the same): each pool alone first (its single-type answer), which
+bounds every count (a count whose cost alone reaches the best single-type cost cannot be in
+a cheaper mix); then for each combination of the other pools, a staircase over the last two:
+the fewest GPUs of the last pool that meet the SLOs cannot rise as the second-last grows, so
+one walk visits each level of either at most about once, testing only points that would be
+cheaper than the best so far.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from sim.errors import Infeasible
+from sim.fleet.purchase import OPTIONS, fixed_cost_per_day, fixed_split, prices_of
+from sim.planner import Evaluation, Plan
+
+
+@dataclass
+class MixPlan:
+    plan: Plan
+    which: int = 0  # 0 mean, 1 lower, 2 upper bound of the quantile estimates
+    evals: dict[tuple[int, ...], Evaluation] = field(default_factory=dict)
+
+    def __post_init__(self):
+        sc = self.plan.sc
+        self.pools = sc.fleet.pools
+        self.prices = [prices_of(p) for p in self.pools]
+        self.caps = [{"reserved": p.purchase.reserved if p.purchase else 0,
+                      "spot": p.purchase.spot if p.purchase else 0} for p in self.pools]
+        self.step = self.plan._step()
+
+    # -- one candidate --
+
+    def split(self, j: int, n: int) -> dict[str, int]:
+        return fixed_split(n, self.caps[j], self.prices[j])
+
+    def cost(self, point: tuple[int, ...]) -> float:
+        return sum(fixed_cost_per_day(self.split(j, n), self.prices[j]) for j, n in enumerate(point))
+
+    def _scenario(self, point: tuple[int, ...], seed: int) -> dict:
+        def buy(p: dict, j: int) -> None:
+            s = self.split(j, point[j])
+            p["max_gpus"] = point[j]  # a fixed fleet: every slot live
+            p["purchase"] = {**(p.get("purchase") or {}), "reserved": s["reserved"], "spot": s["spot"]}
+
+        return self.plan.fixed(point, seed, buy)
+
+    def evaluate(self, points: list[tuple[int, ...]]) -> None:
+        self.plan.judge([p for p in points if any(p)], self.evals, self._scenario)
+
+    def ok(self, point: tuple[int, ...]) -> bool:
+        if not any(point):
+            return False
+        return self.evals[point].meets(self.plan.slos, self.which)
+
+    # -- the search --
+
+    def _unit(self, j: int, n: int) -> tuple[int, ...]:
+        return tuple(n if i == j else 0 for i in range(len(self.pools)))
+
+    def alone(self, j: int, cap: int) -> int | None:
+        """Fewest GPUs of pool j alone meeting the SLOs, on the grid, at most `cap` (None:
+        none does): doubling, then a k-ary bisection, `width` sizes a round."""
+        st, m = self.step, self.plan.width()
+        lo, hi = 0, None  # lo fails (or is 0), hi meets
+        n = st
+        while hi is None:
+            chain = [n * 2 ** i for i in range(m)]
+            chain = [c for c in chain if c <= cap] or [cap]
+            self.evaluate([self._unit(j, c) for c in chain])
+            for c in chain:
+                if self.ok(self._unit(j, c)):
+                    hi = c
+                    break
+                lo = c
+            if hi is None:
+                if chain[-1] >= cap:
+                    return None
+                n = min(cap, chain[-1] * 2)
+        while hi - lo > st:
+            cands = sorted({_grid(lo + (hi - lo) * (i + 1) // (m + 1), st) for i in range(m)})
+            cands = [c for c in cands if lo < c < hi]
+            if not cands:
+                break
+            self.evaluate([self._unit(j, c) for c in cands])
+            for c in cands:
+                if self.ok(self._unit(j, c)):
+                    hi = c
+                    break
+                lo = c
+        return hi
+
+    def bound(self, j: int, best: float) -> int:
+        """Largest grid count of pool j whose cost alone stays below `best`."""
+        n = 0
+        while self.cost(self._unit(j, n + self.step)) < best - 1e-9:
+            n += self.step
+            if n > 1 << 24:
+                break
+        return n
+
+    def search(self, cap: int) -> dict:
+        P, st = len(self.pools), self.step
+        singles = {self.pools[j].name: self.alone(j, cap) for j in range(P)}
+        feas = [(self.cost(self._unit(j, n)), self._unit(j, n))
+                for j, n in enumerate(singles.values()) if n is not None]
+        if not feas:
+            raise Infeasible(self.plan.sc.source, "fleet.pools",
+                             f"no single pool meets the SLOs with up to {cap} GPUs")
+        single_cost, best_pt = min(feas)
+        best = single_cost
+        if P >= 2:
+            ub = [self.bound(j, best) for j in range(P)]
+            outer = [range(0, ub[j] + 1, st) for j in range(P - 2)]
+            for head in itertools.product(*outer):
+                base = self.cost(tuple(head) + (0, 0))
+                if base >= best - 1e-9:
+                    continue
+                got = self._staircase(tuple(head), ub[P - 2], ub[P - 1], best)
+                if got is not None and got[0] < best - 1e-9:
+                    best, best_pt = got
+        return {"point": best_pt, "cost_per_day": best, "single_type": singles,
+                "single_type_cost_per_day": single_cost}
+
+    def _staircase(self, head: tuple[int, ...], ux: int, uy: int, best: float):
+        """Cheapest point (head, x, y) meeting the SLOs and cheaper than `best`, or None.
+        f(x), the fewest y meeting at x, is non-increasing in x; `top` is a y known to meet
+        at the current x (None: none known)."""
+        st, m = self.step, self.plan.width()
+        found = None
+        top: int | None = None
+
+        def pt(x: int, y: int) -> tuple[int, ...]:
+            return (*head, x, y)
+
+        for x in range(0, ux + 1, st):
+            if self.cost(pt(x, 0)) >= best - 1e-9:
+                break  # every y costs at least this from here on
+            ylim = -1  # largest y that would still be cheaper than the best
+            while ylim + st <= uy and self.cost(pt(x, ylim + st)) < best - 1e-9:
+                ylim += st
+            if ylim < 0:
+                continue
+            if top is None or top > ylim:
+                self.evaluate([pt(x, ylim)])
+                if not self.ok(pt(x, ylim)):
+                    continue  # nothing cheaper at this x; `top` still bounds f
+                top = ylim
+            while top > 0:  # walk down, `width` levels a round
+                chain = [top - st * (i + 1) for i in range(m) if top - st * (i + 1) >= 0]
+                self.evaluate([pt(x, y) for y in chain])
+                for y in chain:
+                    if not self.ok(pt(x, y)):
+                        break
+                    top = y
+                else:
+                    continue
+                break
+            c = self.cost(pt(x, top))
+            if c < best - 1e-9:
+                best, found = c, (c, pt(x, top))
+        return found
+
+
+def _grid(n: int, step: int) -> int:
+    return int(math.ceil(n / step) * step)
+
+
+def exhaustive(mp: MixPlan, levels: list[range]) -> tuple[float, tuple[int, ...]] | None:
+    """Every point of the grid judged: the cheapest that meets the SLOs (the check the
+    search is tested against)."""
+    pts = [p for p in itertools.product(*levels) if any(p)]
+    mp.evaluate(pts)
+    ok = [(mp.cost(p), p) for p in pts if mp.ok(p)]
+    return min(ok) if ok else None
+
+
+def run_mix(plan: Plan, cap: int | None = None) -> dict:
+    """The cheapest mix, its band (the same search on the lower and upper 95% bounds of the
+    p95 estimates, reusing the runs), and the best single-type fleet."""
+    cap = cap or max(64 * plan._step(), 8 * sum(max(p.gpus, p.max_gpus or 0) for p in plan.sc.fleet.pools))
+    mp = MixPlan(plan)
+    res = mp.search(cap)
+    band = {}
+    for which, name in ((1, "low"), (2, "high")):
+        other = MixPlan(plan, which, mp.evals)
+        try:
+            band[name] = round(other.search(cap)["cost_per_day"], 2)
+        except Infeasible:
+            band[name] = None
+    pt = res["point"]
+    mix = {p.name: {o: n for o, n in mp.split(j, pt[j]).items() if n}
+           for j, p in enumerate(mp.pools) if pt[j]}
+    sc = plan.sc
+    return {
+        "scenario": sc.name,
+        "mix": mix,
+        "gpus": {p.name: int(pt[j]) for j, p in enumerate(mp.pools)},
+        "cost_per_day": round(res["cost_per_day"], 2),
+        "cost_band_per_day": [band["low"], band["high"]],
+        "single_type": {k: v for k, v in res["single_type"].items()},
+        "single_type_cost_per_day": round(res["single_type_cost_per_day"], 2),
+        "saving": round(1 - res["cost_per_day"] / res["single_type_cost_per_day"], 4),
+        "prices_per_gpu_hour": {p.name: {o: round(mp.prices[j].per_hour(o), 4) for o in OPTIONS}
+                                for j, p in enumerate(mp.pools)},
+        "evaluations": len(mp.evals),
+        "replications": plan.reps,
+        "step_gpus": mp.step,
+        "slos": [f"{s.tier}:{s.quantile}<={s.seconds:g}s" for s in plan.slos],
+        "window_s": list(plan.window) if plan.window else None,
+        "warm_s": plan.warm_s if plan.window else None,
+    }
+
