@@ -97,11 +97,11 @@ def cell_users(sc: Scenario, demand) -> int:
 
 def apply_schedule(host, env: simpy.Environment, ap: ActivePolicy, spec):
     """SimPy process: switch a policy on/off or give it new parameters at its scheduled
-    times (the simulator's run and the live gateway both run this one)."""
-    for when in sorted(spec.schedule, key=lambda w: w.at):
-        if when.at > env.now:
-            yield env.timeout(when.at - env.now)
-        host.sync(env.now)
+    times, and start a watch for each entry with a trigger (sim/policies/triggers.py); the
+    simulator's run and the live gateway both run this one."""
+    from sim.policies.triggers import watch
+
+    def change(when) -> None:
         if when.enabled is not None:
             ap.enabled = when.enabled
         if when.params:
@@ -109,6 +109,15 @@ def apply_schedule(host, env: simpy.Environment, ap: ActivePolicy, spec):
             for pol in ap.each():
                 pol.reconfigure(type(ap.policy).Params.model_validate(merged))
         ap.policy.refresh(host, ap)
+
+    for i, when in enumerate(spec.schedule):
+        if when.trigger is not None:
+            env.process(watch(host, env, ap, spec, i, change))
+    for when in sorted((w for w in spec.schedule if w.at is not None), key=lambda w: w.at):
+        if when.at > env.now:
+            yield env.timeout(when.at - env.now)
+        host.sync(env.now)
+        change(when)
 
 
 @dataclass
@@ -429,6 +438,11 @@ class Run:
         return self.gates.gpu_log
 
     # -- totals that combine the two sides --
+
+    def tier_counts(self, tier: int) -> tuple[int, int]:
+        """Arrivals of the tier so far (retries included) and those rejected for any reason:
+        admission policies, the fleet's gates, abandonment (incident triggers read these)."""
+        return int(self.offered[tier]), int(self.rejections()[tier].sum())
 
     def rejections(self) -> np.ndarray:
         """[tier, reason] counts from admission policies and from inside the fleet."""

@@ -223,6 +223,47 @@ Demand = Annotated[CurveDemand | ViralDemand | TraceDemand, BeforeValidator(_def
                    Field(discriminator="model")]
 
 
+TRIGGER_METRICS = ("utilization", "queue_wait", "p95", "rejection_share")
+
+
+class Trigger(Strict):
+    """Incident response (sim/policies/triggers.py): a metric beyond a threshold for a
+    duration. Measured every `check_s` over the last check_s: utilization (the fleet's busy
+    share), a tier's queue_wait (mean wait before service, s) or p95 (latency of the requests
+    completed, s), or its rejection_share (rejected / offered, every reason); queue_wait is
+    the request-seconds queued per request started over the window (Little's law)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True)
+    metric: Literal["utilization", "queue_wait", "p95", "rejection_share"]
+    tier: str | None = Field(None, description="the tier measured (all but utilization)")
+    above: float = Field(ge=0, le=1e10, description="fires when the metric is above this ...")
+    for_s: Duration = Field(0.0, alias="for", description="... at every check for this long")
+    check_s: PosDuration = Field(300.0, ge=1.0, description="measured this often, over the last check_s")
+
+    @model_validator(mode="after")
+    def _tier(self):
+        if (self.metric == "utilization") != (self.tier is None):
+            raise ValueError("utilization is the fleet's (no tier); the other metrics need a tier")
+        return self
+
+
+class When(Strict):
+    """At `at`, or when `trigger` fires plus the operator's reaction delay: switch the policy
+    on or off or change some of its parameters."""
+
+    at: Duration | None = None
+    trigger: Trigger | None = None
+    delay_s: Duration = Field(0.0, description="operator reaction: the change lands this long after the trigger")
+
+    @model_validator(mode="after")
+    def _when(self):
+        if (self.at is None) == (self.trigger is None):
+            raise ValueError("give exactly one of at or trigger")
+        if self.at is not None and self.delay_s:
+            raise ValueError("delay_s goes with a trigger (at is already the time)")
+        return self
+
+
 # ---- policies: one model per policy of the registry, told apart by `policy:` ----
 
 COMMON = ("policy", "tiers", "enabled", "schedule")
@@ -278,10 +319,8 @@ def policy_model(cls) -> type[PolicySpec]:
             raise TypeError(f"{cls.__name__}.Params uses reserved keys {sorted(clash)}")
         stem = cls.__name__
         when = create_model(
-            f"{stem}When", __base__=Strict, __doc__="At `at`, switch the policy on or off or "
-            "change some of its parameters.",
-            at=(Duration, ...), enabled=(bool | None, None),
-            params=(_partial(cls.Params) | None, None))
+            f"{stem}When", __base__=When, __doc__=When.__doc__,
+            enabled=(bool | None, None), params=(_partial(cls.Params) | None, None))
         doc = (cls.__doc__ or "").strip().split("\n\n")[0]
         _MODELS[cls] = create_model(
             f"{stem}Policy", __base__=(PolicySpec, cls.Params), __doc__=" ".join(doc.split()),
@@ -673,6 +712,11 @@ def policy_problems(specs: list[tuple[int, PolicySpec]], tiers: list[str]) -> li
             if t not in tiers:
                 out.append(Problem(("policies", i, "tiers"),
                                    f"unknown tier {t!r}{did_you_mean(t, tiers) or ';'} tiers: {', '.join(sorted(tiers))}"))
+        for j, when in enumerate(spec.schedule):
+            tr = when.trigger
+            if tr is not None and tr.tier is not None and tr.tier not in tiers:
+                out.append(Problem(("policies", i, "schedule", j, "trigger", "tier"),
+                                   f"unknown tier {tr.tier!r}{did_you_mean(tr.tier, tiers) or ';'} tiers: {', '.join(sorted(tiers))}"))
         for j, when in enumerate([None, *spec.schedule]):
             params = spec.params(when)
             sub = ("policies", i) if when is None else ("policies", i, "schedule", j - 1, "params")

@@ -140,6 +140,18 @@ class Gates:
         S = self.fleet.S
         return int(S.abandoned[tiers].sum() + S.kernel_rej[tiers, K.R_TIMEOUT].sum())
 
+    def queue_area(self, tier: int) -> tuple[float, int]:
+        """Request-seconds the tier has spent queued so far, and its requests started (their
+        ratio over a window is the window's mean wait, by Little's law)."""
+        S = self.fleet.S
+        return float(S.ser_queue[:, tier].sum()), int(S.ser_started[:, tier].sum())
+
+    def tier_counts(self, tier: int) -> tuple[int, int]:
+        """Arrivals of the tier that reached the fleet so far, and those it rejected there."""
+        S = self.fleet.S
+        rej = int(S.kernel_rej[tier].sum())
+        return int(S.admitted[tier]) + rej, rej
+
     def busy_area(self) -> tuple[float, float]:
         """GPU-seconds busy and live so far (from the fleet's series)."""
         S = self.fleet.S

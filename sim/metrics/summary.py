@@ -135,7 +135,8 @@ def _policies(run) -> dict:
         # per-replica limiter state: each gateway replica's own object reports
         rep = {"per_replica": [p.report() for p in ap.replicas]} if ap.replicas else ap.policy.report()
         out[key] = {"tiers": [t for t, m in zip(ap.policy.tiers, ap.tiers, strict=True) if m],
-                    "enabled_at_end": ap.enabled, **rep}
+                    "enabled_at_end": ap.enabled, **rep,
+                    **({"fired": ap.fired} if ap.fired else {})}
     return out
 
 

@@ -64,7 +64,7 @@ class AdaptiveParams(Params):
     long_window: int = Field(100, ge=1, le=10**6, description="Gradient2: windows in the long-term average")
 
 
-class _LatencyWindow:
+class LatencyWindow:
     """Latency histogram of completions of some tiers since the last reading, from the fleet
     loop's per-interval series (rows before the current one are final and folded once)."""
 
@@ -128,7 +128,7 @@ class Aimd(Policy):
 
     def _loop(self, run, env, active):
         g = run.gates
-        win = _LatencyWindow(g, active.tiers)
+        win = LatencyWindow(g, active.tiers)
         last_drop = g.dropped(active.tiers)
         while True:
             yield env.timeout(self.params.window_s)

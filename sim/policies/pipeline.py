@@ -37,6 +37,7 @@ class ActivePolicy:
     def each(self) -> list:
         """The policy object of every replica (one with shared state)."""
         return self.replicas or [self.policy]
+    fired: list = field(default_factory=list)  # triggers that fired: when and why (triggers.py)
 
     @property
     def admits(self) -> bool:

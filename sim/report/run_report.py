@@ -110,7 +110,7 @@ def render(run, s: dict, figs: list[tuple[str, Path]], found: list[str] | None =
                    for n, p in f["pools"].items()])
     pol_rows = [[name, ", ".join(p.get("tiers", [])),
                  "; ".join(f"{k.replace('_', ' ')}: {_words(v)}" for k, v in p.items()
-                           if k not in ("tiers", "enabled_at_end"))]
+                           if k not in ("tiers", "enabled_at_end", "fired"))]
                 for name, p in s.get("policies", {}).items()]
     policies = table(["policy", "tiers", "what it did"], pol_rows) if pol_rows else "<p>No policies.</p>"
     classes = []
@@ -122,6 +122,11 @@ def render(run, s: dict, figs: list[tuple[str, Path]], found: list[str] | None =
             [[n, c["group"], c["started"], c["mean_batch_size"], c["batch_fill"], c["completed"],
               c["latency_mean_s"], c["goodput"]] for n, c in cs["per_class"].items()]),
             table(["pool", "model swaps"], [[n, v] for n, v in cs["model_swaps"].items()])]
+    fired = [[name, f["applied_h"], f["fired_h"], f["change"], f["why"]]
+             for name, p in s.get("policies", {}).items() for f in p.get("fired", [])]
+    if fired:  # incident response: when each trigger fired and why
+        policies += "<h3>Triggers fired</h3>" + table(
+            ["policy", "applied at h", "fired at h", "change", "why"], fired)
     verdict = ("every tier met its p95 SLO" if all(t["slo_met"] for t in s["tiers"].values())
                else "SLO missed for: " + ", ".join(n for n, t in s["tiers"].items() if not t["slo_met"]))
     block = ""
