@@ -115,14 +115,18 @@ class MixPlan:
 
     def search(self, cap: int) -> dict:
         P, st = len(self.pools), self.step
-        singles = {self.pools[j].name: self.alone(j, cap) for j in range(P)}
-        feas = [(self.cost(self._unit(j, n)), self._unit(j, n))
-                for j, n in enumerate(singles.values()) if n is not None]
-        if not feas:
+        singles: dict[str, int | None] = {}
+        best, best_pt = math.inf, None
+        for j in range(P):  # a pool alone is searched only as far as it could beat the best so far
+            top = cap if best_pt is None else min(cap, self.bound(j, best))
+            n = self.alone(j, top) if top >= st else None
+            singles[self.pools[j].name] = n
+            if n is not None and self.cost(self._unit(j, n)) < best:
+                best, best_pt = self.cost(self._unit(j, n)), self._unit(j, n)
+        if best_pt is None:
             raise Infeasible(self.plan.sc.source, "fleet.pools",
                              f"no single pool meets the SLOs with up to {cap} GPUs")
-        single_cost, best_pt = min(feas)
-        best = single_cost
+        single_cost = best
         if P >= 2:
             ub = [self.bound(j, best) for j in range(P)]
             outer = [range(0, ub[j] + 1, st) for j in range(P - 2)]
@@ -191,7 +195,9 @@ def exhaustive(mp: MixPlan, levels: list[range]) -> tuple[float, tuple[int, ...]
 
 def run_mix(plan: Plan, cap: int | None = None) -> dict:
     """The cheapest mix, its band (the same search on the lower and upper 95% bounds of the
-    p95 estimates, reusing the runs), and the best single-type fleet."""
+    p95 estimates, reusing the runs), and the best single-type fleet. `single_type` gives
+    each pool's fewest GPUs alone; None: none meets the SLOs for less than the best single
+    type (or within `cap`)."""
     cap = cap or max(64 * plan._step(), 8 * sum(max(p.gpus, p.max_gpus or 0) for p in plan.sc.fleet.pools))
     mp = MixPlan(plan)
     res = mp.search(cap)

@@ -216,7 +216,9 @@ class SpotPreemption:
         self.notices: list[float] = []  # when each notice came
         self.left: list[float] = []  # when each preempted GPU left
         self.restored = 0
-        self.exposure_s = 0.0  # spot GPU-seconds at risk (live, not noticed), for the rate check
+        # spot GPU-seconds at risk (live, not yet noticed), tallied at this process's own
+        # events: exact while nothing else changes the pool (the rate test's fixed fleet)
+        self.exposure_s = 0.0
         self._since = run.start
 
     def eligible(self) -> int:
@@ -255,10 +257,13 @@ class SpotPreemption:
 
     def report(self, scale: float) -> dict:
         self._tally(max(self._since, self.run.sc.horizon))
+        log = [(t, n) for t, pool, n in self.run.gpu_log if pool == self.j]
+        c = self.led.cost(log, self.run.start, self.run.sc.horizon)["spot"]
+        price = self.led.prices.spot_per_hour
         return {"preemptions": int(round(len(self.notices) * scale)),
                 "left": int(round(len(self.left) * scale)),
                 "restored": int(round(self.restored * scale)),
-                "spot_gpu_hours_at_risk": round(self.exposure_s * scale / 3600, 3),
+                "spot_gpu_hours": round(c / price * scale, 3) if price > 0 else None,
                 "rate_per_gpu_day": round(self.rate * 86400, 6)}
 
 

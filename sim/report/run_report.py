@@ -102,8 +102,8 @@ def render(run, s: dict, figs: list[tuple[str, Path]], found: list[str] | None =
                         m["revenue"], m["gpu_cost"], m.get("gpu_cost_per_day"), by.get("reserved"),
                         by.get("on_demand"), by.get("spot"), m["cost_per_image"]]])
     if f.get("spot"):
-        fleet_tab += table(["pool", "spot preemptions", "left", "restored", "spot GPU-h at risk", "rate / GPU-day"],
-                           [[n, v["preemptions"], v["left"], v["restored"], v["spot_gpu_hours_at_risk"],
+        fleet_tab += table(["pool", "spot preemptions", "left", "restored", "spot GPU-hours", "rate / GPU-day"],
+                           [[n, v["preemptions"], v["left"], v["restored"], v["spot_gpu_hours"],
                              v["rate_per_gpu_day"]] for n, v in f["spot"].items()])
     pools = table(["pool", "GPUs at end", "cost model", "images/s/GPU at max batch"],
                   [[n, p["gpus_end"], p["cost_model"], p["images_per_s_per_gpu_at_max_batch"]]
