@@ -128,6 +128,16 @@ class Autoscale(Policy):
                 "max_live_gpus": self.n(self.max_live)}
 
 
+def back_after(run, env, j: int, delay_s: float, before=None):
+    """A GPU of pool j that left serves again after `delay_s` (a repair, a spot replacement);
+    `before(now)` runs just before it does."""
+    yield env.timeout(delay_s)
+    run.sync(env.now)
+    if before is not None:
+        before(env.now)
+    run.gates.set_gpus(j, run.gates.gpus(j) + 1)
+
+
 class FailureParams(Params):
     pool: str | None = None
     mtbf_h: Hours = Field(ge=1e-3, le=1e9, description="mean time between failures of one GPU, "
@@ -175,9 +185,7 @@ class Failures(Policy):
             env.process(self._repair(run, env, j))
 
     def _repair(self, run, env, j: int):
-        yield env.timeout(self.rng.exponential(self.params.mttr_h * 3600))
-        run.sync(env.now)
-        run.gates.set_gpus(j, run.gates.gpus(j) + 1)
+        yield from back_after(run, env, j, self.rng.exponential(self.params.mttr_h * 3600))
         self._tally(env.now)
         self.repaired += 1
         self.down -= 1
@@ -198,8 +206,9 @@ class SpotPreemption:
     """Spot GPUs of one pool preempted at `preemptions_per_gpu_day` each (a Poisson process
     while spot GPUs are live): a preempted GPU keeps serving for the notice period, then leaves
     the way a failed one does (the batch in hand finishes), and a replacement serves
-    `restore_s` later, as a repair does in `Failures`. Not a scenario policy: the engine starts
-    one per pool whose purchase block has spot GPUs (sim/fleet/purchase.py).
+    `restore_s` later, as a repair does in `Failures` (both through `back_after`). Not a
+    scenario policy: the engine starts one per pool whose purchase block has spot GPUs
+    (sim/fleet/purchase.py).
 
     Exact for a count that changes under it (autoscaling, earlier preemptions): candidate
     instants at the rate of all the pool's spot slots, each kept with probability (spot GPUs
@@ -249,10 +258,7 @@ class SpotPreemption:
         if self.led.split(g.gpus(self.j))["spot"] > 0:
             g.set_gpus(self.j, g.gpus(self.j) - 1)
             self.left.append(env.now)
-            yield env.timeout(self.restore_s)
-            self.run.sync(env.now)
-            self._tally(env.now)
-            g.set_gpus(self.j, g.gpus(self.j) + 1)
+            yield from back_after(self.run, env, self.j, self.restore_s, self._tally)
             self.restored += 1
 
     def report(self, scale: float) -> dict:
