@@ -154,7 +154,7 @@ class MixPlan:
         for x in range(0, ux + 1, st):
             if self.cost(pt(x, 0)) >= best - 1e-9:
                 break  # every y costs at least this from here on
-            ylim = -1  # largest y that would still be cheaper than the best
+            ylim = -st  # largest grid y that would still be cheaper than the best
             while ylim + st <= uy and self.cost(pt(x, ylim + st)) < best - 1e-9:
                 ylim += st
             if ylim < 0:

@@ -34,12 +34,13 @@ def test_the_cheapest_mix_equals_an_exhaustive_search_over_the_same_grid():
     sc = parse_scenario(two_types())
     slos = [parse_slo("a:p95<=6s", sc)]
     with Executor(1) as ex:
-        res = run_mix(Plan(sc, slos, 1, ex, step=1))
-        mp = MixPlan(Plan(sc, slos, 1, ex, step=1))  # a fresh cache: every point judged anew
+        res = run_mix(Plan(sc, slos, 1, ex, step=2))
+        mp = MixPlan(Plan(sc, slos, 1, ex, step=2))  # a fresh cache: every point judged anew
         best = res["single_type_cost_per_day"]
-        grid = [range(0, mp.bound(j, best) + 1) for j in range(2)]
+        grid = [range(0, mp.bound(j, best) + 1, 2) for j in range(2)]
         cost, point = exhaustive(mp, grid)
-    assert (cost, point) == (res["cost_per_day"], tuple(res["gpus"].values()))
+    assert point == tuple(res["gpus"].values()) and cost == pytest.approx(res["cost_per_day"], abs=0.01)
+    assert all(n % 2 == 0 for n in point)  # on the grid of 2-GPU steps
     assert res["mix"]["slow"] == {o: n for o, n in mp.split(1, point[1]).items() if n}
     assert res["single_type"]["slow"] is None and res["single_type"]["fast"] is not None
     assert res["cost_per_day"] < res["single_type_cost_per_day"]  # mixing pays here
