@@ -73,7 +73,6 @@ def test_bad_triggers_name_the_field(when, field):
     assert e.value.field == field
 
 
-@pytest.mark.slow
 def test_the_policy_search_tunes_a_triggers_threshold_and_delay(tmp_path, capsys):
     import json
 

@@ -95,7 +95,7 @@ def mix_markdown(res: dict) -> str:
     for name, alone in res["single_type"].items():
         m = res["mix"].get(name, {})
         lines.append(f"| {name} | {m.get('reserved', 0)} | {m.get('on_demand', 0)} | {m.get('spot', 0)} | "
-                     f"{'none meets' if alone is None else alone} |")
+                     f"{'none for less' if alone is None else alone} |")
     return "\n".join(lines) + "\n"
 
 
