@@ -459,10 +459,8 @@ class Scenario(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
     description: str = ""
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    # lax: a date-time string, or unix seconds (as the model accepts them: the schema must
-    # not be stricter than the model)
-    start: Annotated[datetime, WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"},
-                                                         {"type": "number"}]})] = Field(
+    # a date-time (a YAML timestamp or an ISO string); numbers are refused (_calendar_time)
+    start: Annotated[datetime, WithJsonSchema({"type": "string", "format": "date-time"})] = Field(
         datetime(2025, 1, 1, tzinfo=UTC), strict=False, description="calendar time of t = 0")
     horizon: PosDuration
     chunk_s: PosDuration = Field(60.0, ge=1e-3, description="arrivals are generated this many seconds at a time")
