@@ -310,3 +310,19 @@ def test_live_check_serves_a_policy_scenario(tmp_path):
     res = json.loads(p.stdout.strip().splitlines()[-1])
     assert res["policies"] == res["ok"] == 1 and res["failed"] == [] and res["attempts"] >= 150
     assert "| failures | yes |" in p.stdout
+
+
+def test_check_names_every_missed_target_per_phase():
+    """validate --check exits 3 on any miss: whole run, below or above saturation."""
+    from sim.live.fidelity import TARGETS
+    from sim.live.validate import missed
+
+    ok = {k: v / 2 for k, v in TARGETS.items()}
+    res = {"met": {k: True for k in TARGETS},
+           "phases": {"below": {"headline": {**ok, "throughput_rel_err": 0.031}},
+                      "above": {"headline": {**ok, "p99_rel_err": None}}}}
+    assert missed(res) == ["throughput_rel_err (below saturation)", "p99_rel_err (above saturation)"]
+    res["phases"] = {"above": {"headline": ok}}
+    assert missed(res) == []
+    res["met"]["p50_rel_err"] = False
+    assert missed(res) == ["p50_rel_err (whole run)"]

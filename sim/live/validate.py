@@ -439,6 +439,19 @@ def json_line(res: dict) -> str:
     return dumps(line)
 
 
+def missed(res: dict) -> list[str]:
+    """The targets the worst tier missed, over the whole run and each side of saturation
+    (`figure (phase)`), for --check."""
+    from sim.live.fidelity import met as met_of
+
+    out = [f"{k} (whole run)" for k, ok in res["met"].items() if not ok]
+    for ph in ("below", "above"):
+        if ph in res["phases"]:
+            out += [f"{k} ({ph} saturation)" for k, ok in met_of(res["phases"][ph]["headline"]).items()
+                    if not ok]
+    return out
+
+
 def cmd_validate(args) -> int:
     def stop(signum, frame):  # so that finally: blocks stop the gateway and Locust
         raise KeyboardInterrupt
@@ -460,6 +473,11 @@ def cmd_validate(args) -> int:
     print(f"wrote {res['out']}/ in {res['wall_s']:.1f} s", file=sys.stderr)
     if args.json:
         print(json_line(res))
+    if args.check:
+        miss = missed(res)
+        if miss:
+            print(f"validate --check: targets missed: {', '.join(miss)}", file=sys.stderr)
+            return 3
     return 0
 
 
@@ -473,6 +491,9 @@ def add_parser(subparsers) -> None:
     v.add_argument("--kernel", choices=["model", "torch"], default="model", help="gateway batch kernel (default model)")
     v.add_argument("--out", help="output folder (default out/<scenario>/validation)")
     v.add_argument("--json", action="store_true", help="print one JSON line of the errors last")
+    v.add_argument("--check", action="store_true",
+                   help="exit 3 when the worst tier misses a target (sim/live/fidelity.py TARGETS) over the "
+                        "whole run or either side of saturation")
     v.add_argument("--replicas", type=int_in(2, 64), help="live: a fleet and N gateway replicas "
                    "sharing a throwaway Redis (redis-server), then the same schedule with "
                    "per-replica limiter state; the simulator models both (gateway: section)")
