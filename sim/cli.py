@@ -389,6 +389,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# command -> an example its --help ends with (where its module's description has none)
+EXAMPLES: dict[str, str] = {
+    "demand": "floodgate demand scenarios/ghibli_2025.yaml --plot demand.png",
+    "fit": "floodgate fit observed.csv --scenario scenarios/ghibli_2025.yaml --until 150h",
+    "calibrate": "floodgate calibrate --device cpu --quick --out my-card.json",
+    "profiles": "floodgate profiles",
+    "serve": "floodgate serve scenarios/validation_small.yaml --port 8000",
+    "validate": "floodgate validate scenarios/validation_small.yaml --json --check",
+}
+
+
 def _command(argv: list[str] | None, builtin) -> str | None:
     """The command named on the command line (the first word that is one), or None."""
     for a in sys.argv[1:] if argv is None else argv:
@@ -408,6 +419,9 @@ class _Summaries:
 
     def add_parser(self, name: str, **kw):
         kw["help"] = COMMANDS[name][1]
+        kw.setdefault("description", COMMANDS[name][1][:1].upper() + COMMANDS[name][1][1:] + ".")
+        if name in EXAMPLES and "Example" not in kw["description"]:
+            kw.setdefault("epilog", f"Example: {EXAMPLES[name]}")
         return self._sub.add_parser(name, **kw)
 
 

@@ -124,3 +124,4 @@ def test_help_imports_nothing_heavy_and_every_command_has_help():
         p = subprocess.run([sys.executable, "-m", "sim", name, "--help"], capture_output=True,
                            text=True, timeout=120)
         assert p.returncode == 0 and f"usage: floodgate {name}" in p.stdout, (name, p.stderr)
+        assert "Example: floodgate " + name in " ".join(p.stdout.split()), (name, p.stdout)
