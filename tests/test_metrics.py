@@ -10,27 +10,13 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families as prom_parse
 
-from sim.live.gateway import Gateway
 from sim.live.keys import KeyTable, key_hash
+from sim.live.refeed import FakeClockGateway
 from sim.live.workers import Req
 from sim.scenario import parse_scenario
 
 ODD = 'fr"ee'
 BACK = "back\\slash\nnewline"
-
-
-class FakeClockGateway(Gateway):
-    """The real gateway; its clock and its one timer are the test's (as tests/test_twin.py)."""
-
-    def __init__(self, *a, **kw):
-        self.now, self.armed = 0.0, math.inf
-        super().__init__(*a, **kw)
-
-    def clock(self) -> float:
-        return self.now
-
-    def _arm(self, t: float) -> None:
-        self.armed = t
 
 
 def gateway(tmp_path, pools: int) -> FakeClockGateway:

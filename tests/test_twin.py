@@ -21,8 +21,8 @@ from sim.demand.feedback import Retry
 from sim.engine import Run
 from sim.fleet import kernel as K
 from sim.live import schedule
-from sim.live.gateway import Gateway
 from sim.live.keys import KeyTable, key_hash
+from sim.live.refeed import FakeClockGateway
 from sim.live.workers import Req
 from sim.policies import REASONS
 from sim.rng import request_noise
@@ -51,21 +51,6 @@ def scenario(*, rate: float = 3.0, horizon: float = 400.0, discipline: str = "st
     }
     d.update(extra)
     return d
-
-
-class FakeClockGateway(Gateway):
-    """The real gateway, its clock and timer handed to the test loop."""
-
-    def __init__(self, *a, **kw):
-        self.now = 0.0
-        self.armed = math.inf
-        super().__init__(*a, **kw)
-
-    def clock(self) -> float:
-        return self.now
-
-    def _arm(self, t: float) -> None:
-        self.armed = t
 
 
 def simulated(sc) -> tuple[Run, list[tuple]]:

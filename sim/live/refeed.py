@@ -25,8 +25,9 @@ from sim.live.workers import Req
 from sim.scenario import Scenario
 
 
-class _FakeClock(Gateway):
-    """The real gateway; its clock and its one timer are the caller's."""
+class FakeClockGateway(Gateway):
+    """The real gateway; its clock and its one timer are the caller's (refeed, the twin and
+    metrics tests)."""
 
     def __init__(self, *a, **kw):
         self.now = 0.0
@@ -49,7 +50,7 @@ def refeed(sc: Scenario, gw: pd.DataFrame, times: np.ndarray, until: float,
     # per-user counts sized as the live gateway's, whose key table held every user
     keys = KeyTable.of({key_hash("refeed"): (int(gw["user"].max()), 0)}, names)
     with tempfile.TemporaryDirectory(prefix="floodgate-refeed-") as tmp:
-        g = _FakeClock(sc, keys, Path(tmp) / "requests.jsonl", 1.0, max_queue)
+        g = FakeClockGateway(sc, keys, Path(tmp) / "requests.jsonl", 1.0, max_queue)
         g.fleet.start()
         reqs: list[Req | None] = [None] * len(gw)
         ids, att = gw["id"].to_numpy(), gw["attempt"].to_numpy()
