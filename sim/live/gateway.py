@@ -290,6 +290,22 @@ def bearer(header: str | None) -> str | None:
     return key.strip() or None if scheme.lower() == "bearer" else None
 
 
+async def read_image_request(host, request: Request) -> Response | tuple[int, int, tuple]:
+    """The front of POST /v1/images, on a gateway and on a replica alike: the caller's key
+    (401 if unknown, counted) and its body (422 if refused, logged like every request);
+    else (user, tier, the parsed body's fields) for `host.submit`."""
+    who = host.keys.lookup(bearer(request.headers.get("authorization")))
+    if who is None:
+        host.metrics.unauthorized += 1
+        return Response(_dumps({"detail": "unknown API key"}), 401, {"WWW-Authenticate": "Bearer"},
+                        media_type=JSON)
+    parsed = parse_body(await request.body())
+    if isinstance(parsed, str):
+        host.log_http(422, "invalid_body", parsed, (who[0], host.tiers[who[1]]))
+        return Response(_dumps({"detail": parsed}), 422, media_type=JSON)
+    return who[0], who[1], parsed
+
+
 def create_app(gw: Gateway) -> FastAPI:
     """The HTTP surface of a gateway."""
 
@@ -309,18 +325,13 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.post("/v1/images")
     async def images(request: Request) -> Response:
-        who = gw.keys.lookup(bearer(request.headers.get("authorization")))
-        if who is None:
-            gw.metrics.unauthorized += 1
-            return Response(_dumps({"detail": "unknown API key"}), 401, {"WWW-Authenticate": "Bearer"},
-                            media_type=JSON)
-        parsed = parse_body(await request.body())
-        if isinstance(parsed, str):  # refused, and logged like every request
-            gw.log_http(422, "invalid_body", parsed, (who[0], gw.tiers[who[1]]))
-            return Response(_dumps({"detail": parsed}), 422, media_type=JSON)
+        got = await read_image_request(gw, request)
+        if isinstance(got, Response):
+            return got
+        user, tier, parsed = got
         gw.http_inflight += 1
         try:
-            status, body, headers = await gw.submit(who[0], who[1], *parsed)
+            status, body, headers = await gw.submit(user, tier, *parsed)
         finally:
             gw.http_inflight -= 1
         return Response(body, status, headers, media_type=JSON)

@@ -51,9 +51,9 @@ from sim.engine import apply_schedule
 from sim.errors import InputError
 from sim.jsonout import dumps
 from sim.live.admission import build_policies, concurrency_decision, ratelimit_fields
-from sim.live.gateway import STATUS, bearer
+from sim.live.gateway import STATUS, read_image_request
 from sim.live.headers import rejection_headers
-from sim.live.http_guard import http_record, parse_body
+from sim.live.http_guard import http_record
 from sim.live.keys import KeyTable
 from sim.live.metrics import Metrics, RequestLog, log_record
 from sim.live.store import LimiterStore, open_store
@@ -383,16 +383,11 @@ def create_replica_app(rp: Replica):
 
     @app.post("/v1/images")
     async def images(request: Request) -> Response:
-        who = rp.keys.lookup(bearer(request.headers.get("authorization")))
-        if who is None:
-            rp.metrics.unauthorized += 1
-            return Response(_dumps({"detail": "unknown API key"}), 401, {"WWW-Authenticate": "Bearer"},
-                            media_type=JSON)
-        parsed = parse_body(await request.body())
-        if isinstance(parsed, str):  # refused, and logged like every request
-            rp.log_http(422, "invalid_body", parsed, (who[0], rp.tiers[who[1]]))
-            return Response(_dumps({"detail": parsed}), 422, media_type=JSON)
-        status, body, headers = await rp.submit(who[0], who[1], *parsed)
+        got = await read_image_request(rp, request)
+        if isinstance(got, Response):
+            return got
+        user, tier, parsed = got
+        status, body, headers = await rp.submit(user, tier, *parsed)
         return Response(body, status, headers, media_type=JSON)
 
     @app.get("/healthz")
