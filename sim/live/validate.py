@@ -442,12 +442,10 @@ def json_line(res: dict) -> str:
 def missed(res: dict) -> list[str]:
     """The targets the worst tier missed, over the whole run and each side of saturation
     (`figure (phase)`), for --check."""
-    from sim.live.fidelity import met as met_of
-
     out = [f"{k} (whole run)" for k, ok in res["met"].items() if not ok]
     for ph in ("below", "above"):
         if ph in res["phases"]:
-            out += [f"{k} ({ph} saturation)" for k, ok in met_of(res["phases"][ph]["headline"]).items()
+            out += [f"{k} ({ph} saturation)" for k, ok in met(res["phases"][ph]["headline"]).items()
                     if not ok]
     return out
 
