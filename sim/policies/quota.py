@@ -11,6 +11,7 @@ from pydantic import Field
 
 from sim.demand.base import grown
 from sim.policies.base import ADMIT, REASON_CODE, Decision, Params, Policy
+from sim.policies.limits import EPS
 
 DAY = 86400.0
 QUOTA = REASON_CODE["quota_exceeded"]
@@ -88,7 +89,7 @@ def _rolling(t, user, lim, tat_a, ok, retry):  # pragma: no cover - compiled
     for i in range(len(t)):
         u, now = user[i], t[i]
         tat = max(tat_a[u], now)
-        if lim == 0 or now < tat - tau:
+        if lim == 0 or now < tat - tau - EPS * T:
             ok[i] = False
             retry[i] = wait_until(now, tat - tau) if lim else DAY
         else:
@@ -150,7 +151,9 @@ class DailyQuota(Policy):
             T = DAY / lim if lim else np.inf
             tau = (lim - 1) * T if lim else 0.0
             tat = max(self._tat[user], now)
-            if lim == 0 or now < tat - tau:
+            # tat is a sum of floats: tolerate its rounding, as Gcra does, or the limit-th
+            # request at one instant can be refused
+            if lim == 0 or now < tat - tau - EPS * T:
                 return Decision(False, "quota_exceeded", float(wait_until(now, tat - tau)) if lim else DAY,
                                 lim, 0)
             self._tat[user] = tat + T

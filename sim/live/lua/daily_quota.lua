@@ -13,7 +13,7 @@ if mode == 'rolling' then
   local v = redis.call('GET', key)
   local tat = now
   if v then tat = math.max(tonumber(v), now) end
-  if now < tat - tau then
+  if now < tat - tau - 1e-9 * T then  -- Python's EPS: tat is a sum of floats
     return reply(false, 'quota_exceeded', wait_until(now, tat - tau), lim, 0, nil)
   end
   redis.call('SET', key, fmt(tat + T))
