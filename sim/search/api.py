@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
 from sim.errors import InputError
 
 
@@ -106,15 +104,3 @@ def sensitivity(scenario: str | Path | dict, factors: dict, *, metrics: list[str
             raise InputError("metrics", m, "unknown metric")
     with Executor(jobs, cluster, progress=progress) as ex:
         return run_sensitivity(base, fs, ms, method, samples, reps, ex, seed)
-
-
-def figures_of(res) -> dict[str, Figure]:
-    """The figures a report of `res` shows, by file stem."""
-    from sim.search import report
-    from sim.search.optimize import OptimizeResult
-    from sim.search.sensitivity import SensitivityResult
-
-    make = (report.optimize_figures if isinstance(res, OptimizeResult)
-            else report.sensitivity_figures if isinstance(res, SensitivityResult)
-            else report.sweep_figures)
-    return {k: fig for k, (_, fig) in make(res).items()}

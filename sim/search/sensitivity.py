@@ -33,9 +33,9 @@ class SensitivityResult:
 
     def figures(self) -> dict:
         """The report's figures by file stem, each a matplotlib Figure."""
-        from sim.search.api import figures_of
+        from sim.search.report import sensitivity_figures
 
-        return figures_of(self)
+        return {k: fig for k, (_, fig) in sensitivity_figures(self).items()}
 
     def write(self, out):
         """Write the report folder, as the command's --out does."""
