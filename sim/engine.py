@@ -19,7 +19,7 @@ import simpy
 from sim import rng
 from sim.classes import ClassMix, build_classes, routing
 from sim.demand import Arrivals, build_demand
-from sim.demand.feed import ChunkFeed, keyed_noise
+from sim.demand.feed import DemandFeed
 from sim.errors import InputError
 from sim.fleet.cost import CostModel, find_profile, load_profile
 from sim.fleet.fleet import Fleet, PoolSetup
@@ -173,20 +173,9 @@ class Run:
         self.ser_rejected = np.zeros((self.n_int, nk, len(REASONS)), np.int64)
         self.start = min(float(np.floor(max(self.start, 0.0) / sc.chunk_s) * sc.chunk_s), sc.horizon)
         self.cursor = self.start
-        self.defer_to = self.start  # requests created before this wait for it: the window's end
         self._held = False  # the fleet's last call held at its end (kernel.advance)
         self.fleet.S.clock[0] = self.start
-        self._chunk = -1
         self._rr = 0  # round robin over gateway replicas: the next request's replica
-        self._buf = Arrivals.empty()
-        self._noise = (np.zeros(0), np.zeros(0))
-        self._pos = 0
-        self._feed: ChunkFeed | None = None
-        # Requests created during the run (retries, socially triggered requests): merged into
-        # later windows. One that falls inside the window being processed is deferred to its
-        # end; keep chunk_s below the shortest retry backoff for exact timing.
-        self._pending: list[tuple[Arrivals, np.ndarray, np.ndarray]] = []
-        self.deferred = 0
         # Demand that reacts to the run (sim/demand/feedback.py: attach sets those the
         # scenario asks for): retries, paid conversion, social offspring of served images,
         # and the counts of what was offered.
@@ -198,6 +187,9 @@ class Run:
         # feedback (e.g. self-exciting requests from served images) hooks in here.
         self.on_window: list = []
         self.prng = rng.stream("run", sc.seed)  # draws made during the run
+        # the arrivals each window takes: first attempts and the requests created during the
+        # run, with their service noise (created ones drawn from prng)
+        self.feed = DemandFeed(self.demand, sc, self.start, self.prng, self.threads)
         # (time, pool, GPUs live from then on), kept by the gates: GPU cost per pool, figures
         self.gates.gpu_log = [(self.start, j, p.gpus) for j, p in enumerate(self.pools)]
         # Demand that reacts to the run: retries, paid conversion, social feedback, counts.
@@ -205,103 +197,17 @@ class Run:
 
         attach(self)
 
-    # -- demand, chunk by chunk on a fixed grid (common random numbers across variants) --
-
-    def _load_chunk(self, k: int) -> None:
-        if self._feed is None:
-            self._feed = ChunkFeed(self.demand, self.sc, self.sc.horizon, thread=self.threads,
-                                   first=k)
-        a, e, z = self._feed.get(k)
-        if self.demand.override.a is not None and len(a):  # paid conversion so far
-            a = a.with_(tier=self.demand.tier_now(a.user, a.tier))
-        self._buf, self._noise = a, (e, z)
-        self._chunk, self._pos = k, 0
-
-    def _take(self, until: float, limit: int | None = None
-              ) -> tuple[Arrivals, np.ndarray, np.ndarray, float | None]:
-        """Arrivals in [cursor, until) with their service noise, and None; or, when there are
-        more than `limit`, the first `limit` of them in time order and the time of the first
-        one left (the rest wait at the front of the pending batches)."""
-        parts = []
-        if self._chunk < 0:
-            self._load_chunk(int(self.start // self.sc.chunk_s))
-            self._pos = int(np.searchsorted(self._buf.t, self.start, side="left"))
-        while True:
-            end = self._pos + int(np.searchsorted(self._buf.t[self._pos:], until, side="left"))
-            sl = slice(self._pos, end)
-            parts.append((self._buf.take(sl), self._noise[0][sl], self._noise[1][sl]))
-            self._pos = end
-            chunk_end = (self._chunk + 1) * self.sc.chunk_s
-            if chunk_end >= until or chunk_end >= self.sc.horizon:
-                break
-            self._load_chunk(self._chunk + 1)
-        keep = []
-        for a, e, z in self._pending:
-            cut = int(np.searchsorted(a.t, until, side="left"))  # pending batches are time-sorted
-            if cut:
-                parts.append((a.take(slice(0, cut)), e[:cut], z[:cut]))
-            if cut < len(a):
-                keep.append((a.take(slice(cut, None)), e[cut:], z[cut:]))
-        self._pending = keep
-        parts = [p for p in parts if len(p[0])]
-        if not parts:
-            return Arrivals.empty(), np.zeros(0), np.zeros(0), None
-        if limit is not None and sum(len(p[0]) for p in parts) > limit:
-            return self._take_first(parts, limit)
-        if len(parts) == 1:
-            a, e, z = parts[0]
-            return a.wide(), e, z, None
-        return (*self._merged(parts, None), None)
-
-    @staticmethod
-    def _merged(parts, order) -> tuple[Arrivals, np.ndarray, np.ndarray]:
-        """The parts as one, by one stable sort by time (earlier parts first at ties), or
-        gathered by `order` (indices into the parts concatenated) when given."""
-        t = np.concatenate([p[0].t for p in parts])
-        if order is None:
-            order = np.argsort(t, kind="stable")
-        att = key = None
-        if any(p[0].attempt is not None for p in parts):
-            att = np.concatenate([p[0].attempts() for p in parts])[order].astype(np.int64, copy=False)
-        if any(p[0].key is not None for p in parts):
-            key = np.concatenate([p[0].keys() for p in parts])[order]
-        a = Arrivals(t[order], np.concatenate([p[0].user for p in parts])[order].astype(np.int64, copy=False),
-                     np.concatenate([p[0].tier for p in parts])[order].astype(np.int64, copy=False), att, key)
-        e = np.concatenate([p[1] for p in parts])[order]
-        z = np.concatenate([p[2] for p in parts])[order]
-        return a, e, z
-
-    def _take_first(self, parts, limit: int) -> tuple[Arrivals, np.ndarray, np.ndarray, float]:
-        """The first `limit` of the parts' merged order (a prefix of each part), the rest put
-        back at the front of the pending batches (all before `until`: no ties with the rest
-        of those, which are at or after it), and the time of the first one left."""
-        pre = [(p[0].take(slice(0, limit)), p[1][:limit], p[2][:limit]) for p in parts]
-        t = np.concatenate([p[0].t for p in pre])
-        order = np.argsort(t, kind="stable")[:limit]
-        del t
-        src = np.repeat(np.arange(len(pre)), [len(p[0]) for p in pre])[order]
-        took = np.bincount(src, minlength=len(pre))
-        del src
-        a, e, z = self._merged(pre, order)
-        left = [(p[0].take(slice(c, None)), p[1][c:], p[2][c:])
-                for p, c in zip(parts, took.tolist(), strict=True) if c < len(p[0])]
-        self._pending = left + self._pending
-        return a, e, z, min(float(p[0].t[0]) for p in left)
+    # -- demand: first attempts and created requests, window by window (sim/demand/feed.py) --
 
     def add_requests(self, a: Arrivals) -> None:
         """Queue requests created during the run (retries, triggered requests) for later
         windows; `a` is time-sorted."""
-        if len(a) == 0:
-            return
-        late = a.t < self.defer_to
-        if late.any():
-            self.deferred += int(late.sum())
-            a = a.with_(t=np.maximum(a.t, self.defer_to))
-        n = len(a)
-        e, z = self.prng.exponential(1.0, n), self.prng.standard_normal(n)
-        if a.key is not None:  # a replayed request's retry: its own noise (sim.rng)
-            e, z = keyed_noise(self.sc.seed, a, e, z)
-        self._pending.append((a.compact(), e, z))
+        self.feed.add(a)
+
+    @property
+    def deferred(self) -> int:
+        """Created requests deferred to the end of the window they fell in."""
+        return self.feed.deferred
 
     # -- admission and the fleet --
 
@@ -316,7 +222,7 @@ class Run:
         """Admit and serve the arrivals in [cursor, until), then run the feedback hooks; up
         to `window_requests` of them, else the first that many (a quota's midnight brings
         ~15M at one instant) with the window ending at the next one's time."""
-        a, noise, z, nxt = self._take(until, self.window_requests)
+        a, noise, z, nxt = self.feed.take(until, self.window_requests)
         end = until if nxt is None else nxt
         nk = len(self.sc.tiers)
         iv = np.minimum((a.t / self.interval).astype(np.int64), self.n_int - 1)
@@ -371,7 +277,7 @@ class Run:
             self.trace_events += zip(*(x.tolist() for x in self.fleet.outbox()), strict=True)
             self.trace_keys += zip(a.keys().tolist(), a.attempts().tolist(), strict=True)
         # a cut window still defers what its hooks create to its end, as a whole one would
-        self.cursor, self.defer_to = end, until
+        self.cursor, self.feed.defer_to = end, until
         for hook in self.on_window:
             hook(self, a, code_all, retry_after)
         if self.retry is not None and (code_all >= 0).any():
@@ -421,8 +327,7 @@ class Run:
             env.run(until=self.sc.horizon)
             self.sync(self.sc.horizon)
         finally:
-            if self._feed is not None:
-                self._feed.close()
+            self.feed.close()
         if bar is not None:
             bar.update(self.sc.horizon - bar.n)
             bar.close()

@@ -383,3 +383,42 @@ def test_a_spike_is_clipped_and_annotated_not_left_to_flatten_the_curve():
     ts.loc[120, "a.offered"] = 70 * 60  # no spike: nothing clipped
     ax = figures.demand_vs_capacity(ts, ["a"], np.full(n, 45.0)).axes[0]
     assert len(ax.texts) == 0 and ax.get_ylim()[1] >= 70
+
+
+def test_demand_feed_hands_the_same_arrivals_in_any_windows_and_defers_created_ones():
+    # The run's feed (sim/demand/feed.py): first attempts taken in uneven windows, or cut by a
+    # limit, are the chunks' arrivals and noise in order; a created request inside the window
+    # just taken waits for its end (counted), one after it keeps its time.
+    from sim.demand.feed import DemandFeed, chunk_with_noise
+
+    sc = parse_scenario(queue_scenario(50.0, 1.0, 1, 100.0, seed=3, chunk_s=10.0))
+    dem = build_demand(sc)
+    whole = [chunk_with_noise(dem, sc, k, sc.horizon) for k in range(10)]
+    t = np.concatenate([a.t for a, _, _ in whole])
+    e = np.concatenate([x for _, x, _ in whole])
+    assert len(t) > 4000
+
+    def drain(ends, limit=None):
+        f = DemandFeed(dem, sc, 0.0, np.random.default_rng(0))
+        got_t, got_e = [], []
+        for u in ends:
+            while True:
+                a, ea, _, nxt = f.take(u, limit)
+                got_t.append(a.t)
+                got_e.append(ea)
+                if nxt is None:
+                    break
+        return np.concatenate(got_t), np.concatenate(got_e)
+
+    for ends, limit in (([100.0], None), ([3.3, 10.0, 10.0, 47.1, 100.0], None), ([100.0], 97)):
+        gt, ge = drain(ends, limit)
+        assert np.array_equal(gt, t) and np.array_equal(ge, e)
+
+    f = DemandFeed(dem, sc, 0.0, np.random.default_rng(0))
+    first, _, _, _ = f.take(20.0)
+    f.defer_to = 20.0
+    f.add(Arrivals(np.array([5.0, 25.0]), np.array([1, 2]), np.zeros(2, np.int64)))
+    a, _, _, _ = f.take(30.0)
+    assert f.deferred == 1
+    assert np.count_nonzero(a.t == 20.0) >= 1 and 25.0 in a.t.tolist()
+    assert len(a) == np.count_nonzero((t >= 20.0) & (t < 30.0)) + 2

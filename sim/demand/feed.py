@@ -1,4 +1,5 @@
-"""The run's first attempts, chunk by chunk, made ahead on a second thread.
+"""The run's arrivals: first attempts chunk by chunk (made ahead on a second thread) and the
+requests created during the run, merged window by window (DemandFeed, what `Run` takes).
 
 First attempts do not depend on the run (common random numbers: chunk k draws from
 rng([seed, 1, k]), its service noise from rng([seed, 2, k]), or a replayed schedule's request
@@ -91,3 +92,127 @@ class ChunkFeed:
 
     def close(self) -> None:
         self._stop.set()
+
+
+class DemandFeed:
+    """What a run's windows take: first attempts chunk by chunk on the fixed grid (common
+    random numbers across variants), merged in time order with the requests created during
+    the run (retries, socially triggered requests), each with its service noise.
+
+    `take(until, limit)` hands over the arrivals in [cursor, until); `add(a)` queues created
+    requests for later windows. One created inside the window being processed is deferred to
+    `defer_to` (the window's end, set by the run); keep chunk_s below the shortest retry
+    backoff for exact timing. `prng` is the run's stream (sim.rng "run"): a created request's
+    noise is drawn from it, interleaved with the run's other draws."""
+
+    def __init__(self, demand, sc, start: float, prng: np.random.Generator, threads: bool = False):
+        self.demand, self.sc, self.start, self.prng, self.threads = demand, sc, start, prng, threads
+        self.defer_to = start  # requests created before this wait for it: the window's end
+        self.deferred = 0  # created requests moved to defer_to
+        self._chunk = -1
+        self._buf = Arrivals.empty()
+        self._noise = (np.zeros(0), np.zeros(0))
+        self._pos = 0
+        self._feed: ChunkFeed | None = None
+        self._pending: list[tuple[Arrivals, np.ndarray, np.ndarray]] = []
+
+    def _load_chunk(self, k: int) -> None:
+        if self._feed is None:
+            self._feed = ChunkFeed(self.demand, self.sc, self.sc.horizon, thread=self.threads,
+                                   first=k)
+        a, e, z = self._feed.get(k)
+        if self.demand.override.a is not None and len(a):  # paid conversion so far
+            a = a.with_(tier=self.demand.tier_now(a.user, a.tier))
+        self._buf, self._noise = a, (e, z)
+        self._chunk, self._pos = k, 0
+
+    def take(self, until: float, limit: int | None = None
+             ) -> tuple[Arrivals, np.ndarray, np.ndarray, float | None]:
+        """Arrivals in [cursor, until) with their service noise, and None; or, when there are
+        more than `limit`, the first `limit` of them in time order and the time of the first
+        one left (the rest wait at the front of the pending batches)."""
+        parts = []
+        if self._chunk < 0:
+            self._load_chunk(int(self.start // self.sc.chunk_s))
+            self._pos = int(np.searchsorted(self._buf.t, self.start, side="left"))
+        while True:
+            end = self._pos + int(np.searchsorted(self._buf.t[self._pos:], until, side="left"))
+            sl = slice(self._pos, end)
+            parts.append((self._buf.take(sl), self._noise[0][sl], self._noise[1][sl]))
+            self._pos = end
+            chunk_end = (self._chunk + 1) * self.sc.chunk_s
+            if chunk_end >= until or chunk_end >= self.sc.horizon:
+                break
+            self._load_chunk(self._chunk + 1)
+        keep = []
+        for a, e, z in self._pending:
+            cut = int(np.searchsorted(a.t, until, side="left"))  # pending batches are time-sorted
+            if cut:
+                parts.append((a.take(slice(0, cut)), e[:cut], z[:cut]))
+            if cut < len(a):
+                keep.append((a.take(slice(cut, None)), e[cut:], z[cut:]))
+        self._pending = keep
+        parts = [p for p in parts if len(p[0])]
+        if not parts:
+            return Arrivals.empty(), np.zeros(0), np.zeros(0), None
+        if limit is not None and sum(len(p[0]) for p in parts) > limit:
+            return self._take_first(parts, limit)
+        if len(parts) == 1:
+            a, e, z = parts[0]
+            return a.wide(), e, z, None
+        return (*self._merged(parts, None), None)
+
+    @staticmethod
+    def _merged(parts, order) -> tuple[Arrivals, np.ndarray, np.ndarray]:
+        """The parts as one, by one stable sort by time (earlier parts first at ties), or
+        gathered by `order` (indices into the parts concatenated) when given."""
+        t = np.concatenate([p[0].t for p in parts])
+        if order is None:
+            order = np.argsort(t, kind="stable")
+        att = key = None
+        if any(p[0].attempt is not None for p in parts):
+            att = np.concatenate([p[0].attempts() for p in parts])[order].astype(np.int64, copy=False)
+        if any(p[0].key is not None for p in parts):
+            key = np.concatenate([p[0].keys() for p in parts])[order]
+        a = Arrivals(t[order], np.concatenate([p[0].user for p in parts])[order].astype(np.int64, copy=False),
+                     np.concatenate([p[0].tier for p in parts])[order].astype(np.int64, copy=False), att, key)
+        e = np.concatenate([p[1] for p in parts])[order]
+        z = np.concatenate([p[2] for p in parts])[order]
+        return a, e, z
+
+    def _take_first(self, parts, limit: int) -> tuple[Arrivals, np.ndarray, np.ndarray, float]:
+        """The first `limit` of the parts' merged order (a prefix of each part), the rest put
+        back at the front of the pending batches (all before `until`: no ties with the rest
+        of those, which are at or after it), and the time of the first one left."""
+        pre = [(p[0].take(slice(0, limit)), p[1][:limit], p[2][:limit]) for p in parts]
+        t = np.concatenate([p[0].t for p in pre])
+        order = np.argsort(t, kind="stable")[:limit]
+        del t
+        src = np.repeat(np.arange(len(pre)), [len(p[0]) for p in pre])[order]
+        took = np.bincount(src, minlength=len(pre))
+        del src
+        a, e, z = self._merged(pre, order)
+        left = [(p[0].take(slice(c, None)), p[1][c:], p[2][c:])
+                for p, c in zip(parts, took.tolist(), strict=True) if c < len(p[0])]
+        self._pending = left + self._pending
+        return a, e, z, min(float(p[0].t[0]) for p in left)
+
+    def add(self, a: Arrivals) -> None:
+        """Queue requests created during the run (retries, triggered requests) for later
+        windows; `a` is time-sorted."""
+        if len(a) == 0:
+            return
+        late = a.t < self.defer_to
+        if late.any():
+            self.deferred += int(late.sum())
+            a = a.with_(t=np.maximum(a.t, self.defer_to))
+        n = len(a)
+        e, z = self.prng.exponential(1.0, n), self.prng.standard_normal(n)
+        if a.key is not None:  # a replayed request's retry: its own noise (sim.rng)
+            e, z = keyed_noise(self.sc.seed, a, e, z)
+        self._pending.append((a.compact(), e, z))
+
+    def close(self) -> None:
+        """Stop the thread making chunks ahead, if one runs."""
+        if self._feed is not None:
+            self._feed.close()
