@@ -1,12 +1,13 @@
-"""One fault of `make chaos` in the suite: a replica SIGKILLed mid-load on loopback; every
-request a replica accepted has its final outcome in the fleet's log, every 200 the client
-saw is a completed line there, the deployment drains and exits 0."""
+"""Faults of `make chaos` in the suite: a replica SIGKILLed mid-load on loopback, and a GPU
+worker process SIGKILLed mid-batch; every request a replica accepted has its final outcome
+in the fleet's log, every 200 the client saw is a completed line there, the deployment
+drains and exits 0."""
 
 from __future__ import annotations
 
 import pytest
 
-from sim.live.chaos import SCENARIO, kill_replica
+from sim.live.chaos import SCENARIO, kill_gpu_worker, kill_replica
 
 
 @pytest.mark.slow
@@ -49,3 +50,28 @@ def test_a_replica_whose_fleet_is_down_answers_and_records_it(tmp_path):
     rec = reconcile(tmp_path / "fleet.jsonl", [log])
     assert rec["accepted"] == 1 and rec["accepted_lost"] == 0
     assert rec["outcomes"] == {"error": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["requeue", "fail"])
+def test_a_killed_gpu_worker_process_loses_its_batch_as_the_failures_policy_says(tmp_path, policy):
+    """requeue: the lost batch's requests are served from the queue again; fail: each is
+    answered 500 error and logged gpu_worker_lost. Either way the fleet starts another
+    process and goes on serving, and reconciliation finds every accepted request."""
+    r = kill_gpu_worker(tmp_path / "gpu", SCENARIO, rate=10.0, duration=6.0, seed=5, policy=policy)
+    assert r["requests_in_lost_batches"] > 0  # the kill came mid-batch
+    assert r["batches_lost"] > 0
+    if policy == "requeue":
+        assert r["requeued_then_served"] == r["requests_in_lost_batches"]
+        assert r["failed_gpu_worker_lost"] == 0
+    else:
+        assert r["failed_gpu_worker_lost"] == r["requests_in_lost_batches"]
+        assert r["outcomes"].get("error") == r["requests_in_lost_batches"]
+        assert r["client_statuses"].get("500") == r["requests_in_lost_batches"]
+    assert r["gpu_proc_starts"] == [2, 1]  # the killed one was started again, once
+    assert r["served_after_kill"] > 0
+    assert r["accepted_lost"] == 0
+    assert r["client_200_not_in_fleet_log"] == 0
+    assert r["torn_logs"] == 0
+    assert r["supervisor_exit"] == 0
+    assert r["ok"]

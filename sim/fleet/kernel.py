@@ -660,8 +660,10 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                 if obon and b > 0:
                     _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, BATCH, w, now, b)
                 if obon and b > 0 and pool_ext[p]:
-                    # the batch runs outside (a real denoiser): `complete` reports its end
-                    w_until[w] = np.inf
+                    # the batch runs outside (a real denoiser, a GPU worker process):
+                    # `complete` reports its end; w_until holds the drawn one (a worker
+                    # process of the cost model sleeps until it), nothing is scheduled
+                    w_until[w] = now + dur
                 else:
                     w_until[w] = now + dur
                     _heap_push(h_t, h_w, h_n, now + dur, w)

@@ -10,6 +10,10 @@ Faults (each a fresh `floodgate serve --replicas N` under an open-loop load):
   Redis stopped for `outage_s`, then restarted, under fail_open and fail_closed; no
   replica may exit, fail_open admits and counts (`unchecked`), fail_closed answers 503
   limiter_unavailable with Retry-After; after the restart limits are checked again.
+- `kill_gpu_worker`: SIGKILL one of the fleet's GPU worker processes (`--gpu-procs 2`,
+  sim/live/gpu_worker.py) mid-batch; its batches are re-queued or failed as the
+  scenario's failures policy says (`lost_batch`), the fleet starts another process and
+  goes on serving, and nothing accepted is lost.
 - `sigterm_all`: SIGTERM the deployment mid-load: it drains and exits 0, every JSONL line
   is complete, and nothing accepted is lost.
 The last line printed is one JSON object: {"faults", "accepted", "accepted_lost", ...};
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import os
 import random
 import shutil
@@ -159,6 +164,60 @@ def kill_replica(d: Path, scenario: Path, rate: float, duration: float, seed: in
     return out
 
 
+def kill_gpu_worker(d: Path, scenario: Path, rate: float, duration: float, seed: int,
+                    policy: str = "requeue") -> dict:
+    """SIGKILL GPU worker process 0 of 2 at 40% of the load, when it holds a batch."""
+    sc = d / "scenario.yaml"
+    d.mkdir(parents=True, exist_ok=True)
+    with_lost_batch(scenario, sc, policy)
+    proc, dep = start_deployment(d, sc, 2, ("--gpu-procs", "2"))
+    fleet_log = Path(dep["logs"]["fleet"])
+    pids = fleet_log.with_name("gpu-workers.json")
+    killed: dict = {}
+
+    def kill():
+        victim = json.loads(pids.read_text())["pids"][0]
+        os.kill(victim, signal.SIGKILL)
+        killed.update(pid=victim, sim_s=time.time() - dep["start_at"])  # time scale 1
+
+    try:
+        client = asyncio.run(load(dep["replicas"], keys_of(d), rate, duration, seed,
+                                  events=[(duration * 0.4, kill)]))
+    finally:
+        rc = stop(proc)
+    out = check_logs(d, dep, client)
+    procs = json.loads(pids.read_text())
+    lines = read_jsonl(fleet_log)
+    hit = [r for r in lines if r.get("fault") == "gpu_worker_lost"]
+    # the fleet goes on: requests served from batches that started a second after the kill
+    t_kill = killed.get("sim_s", float("inf"))
+    after = [r for r in lines if r.get("status") == 200 and r["start_s"] > t_kill + 1.0]
+    requeued_ok = sum(r.get("status") == 200 for r in hit)
+    failed = sum(r.get("reason") == "error" for r in hit)
+    out.update(fault=f"kill_gpu_worker_{policy}", lost_batch=policy, supervisor_exit=rc,
+               victim_pid=killed.get("pid"), gpu_proc_starts=procs["starts"],
+               batches_lost=sum(procs["lost"]), requests_in_lost_batches=len(hit),
+               requeued_then_served=requeued_ok, failed_gpu_worker_lost=failed,
+               served_after_kill=len(after), kill_s=round(t_kill, 3))
+    held = (requeued_ok > 0 and failed == 0) if policy == "requeue" else (failed == len(hit) > 0)
+    out["ok"] = (held and procs["starts"][0] == 2 and len(after) > 0 and rc == 0
+                 and out["accepted_lost"] == 0 and out["client_200_not_in_fleet_log"] == 0
+                 and not out["torn_logs"])
+    return out
+
+
+def with_lost_batch(src: Path, dst: Path, policy: str) -> Path:
+    """The scenario with a failures policy that only says what a lost batch becomes: its
+    MTBF (1e9 h) makes no simulated failure happen in a run this short."""
+    import yaml
+
+    d = yaml.safe_load(src.read_text())
+    d["policies"] = [p for p in d.get("policies", []) if p.get("policy") != "failures"]
+    d["policies"].append({"policy": "failures", "mtbf_h": 1e9, "mttr_h": 1, "lost_batch": policy})
+    dst.write_text(yaml.safe_dump(d, sort_keys=False))
+    return dst
+
+
 def sigterm_all(d: Path, scenario: Path, rate: float, duration: float, seed: int) -> dict:
     proc, dep = start_deployment(d, scenario, 3)
     rc = {}
@@ -266,6 +325,7 @@ def main(argv=None) -> int:
     sc = few_users(Path(args.scenario), out / "chaos.yaml", args.users)
     t0 = time.monotonic()
     faults = {"kill_replica": lambda d: kill_replica(d, sc, args.rate, args.duration, 1),
+              "kill_gpu_worker": lambda d: kill_gpu_worker(d, sc, args.rate, args.duration, 6),
               "sigterm_all": lambda d: sigterm_all(d, sc, args.rate, args.duration, 2)}
     skipped = []
     if redis_available():

@@ -71,7 +71,7 @@ def _child_args(args, role: str, port: int, log: Path, keys: Path, start_at: flo
     if args.max_connections:
         cmd += ["--max-connections", str(args.max_connections)]
     if role == "fleet":
-        cmd += ["--kernel", args.kernel]
+        cmd += ["--kernel", args.kernel, "--gpu-procs", str(args.gpu_procs)]
         if args.max_queue is not None:
             cmd += ["--max-queue", str(args.max_queue)]
         if args.torch_device:

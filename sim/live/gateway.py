@@ -75,7 +75,7 @@ class Gateway:
 
     def __init__(self, sc: Scenario, keys: KeyTable, log_path: str | Path, time_scale: float = 1.0,
                  max_queue: float | None = None, drain_timeout: float = 30.0, runner=None,
-                 start_at: float | None = None, role: str = "gateway"):
+                 start_at: float | None = None, role: str = "gateway", procs=None):
         self.sc, self.keys, self.X = sc, keys, float(time_scale)
         # "gateway": admission and fleet in this process; "fleet": the fleet process behind
         # replicas (sim/live/replica.py), which did admission before forwarding
@@ -102,7 +102,8 @@ class Gateway:
                                        default=0))
         self._timer: asyncio.TimerHandle | None = None
         self.fleet = LiveFleet(sc, self.pools, self.clock, self.final, users, self._arm,
-                               self.max_queue, runner)
+                               self.max_queue, runner, procs, self.wall)
+        self.procs = procs  # GPU worker processes (sim/live/gpu_worker.py), or None
         env = self.fleet.env
         for lp in self.policies:  # as Run.execute: every policy attaches to its host
             lp.active.policy.attach(self.fleet, env, lp.active)
@@ -120,9 +121,15 @@ class Gateway:
         """Simulated seconds since t = 0 (the server's start, or --start-at; 0 before it)."""
         return max(0.0, (time.monotonic() - self.t0) * self.X)
 
+    def wall(self, t: float) -> float:
+        """The unix time of simulated time t."""
+        return time.time() + self.t0 + t / self.X - time.monotonic()
+
     # -- lifecycle --
 
     async def start(self) -> None:
+        if self.procs is not None:
+            await self.procs.start()
         self.t0 = time.monotonic()
         if self.start_at is not None:
             self.t0 += self.start_at - time.time()
@@ -153,6 +160,8 @@ class Gateway:
         self.fleet.abort("drain_timeout")
         self.log.flush()
         self.write_gpu_log()
+        if self.procs is not None:
+            await self.procs.close()
         if self.on_drained is not None:
             self.on_drained()
 
@@ -163,6 +172,8 @@ class Gateway:
             t.cancel()
         self.log.close()
         self.write_gpu_log()
+        if self.procs is not None:
+            await self.procs.close()
 
     def write_gpu_log(self) -> None:
         """gpus.json beside the request log: [time, pool, GPUs live from then on], as the

@@ -20,6 +20,12 @@ FG_CONCURRENCY (connection pool size), FG_LEAD (wall s from start-up to t = 0) o
 (unix time of t = 0, the gateway's too), FG_HOSTS (comma-separated gateway replicas: each
 attempt goes to the next one, round robin, as a load balancer without stickiness sends it;
 default: Locust's --host).
+
+Distributed (`floodgate validate --locust-workers K`, when one process cannot hold the send
+rate): a master (`--master --expect-workers K`, one Dispatcher per worker) and K worker
+processes, worker i with FG_PART=i/K replaying the requests of the users with user % K == i
+(a user's requests and retries stay in one process, in their order) into its own FG_OUT;
+each tells the master when its part is done ("fg_done"), the master quits once all have.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from types import SimpleNamespace
 import gevent
 import numpy as np
 from gevent.pool import Group
-from locust import constant, task
+from locust import constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
@@ -51,6 +57,36 @@ X = float(ENV.get("FG_TIME_SCALE", "1"))
 HORIZON = float(ENV.get("FG_HORIZON", "inf"))
 DRAIN = float(ENV.get("FG_DRAIN", "30"))
 LEAD = float(ENV.get("FG_LEAD", "0.5"))
+PART = ENV.get("FG_PART")  # "i/K": this worker's share of the users (distributed mode)
+DONE_MSG = "fg_done"
+_dispatchers = [0]  # Dispatchers started in this process: one replays the whole part
+
+
+def part_of(part: str | None) -> tuple[int, int]:
+    """(i, K) of FG_PART "i/K"; (0, 1) without one."""
+    if not part:
+        return 0, 1
+    i, k = (int(x) for x in part.split("/"))
+    if not 0 <= i < k:
+        raise ValueError(f"FG_PART {part!r}: expected i/K with 0 <= i < K")
+    return i, k
+
+
+@events.init.add_listener
+def _on_init(environment, **kw) -> None:
+    from locust.runners import MasterRunner
+
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):  # quit once every worker replayed its part
+        done: set = set()
+        want = environment.parsed_options.expect_workers if environment.parsed_options else 1
+
+        def on_done(environment, msg, **kw) -> None:
+            done.add(msg.data)
+            if len(done) >= want:
+                gevent.spawn_later(0.1, runner.quit)
+
+        runner.register_message(DONE_MSG, on_done)
 
 
 class FixedTiers:
@@ -80,11 +116,16 @@ class Dispatcher(FastHttpUser):
         except Exception:  # stop at once with a code of our own, not at --run-time
             traceback.print_exc()
             self.environment.process_exit_code = 3
-            gevent.spawn_later(0.1, self.environment.runner.quit)
+            gevent.spawn_later(0.1, self._finish)
             raise StopUser() from None
 
     def _setup(self) -> None:
-        self.schedule = load_schedule(ENV["FG_SCHEDULE"])
+        _dispatchers[0] += 1
+        if _dispatchers[0] > 1:  # a part replayed twice would send its requests twice
+            raise RuntimeError("a second Dispatcher in one Locust process: -u must equal the workers")
+        i, k = part_of(PART)
+        self.part = f"{i}/{k}"
+        self.schedule = [r for r in load_schedule(ENV["FG_SCHEDULE"]) if r[2] % k == i]
         spec = ENV.get("FG_RETRY", "")
         tiers = json.loads(ENV.get("FG_TIERS", "[]"))
         self.tier_index = {name: k for k, (name, _) in enumerate(tiers)}
@@ -125,8 +166,19 @@ class Dispatcher(FastHttpUser):
         self.tasks_in_flight.join(timeout=max(0.0, self.start + t_end / X - time.monotonic()) + DRAIN)
         self.tasks_in_flight.kill(block=True, timeout=5)
         # the run is over: stop this user (so --stop-timeout has nothing to wait for), then Locust
-        gevent.spawn_later(0.1, self.environment.runner.quit)
+        gevent.spawn_later(0.1, self._finish)
         raise StopUser()
+
+    def _finish(self) -> None:
+        """Alone: Locust quits. A worker tells the master its part is done (the master quits
+        all once each has; a worker quitting by itself would have its user moved to another)."""
+        from locust.runners import WorkerRunner
+
+        runner = self.environment.runner
+        if isinstance(runner, WorkerRunner):
+            runner.send_message(DONE_MSG, getattr(self, "part", PART))
+        else:
+            runner.quit()
 
     def _sleep_until(self, t: float) -> None:
         d = self.start + t / X - time.monotonic()

@@ -57,6 +57,8 @@ def log_record(req: Req) -> dict:
     }
     if req.replica is not None:
         rec.update(replica=req.replica, seq=req.seq, hop_s=_r(req.hop))
+    if req.fault is not None:  # its batch died with a GPU worker process (sim/live/gpu_worker.py)
+        rec.update(fault=req.fault, requeued=req.requeued)
     return rec
 
 

@@ -36,6 +36,10 @@ def add_parser(subparsers) -> None:
                    help="simulated seconds per wall second (default 1; 10: ten times faster)")
     s.add_argument("--kernel", choices=("model", "torch"), default="model",
                    help="model (default): sleep the calibrated batch time; torch: run the real denoiser")
+    s.add_argument("--gpu-procs", type=int_in(0, 1024), default=0, metavar="K",
+                   help="run batches in K GPU worker processes (kernel worker w on process "
+                   "w %% K; torch: one per GPU, process i on cuda:i) instead of in this process "
+                   "(0, default); gpu-workers.json beside the log lists their pids")
     s.add_argument("--torch-device", help="torch kernel device (default: cuda if available, else cpu)")
     s.add_argument("--torch-dtype", choices=("fp32", "fp16", "bf16"),
                    help="torch kernel dtype (default: fp16 on a GPU, fp32 on a CPU)")
@@ -187,8 +191,18 @@ def cmd_serve(args) -> int:
 
     from sim.engine import build_pools
 
-    runner = None
-    if args.kernel == "torch":
+    runner = procs = None
+    if args.gpu_procs and args.role != "replica":
+        from sim.live.gpu_worker import GpuProcs
+
+        torch_args = None
+        if args.kernel == "torch":
+            torch_args = ["--torch", str(args.scenario)]
+            torch_args += ["--device", args.torch_device] if args.torch_device else []
+            torch_args += ["--dtype", args.torch_dtype] if args.torch_dtype else []
+        procs = GpuProcs(args.gpu_procs, torch_args, log.with_name("gpu-workers.json"))
+        print(f"GPU work: {procs.describe()}", file=sys.stderr)
+    elif args.kernel == "torch":
         try:
             from sim.live.denoiser import TorchRunner
         except ImportError as e:
@@ -209,7 +223,7 @@ def cmd_serve(args) -> int:
             app = BodyGuard(create_replica_app(gw), limits, gw.log_http)
         else:
             gw = Gateway(sc, keys, log, args.time_scale, args.max_queue, args.drain_timeout,
-                         runner, start_at=args.start_at, role=args.role)
+                         runner, start_at=args.start_at, role=args.role, procs=procs)
             app = BodyGuard(create_app(gw), limits, gw.log_http)
     except OSError as e:
         raise InputError(str(log), "(file)", f"cannot write: {e.strerror}") from None

@@ -48,6 +48,7 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LEAD_S = 0.5  # Locust's start-up to the schedule's t = 0, wall seconds
 START_S = 6.0  # from starting the gateway to the common t = 0 (gateway and Locust up by then)
 START_REPLICAS_S = 40.0  # the same for a fleet and N replicas (each imports the simulator)
+START_LOCUST_WORKERS_S = 10.0  # more for a Locust master and K workers (each imports Locust)
 
 
 class LiveError(Exception):
@@ -73,9 +74,10 @@ def _kill_group(p: subprocess.Popen) -> None:
 
 
 def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
-             redis_url: str | None = None, sub: str = "live") -> dict:
+             redis_url: str | None = None, sub: str = "live", locust_workers: int = 0) -> dict:
     """Gateway (or a fleet and `replicas` replicas, sharing `redis_url` or each with its
-    own limiter state) + Locust on loopback; returns paths and the Locust exit code."""
+    own limiter state) + Locust on loopback (one process, or a master and `locust_workers`
+    workers, the schedule split by user); returns paths and the Locust exit code."""
     from sim.live.serve import free_port, start_server, stop_server
 
     d = d.resolve()  # the subprocesses run elsewhere
@@ -91,13 +93,16 @@ def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
            "FG_CONCURRENCY": str(pool_size(n)),
            "FG_RETRY": retry.model_dump_json() if retry is not None else "",
            "FG_TIERS": json.dumps([[t.name, t.patience_s] for t in st.sc.tiers])}
-    run_time = math.ceil(START_S + st.duration + st.drain + 10)
+    run_time = math.ceil(START_S + st.duration + st.drain + 10
+                         + (START_LOCUST_WORKERS_S if locust_workers else 0.0))
     server = loc = None
+    workers: list[subprocess.Popen] = []
     t0 = time.monotonic()
     try:
         port = free_port()
         # one origin for the gateway's clock (schedules, autoscaler, failures) and the replay
-        start_at = time.time() + (START_REPLICAS_S if replicas else START_S)
+        start_at = time.time() + (START_REPLICAS_S if replicas else START_S) + \
+            (START_LOCUST_WORKERS_S if locust_workers else 0.0)
         env["FG_START_AT"] = repr(start_at)
         try:
             if replicas:
@@ -121,18 +126,43 @@ def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
             raise LiveError(str(e)) from None
         print(f"gateway up on {host}; Locust replays {n} requests over {st.duration:g} s",
               file=log)
+        k = max(1, locust_workers)
         cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-               "--host", host, "-u", "1", "-r", "1", "--run-time", f"{run_time}s",
+               "--host", host, "-u", str(k), "-r", str(k), "--run-time", f"{run_time}s",
                "--stop-timeout", str(math.ceil(st.drain + 5)), "--only-summary",
                "--loglevel", "WARNING"]
+        if locust_workers:
+            mport = free_port()
+            cmd += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(mport),
+                    "--expect-workers", str(k), "--expect-workers-max-wait", str(math.ceil(START_S * 5))]
         with open(lc_log, "w") as out:
             loc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True, cwd=str(d))
+            for i in range(locust_workers):  # worker i: the users with user % K == i
+                wcmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+                        "--master-host", "127.0.0.1", "--master-port", str(mport),
+                        "--loglevel", "WARNING"]
+                wenv = {**env, "FG_PART": f"{i}/{k}", "FG_OUT": str(live / f"client-{i}.jsonl")}
+                with open(live / f"locust-{i}.log", "w") as wout:
+                    workers.append(subprocess.Popen(wcmd, env=wenv, stdout=wout,
+                                                    stderr=subprocess.STDOUT,
+                                                    start_new_session=True, cwd=str(d)))
             try:
                 rc = loc.wait(timeout=run_time + st.drain + 30)
+                wrc = [w.wait(timeout=30) for w in workers]
             except subprocess.TimeoutExpired:
                 raise LiveError(f"Locust ran past {run_time + st.drain + 30:.0f} s; see {lc_log.name}") from None
+        bad = [i for i, c in enumerate(wrc if locust_workers else []) if c not in (0, 1)]
+        if bad:
+            raise LiveError(f"Locust worker {bad[0]} exited with {wrc[bad[0]]}; see locust-{bad[0]}.log")
+        if locust_workers:  # one client log, the parts' records in turn
+            with open(cl_log, "w") as f:
+                for i in range(k):
+                    p = live / f"client-{i}.jsonl"
+                    f.write(p.read_text() if p.exists() else "")
     finally:
+        for w in workers:
+            _kill_group(w)
         if loc is not None:
             _kill_group(loc)
         if server is not None:
@@ -289,11 +319,12 @@ def saturation_time(st: Setup, cap: float) -> float | None:
 def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.0,
                    out: str | None = None, drain: float = 15.0, reps: int = 5,
                    kernel: str = "model", bootstrap_n: int = 500, log=sys.stderr,
-                   replicas: int | None = None) -> dict:
+                   replicas: int | None = None, locust_workers: int = 0) -> dict:
     """The whole validation; writes the report folder and returns validation.json.
     replicas: a fleet and N replicas sharing a throwaway Redis (the simulator models them
     with the measured hop), then the same schedule with per-replica limiter state, whose
-    over-admission the simulator predicts (`over_admission`)."""
+    over-admission the simulator predicts (`over_admission`). locust_workers: Locust as a
+    master and that many worker processes, the schedule split by user."""
     from sim.live.refeed import refeed_figures  # the gateway's modules: only when validating
     from sim.outcomes import REASONS
     from sim.report.validation_report import write_report
@@ -332,12 +363,13 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
                 except (FileNotFoundError, RuntimeError) as e:
                     raise LiveError(f"--replicas needs redis-server: {e}") from None
                 try:
-                    paths = run_live(st, d, log, replicas, srv.url)
+                    paths = run_live(st, d, log, replicas, srv.url, locust_workers=locust_workers)
                 finally:
                     stop_redis(srv)
-                per = run_live(st, d, log, replicas, None, sub="live_per_replica")
+                per = run_live(st, d, log, replicas, None, sub="live_per_replica",
+                               locust_workers=locust_workers)
             else:
-                paths = run_live(st, d, log)
+                paths = run_live(st, d, log, locust_workers=locust_workers)
         except LiveError as e:  # keep the logs of a failed run beside the target
             kept = target.parent / f"{target.name}.failed"
             shutil.rmtree(kept, ignore_errors=True)
@@ -370,6 +402,7 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
             "capacity_images_per_s": round(cap, 4), "saturation_s": t_sat,
             "scheduled": int(len(sched)), "gateway_offset_s": round(off, 6),
             "locust_exit_code": paths["locust_rc"], "live_wall_s": round(paths["wall_s"], 2),
+            "locust_workers": locust_workers,
             "client": client_figures(cl, gw, st.X, pool_size(len(sched))),
             "targets": TARGETS, "headline": res["all"]["headline"],
             "met": met(res["all"]["headline"]),
@@ -432,6 +465,8 @@ def json_line(res: dict) -> str:
     for ph in ("below", "above"):
         if ph in res["phases"]:
             line[ph] = res["phases"][ph]["headline"]
+    if res.get("locust_workers"):
+        line.update(locust_workers=res["locust_workers"], lag_p99_s=res["client"].get("lag_p99_s"))
     if "replicas" in res:
         r = res["replicas"]
         line.update(replicas=r["n"], redis_p50_ms=r["redis_p50_ms"], redis_p99_ms=r["redis_p99_ms"],
@@ -457,7 +492,8 @@ def cmd_validate(args) -> int:
     old = signal.signal(signal.SIGTERM, stop)
     try:
         res = run_validation(args.scenario, args.duration, args.time_scale, args.out,
-                             args.drain, args.reps, args.kernel, replicas=args.replicas)
+                             args.drain, args.reps, args.kernel, replicas=args.replicas,
+                             locust_workers=args.locust_workers)
     except LiveError as e:
         lines = [x for x in str(e).strip().splitlines() if x.strip()] or ["failed"]
         msg = lines[0] + (f" ... {lines[-1].strip()}" if len(lines) > 1 else "")
@@ -495,4 +531,8 @@ def add_parser(subparsers) -> None:
     v.add_argument("--replicas", type=int_in(2, 64), help="live: a fleet and N gateway replicas "
                    "sharing a throwaway Redis (redis-server), then the same schedule with "
                    "per-replica limiter state; the simulator models both (gateway: section)")
+    v.add_argument("--locust-workers", type=int_in(0, 64), default=0, metavar="K",
+                   help="live: Locust as a master and K worker processes, the schedule split by "
+                   "user (user %% K; each user's requests keep their order), when one process "
+                   "cannot hold the send rate (default 0: one process)")
     v.set_defaults(func=cmd_validate)

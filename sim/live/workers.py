@@ -7,7 +7,11 @@ timer; an autoscaler, a failure, a schedule on a SimPy environment stepped at th
 instants), and request futures are resolved from the fleet's outbox (started, completed,
 dropped, with the fleet's own times). Nothing here decides a queue, a batch or a worker.
 With a runner (`--kernel torch`) a batch runs on the real denoiser and its end is reported
-back to the fleet (`Fleet.complete`) instead of drawn from the cost model.
+back to the fleet (`Fleet.complete`) instead of drawn from the cost model. With GPU worker
+processes (`--gpu-procs K`, sim/live/gpu_worker.py) a batch runs in one of them (the real
+denoiser, or a sleep until the cost model's drawn end) and its end is reported the same way;
+a process that dies loses its batch, which is re-queued or failed as the scenario's failures
+policy says (`lost_batch`, sim/policies/dynamics.py).
 Times are simulated seconds: wall = t0 + t / time_scale.
 """
 
@@ -25,7 +29,9 @@ from sim.classes import ClassMix, build_classes, routing
 from sim.fleet import kernel as K
 from sim.fleet.fleet import Fleet, PoolSetup
 from sim.fleet.gates import Gates
+from sim.live.gpu_worker import WorkerLost
 from sim.outcomes import KERNEL_REASONS, Reason
+from sim.policies.dynamics import lost_batch
 from sim.scenario import Scenario
 
 INF = math.inf
@@ -60,6 +66,9 @@ class Req:
     replica: str | None = None
     seq: int = -1
     hop: float = 0.0
+    cls: int = -1  # its request class (drawn once: a re-queued request keeps it)
+    requeued: int = 0  # times its batch was lost with a GPU worker process and re-queued
+    fault: str | None = None  # gpu_worker_lost: its (last) batch died with its process
 
 
 def run_interval(sc: Scenario) -> float:
@@ -76,9 +85,15 @@ class LiveFleet:
 
     def __init__(self, sc: Scenario, pools: list[PoolSetup], clock: Callable[[], float],
                  on_final: Callable[[Req], None], users: int, arm: Callable[[float], None],
-                 max_queue: float = INF, runner=None):
+                 max_queue: float = INF, runner=None, procs=None,
+                 wall: Callable[[float], float] | None = None):
         self.sc, self.pools, self.clock, self.on_final = sc, pools, clock, on_final
         self.runner = runner  # None: batch times from the cost model; else real batches
+        # GPU worker processes (sim/live/gpu_worker.GpuProcs) run the batches: the real
+        # denoiser, or the cost model's sleep until `wall(drawn end)` (unix time)
+        self.procs, self.wall = procs, wall
+        self.lost_batch = [lost_batch(sc, j) for j in range(len(pools))]
+        self.requeued = 0  # requests re-queued after their process died
         self.arm = arm
         self.interval = run_interval(sc)
         # series sized past the horizon: a server may run longer than the scenario
@@ -88,7 +103,7 @@ class LiveFleet:
         router, order = routing(sc, pools, self.classes)
         self.fleet = Fleet(pools, sc.tiers, sc.scheduler, 2 * sc.horizon, self.interval,
                            sc.outputs.warmup_s, sc.seed, outbox=True,
-                           external=runner is not None,
+                           external=runner is not None or procs is not None,
                            max_queue=max_queue if math.isfinite(max_queue) else 2.0**62,
                            classes=self.classes, router=router, order=order)
         self.gates = Gates(self.fleet, pools, users)
@@ -101,6 +116,7 @@ class LiveFleet:
         self._open: dict[int, list[Req]] = {}  # worker -> requests of the batch starting
         self._running: dict[int, list[Req]] = {}  # worker -> requests of its batch
         self._failed: set[int] = set()  # workers whose real batch raised
+        self._lost: set[int] = set()  # workers whose batch died with its process
         self._armed = -1.0
         self.closed = False
         self.tasks: set[asyncio.Task] = set()
@@ -138,13 +154,28 @@ class LiveFleet:
         None (queued) or the fleet's rejection reason."""
         now = req.arrival
         self.catch_up(now)
+        reason = self._enter(req, now)
+        if reason is not None:
+            return reason
+        self.in_system += 1
+        self.empty.clear()
+        self._drain()
+        self._rearm()
+        return None
+
+    def _enter(self, req: Req, now: float) -> str | None:
+        """The request joins its tier queue at `now` (the fleet's clock): None, or the
+        fleet's rejection reason."""
         rid = self.next_id
         self.next_id += 1
         self.reqs[rid] = req
         t, tier, noise = np.array([now]), np.array([req.tier], np.int64), np.array([req.noise])
-        cls = None if self.mix is None else self.mix.draw(t, tier, noise)
-        if cls is not None:  # degraded: fewer steps than its class asks for
-            req.nominal = self.classes.steps[int(cls[0])]
+        cls = None
+        if self.mix is not None:
+            if req.cls < 0:
+                req.cls = int(self.mix.draw(t, tier, noise)[0])
+            cls = np.array([req.cls], np.int16)
+            req.nominal = self.classes.steps[req.cls]  # degraded: fewer steps than it asks for
         fate = self.fleet.advance(t, np.array([rid], np.int64), tier,
                                   np.array([req.user], np.int64),
                                   np.array([req.steps], np.float32), noise,
@@ -152,10 +183,6 @@ class LiveFleet:
         if fate[0] > 0:
             del self.reqs[rid]
             return KERNEL_REASONS[fate[0] - 1].label
-        self.in_system += 1
-        self.empty.clear()
-        self._drain()
-        self._rearm()
         return None
 
     def wake(self) -> None:
@@ -173,43 +200,75 @@ class LiveFleet:
             self.arm(t)
 
     def _drain(self) -> None:
-        """Act on the fleet's outbox: starts, batch launches, completions, drops."""
-        kinds, ids, ts, aux = self.fleet.outbox()
+        """Act on the fleet's outbox: starts, batch launches, completions, drops; then
+        re-queue the requests of a batch lost with its process, and act on what follows."""
         S = self.fleet.S
-        for kind, i, t, a in zip(kinds.tolist(), ids.tolist(), ts.tolist(), aux.tolist(), strict=True):
-            if kind == K.STARTED:
-                req = self.reqs[i]
-                req.start = t
-                self._open.setdefault(a, []).append(req)
-            elif kind == K.BATCH:
-                w, b = i, a
-                batch = self._open.pop(w, [])
-                p = int(S.w_pool[w])
-                steps = float(S.w_steps[w])
-                for r in batch:
-                    r.batch, r.pool_name, r.served_steps = b, self.pools[p].name, steps
-                self._running[w] = batch
-                self.batches[p] += 1
-                self.batched[p] += b
-                if self.runner is not None:
-                    task = asyncio.get_running_loop().create_task(self._real(w, p, b, int(round(steps))))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
-            elif kind == K.COMPLETED:
-                req = self.reqs.pop(i)
-                self.finish(req, Reason.ERROR.label if a in self._failed else None, t)
-                run = self._running.get(a)
-                if run is not None:
-                    run.remove(req)
-                    if not run:
-                        del self._running[a]
-                        self._failed.discard(a)
-            else:  # DROPPED: patience ran out, or CoDel
-                self.finish(self.reqs.pop(i), Reason.TIMEOUT.label, t)
+        while True:
+            again: list[Req] = []
+            kinds, ids, ts, aux = self.fleet.outbox()
+            for kind, i, t, a in zip(kinds.tolist(), ids.tolist(), ts.tolist(), aux.tolist(),
+                                     strict=True):
+                if kind == K.STARTED:
+                    req = self.reqs[i]
+                    req.start = t
+                    self._open.setdefault(a, []).append(req)
+                elif kind == K.BATCH:
+                    w, b = i, a
+                    batch = self._open.pop(w, [])
+                    p = int(S.w_pool[w])
+                    steps = float(S.w_steps[w])
+                    for r in batch:
+                        r.batch, r.pool_name, r.served_steps = b, self.pools[p].name, steps
+                    self._running[w] = batch
+                    self.batches[p] += 1
+                    self.batched[p] += b
+                    if self.runner is not None or self.procs is not None:
+                        until = float(S.w_until[w])  # the cost model's drawn end
+                        task = asyncio.get_running_loop().create_task(
+                            self._real(w, p, b, int(round(steps)), until))
+                        self.tasks.add(task)
+                        task.add_done_callback(self.tasks.discard)
+                elif kind == K.COMPLETED:
+                    req = self.reqs.pop(i)
+                    if a in self._lost:
+                        req.fault = "gpu_worker_lost"
+                        p = int(S.w_pool[a])
+                        if self.lost_batch[p] == "requeue" and req.requeued == 0:
+                            again.append(req)
+                        else:
+                            self.finish(req, Reason.ERROR.label, t)
+                    else:
+                        self.finish(req, Reason.ERROR.label if a in self._failed else None, t)
+                    run = self._running.get(a)
+                    if run is not None:
+                        run.remove(req)
+                        if not run:
+                            del self._running[a]
+                            self._failed.discard(a)
+                            self._lost.discard(a)
+                else:  # DROPPED: patience ran out, or CoDel
+                    self.finish(self.reqs.pop(i), Reason.TIMEOUT.label, t)
+            if not again:
+                return
+            now = float(S.clock[0])
+            for req in again:  # at the back of its tier queue, as a new arrival would be
+                req.requeued += 1
+                self.requeued += 1
+                req.start = math.nan
+                reason = self._enter(req, now)
+                if reason is not None:
+                    self.finish(req, reason, now)
 
-    async def _real(self, w: int, pool: int, b: int, steps: int) -> None:
+    async def _real(self, w: int, pool: int, b: int, steps: int, until: float) -> None:
         try:
-            await asyncio.to_thread(self.runner.run, pool, b, steps)
+            if self.procs is not None:
+                sleeps = self.procs.torch_args is None and self.wall is not None
+                end = self.wall(until) if sleeps else None
+                await self.procs.run(w, pool, b, steps, end)
+            else:
+                await asyncio.to_thread(self.runner.run, pool, b, steps)
+        except WorkerLost:  # its process died mid-batch: re-queued or failed, by policy
+            self._lost.add(w)
         except Exception:  # a failed batch fails its requests, with a recorded reason
             self._failed.add(w)
         if self.closed:

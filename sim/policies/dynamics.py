@@ -144,6 +144,24 @@ class FailureParams(Params):
                           "hours (or a duration: 30d)")
     mttr_h: Hours = Field(ge=1e-4, le=1e9, description="mean time to repair, hours (or 15m)")
     seed: int = Field(0, ge=0, le=2**63 - 1)
+    lost_batch: Literal["requeue", "fail"] = Field(
+        "requeue", description="live fleet only: the batch of a GPU worker process that dies "
+        "mid-batch is re-queued (each request once, at the back of its tier queue; lost "
+        "again, it fails) or failed (500 error), its log lines marked gpu_worker_lost. The "
+        "simulator's failed GPU finishes its batch in hand")
+
+
+def lost_batch(sc, pool: int) -> str:
+    """What the live fleet does with pool `pool`'s batch when its GPU worker process dies:
+    the `lost_batch` of the scenario's failures policy for that pool (its `pool`, or the
+    first pool when it names none, as the policy itself resolves it); requeue without one."""
+    names = [p.name for p in sc.fleet.pools]
+    for spec in sc.policies:
+        if spec.policy == Failures.name:
+            prm = FailureParams.model_validate(spec.params())
+            if (names.index(prm.pool) if prm.pool in names else 0) == pool:
+                return prm.lost_batch
+    return "requeue"
 
 
 class Failures(Policy):
