@@ -57,3 +57,74 @@ def test_worker_processes_answer_at_the_end_and_a_killed_one_loses_its_batches(t
         assert all(s.proc.returncode is not None for s in procs.slots)
 
     asyncio.run(go())
+
+
+FOUR = """
+name: four
+seed: 1
+horizon: 600s
+demand: {model: curve, users: 8, points: [[0, 1]]}
+tiers:
+- {name: free, share: 1, priority: 0, price_per_image: 0, slo_s: 60}
+policies: []
+fleet:
+  pools:
+  - {name: p, gpus: 4, service_time_s: 3, service_distribution: deterministic}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["requeue", "fail"])
+def test_a_gateways_killed_gpu_process_loses_its_two_batches_as_the_policy_says(tmp_path, policy):
+    """8 requests on 4 GPUs (batches of one, 3 s) served by 2 processes (GPUs 0, 2 on process
+    0): process 0 SIGKILLed 1.5 s in holds exactly 2 batches. requeue: both requests go back to
+    the queue and are served (8 answered 200); fail: both answer 500 error. Each is logged
+    gpu_worker_lost; the process is started again and the gateway drains and exits 0."""
+    import csv
+    import json
+
+    import httpx
+
+    from sim.live.replica import read_jsonl
+    from sim.live.serve import free_port, start_server, stop_server
+
+    sc = tmp_path / "four.yaml"
+    text = FOUR if policy == "requeue" else FOUR.replace(
+        "policies: []", f"policies: [{{policy: failures, mtbf_h: 1e9, mttr_h: 1, lost_batch: {policy}}}]")
+    sc.write_text(text)
+    log = tmp_path / "requests.jsonl"
+    port = free_port()
+    proc = start_server(sc, port, log_path=log, extra_args=("--gpu-procs", "2"))
+    try:
+        with open(tmp_path / "keys.csv", newline="") as f:
+            keys = [r["key"] for r in csv.DictReader(f)]
+        pid0 = json.loads((tmp_path / "gpu-workers.json").read_text())["pids"][0]
+
+        async def go():
+            async with httpx.AsyncClient(timeout=60) as c:
+                async def one(i):
+                    r = await c.post(f"http://127.0.0.1:{port}/v1/images", json={"id": i},
+                                     headers={"Authorization": f"Bearer {keys[i]}"})
+                    return r.status_code
+
+                tasks = [asyncio.ensure_future(one(i)) for i in range(8)]
+                await asyncio.sleep(1.5)
+                os.kill(pid0, signal.SIGKILL)
+                return await asyncio.gather(*tasks)
+
+        codes = asyncio.run(go())
+    finally:
+        rc = stop_server(proc)
+    assert rc == 0
+    lines = read_jsonl(log)
+    hit = [x for x in lines if x.get("fault") == "gpu_worker_lost"]
+    assert len(hit) == 2
+    if policy == "requeue":
+        assert sorted(codes) == [200] * 8
+        assert all(x["status"] == 200 and x["requeued"] == 1 for x in hit)
+    else:
+        assert sorted(codes) == [200] * 6 + [500] * 2
+        assert all(x["reason"] == "error" and x["requeued"] == 0 for x in hit)
+    procs = json.loads((tmp_path / "gpu-workers.json").read_text())
+    assert procs["starts"] == [2, 1] and procs["lost"] == [2, 0]
+    assert len(lines) == 8

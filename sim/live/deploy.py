@@ -7,7 +7,11 @@ deployment.json beside the fleet's log ({"fleet", "replicas", "pids", "logs"}) a
 one `serving` line per process. SIGTERM or SIGINT is passed to every process (each drains:
 replicas stop admitting and wait for what they forwarded, the fleet finishes what it
 holds); the supervisor exits 0 when every process that was still running exited 0. A
-process that died before (a killed replica) is reported on stderr; the others go on.
+process that died before (a killed replica) is reported on stderr; the others go on. With
+--restart-replicas a replica that dies is started again on its port under a new name
+(r1 -> r1.1: its request numbers start again, so the logs keep one key per request) and
+appends to its log; deployment.json is rewritten with its pid. What it had forwarded is
+the fleet's to finish (its in-flight slots, the concurrency gate's, free when they end).
 """
 
 from __future__ import annotations
@@ -108,8 +112,8 @@ def supervise(args) -> int:
     fleet_url = f"http://{args.host}:{fleet_port}"
     procs: dict[str, subprocess.Popen] = {}
 
-    def spawn(name: str, cmd: list[str]) -> None:
-        err = open(log.with_name(f"{name}.stderr"), "wb")
+    def spawn(name: str, cmd: list[str], mode: str = "wb") -> None:
+        err = open(log.with_name(f"{name}.stderr"), mode)  # noqa: SIM115 (closed below)
         try:
             procs[name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                            preexec_fn=_die_with_parent)
@@ -154,12 +158,28 @@ def supervise(args) -> int:
         for name, url in urls.items():
             print(f"serving {url} ({name})", file=sys.stderr, flush=True)
         dead: set[str] = set()
+        lives = dict.fromkeys(urls, 0)  # restarts so far, per process
         while not stopping:
-            for name, p in procs.items():
-                if p.poll() is not None and name not in dead:
-                    dead.add(name)
-                    print(f"serve: {name} exited ({_how(p.returncode)}); the others go on",
-                          file=sys.stderr, flush=True)
+            for name, p in list(procs.items()):
+                if p.poll() is None or name in dead:
+                    continue
+                if args.restart_replicas and name != "fleet" and not stopping:
+                    i = int(name.split("-")[1])
+                    lives[name] += 1
+                    spawn(name, [*_child_args(args, "replica", ports[i], replica_log(log, i), keys, start_at),
+                                 "--fleet", fleet_url, "--replica-name", f"r{i}.{lives[name]}",
+                                 "--store-failure", args.store_failure,
+                                 *(["--redis", args.redis] if args.redis else [])], "ab")
+                    info["pids"][name] = procs[name].pid
+                    info.setdefault("restarts", {})[name] = lives[name]
+                    tmp.write_text(dumps(info))
+                    tmp.replace(log.with_name("deployment.json"))
+                    print(f"serve: {name} exited ({_how(p.returncode)}); restarted as "
+                          f"r{i}.{lives[name]}", file=sys.stderr, flush=True)
+                    continue
+                dead.add(name)
+                print(f"serve: {name} exited ({_how(p.returncode)}); the others go on",
+                      file=sys.stderr, flush=True)
             if len(dead) == len(procs):
                 break
             time.sleep(0.1)

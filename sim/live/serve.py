@@ -71,6 +71,8 @@ def add_parser(subparsers) -> None:
     d.add_argument("--store-failure", choices=("fail_open", "fail_closed"), default="fail_open",
                    help="when the limiter store is unreachable: admit without a check and count "
                    "it (fail_open, default) or answer 503 limiter_unavailable with Retry-After")
+    d.add_argument("--restart-replicas", action="store_true", help="start a replica that dies "
+                   "again on its port, under a new name (r1.1); default: the others go on")
     d.add_argument("--role", choices=("gateway", "fleet", "replica"), default="gateway",
                    help="gateway (default): admission and fleet in one process; fleet: the fleet "
                    "behind replicas (POST /fleet/v1/images, loopback only); replica: admission, "
@@ -152,6 +154,8 @@ def _check_roles(args) -> None:
                          "(its endpoint trusts the replicas' admission)")
     if args.redis is not None and not args.redis.startswith(("redis://", "rediss://", "unix://")):
         raise InputError("--redis", args.redis, "expected redis://host:port[/db] or unix://path")
+    if args.restart_replicas and not args.replicas:
+        raise InputError("--restart-replicas", "(set)", "only with --replicas N")
     if args.replicas and args.role != "gateway":
         raise InputError("--replicas", str(args.replicas), "starts its own --role processes")
 
