@@ -45,7 +45,8 @@ validate: install
 	$(BIN)/floodgate validate scenarios/validation_surge.yaml --json
 
 # scripted faults against `floodgate serve --replicas N` on loopback (sim/live/chaos.py):
-# a replica SIGKILLed, Redis stopped for 10 s (with a Redis store), SIGTERM to everything
+# a replica SIGKILLed, a GPU worker process SIGKILLed mid-batch, Redis stopped for 10 s (with a
+# Redis store), SIGTERM to everything
 chaos: install
 	$(BIN)/python -m sim.live.chaos --out out/chaos
 

@@ -9,6 +9,7 @@ simulator's fleet loop driven on the wall clock, and the real-denoiser runs), `m
 `fidelity` (simulated vs live statistics), `validate` (`floodgate validate`), `store` (the
 limiter store interface: state in process or, `redis_store`, shared in Redis by replicas),
 `redis_server` (a throwaway redis-server for tests, benchmarks and fault scenarios),
+`gpu_worker` (GPU worker processes: the fleet's batches run there, `--gpu-procs K`),
 `replica` (a gateway replica: admission against a limiter store, then the fleet process;
 `reconcile`), `deploy` (`floodgate serve --replicas N`), `chaos` (`make chaos`: faults).
 """

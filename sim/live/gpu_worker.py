@@ -57,7 +57,9 @@ def main(argv=None) -> int:
         if dev is None and torch.cuda.is_available():
             dev = f"cuda:{args.index % torch.cuda.device_count()}"
         sc = load_scenario(args.torch)
-        run = TorchRunner(sc, build_pools(sc), dev, args.dtype).run
+        runner = TorchRunner(sc, build_pools(sc), dev, args.dtype)
+        print(f"GPU worker {args.index}: {runner.describe()}", file=sys.stderr, flush=True)
+        run = runner.run
     out = sys.stdout
     lock = threading.Lock()
 

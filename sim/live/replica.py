@@ -2,7 +2,8 @@
 
 Topology (`floodgate serve --replicas N`, or processes started by hand with `--role`):
 
-    clients --> replica 0..N-1 --(loopback HTTP)--> fleet process --> GPU workers
+    clients --> replica 0..N-1 --(loopback HTTP)--> fleet process --> GPU worker processes
+                                                                     (--gpu-procs K)
                      |
                      +--> limiter store (Redis: shared; in memory: each replica its own)
 

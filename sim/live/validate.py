@@ -74,10 +74,12 @@ def _kill_group(p: subprocess.Popen) -> None:
 
 
 def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
-             redis_url: str | None = None, sub: str = "live", locust_workers: int = 0) -> dict:
+             redis_url: str | None = None, sub: str = "live", locust_workers: int = 0,
+             gpu_procs: int = 0) -> dict:
     """Gateway (or a fleet and `replicas` replicas, sharing `redis_url` or each with its
     own limiter state) + Locust on loopback (one process, or a master and `locust_workers`
-    workers, the schedule split by user); returns paths and the Locust exit code."""
+    workers, the schedule split by user); batches in `gpu_procs` GPU worker processes (0: in
+    the fleet's process); returns paths and the Locust exit code."""
     from sim.live.serve import free_port, start_server, stop_server
 
     d = d.resolve()  # the subprocesses run elsewhere
@@ -109,7 +111,8 @@ def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
                 from sim.live.deploy import start_deployment
 
                 extra = ["--time-scale", repr(st.X), "--keys", str(d / "keys.csv"),
-                         "--kernel", st.kernel, "--start-at", repr(start_at)]
+                         "--kernel", st.kernel, "--start-at", repr(start_at),
+                         "--gpu-procs", str(gpu_procs)]
                 server, dep = start_deployment(live, st.path.resolve(), replicas,
                                                extra + (["--redis", redis_url] if redis_url else []),
                                                log=gw_log)
@@ -120,7 +123,8 @@ def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
                                     f"to start (more than {START_REPLICAS_S:g} s): the machine is too busy")
             else:
                 server = start_server(str(st.path.resolve()), port, st.X, str(d / "keys.csv"),
-                                      str(gw_log), ("--kernel", st.kernel, "--start-at", repr(start_at)))
+                                      str(gw_log), ("--kernel", st.kernel, "--start-at", repr(start_at),
+                                                    "--gpu-procs", str(gpu_procs)))
                 host = f"http://127.0.0.1:{port}"
         except RuntimeError as e:
             raise LiveError(str(e)) from None
@@ -319,12 +323,13 @@ def saturation_time(st: Setup, cap: float) -> float | None:
 def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.0,
                    out: str | None = None, drain: float = 15.0, reps: int = 5,
                    kernel: str = "model", bootstrap_n: int = 500, log=sys.stderr,
-                   replicas: int | None = None, locust_workers: int = 0) -> dict:
+                   replicas: int | None = None, locust_workers: int = 0, gpu_procs: int = 0) -> dict:
     """The whole validation; writes the report folder and returns validation.json.
     replicas: a fleet and N replicas sharing a throwaway Redis (the simulator models them
     with the measured hop), then the same schedule with per-replica limiter state, whose
     over-admission the simulator predicts (`over_admission`). locust_workers: Locust as a
-    master and that many worker processes, the schedule split by user."""
+    master and that many worker processes, the schedule split by user. gpu_procs: the
+    fleet's batches run in that many GPU worker processes (sim/live/gpu_worker.py)."""
     from sim.live.refeed import refeed_figures  # the gateway's modules: only when validating
     from sim.outcomes import REASONS
     from sim.report.validation_report import write_report
@@ -363,13 +368,14 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
                 except (FileNotFoundError, RuntimeError) as e:
                     raise LiveError(f"--replicas needs redis-server: {e}") from None
                 try:
-                    paths = run_live(st, d, log, replicas, srv.url, locust_workers=locust_workers)
+                    paths = run_live(st, d, log, replicas, srv.url, locust_workers=locust_workers,
+                                     gpu_procs=gpu_procs)
                 finally:
                     stop_redis(srv)
                 per = run_live(st, d, log, replicas, None, sub="live_per_replica",
-                               locust_workers=locust_workers)
+                               locust_workers=locust_workers, gpu_procs=gpu_procs)
             else:
-                paths = run_live(st, d, log, locust_workers=locust_workers)
+                paths = run_live(st, d, log, locust_workers=locust_workers, gpu_procs=gpu_procs)
         except LiveError as e:  # keep the logs of a failed run beside the target
             kept = target.parent / f"{target.name}.failed"
             shutil.rmtree(kept, ignore_errors=True)
@@ -402,7 +408,7 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
             "capacity_images_per_s": round(cap, 4), "saturation_s": t_sat,
             "scheduled": int(len(sched)), "gateway_offset_s": round(off, 6),
             "locust_exit_code": paths["locust_rc"], "live_wall_s": round(paths["wall_s"], 2),
-            "locust_workers": locust_workers,
+            "locust_workers": locust_workers, "gpu_procs": gpu_procs,
             "client": client_figures(cl, gw, st.X, pool_size(len(sched))),
             "targets": TARGETS, "headline": res["all"]["headline"],
             "met": met(res["all"]["headline"]),
@@ -493,7 +499,7 @@ def cmd_validate(args) -> int:
     try:
         res = run_validation(args.scenario, args.duration, args.time_scale, args.out,
                              args.drain, args.reps, args.kernel, replicas=args.replicas,
-                             locust_workers=args.locust_workers)
+                             locust_workers=args.locust_workers, gpu_procs=args.gpu_procs)
     except LiveError as e:
         lines = [x for x in str(e).strip().splitlines() if x.strip()] or ["failed"]
         msg = lines[0] + (f" ... {lines[-1].strip()}" if len(lines) > 1 else "")
@@ -535,4 +541,7 @@ def add_parser(subparsers) -> None:
                    help="live: Locust as a master and K worker processes, the schedule split by "
                    "user (user %% K; each user's requests keep their order), when one process "
                    "cannot hold the send rate (default 0: one process)")
+    v.add_argument("--gpu-procs", type=int_in(0, 1024), default=0, metavar="K",
+                   help="live: the fleet's batches in K GPU worker processes (serve --gpu-procs; "
+                   "default 0: in the fleet's process)")
     v.set_defaults(func=cmd_validate)
