@@ -151,12 +151,15 @@ def test_outbox_grows_and_keeps_every_record_in_order():
 
 
 def test_external_batches_end_when_the_caller_says():
-    """--kernel torch: a batch's end is reported (Fleet.complete), not drawn."""
+    """--kernel torch, --gpu-procs: a batch's end is reported (Fleet.complete), not
+    scheduled; the cost model's drawn end is left in w_until (a worker process of the cost
+    model sleeps until it)."""
     sc = parse_scenario(queue_scenario(1.0, 1.0, 1, 100, dist="deterministic", max_batch=2))
     f = Fleet(build_pools(sc), sc.tiers, sc.scheduler, 100, 1.0, 0.0, 0, outbox=True, external=True)
     _, (kind, ids, ts, aux) = _feed(f, np.array([0.0]), 0.0)
     assert kind.tolist() == [K.STARTED, K.BATCH] and aux[1] == 1
     w = int(ids[1])
+    assert f.S.w_until[w] == pytest.approx(1.0)  # 0 + the deterministic 1 s of a batch of one
     _, (kind, *_rest) = _feed(f, np.array([0.5, 0.5]), 10.0)  # queued behind it
     assert len(kind) == 0 and f.next_event() == np.inf  # nothing drawn: it waits for the caller
     f.complete(w, 12.5)
