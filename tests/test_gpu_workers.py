@@ -59,6 +59,19 @@ def test_worker_processes_answer_at_the_end_and_a_killed_one_loses_its_batches(t
     asyncio.run(go())
 
 
+def test_a_worker_process_that_cannot_start_is_given_up_after_three_tries():
+    async def go():
+        procs = GpuProcs(1, torch_args=["--no-such-option"])  # argparse exits 2 at once
+        with pytest.raises(RuntimeError, match="before it was ready, 3 times"):
+            await procs.start(60)
+        assert procs.slots[0].starts == 3
+        with pytest.raises(RuntimeError):  # its batches fail (a recorded error), none hangs
+            await asyncio.wait_for(procs.run(0, 0, 1, 1, None), 5)
+        await procs.close()
+
+    asyncio.run(go())
+
+
 FOUR = """
 name: four
 seed: 1

@@ -95,6 +95,8 @@ class _Slot:
         self.ready = asyncio.Event()
         self.pending: dict[int, asyncio.Future] = {}
         self.starts = 0
+        self.broken: str | None = None  # it exited before it was ready, three times running
+        self.failed_starts = 0
 
 
 class GpuProcs:
@@ -117,6 +119,9 @@ class GpuProcs:
         for s in self.slots:
             self._spawn(s)
         await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in self.slots)), timeout)
+        for s in self.slots:
+            if s.broken:
+                raise RuntimeError(s.broken)
 
     def _spawn(self, s: _Slot) -> None:
         t = asyncio.get_running_loop().create_task(self._serve(s))
@@ -133,6 +138,7 @@ class GpuProcs:
             *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             preexec_fn=_die_with_parent, limit=2**20)
         s.starts += 1
+        was_ready = False
         try:
             while True:
                 line = await s.proc.stdout.readline()
@@ -140,6 +146,8 @@ class GpuProcs:
                     break
                 msg = json.loads(line)
                 if "ready" in msg:
+                    was_ready = True
+                    s.failed_starts = 0
                     s.ready.set()
                     self._write_pids()
                     continue
@@ -158,7 +166,12 @@ class GpuProcs:
                     fut.set_exception(WorkerLost(f"GPU worker process {s.index} exited "
                                                  f"({s.proc.returncode})"))
             s.pending.clear()
-            if not self.closing:
+            s.failed_starts += not was_ready
+            if s.failed_starts >= 3:  # it cannot start: its batches fail from now on
+                s.broken = (f"GPU worker process {s.index} exited ({s.proc.returncode}) before "
+                            "it was ready, 3 times (its stderr is the fleet's)")
+                s.ready.set()
+            elif not self.closing:
                 self._spawn(s)
 
     async def run(self, w: int, pool: int, b: int, steps: int, until: float | None) -> None:
@@ -167,6 +180,8 @@ class GpuProcs:
         s = self.slots[w % self.n]
         while not s.ready.is_set():  # set now: its reader has not yet failed what it held
             await s.ready.wait()
+        if s.broken:
+            raise RuntimeError(s.broken)
         j = self._next
         self._next += 1
         fut = asyncio.get_running_loop().create_future()

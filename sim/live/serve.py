@@ -154,6 +154,8 @@ def _check_roles(args) -> None:
                          "(its endpoint trusts the replicas' admission)")
     if args.redis is not None and not args.redis.startswith(("redis://", "rediss://", "unix://")):
         raise InputError("--redis", args.redis, "expected redis://host:port[/db] or unix://path")
+    if args.gpu_procs and args.role == "replica":
+        raise InputError("--gpu-procs", str(args.gpu_procs), "a replica runs no batches (give it to the fleet)")
     if args.restart_replicas and not args.replicas:
         raise InputError("--restart-replicas", "(set)", "only with --replicas N")
     if args.replicas and args.role != "gateway":
