@@ -87,7 +87,7 @@ fleet:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", ["requeue", "fail"])
+@pytest.mark.parametrize("policy", ["requeue"])  # fail: tests/test_chaos.py, on a deployment
 def test_a_gateways_killed_gpu_process_loses_its_two_batches_as_the_policy_says(tmp_path, policy):
     """8 requests on 4 GPUs (batches of one, 3 s) served by 2 processes (GPUs 0, 2 on process
     0): process 0 SIGKILLed 1.5 s in holds exactly 2 batches. requeue: both requests go back to
