@@ -27,6 +27,7 @@ from sim.fleet.gates import Gates
 from sim.fleet.purchase import Ledger, prices_of
 from sim.outcomes import KERNEL_REASON, REASONS
 from sim.policies.pipeline import ActivePolicy, admit_chunk, build_policies
+from sim.regions import build_regions
 from sim.scenario import Scenario
 
 
@@ -150,9 +151,10 @@ class Run:
         self.classes = build_classes(sc, self.pools)
         self.mix = ClassMix.of(sc) if self.classes else None
         router, order = routing(sc, self.pools, self.classes)
+        self.regions = build_regions(sc)
         self.fleet = Fleet(self.pools, sc.tiers, sc.scheduler, sc.horizon, self.interval,
                            sc.outputs.warmup_s, sc.seed, outbox=self.trace, classes=self.classes,
-                           router=router, order=order)
+                           router=router, order=order, regions=self.regions)
         self.gates = Gates(self.fleet, self.pools, cell_users(sc, self.demand))
         # the replica-to-fleet hop: every admitted request's latency and wait are the fleet's
         # plus the hop (summaries add it), so within SLO means fleet latency <= slo - hop
@@ -171,6 +173,11 @@ class Run:
         self.rejected = np.zeros((nk, len(REASONS)), np.int64)
         self.ser_offered = np.zeros((self.n_int, nk), np.int64)
         self.ser_rejected = np.zeros((self.n_int, nk, len(REASONS)), np.int64)
+        # fleet regions: per users' region, arrivals and those rejected on arrival (admission
+        # or the fleet's gates; timeouts are the fleet's reg_drop)
+        nu = len(self.regions.users) if self.regions is not None else 0
+        self.reg_offered = np.zeros(nu, np.int64)
+        self.reg_rejected = np.zeros((nu, len(REASONS)), np.int64)
         self.start = min(float(np.floor(max(self.start, 0.0) / sc.chunk_s) * sc.chunk_s), sc.horizon)
         self.cursor = self.start
         self._held = False  # the fleet's last call held at its end (kernel.advance)
@@ -243,6 +250,10 @@ class Run:
         cls = None
         if self.mix is not None:
             cls = self.mix.draw(a.t[idx], a.tier[idx], noise[idx])
+        ureg = None
+        if self.regions is not None:
+            ureg = self.regions.user_region(self.demand, a.user)
+            self.reg_offered += np.bincount(ureg, minlength=len(self.reg_offered))
         ids = np.arange(self.next_id, self.next_id + len(idx), dtype=np.int64)
         self.next_id += len(idx)
         # The fleet takes the admitted requests in slices of at most slice_requests, each run
@@ -255,12 +266,14 @@ class Run:
             hold = hi < n_in or nxt is not None
             if lo == 0 and hi == len(a):  # nothing rejected, one slice: no gathers
                 t_in, tier, user, e_in, z_in = a.t, a.tier, a.user, noise, z
+                r_in = ureg
             else:
                 j = idx[lo:hi]
                 t_in, tier, user, e_in, z_in = a.t[j], a.tier[j], a.user[j], noise[j], z[j]
+                r_in = None if ureg is None else ureg[j]
             fate = self.fleet.advance(t_in, ids[lo:hi], tier, user, steps[lo:hi], e_in, z_in,
                                       seg_until, hold, self._held,
-                                      cls=None if cls is None else cls[lo:hi])
+                                      cls=None if cls is None else cls[lo:hi], reg=r_in)
             self._held = hold
             rej = fate > 0
             if rej.any():
@@ -269,6 +282,12 @@ class Run:
             if hi >= n_in:
                 break
             lo = hi
+        if ureg is not None:
+            r = code_all >= 0
+            nr = len(REASONS)
+            self.reg_rejected += np.bincount(
+                ureg[r].astype(np.int64) * nr + code_all[r], minlength=self.reg_rejected.size
+            ).reshape(self.reg_rejected.shape)
         if self.trace:
             rid = np.full(len(a), -1, np.int64)
             rid[idx] = ids

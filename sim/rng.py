@@ -21,6 +21,7 @@ STREAMS = {
     "classes": 8,  # request classes, hashed from each request's service noise (sim.classes)
     "request_noise": 7,  # keyed draws of one request (id, attempt): keyed_uniform below
     "spot": 9,  # spot preemption instants (+ the purchase block's seed, the pool's index)
+    "regions": 10,  # a user's region when the demand has no blocks: hashed from its id (sim.regions)
 }
 
 

@@ -124,6 +124,8 @@ class CurveDemand(DemandCommon):
                       BeforeValidator(_tuples)] = Field(min_length=1, max_length=10**6)
     users: int = Field(gt=0, le=MAX_USERS, description="population the requests come from")
     interpolation: Literal["linear", "step"] = "linear"
+    regions: list[Region] | None = Field(None, min_length=1, description="users' regions (fleet."
+                                         "regions): a user's is drawn by share from a hash of its id")
 
     @model_validator(mode="after")
     def _sorted(self):
@@ -168,6 +170,9 @@ class Sessions(Strict):
 
 
 class Region(Strict):
+    """A region of the users: their share and local time (seasonality), and the home of
+    their requests when the fleet has regions (fleet.regions)."""
+
     name: str
     share: float = Field(gt=0, le=1, description="share of the users")
     utc_offset_h: float = Field(0.0, ge=-12, le=14)
@@ -209,6 +214,8 @@ class TraceDemand(DemandCommon):
     loop: bool = False
     period: PosDuration | None = Field(None, description="loop period (default: span + mean gap)")
     users: int = Field(1000, gt=0, le=MAX_USERS, description="users to draw from when there is no user column")
+    regions: list[Region] | None = Field(None, min_length=1, description="users' regions (fleet."
+                                         "regions): a user's is drawn by share from a hash of its id")
 
 
 DEMAND_MODELS = ("curve", "viral", "trace")
@@ -373,6 +380,7 @@ class Pool(Strict):
     launch: Literal["on_demand", "cycle"] = "on_demand"
     price_per_gpu_hour: float = Field(0.0, ge=0, le=MAX_PRICE, description="on demand, per live GPU-hour")
     purchase: Purchase | None = Field(None, description="reserved / on-demand / spot (default: all on demand)")
+    region: str | None = Field(None, description="the fleet region it is in (fleet.regions)")
 
     @model_validator(mode="after")
     def _cost(self):
@@ -385,12 +393,42 @@ class Pool(Strict):
         return self
 
 
+class FleetRegion(Strict):
+    """A region of the fleet (sim/regions.py): its pools name it; `latency_s` is the network
+    latency from each users' region to it, added to the latency of each request it serves.
+    A users' region's home is the fleet region with the lowest latency from it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
+    latency_s: dict[str, Annotated[float, Field(ge=0, le=60)]] = Field(
+        description="users' region -> network latency to this region, seconds (every users' "
+        "region: demand.seasonality.regions, or demand.regions)")
+    max_gpus: int | None = Field(None, ge=0, le=MAX_GPUS, description="capacity: live GPUs of "
+                                 "its pools together never exceed this (whole service)")
+
+
+class SpillOver(Strict):
+    """When a request leaves its home region (sim/regions.py): at its arrival, when the home
+    region's predicted wait is over `predicted_wait_s` (or its GPUs are out), it goes to the
+    region with the lowest network latency + predicted wait, if that is lower than home's."""
+
+    predicted_wait_s: Duration | None = Field(
+        None, description="spill when home's predicted wait (requests queued there at the "
+        "request's priority or above, over its live images/s at max batch) is over this "
+        "(default: only when its GPUs are out)")
+    max_latency_s: float | None = Field(None, ge=0, le=60, description="never to a region "
+                                        "farther than this from the user (network latency)")
+
+
 class Fleet(Strict):
     pools: list[Pool] = Field(min_length=1)
     router: Literal["listed", "cheapest", "least_loaded", "affinity"] = Field(
         "listed", description="which pool with an idle GPU takes queued work first: as listed, "
         "the cheapest per image, the lowest busy share, or as listed with each GPU preferring "
         "the model it holds")
+    regions: list[FleetRegion] | None = Field(None, min_length=1, description="fleet regions; "
+                                              "each pool names its own (pools[].region)")
+    spill_over: SpillOver | None = Field(None, description="regions: when a request leaves "
+                                         "its home region (default: only when its GPUs are out)")
 
 
 ClassName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@+-]+$", max_length=100)]
@@ -742,7 +780,67 @@ def scenario_problems(data: Any) -> tuple[Scenario | None, list[Problem]]:
         sc = Scenario.model_validate(data)
     except ValidationError as e:
         return None, problems_of(e, data) + _section_problems(data)
-    return sc, cross_problems(sc.tiers, list(enumerate(sc.policies)), sc.demand)
+    return sc, cross_problems(sc.tiers, list(enumerate(sc.policies)), sc.demand) + region_problems(sc)
+
+
+def user_regions(demand: Any) -> list[Region]:
+    """The users' regions: the viral model's seasonality regions, or a curve's or trace's
+    `regions` (default one, 'utc', as seasonality's)."""
+    if demand.model == "viral":
+        return demand.seasonality.regions
+    return demand.regions or [Region(name="utc", share=1.0)]
+
+
+def region_problems(sc: Scenario) -> list[Problem]:
+    """Fleet regions (sim/regions.py): names unique, every pool in one, each region's latency
+    from every users' region, capacities that hold the pools' GPUs; region_outage policies
+    name a region."""
+    f, out = sc.fleet, []
+    outages = [(i, p) for i, p in enumerate(sc.policies) if p.policy == "region_outage"]
+    if f.regions is None:
+        if f.spill_over is not None:
+            out.append(Problem(("fleet", "spill_over"), "needs fleet.regions"))
+        for i, p in enumerate(f.pools):
+            if p.region is not None:
+                out.append(Problem(("fleet", "pools", i, "region"), "needs fleet.regions"))
+        for i, _ in outages:
+            out.append(Problem(("policies", i, "region"), "needs fleet.regions"))
+        return out
+    names = [r.name for r in f.regions]
+    if len(set(names)) != len(names):
+        out.append(Problem(("fleet", "regions"), "region names must be unique"))
+    users = [r.name for r in user_regions(sc.demand)]
+    where = "demand.seasonality.regions" if sc.demand.model == "viral" else "demand.regions"
+    for i, p in enumerate(f.pools):
+        if p.region is None:
+            out.append(Problem(("fleet", "pools", i, "region"),
+                               f"missing: with fleet.regions each pool is in one of {', '.join(names)}"))
+        elif p.region not in names:
+            out.append(Problem(("fleet", "pools", i, "region"), f"unknown region {p.region!r}"
+                               f"{did_you_mean(p.region, names) or ';'} regions: {', '.join(names)}"))
+    for j, r in enumerate(f.regions):
+        for u in r.latency_s:
+            if u not in users:
+                out.append(Problem(("fleet", "regions", j, "latency_s", u),
+                                   f"unknown users' region {u!r}{did_you_mean(u, users) or ';'} "
+                                   f"{where}: {', '.join(users)}"))
+        missing = [u for u in users if u not in r.latency_s]
+        if missing:
+            out.append(Problem(("fleet", "regions", j, "latency_s"),
+                               f"no latency from {', '.join(missing)} ({where})"))
+        own = [p for p in f.pools if p.region == r.name]
+        if not own:
+            out.append(Problem(("fleet", "regions", j), "no pool is in this region"))
+        gpus = sum(p.gpus for p in own)
+        if r.max_gpus is not None and gpus > r.max_gpus:
+            out.append(Problem(("fleet", "regions", j, "max_gpus"),
+                               f"its pools start with {gpus} GPUs, over its capacity"))
+    for i, spec in outages:
+        r = spec.params().get("region")
+        if r not in names:
+            out.append(Problem(("policies", i, "region"), f"unknown region {r!r}"
+                               f"{did_you_mean(r, names) or ';'} regions: {', '.join(names)}"))
+    return out
 
 
 def cross_problems(tiers: list[Tier], specs: list[tuple[int, PolicySpec]],

@@ -224,6 +224,11 @@ class ViralModel(Stream):
         return _tier_of(np.ascontiguousarray(user, dtype=np.int64), self.off, self.salt,
                         self.b_wave, self.mix)
 
+    def region_of(self, user: np.ndarray) -> np.ndarray:
+        """A user's region (index into seasonality.regions): its block's."""
+        b = np.searchsorted(self.off, np.asarray(user, np.int64), side="right") - 1
+        return self.b_reg[np.clip(b, 0, len(self.off) - 1)]
+
     def _weights(self, cell: int):
         """Cumulative cohort weights for repeat sessions in grid cell `cell` (cached)."""
         cache = self._cache.__dict__.setdefault("cells", {})  # one per thread

@@ -12,6 +12,8 @@ from sim.fleet import kernel as K
 from sim.fleet.cost import CostModel
 from sim.fleet.purchase import Ledger
 
+QUEUE_FIELDS = ("q_t", "q_steps", "q_noise", "q_z", "q_user", "q_id", "q_cls", "q_reg")
+
 DISCIPLINES = {"strict_priority": K.STRICT, "fifo": K.FIFO, "edf": K.EDF, "drr": K.DRR}
 DISTRIBUTIONS = {"deterministic": 0, "exponential": 1, "profile": 2}
 
@@ -23,10 +25,14 @@ FIELDS = (
     # request classes, batch groups, models and routing
     "cost_enc cls_group cls_steps cls_enc cls_quality deg_cls grp_model pool_serves pool_swap "
     "pool_order p_act swaps cls_stats "
+    # fleet regions (sim/regions.py): users' region -> home, network latency, pool -> region,
+    # images/s per GPU, [spill wait, max latency], outage flags; per users' region counts
+    "reg_home reg_net pool_reg pool_rate spill reg_down reg_done reg_drop reg_nsys reg_spill "
+    "reg_lat_hist reg_stats "
     # queues: ring buffers per lane (tier x batch group), q_size per tier
-    "q_t q_steps q_noise q_z q_user q_head q_size q_id q_n q_cls "
+    "q_t q_steps q_noise q_z q_user q_head q_size q_id q_n q_cls q_reg "
     # workers
-    "w_state w_pool w_speed w_until w_bn w_bt w_bk w_bu w_bid w_bstart w_steps w_bc w_model "
+    "w_state w_pool w_speed w_until w_bn w_bt w_bk w_bu w_bid w_bstart w_steps w_bc w_model w_br "
     "idle idle_n "
     "h_t h_w h_n tmr "
     # outbox (kind, id, t, aux)
@@ -90,7 +96,7 @@ class Fleet:
                  interval: float, warmup: float, seed: int, queue_capacity: int = 4096,
                  outbox: bool = False, external: bool = False, max_queue: float = 2.0**62,
                  classes: ClassSetup | None = None, router: int = K.LISTED,
-                 order: list[int] | None = None):
+                 order: list[int] | None = None, regions=None):
         if external and not outbox:
             raise ValueError("an external pool reports its batches through the outbox")
         nk = len(tiers)
@@ -101,9 +107,14 @@ class Fleet:
         B = max(p.max_batch for p in pools)
         P = len(pools)
         self.classes = classes
-        # the fleet loop's general path (lanes, classes, routers) or the one-group one
-        self.general = classes is not None or router != K.LISTED
-        G = len(classes.group_names) if classes else 1
+        self.regions = regions
+        # the fleet loop's general path (lanes, classes, routers, regions) or the one-group one
+        self.general = classes is not None or router != K.LISTED or regions is not None
+        G0 = len(classes.group_names) if classes else 1
+        # with regions a lane's group is (batch group, fleet region): g = g0 * R + region, so a
+        # region's pools serve only its lanes and batch them apart
+        R = len(regions.names) if regions is not None else 1
+        G = G0 * R
         C = len(classes.names) if classes else 1
         cost_fixed = np.zeros((P, G, B + 1))
         cost_step = np.zeros((P, G, B + 1))
@@ -111,15 +122,17 @@ class Fleet:
         serves = np.ones((P, G), bool)
         for j, p in enumerate(pools):
             for g in range(G):
-                cm = classes.cost[j][g] if classes else p.cost
-                if cm is None:
+                g0 = g // R
+                cm = classes.cost[j][g0] if classes else p.cost
+                if cm is None or (regions is not None and regions.pool_region[j] != g % R):
                     serves[j, g] = False
                     continue
                 cost_fixed[j, g, : p.max_batch + 1] = cm.fixed[: p.max_batch + 1]
                 cost_step[j, g, : p.max_batch + 1] = cm.step[: p.max_batch + 1]
-                if classes and classes.enc[j][g] is not None:
-                    cost_enc[j, g, : p.max_batch + 1] = classes.enc[j][g][: p.max_batch + 1]
+                if classes and classes.enc[j][g0] is not None:
+                    cost_enc[j, g, : p.max_batch + 1] = classes.enc[j][g0][: p.max_batch + 1]
             cost_fixed[j, 0, 0] = p.cost.batch_time(1)  # an empty epoch of a cycling worker
+        U = len(regions.users) if regions is not None else 1
         prio = np.argsort([t.priority for t in tiers], kind="stable")
         f8, i8 = np.float64, np.int64
         z = np.zeros
@@ -127,10 +140,11 @@ class Fleet:
         nL = nk * G  # queue lanes: lane = tier * G + batch group
         state = dict(
             # warm-up, series interval, total queue limit, outbox on, nominal steps (brownout),
-            # router, request classes on
+            # router, request classes on, fleet regions (0: none)
             cfg=np.array([warmup, interval, max_queue, 1.0 if outbox else 0.0,
                           max(p.steps or 0.0 for p in pools) or np.inf,
-                          router, 1.0 if classes else 0.0], f8),
+                          router, 1.0 if classes else 0.0,
+                          R if regions is not None else 0], f8),
             prio_order=prio.astype(i8),
             disc=np.array([DISCIPLINES[scheduler.discipline]], i8),
             lifo=np.array([t.lifo for t in tiers], bool),
@@ -167,7 +181,7 @@ class Fleet:
             cls_steps=np.array(classes.steps if classes else [np.inf], f8),
             cls_enc=np.array(classes.encode if classes else [False], bool),
             cls_quality=np.array(classes.quality if classes else [1.0], f8),
-            grp_model=np.array(classes.group_model if classes else [0], i8),
+            grp_model=np.repeat(np.array(classes.group_model if classes else [0], i8), R),
             pool_serves=serves,
             pool_swap=np.array(classes.swap_s if classes and classes.swap_s else [0.0] * P, f8),
             pool_order=np.array(order if order else range(P), i8),  # router cheapest
@@ -175,14 +189,30 @@ class Fleet:
             # per class: started, sum of batch sizes, sum of batch fill, completed, sum of
             # latency, within SLO (requests arrived after warm-up)
             cls_stats=z((C, 6), f8),
+            reg_home=(regions.home if regions is not None else np.zeros(1)).astype(i8),
+            reg_net=(regions.net if regions is not None else np.zeros((1, 1))).astype(f8),
+            pool_reg=(regions.pool_region if regions is not None else np.zeros(P)).astype(i8),
+            pool_rate=np.array([p.cost.images_per_s(p.max_batch) for p in pools], f8),
+            spill=np.array([regions.spill_wait, regions.max_latency] if regions is not None
+                           else [np.inf, np.inf], f8),
+            reg_down=z(R, bool),
+            # per users' region: completions by fleet region that served them, timeouts
+            # (patience, CoDel), in system, spilled (arrivals sent away from home, and
+            # requests moved by an outage), latency histogram and [completions, sum of
+            # latency, within SLO, sum of network latency] of arrivals after warm-up
+            reg_done=z((U, R), i8), reg_drop=z(U, i8), reg_nsys=z(U, i8), reg_spill=z(U, i8),
+            reg_lat_hist=z((U, K.HIST_BINS) if regions is not None else (1, 1), i8),
+            reg_stats=z((U, 4), f8),
             ep=np.array([rng.key("epochs", seed), 0], i8),  # empty epochs: key, draws so far
             q_t=z((nL, cap), f8), q_steps=z((nL, cap), np.float32), q_noise=z((nL, cap), f8),
             q_z=z((nL, cap), f8), q_user=z((nL, cap), i8), q_head=z(nL, i8), q_size=z(nk, i8),
             q_id=z((nL, cap), i8), q_n=z(nL, i8), q_cls=z((nL, cap), np.int16),
+            q_reg=z((nL, cap) if regions is not None else (nL, 1), np.int16),
             w_state=z(N, np.int8), w_pool=z(N, i8), w_speed=np.ones(N), w_until=z(N, f8),
             w_bn=z(N, i8), w_bt=z((N, B), f8), w_bk=z((N, B), i8), w_bu=z((N, B), i8),
             w_bid=z((N, B), i8), w_bstart=z(N, f8), w_steps=z(N, f8),
             w_bc=z((N, B), np.int16), w_model=np.full(N, -1, i8),
+            w_br=z((N, B), np.int16),
             idle=z((P, N), i8), idle_n=z(P, i8),
             h_t=z(N + 1, f8), h_w=z(N + 1, i8), h_n=z(1, i8), tmr=np.full(1, np.inf),
             ob_kind=z(1024 if outbox else 1, np.int8), ob_id=z(1024 if outbox else 1, i8),
@@ -250,6 +280,21 @@ class Fleet:
         S.n_active[0] -= 1
         S.p_act[pool] -= 1
 
+    def region_out(self, r: int, out: bool) -> int:
+        """Fleet region r's GPUs are out (or back): new arrivals route around it, and while
+        out the requests queued there move (kernel.evacuate). The caller takes its GPUs
+        away (set_gpus). Returns how many requests moved."""
+        S = self.S
+        S.reg_down[r] = out
+        if not out:
+            return 0
+        G, R = S.pool_serves.shape[1], len(self.regions.names)
+        lanes = [k * G + g0 * R + r for k in range(len(S.q_size)) for g0 in range(G // R)]
+        while S.q_t.shape[1] < int(S.q_n.max()) + int(S.q_n[lanes].max()):
+            self._grow_queues()
+            S = self.S
+        return int(K.evacuate(S, r))
+
     def gpus(self, pool: int) -> int:
         S = self.S
         ids = S.w_pool == pool
@@ -258,19 +303,24 @@ class Fleet:
     # -- the hot path --
 
     def advance(self, t, ids, tier, user, steps, noise, z, until: float, hold: bool = False,
-                cont: bool = False, cls: np.ndarray | None = None) -> np.ndarray:
+                cont: bool = False, cls: np.ndarray | None = None,
+                reg: np.ndarray | None = None) -> np.ndarray:
         """Feed admitted arrivals (all <= until) with their request ids (and request classes:
-        None is class 0) and run to `until`; returns each one's fate (0 queued, else 1 +
-        kernel reason). hold: the next call brings more arrivals at exactly `until`; cont:
-        this is that call (kernel.advance)."""
+        None is class 0; and users' regions with fleet regions: None is region 0) and run to
+        `until`; returns each one's fate (0 queued, else 1 + kernel reason). hold: the next
+        call brings more arrivals at exactly `until`; cont: this is that call (kernel.advance)."""
         fate = np.zeros(len(t), dtype=np.int8)
         if cls is None and self.general:
             cls = np.zeros(len(t), np.int16)
         elif not self.general:
             cls = None  # the loop's one-group version
+        if self.regions is None:
+            reg = None  # the loop's version without regions
+        elif reg is None:
+            reg = np.zeros(len(t), np.int16)
         i = 0
         while True:
-            code, i = K.advance(self.S, t, ids, tier, cls, user, steps, noise, z, fate, i,
+            code, i = K.advance(self.S, t, ids, tier, cls, reg, user, steps, noise, z, fate, i,
                                 float(until), bool(hold), bool(cont))
             cont = False  # a call again after growing starts with a dispatch, as before
             if code == K.DONE:
@@ -322,8 +372,10 @@ class Fleet:
         S = self.S
         cap = S.q_t.shape[1]
         new = {}
-        for f in ("q_t", "q_steps", "q_noise", "q_z", "q_user", "q_id", "q_cls"):
+        for f in QUEUE_FIELDS:
             old = getattr(S, f)
+            if f == "q_reg" and self.regions is None:
+                continue  # no regions: unused
             arr = np.zeros((old.shape[0], 2 * cap), old.dtype)
             for ln in range(old.shape[0]):  # unroll each ring so the head is at 0
                 idx = (S.q_head[ln] + np.arange(S.q_n[ln])) % cap

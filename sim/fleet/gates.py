@@ -36,6 +36,8 @@ class Gates:
         self.users = int(users)
         # (time, pool, GPUs live from then on): GPU cost per pool and the figures
         self.gpu_log: list[tuple[float, int, int]] = [(0.0, j, p.gpus) for j, p in enumerate(pools)]
+        # fleet regions: pools of a region that is out, with the GPUs they come back with
+        self.held: dict[int, int] = {}
 
     # -- settings (at the fleet's current clock) --
 
@@ -96,10 +98,42 @@ class Gates:
         S.w_speed[S.w_pool == pool] = slowdown
 
     def set_gpus(self, pool: int, n: int) -> int:
-        """Provision or retire GPUs of a pool now (retiring ones finish their batch)."""
+        """Provision or retire GPUs of a pool now (retiring ones finish their batch). With
+        fleet regions, never above the region's capacity; while its region is out, the
+        count is what the pool comes back with (it has none live)."""
+        rg = self.fleet.regions
+        if rg is not None:
+            r = int(rg.pool_region[pool])
+            cap = rg.max_gpus[r]
+            if cap is not None:
+                others = sum(self.held.get(j, self.gpus(j)) for j in np.flatnonzero(rg.pool_region == r)
+                             if j != pool)
+                n = min(n, max(cap - others, 0))
+            if pool in self.held:
+                self.held[pool] = max(int(n), 0)
+                return 0
         n = self.fleet.set_gpus(pool, n)
         self.gpu_log.append((float(self.fleet.S.clock[0]), pool, n))
         return n
+
+    def region_out(self, region: int, out: bool) -> int:
+        """A fleet region's GPUs go away (out) or come back: its pools' GPUs are retired
+        (batches running finish) and kept for its return; while out, arrivals route around
+        it and its queued requests move (Fleet.region_out). Returns the requests moved."""
+        rg = self.fleet.regions
+        pools = [int(j) for j in np.flatnonzero(rg.pool_region == region)]
+        if out == bool(self.fleet.S.reg_down[region]):
+            return 0
+        if out:
+            for j in pools:
+                n = self.gpus(j)
+                self.set_gpus(j, 0)
+                self.held[j] = n
+            return self.fleet.region_out(region, True)
+        self.fleet.region_out(region, False)
+        for j in pools:
+            self.set_gpus(j, self.held.pop(j))
+        return 0
 
     # -- readings --
 

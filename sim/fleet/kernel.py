@@ -93,6 +93,51 @@ def _lane(k, g, p, m, G, q_n, q_t, q_head, pool_serves, grp_model):
     return best
 
 
+@njit(cache=True)
+def _region_wait(r, k, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down):
+    """Predicted wait of a tier-k arrival in fleet region r: the requests queued there at
+    its priority or above (all of them unless strict priority), over the region's live
+    images/s at max batch; inf while the region is out or has no live GPU."""
+    if reg_down[r]:
+        return np.inf
+    rate = 0.0
+    for p in range(pool_reg.shape[0]):
+        if pool_reg[p] == r:
+            rate += p_act[p] * pool_rate[p]
+    if rate <= 0.0:
+        return np.inf
+    ahead = 0
+    for kk in range(rank.shape[0]):
+        if strict and rank[kk] > rank[k]:
+            continue
+        for g0 in range(G // nR):
+            ahead += q_n[kk * G + g0 * nR + r]
+    return ahead / rate
+
+
+@njit(cache=True)
+def _route(u, k, G, nR, q_n, rank, strict, reg_home, reg_net, spill, pool_reg, pool_rate,
+           p_act, reg_down):
+    """The fleet region a tier-k request of users' region u goes to (sim/regions.py): home,
+    unless home's predicted wait is over the spill threshold or infinite (its GPUs out, or
+    none live) and another region within the latency cap offers a lower network latency +
+    wait."""
+    h = reg_home[u]
+    wh = _region_wait(h, k, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down)
+    if wh <= spill[0] and wh < np.inf:
+        return h
+    best = reg_net[u, h] + wh
+    r = h
+    for rr in range(nR):
+        if rr == h or reg_net[u, rr] > spill[1]:
+            continue
+        w = _region_wait(rr, k, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down)
+        if w < np.inf and reg_net[u, rr] + w < best:
+            best = reg_net[u, rr] + w
+            r = rr
+    return r
+
+
 # ---- completion heap (min-heap of batch end times) ----
 
 
@@ -177,7 +222,8 @@ def _heap_pop(ht, hw, hn):
 
 
 @njit(cache=True, nogil=True)  # nogil: the demand thread (Run(threads=True)) runs beside it
-def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until, hold, cont):
+def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0, until, hold,
+            cont):
     """Run the fleet through the admitted arrivals at[i0:] (all <= until) and on to `until`.
 
     hold: more arrivals at exactly `until` follow in the next call (a caller feeding arrivals
@@ -195,9 +241,11 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
 
     acls None: one batch group held by every pool, pools taken as listed (no request
     classes). numba compiles that case apart with the class, lane and router paths folded
-    away (skipped at run time they cost the one-group loop ~15%).
+    away (skipped at run time they cost the one-group loop ~15%). areg: the arrivals' users'
+    regions with fleet regions (sim/regions.py), None without (compiled apart as well).
     """
     general = acls is not None
+    regs = areg is not None
     warm, dts, q_total_limit, obon, nominal = S.cfg[0], S.cfg[1], S.cfg[2], S.cfg[3] > 0, S.cfg[4]
     prio_order, disc, lifo, deadline, slo, patience = (
         S.prio_order, S.disc[0], S.lifo, S.deadline, S.slo, S.patience)
@@ -216,8 +264,12 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
         S.grp_model, S.pool_serves, S.pool_swap, S.pool_order, S.p_act, S.swaps, S.cls_stats)
     q_t, q_steps, q_noise, q_z, q_user, q_head, q_size, q_id = (
         S.q_t, S.q_steps, S.q_noise, S.q_z, S.q_user, S.q_head, S.q_size, S.q_id)
-    q_n, q_cls = S.q_n, S.q_cls
-    w_bid, w_steps, w_bc, w_model = S.w_bid, S.w_steps, S.w_bc, S.w_model
+    q_n, q_cls, q_reg = S.q_n, S.q_cls, S.q_reg
+    w_bid, w_steps, w_bc, w_model, w_br = S.w_bid, S.w_steps, S.w_bc, S.w_model, S.w_br
+    reg_home, reg_net, pool_reg, pool_rate, spill, reg_down = (
+        S.reg_home, S.reg_net, S.pool_reg, S.pool_rate, S.spill, S.reg_down)
+    reg_done, reg_drop, reg_nsys, reg_spill, reg_lat_hist, reg_stats = (
+        S.reg_done, S.reg_drop, S.reg_nsys, S.reg_spill, S.reg_lat_hist, S.reg_stats)
     ob_kind, ob_id, ob_t, ob_aux, ob_n = S.ob_kind, S.ob_id, S.ob_t, S.ob_aux, S.ob_n
     obcap = ob_kind.shape[0]
     w_state, w_pool, w_speed, w_until, w_bn = S.w_state, S.w_pool, S.w_speed, S.w_until, S.w_bn
@@ -238,6 +290,10 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
 
     nK = q_size.shape[0]
     G = pool_serves.shape[1] if general else 1  # batch groups (1 without request classes)
+    nR = int(S.cfg[7]) if regs else 1  # fleet regions: lane group = batch group * nR + region
+    rank = np.empty(prio_order.shape[0], np.int64)  # a tier's place in priority order
+    for jj in range(prio_order.shape[0]):
+        rank[prio_order[jj]] = jj
     order = pool_order.copy()
     P = idle_n.shape[0]
     nI = ser_busy.shape[0]
@@ -308,6 +364,21 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                     completed[k] += 1
                     ser_completed[iv, k] += 1
                     lat = now - ta0
+                    if regs:
+                        # the network latency from the users' region to the serving one
+                        ur = w_br[w, j]
+                        fr = pool_reg[w_pool[w]]
+                        net = reg_net[ur, fr]
+                        lat += net
+                        reg_nsys[ur] -= 1
+                        reg_done[ur, fr] += 1
+                        if ta0 >= warm:
+                            reg_stats[ur, 0] += 1
+                            reg_stats[ur, 1] += lat
+                            reg_stats[ur, 3] += net
+                            reg_lat_hist[ur, hist_bin(lat, HIST_MIN, lg, HIST_BINS)] += 1
+                            if lat <= slo[k]:
+                                reg_stats[ur, 2] += 1
                     u = w_bu[w, j]
                     if u >= 0 and u < nU:
                         user_inflight[u] -= 1
@@ -325,7 +396,7 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                     if ta0 >= warm:
                         done_stats[k] += 1
                         sum_lat[k] += lat
-                        sum_sys[k] += lat
+                        sum_sys[k] += now - ta0  # time in the fleet (Little), no network
                         lat_hist[k, hist_bin(lat, HIST_MIN, lg, HIST_BINS)] += 1
                         if lat <= slo[k]:
                             good[k] += 1
@@ -356,6 +427,9 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                             q_size[k] -= 1
                             total -= 1
                             abandoned[k] += 1
+                            if regs:
+                                reg_nsys[q_reg[ln, idx]] -= 1
+                                reg_drop[q_reg[ln, idx]] += 1
                             if obon:
                                 _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, DROPPED, q_id[ln, idx],
                                      now, R_TIMEOUT)
@@ -409,7 +483,16 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                         deg_stats[k, 2] += min(st, ref)
                         if cs < np.inf:  # quality proxy of the class served, at its steps
                             deg_stats[k, 3] += cls_quality[c] * min(st, cs) / cs
-                    ln = k * G + cls_group[c] if general else k
+                    if regs:
+                        ur = areg[i]
+                        r = _route(ur, k, G, nR, q_n, rank, disc == STRICT, reg_home, reg_net,
+                                   spill, pool_reg, pool_rate, p_act, reg_down)
+                        if r != reg_home[ur]:
+                            reg_spill[ur] += 1
+                        reg_nsys[ur] += 1
+                        ln = k * G + cls_group[c] * nR + r
+                    else:
+                        ln = k * G + cls_group[c] if general else k
                     j = (q_head[ln] + q_n[ln]) % cap
                     q_t[ln, j] = t
                     q_steps[ln, j] = st
@@ -418,6 +501,8 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                     q_user[ln, j] = u
                     if general:
                         q_cls[ln, j] = c
+                    if regs:
+                        q_reg[ln, j] = ur
                     if obon:
                         q_id[ln, j] = aid[i]
                     q_n[ln] += 1
@@ -577,6 +662,9 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                         # CoDel (server-queue form): the tier's queue has not been empty for
                         # an interval, so a request that waited over the target is dropped
                         kernel_rej[k, R_TIMEOUT] += 1
+                        if regs:
+                            reg_nsys[q_reg[ln, idx]] -= 1
+                            reg_drop[q_reg[ln, idx]] += 1
                         if obon:
                             _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, DROPPED, q_id[ln, idx], now,
                                  R_TIMEOUT)
@@ -609,6 +697,8 @@ def advance(S, at, aid, atier, acls, auser, asteps, anoise, az, afate, i0, until
                     w_bu[w, j] = q_user[ln, idx]
                     if general:
                         w_bc[w, j] = c
+                    if regs:
+                        w_br[w, j] = q_reg[ln, idx]
                     if obon:
                         w_bid[w, j] = q_id[ln, idx]
                         _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, STARTED, q_id[ln, idx], now, w)
@@ -702,3 +792,102 @@ def complete(S, w, t):
     _heap_push(S.h_t, S.h_w, S.h_n, t, w)
     S.w_until[w] = t
 
+
+
+@njit(cache=True)
+def _gather(a, lane, fl, fs, m):
+    """a[lane, :m] = a[fl[x], fs[x]] for x < m (read all, then write)."""
+    tmp = np.empty(m, a.dtype)
+    for x in range(m):
+        tmp[x] = a[fl[x], fs[x]]
+    for x in range(m):
+        a[lane, x] = tmp[x]
+
+
+@njit(cache=True)
+def _relane(S, lane, fl, fs, m):
+    _gather(S.q_t, lane, fl, fs, m)
+    _gather(S.q_steps, lane, fl, fs, m)
+    _gather(S.q_noise, lane, fl, fs, m)
+    _gather(S.q_z, lane, fl, fs, m)
+    _gather(S.q_user, lane, fl, fs, m)
+    _gather(S.q_id, lane, fl, fs, m)
+    _gather(S.q_cls, lane, fl, fs, m)
+    _gather(S.q_reg, lane, fl, fs, m)
+    S.q_head[lane] = 0
+    S.q_n[lane] = m
+
+
+@njit(cache=True)
+def evacuate(S, r):
+    """Fleet region r is out (S.reg_down[r] set): each request queued in its lanes, oldest
+    first per lane, goes where `_route` sends it now (counting those already moved), merged
+    into that lane by arrival time; those with nowhere to go stay. Queue storage must hold
+    every lane's requests plus the largest lane of r (the caller grows it). Returns how many
+    moved."""
+    G = S.pool_serves.shape[1]
+    nR = int(S.cfg[7])
+    nK = S.q_size.shape[0]
+    cap = S.q_t.shape[1]
+    rank = np.empty(nK, np.int64)
+    for jj in range(nK):
+        rank[S.prio_order[jj]] = jj
+    strict = S.disc[0] == STRICT
+    moved = 0
+    dest = np.empty(cap, np.int64)
+    n_orig = np.empty(nR, np.int64)
+    fl = np.empty(2 * cap, np.int64)
+    fs = np.empty(2 * cap, np.int64)
+    for k in range(nK):
+        for g0 in range(G // nR):
+            src = k * G + g0 * nR + r
+            n = S.q_n[src]
+            if n == 0:
+                continue
+            for d in range(nR):
+                n_orig[d] = S.q_n[k * G + g0 * nR + d]
+            h0 = S.q_head[src]
+            for j in range(n):
+                idx = (h0 + j) % cap
+                u = S.q_reg[src, idx]
+                d = _route(u, k, G, nR, S.q_n, rank, strict, S.reg_home, S.reg_net, S.spill,
+                           S.pool_reg, S.pool_rate, S.p_act, S.reg_down)
+                dest[j] = d
+                if d != r:  # counted where it goes (the next one's predicted waits see it)
+                    S.q_n[src] -= 1
+                    S.q_n[k * G + g0 * nR + d] += 1
+                    S.reg_spill[u] += 1
+                    moved += 1
+            for d in range(nR):
+                if d == r:
+                    continue
+                dl = k * G + g0 * nR + d
+                a, na, hd = 0, n_orig[d], S.q_head[dl]
+                m = 0
+                j = 0
+                while True:  # merge by arrival time: the lane's own first at ties
+                    while j < n and dest[j] != d:
+                        j += 1
+                    if a >= na and j >= n:
+                        break
+                    ia = (hd + a) % cap
+                    ib = (h0 + j) % cap
+                    if j >= n or (a < na and S.q_t[dl, ia] <= S.q_t[src, ib]):
+                        fl[m] = dl
+                        fs[m] = ia
+                        a += 1
+                    else:
+                        fl[m] = src
+                        fs[m] = ib
+                        j += 1
+                    m += 1
+                if m > na:
+                    _relane(S, dl, fl, fs, m)
+            m = 0
+            for j in range(n):  # those left stay, in order
+                if dest[j] == r:
+                    fl[m] = src
+                    fs[m] = (h0 + j) % cap
+                    m += 1
+            _relane(S, src, fl, fs, m)
+    return moved

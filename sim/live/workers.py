@@ -26,6 +26,7 @@ import numpy as np
 import simpy
 
 from sim.classes import ClassMix, build_classes, routing
+from sim.errors import InputError
 from sim.fleet import kernel as K
 from sim.fleet.fleet import Fleet, PoolSetup
 from sim.fleet.gates import Gates
@@ -87,6 +88,9 @@ class LiveFleet:
                  on_final: Callable[[Req], None], users: int, arm: Callable[[float], None],
                  max_queue: float = INF, runner=None, procs=None,
                  wall: Callable[[float], float] | None = None):
+        if sc.fleet.regions is not None:
+            raise InputError(sc.source, "fleet.regions", "the live gateway serves one region; "
+                             "simulate fleet regions with `floodgate run`")
         self.sc, self.pools, self.clock, self.on_final = sc, pools, clock, on_final
         self.runner = runner  # None: batch times from the cost model; else real batches
         # GPU worker processes (sim/live/gpu_worker.GpuProcs) run the batches: the real

@@ -98,6 +98,7 @@ def summarize(run) -> dict:
             "cost_per_image": _r(gpu_cost / n_img) if n_img else None,
         },
         **({"classes": classes} if classes is not None else {}),
+        **({"regions": regions_summary(run, n, hop)} if getattr(run, "regions", None) is not None else {}),
         "demand": _demand(run),
         "policies": _policies(run),
     }
@@ -122,6 +123,43 @@ def _classes(run, n) -> dict:
         }
     return {"per_class": out,
             "model_swaps": {p.name: n(S.swaps[j]) for j, p in enumerate(run.pools)}}
+
+
+def regions_summary(run, n, hop: float = 0.0) -> dict:
+    """Fleet regions (sim/regions.py). Per users' region: arrivals, completions, rejections by
+    reason (timeouts: patience and CoDel), in system at the end, requests spilled away from
+    home (on arrival, or moved by an outage), latency quantiles (network latency included)
+    and goodput of arrivals after warm-up, and which fleet regions served them. Per fleet
+    region: its pools, live GPUs at the end, completions. offered = completed + rejected +
+    in_system_end, per users' region (cell counts before scaling)."""
+    S, rg = run.fleet.S, run.regions
+    t_out = REASONS.index("timeout")
+    users = {}
+    for u, name in enumerate(rg.users):
+        rej = run.reg_rejected[u].copy()
+        rej[t_out] += S.reg_drop[u]
+        cnt = S.reg_stats[u, 0]
+        users[name] = {
+            "home": rg.names[int(rg.home[u])],
+            "offered": n(run.reg_offered[u]),
+            "completed": n(S.reg_done[u].sum()),
+            "rejected": {r: n(rej[j]) for j, r in enumerate(REASONS)},
+            "in_system_end": n(S.reg_nsys[u]),
+            "spilled": n(S.reg_spill[u]),
+            "latency_s": {**_pcts(S.reg_lat_hist[u], hop),
+                          "mean": _r(S.reg_stats[u, 1] / cnt + hop) if cnt else None},
+            "network_latency_mean_s": _r(S.reg_stats[u, 3] / cnt) if cnt else None,
+            "goodput": n(S.reg_stats[u, 2]),
+            "served_by": {f: n(S.reg_done[u, r]) for r, f in enumerate(rg.names)},
+        }
+    fleet = {}
+    for r, name in enumerate(rg.names):
+        own = [j for j in range(len(run.pools)) if rg.pool_region[j] == r]
+        fleet[name] = {"pools": [run.pools[j].name for j in own],
+                       "gpus_end": n(sum(run.fleet.gpus(j) for j in own)),
+                       "completed": n(S.reg_done[:, r].sum()),
+                       "out_at_end": bool(S.reg_down[r])}
+    return {"users": users, "fleet": fleet}
 
 
 def _policies(run) -> dict:

@@ -8,7 +8,7 @@ from sim.outcomes import REASONS
 from sim.policies.base import Decision, Params, Policy
 from sim.policies.brownout import Brownout
 from sim.policies.concurrency import Aimd, Concurrency, Gradient2
-from sim.policies.dynamics import Autoscale, Failures, Throttling
+from sim.policies.dynamics import Autoscale, Failures, RegionOutage, Throttling
 from sim.policies.limits import LIMITERS
 from sim.policies.quota import DailyQuota
 from sim.policies.screening import ContentFilter, Shadow
@@ -17,7 +17,7 @@ from sim.policies.shedding import Codel, ShedReserve
 REGISTRY: dict[str, type[Policy]] = {
     p.name: p
     for p in (Policy, DailyQuota, *LIMITERS, Concurrency, ShedReserve, Aimd, Gradient2, Brownout,
-              ContentFilter, Shadow, Codel, Autoscale, Failures, Throttling)
+              ContentFilter, Shadow, Codel, Autoscale, Failures, Throttling, RegionOutage)
 }
 
 

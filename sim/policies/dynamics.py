@@ -352,3 +352,54 @@ class Throttling(Policy):
 
     def report(self) -> dict:
         return {"throttled_hours": round(self.throttled_s / 3600, 3), "episodes": self.episodes}
+
+
+class RegionOutageParams(Params):
+    region: str = Field(description="the fleet region whose GPUs are out while this is enabled")
+
+
+class RegionOutage(Policy):
+    """A fleet region's GPUs go away while enabled (give `enabled: false` and a schedule: on
+    at t1, off at t2, or on a trigger). Its GPUs retire (batches running finish), the
+    requests queued there move by the spill-over rule, arrivals from its users go elsewhere
+    (sim/regions.py); when it ends the GPUs come back (as many as the autoscaler or failures
+    last set for them). Counts in the report are whole-service figures."""
+
+    name = "region_outage"
+    Params = RegionOutageParams
+    stage = "dynamics"
+
+    def __init__(self, params, tiers, epoch=0.0):
+        super().__init__(params, tiers, epoch)
+        self.outages = 0
+        self.moved = 0
+        self.out_s = 0.0
+        self._since: float | None = None
+        self.host = None
+
+    def attach(self, run, env, active) -> None:
+        if run.fleet.regions is None:
+            raise ValueError("region_outage needs fleet.regions")  # scenario checks refuse it first
+        self.host = run
+        self.r = run.fleet.regions.names.index(self.params.region)
+        self.refresh(run, active)
+
+    def refresh(self, run, active) -> None:
+        out = bool(active.enabled)
+        if out == bool(run.fleet.S.reg_down[self.r]):
+            return
+        now = run.gates.now()
+        if out:
+            self.outages += 1
+            self._since = now
+        elif self._since is not None:
+            self.out_s += now - self._since
+            self._since = None
+        self.moved += run.gates.region_out(self.r, out)
+
+    def report(self) -> dict:
+        out_s = self.out_s
+        if self._since is not None and self.host is not None:
+            out_s += self.host.sc.horizon - self._since
+        return {"region": self.params.region, "outages": self.outages,
+                "hours_out": round(out_s / 3600, 4), "requests_moved": self.n(self.moved)}

@@ -1,0 +1,84 @@
+"""Fleet regions: where each pool is, where each user is, and how far apart they are.
+
+A scenario with `fleet.regions` places every pool in a fleet region and gives each region the
+network latency from each users' region (the demand's: seasonality regions of the viral
+model, or a curve's or trace's `regions`). The fleet loop (sim/fleet/kernel.py) keeps one
+queue lane per (tier, batch group, fleet region); a region's pools take only its lanes, so
+each region batches and queues on its own, with the scheduler and router as without regions.
+
+The rules, defined once in the fleet loop (`kernel._route`), applied at each arrival:
+
+* a request goes to its home region: the fleet region with the lowest latency from its
+  users' region (ties: as listed);
+* spill-over: when home's predicted wait (requests queued there at the request's priority or
+  above, over home's live images/s at max batch; infinite while its GPUs are out) is over
+  `fleet.spill_over.predicted_wait_s`, it goes to the region with the lowest network latency
+  + predicted wait instead, if that is lower than home's (and within `max_latency_s`);
+* every served request's latency is the fleet's plus the network latency from its users'
+  region to the region that served it (queue wait and Little's time in system are the
+  fleet's own);
+* a region outage (policy `region_outage`, sim/policies/dynamics.py) takes the region's GPUs
+  away (batches running finish, as a retiring GPU's do) and moves the requests queued there
+  by the same rule, oldest first; new arrivals spill from it until it is back.
+
+A user's region is a function of its id: the viral model's block (one per wave and region),
+else a hash of the id against the regions' shares (stream "regions"): the same user is in
+the same region in every window, retry and variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim import rng
+from sim.scenario import Scenario, user_regions
+
+
+@dataclass
+class RegionSetup:
+    """The fleet loop's view of the regions: user regions x fleet regions."""
+
+    users: list[str]  # users' regions, in the demand's order
+    names: list[str]  # fleet regions, as listed
+    home: np.ndarray  # users' region -> its home fleet region
+    net: np.ndarray  # [users' region, fleet region] network latency, s
+    pool_region: np.ndarray  # pool -> fleet region
+    spill_wait: float  # predicted wait over which a request spills (inf: only outages)
+    max_latency: float  # never to a region farther than this (inf: any)
+    max_gpus: list[int | None]  # per fleet region, cell GPUs (None: no cap)
+    shares: np.ndarray  # users' regions' shares (cumulative, normalised): hashed users
+
+    def user_region(self, demand, user: np.ndarray) -> np.ndarray:
+        """The users' region of each user id (int16)."""
+        if len(self.users) == 1 or len(user) == 0:
+            return np.zeros(len(user), np.int16)
+        of = getattr(demand, "region_of", None)
+        if of is not None:  # viral: the user's block
+            return of(user).astype(np.int16)
+        u = rng.uniform_of(np.asarray(user, np.int64).astype(np.float64), "regions")
+        return np.searchsorted(self.shares, u, side="right").clip(0, len(self.users) - 1).astype(np.int16)
+
+
+def build_regions(sc: Scenario) -> RegionSetup | None:
+    """The scenario's fleet regions resolved (None: the fleet has none)."""
+    f = sc.fleet
+    if f.regions is None:
+        return None
+    users = user_regions(sc.demand)
+    names = [r.name for r in f.regions]
+    net = np.array([[r.latency_s[u.name] for r in f.regions] for u in users], float)
+    home = np.argmin(net, axis=1).astype(np.int64)  # first of equal minima: as listed
+    sh = np.array([u.share for u in users], float)
+    spill = f.spill_over
+    wait = spill.predicted_wait_s if spill is not None and spill.predicted_wait_s is not None else np.inf
+    far = spill.max_latency_s if spill is not None and spill.max_latency_s is not None else np.inf
+    frac = sc.cell_fraction
+    return RegionSetup(
+        users=[u.name for u in users], names=names, home=home, net=net,
+        pool_region=np.array([names.index(p.region) for p in f.pools], np.int64),
+        spill_wait=float(wait), max_latency=float(far),
+        max_gpus=[None if r.max_gpus is None else max(1, round(r.max_gpus * frac)) if r.max_gpus
+                  else 0 for r in f.regions],
+        shares=np.cumsum(sh / sh.sum())[:-1])
