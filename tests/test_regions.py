@@ -215,3 +215,27 @@ def test_region_capacity_caps_the_gpus_a_pool_gets():
     us = [p.name for p in r.pools].index("us-h100")
     assert r.gates.set_gpus(us, 40) == 12  # the us region's max_gpus
     assert r.fleet.gpus(us) == 12
+
+
+def test_check_and_run_know_regions(tmp_path, capsys):
+    from helpers import unpos
+
+    from sim.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEMO.read_text().replace("region: eu\n", "region: euu\n"))
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert unpos(err[0]) == (f"error: {bad}: policies[0].region: unknown region 'euu'; did you "
+                             "mean 'eu'? regions: us, eu, ap")
+    assert main(["check", str(DEMO)]) == 0
+    out = tmp_path / "out"
+    assert main(["run", str(DEMO), "--horizon", "20m", "--quiet", "--out", str(out),
+                 "--set", "outputs.figures=false"]) == 0
+    import json
+
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["regions"]["users"]) == {"americas", "europe", "asia"}
+    assert set(s["regions"]["fleet"]) == {"us", "eu", "ap"}
+    page = (out / "report.html").read_text()
+    assert "<h2>Regions</h2>" in page and "fleet region" in page

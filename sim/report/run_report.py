@@ -122,6 +122,18 @@ def render(run, s: dict, figs: list[tuple[str, Path]], found: list[str] | None =
             [[n, c["group"], c["started"], c["mean_batch_size"], c["batch_fill"], c["completed"],
               c["latency_mean_s"], c["goodput"]] for n, c in cs["per_class"].items()]),
             table(["pool", "model swaps"], [[n, v] for n, v in cs["model_swaps"].items()])]
+    regions = []
+    if "regions" in s:  # fleet regions: latency and rejections per users' region
+        rg = s["regions"]
+        regions = ["<h2>Regions</h2>", table(
+            ["users' region", "home", "offered", "completed", "rejected", "timeouts", "spilled",
+             "p50 s", "p95 s", "network s (mean)", "served by"],
+            [[n, u["home"], u["offered"], u["completed"], sum(u["rejected"].values()),
+              u["rejected"]["timeout"], u["spilled"], u["latency_s"]["p50"], u["latency_s"]["p95"],
+              u["network_latency_mean_s"], _words(u["served_by"])] for n, u in rg["users"].items()]),
+            table(["fleet region", "pools", "GPUs at end", "completed", "out at end"],
+                  [[n, ", ".join(f["pools"]), f["gpus_end"], f["completed"], _words(f["out_at_end"])]
+                   for n, f in rg["fleet"].items()])]
     fired = [[name, f["applied_h"], f["fired_h"], f["change"], f["why"]]
              for name, p in s.get("policies", {}).items() for f in p.get("fired", [])]
     if fired:  # incident response: when each trigger fired and why
@@ -143,7 +155,7 @@ def render(run, s: dict, figs: list[tuple[str, Path]], found: list[str] | None =
         f"{sc.horizon / 3600:.1f} h. <strong>{html.escape(verdict)}</strong>. Latency quantiles "
         f"are within {s['quantile_relative_error'] * 100:.1f}% (streaming histograms).</p>",
         "<h2>Tiers</h2>", tier_tab, "<h2>Rejections by reason</h2>", rej_tab,
-        "<h2>Fleet and money</h2>", fleet_tab, pools, *classes, "<h2>Policies</h2>", policies,
+        *regions, "<h2>Fleet and money</h2>", fleet_tab, pools, *classes, "<h2>Policies</h2>", policies,
         "<h2>Figures</h2>", *[f"<h3>{html.escape(t)}</h3>" + img_tag(p, t) for t, p in figs],
     ]
     return page(f"Floodgate run: {sc.name}", sections)
