@@ -239,3 +239,19 @@ def test_check_and_run_know_regions(tmp_path, capsys):
     assert set(s["regions"]["fleet"]) == {"us", "eu", "ap"}
     page = (out / "report.html").read_text()
     assert "<h2>Regions</h2>" in page and "fleet region" in page
+
+
+def test_an_outage_holds_the_gpus_an_autoscaler_asks_for_until_it_ends():
+    d = _demo(horizon="10m")
+    d["fleet"]["pools"][1]["max_gpus"] = 12
+    r = Run(parse_scenario(d))
+    eu = r.regions.names.index("eu")
+    j = [p.name for p in r.pools].index("eu-h100")
+    r.gates.region_out(eu, True)
+    assert r.fleet.gpus(j) == 0 and r.gates.gpus(j) == 8  # none live, 8 to come back
+    assert r.gates.set_gpus(j, 11) == 0  # an autoscaler's order lands on the held count
+    assert r.gates.gpus(j) == 11 and r.fleet.gpus(j) == 0
+    r.gates.region_out(eu, False)
+    assert r.fleet.gpus(j) == 11 and not r.fleet.S.reg_down[eu]
+    live = [n for t, pool, n in r.gpu_log if pool == j]
+    assert live == [8, 0, 11]  # the cost log: nothing live (or billed on demand) while out

@@ -106,8 +106,7 @@ class Gates:
             r = int(rg.pool_region[pool])
             cap = rg.max_gpus[r]
             if cap is not None:
-                others = sum(self.held.get(j, self.gpus(j)) for j in np.flatnonzero(rg.pool_region == r)
-                             if j != pool)
+                others = sum(self.gpus(j) for j in np.flatnonzero(rg.pool_region == r) if j != pool)
                 n = min(n, max(cap - others, 0))
             if pool in self.held:
                 self.held[pool] = max(int(n), 0)
@@ -144,7 +143,10 @@ class Gates:
         return self.fleet.view()
 
     def gpus(self, pool: int) -> int:
-        """GPUs of the pool serving (idle or busy, not retiring)."""
+        """GPUs of the pool serving (idle or busy, not retiring); while its region is out,
+        those it comes back with (an autoscaler, failures and repairs change that count)."""
+        if pool in self.held:
+            return self.held[pool]
         return self.fleet.gpus(pool)
 
     def slots(self, pool: int) -> int:
@@ -163,7 +165,7 @@ class Gates:
 
     def images_per_s(self) -> float:
         """The live fleet's images per second at max batch (shed_reserve's predicted wait)."""
-        return sum(p.cost.images_per_s(p.max_batch) * self.gpus(j) for j, p in enumerate(self.pools))
+        return sum(p.cost.images_per_s(p.max_batch) * self.fleet.gpus(j) for j, p in enumerate(self.pools))
 
     def rejected(self, reason: int) -> np.ndarray:
         """Per tier: arrivals the fleet rejected (or CoDel dropped) for a kernel reason."""

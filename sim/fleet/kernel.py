@@ -856,7 +856,8 @@ def evacuate(S, r):
                 if d != r:  # counted where it goes (the next one's predicted waits see it)
                     S.q_n[src] -= 1
                     S.q_n[k * G + g0 * nR + d] += 1
-                    S.reg_spill[u] += 1
+                    if r == S.reg_home[u]:  # away from home (one that spilled here was counted)
+                        S.reg_spill[u] += 1
                     moved += 1
             for d in range(nR):
                 if d == r:
