@@ -255,3 +255,28 @@ def test_an_outage_holds_the_gpus_an_autoscaler_asks_for_until_it_ends():
     assert r.fleet.gpus(j) == 11 and not r.fleet.S.reg_down[eu]
     live = [n for t, pool, n in r.gpu_log if pool == j]
     assert live == [8, 0, 11]  # the cost log: nothing live (or billed on demand) while out
+
+
+def test_regions_never_send_a_request_to_a_pool_without_its_model():
+    # region ra holds model m1 only; a's users asking for m2 are served in rb, 50 ms away
+    d = _regional(1.5, 1.0, [3, 3], [[0.01, 0.05], [0.05, 0.01]], 3000, dist="deterministic")
+    d["request_classes"] = {
+        "classes": [{"name": "std", "model": "m1", "service_time_s": 1.0},
+                    {"name": "alt", "model": "m2", "service_time_s": 1.0}],
+        "mix": {"a": {"std": 0.5, "alt": 0.5}}}
+    d["fleet"]["pools"][0]["models"] = ["m1"]
+    d["fleet"]["pools"][1]["models"] = ["m1", "m2"]
+    r = Run(parse_scenario(d), trace=True).execute()
+    S, cs = r.fleet.S, r.classes
+    rid = {row[6]: row for row in r.trace_offered if row[6] >= 0}
+    ids = np.array(sorted(rid))
+    t, tier, noise = (np.array([rid[i][j] for i in ids]) for j in (0, 2, 3))
+    cls = dict(zip(ids.tolist(), r.mix.draw(t, tier, noise).tolist(), strict=True))
+    served = {(int(S.w_pool[w]), cls[i]) for kind, i, _, w in r.trace_events if kind == K.STARTED}
+    assert {c for _, c in served} == {0, 1}
+    for pool, c in served:
+        assert cs.cost[pool][cs.group[c]] is not None, (pool, cs.names[c])
+    assert (0, 1) not in served and (1, 1) in served
+    a = r.regions.users.index("a")
+    assert S.reg_spill[a] > 0 and S.reg_done[a, 1] > 0
+    _conserved(r)

@@ -94,15 +94,17 @@ def _lane(k, g, p, m, G, q_n, q_t, q_head, pool_serves, grp_model):
 
 
 @njit(cache=True)
-def _region_wait(r, k, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down):
-    """Predicted wait of a tier-k arrival in fleet region r: the requests queued there at
-    its priority or above (all of them unless strict priority), over the region's live
-    images/s at max batch; inf while the region is out or has no live GPU."""
+def _region_wait(r, k, g0, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down,
+                 pool_serves):
+    """Predicted wait of a tier-k arrival of batch group g0 in fleet region r: the requests
+    queued there at its priority or above (all of them unless strict priority), over the
+    live images/s at max batch of the region's pools that hold its model; inf while the
+    region is out or none of those has a live GPU."""
     if reg_down[r]:
         return np.inf
     rate = 0.0
     for p in range(pool_reg.shape[0]):
-        if pool_reg[p] == r:
+        if pool_reg[p] == r and pool_serves[p, g0 * nR + r]:
             rate += p_act[p] * pool_rate[p]
     if rate <= 0.0:
         return np.inf
@@ -110,20 +112,21 @@ def _region_wait(r, k, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg
     for kk in range(rank.shape[0]):
         if strict and rank[kk] > rank[k]:
             continue
-        for g0 in range(G // nR):
-            ahead += q_n[kk * G + g0 * nR + r]
+        for gg in range(G // nR):
+            ahead += q_n[kk * G + gg * nR + r]
     return ahead / rate
 
 
 @njit(cache=True)
-def _route(u, k, G, nR, q_n, rank, strict, reg_home, reg_net, spill, pool_reg, pool_rate,
-           p_act, reg_down):
+def _route(u, k, g0, G, nR, q_n, rank, strict, reg_home, reg_net, spill, pool_reg, pool_rate,
+           p_act, reg_down, pool_serves):
     """The fleet region a tier-k request of users' region u goes to (sim/regions.py): home,
     unless home's predicted wait is over the spill threshold or infinite (its GPUs out, or
     none live) and another region within the latency cap offers a lower network latency +
     wait."""
     h = reg_home[u]
-    wh = _region_wait(h, k, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down)
+    wh = _region_wait(h, k, g0, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down,
+                      pool_serves)
     if wh <= spill[0] and wh < np.inf:
         return h
     best = reg_net[u, h] + wh
@@ -131,7 +134,8 @@ def _route(u, k, G, nR, q_n, rank, strict, reg_home, reg_net, spill, pool_reg, p
     for rr in range(nR):
         if rr == h or reg_net[u, rr] > spill[1]:
             continue
-        w = _region_wait(rr, k, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down)
+        w = _region_wait(rr, k, g0, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act,
+                         reg_down, pool_serves)
         if w < np.inf and reg_net[u, rr] + w < best:
             best = reg_net[u, rr] + w
             r = rr
@@ -485,8 +489,9 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             deg_stats[k, 3] += cls_quality[c] * min(st, cs) / cs
                     if regs:
                         ur = areg[i]
-                        r = _route(ur, k, G, nR, q_n, rank, disc == STRICT, reg_home, reg_net,
-                                   spill, pool_reg, pool_rate, p_act, reg_down)
+                        r = _route(ur, k, cls_group[c], G, nR, q_n, rank, disc == STRICT,
+                                   reg_home, reg_net, spill, pool_reg, pool_rate, p_act, reg_down,
+                                   pool_serves)
                         if r != reg_home[ur]:
                             reg_spill[ur] += 1
                         reg_nsys[ur] += 1
@@ -850,8 +855,8 @@ def evacuate(S, r):
             for j in range(n):
                 idx = (h0 + j) % cap
                 u = S.q_reg[src, idx]
-                d = _route(u, k, G, nR, S.q_n, rank, strict, S.reg_home, S.reg_net, S.spill,
-                           S.pool_reg, S.pool_rate, S.p_act, S.reg_down)
+                d = _route(u, k, g0, G, nR, S.q_n, rank, strict, S.reg_home, S.reg_net, S.spill,
+                           S.pool_reg, S.pool_rate, S.p_act, S.reg_down, S.pool_serves)
                 dest[j] = d
                 if d != r:  # counted where it goes (the next one's predicted waits see it)
                     S.q_n[src] -= 1
