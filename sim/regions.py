@@ -79,6 +79,7 @@ def build_regions(sc: Scenario) -> RegionSetup | None:
         users=[u.name for u in users], names=names, home=home, net=net,
         pool_region=np.array([names.index(p.region) for p in f.pools], np.int64),
         spill_wait=float(wait), max_latency=float(far),
-        max_gpus=[None if r.max_gpus is None else max(1, round(r.max_gpus * frac)) if r.max_gpus
-                  else 0 for r in f.regions],
+        # a capacity in the cell, scaled like a pool's GPUs (sim/engine.py:pool_setup)
+        max_gpus=[None if r.max_gpus is None else r.max_gpus if frac == 1 or r.max_gpus == 0
+                  else max(1, round(r.max_gpus * frac)) for r in f.regions],
         shares=np.cumsum(sh / sh.sum())[:-1])
