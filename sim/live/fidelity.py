@@ -245,7 +245,8 @@ def compare(st: Setup, gw: pd.DataFrame, simA: list, simB: list, t_sat: float | 
             tiers_out[t] = {"attempts": {"live": lv[t]["n"], "sim": sims[0][t]["n"]},
                             "served": {"live": lv[t]["served"], "sim": sims[0][t]["served"]},
                             "latency_s": lat, "rejection": rej, "throughput": thr, "queue_depth": qd}
-        res[ph] = {"span_s": list(span), "tiers": tiers_out, "headline": headline(tiers_out)}
+        res[ph] = {"span_s": list(span), "tiers": tiers_out, "headline": headline(tiers_out),
+                   "worst": worst_detail(tiers_out)}
     return res
 
 
@@ -265,7 +266,7 @@ def throughput(s: dict, st: Setup, span: tuple[float, float], wedges: list[float
     w = np.flatnonzero((e[:-1] >= span[0] - 1e-9) & (e[1:] <= span[1] + 1e-9))
     per = [_rel(float(s["sim_completed"][0][i]), float(s["live_completed"][i])) for i in w]
     per = [abs(x) for x in per if x is not None]
-    return {"windows": int(len(w)), "live_per_s": _rnd(live / dur, 4),
+    return {"windows": int(len(w)), "live_completed": int(live), "live_per_s": _rnd(live / dur, 4),
             "sim_per_s": _rnd(sm / dur, 4), "sim_band": _rnd(_band(sims / dur), 4),
             "rel_err": _rnd(_rel(sm, live), 4),
             "rel_err_band": _rnd(_band([_rel(float(x), live) for x in sims]), 4),
@@ -298,6 +299,40 @@ def headline(tiers: dict) -> dict:
     }
 
 
+def beyond(n: int, q: float) -> int:
+    """Served requests above the nearest-rank q-quantile of n: how many set a tail figure."""
+    return n - max(1, math.ceil(q * n)) if n else 0
+
+
+def worst_detail(tiers: dict) -> dict:
+    """Beside each headline figure: the tier it comes from, its sample (served requests and
+    how many lie beyond the quantile; attempts for a rejection rate; live completions for
+    throughput) and the 95% interval of its error from the live block bootstrap (None for
+    throughput), so a reader sees whether the figure is meaningful at this sample size."""
+    out = {}
+    for q in ("p50", "p95", "p99"):
+        c = [(abs(T["latency_s"][q]["rel_err"]), t) for t, T in tiers.items()
+             if T["latency_s"][q]["rel_err"] is not None]
+        if c:
+            t = max(c)[1]
+            n = tiers[t]["served"]["live"]
+            out[f"{q}_rel_err"] = {"tier": t, "n": n, "beyond": beyond(n, int(q[1:]) / 100),
+                                   "ci": tiers[t]["latency_s"][q]["rel_err_ci"]}
+    c = [(r["abs_err_pp"], t, k) for t, T in tiers.items() for k, r in T["rejection"].items()
+         if r["abs_err_pp"] is not None]
+    if c:
+        _, t, k = max(c)
+        out["rejection_abs_err_pp"] = {"tier": t, "reason": k, "n": tiers[t]["attempts"]["live"],
+                                       "ci": tiers[t]["rejection"][k]["err_pp_ci"]}
+    c = [(abs(T["throughput"]["rel_err"]), t) for t, T in tiers.items()
+         if T["throughput"].get("rel_err") is not None]
+    if c:
+        t = max(c)[1]
+        th = tiers[t]["throughput"]
+        out["throughput_rel_err"] = {"tier": t, "n": th["live_completed"], "ci": None}
+    return out
+
+
 def met(h: dict) -> dict:
     return {k: (h[k] is not None and h[k] <= v) for k, v in TARGETS.items()}
 
@@ -316,7 +351,11 @@ def client_figures(cl: pd.DataFrame, gw: pd.DataFrame, X: float, concurrency: in
     peak = int(np.max(np.cumsum(step[np.argsort(ev, kind="stable")]))) if len(ev) else 0
     lag = cl["lag_s"].to_numpy(float)
     st = cl["status"]
+    first = cl[cl["attempt"] == 0].sort_values("scheduled_t") if "attempt" in cl else cl
     return {"attempts": int(len(cl)),
+            # the first request's lag: Locust began behind t = 0 (then the first requests
+            # went out in one burst) when this is large
+            "start_lag_s": _rnd(float(first["lag_s"].iloc[0])) if len(first) else None,
             "lag_p50_s": _rnd(np.median(lag)), "lag_p99_s": _rnd(np.percentile(lag, 99)),
             "lag_max_s": _rnd(lag.max()),
             "overhead_p50_s": _rnd(np.median(over)) if len(over) else None,

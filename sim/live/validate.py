@@ -46,7 +46,7 @@ from sim.live.fidelity import (  # noqa: F401 (Setup: part of this module's inte
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 LEAD_S = 0.5  # Locust's start-up to the schedule's t = 0, wall seconds
-START_S = 6.0  # from starting the gateway to the common t = 0 (gateway and Locust up by then)
+START_S = 10.0  # from starting the gateway to the common t = 0 (gateway and Locust up by then)
 START_REPLICAS_S = 40.0  # the same for a fleet and N replicas (each imports the simulator)
 START_LOCUST_WORKERS_S = 10.0  # more for a Locust master and K workers (each imports Locust)
 
@@ -71,6 +71,37 @@ def _kill_group(p: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     p.wait()
+
+
+def _start_locust(st: Setup, host: str, run_time: int, env: dict, lc_log: Path, d: Path,
+                  live: Path, locust_workers: int = 0) -> tuple[subprocess.Popen, list[subprocess.Popen]]:
+    """Locust in its own process (it monkey-patches with gevent), replaying the schedule from
+    FG_START_AT, its output to lc_log; or a master and `locust_workers` workers, worker i
+    the users with user % K == i. Returns the (master) process and the workers."""
+    from sim.live.serve import free_port
+
+    k = max(1, locust_workers)
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+           "--host", host, "-u", str(k), "-r", str(k), "--run-time", f"{run_time}s",
+           "--stop-timeout", str(math.ceil(st.drain + 5)), "--only-summary",
+           "--loglevel", "WARNING"]
+    if locust_workers:
+        mport = free_port()
+        cmd += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(mport),
+                "--expect-workers", str(k), "--expect-workers-max-wait", str(math.ceil(START_S * 5))]
+    workers: list[subprocess.Popen] = []
+    with open(lc_log, "w") as out:
+        loc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True, cwd=str(d))
+    for i in range(locust_workers):
+        wcmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+                "--master-host", "127.0.0.1", "--master-port", str(mport),
+                "--loglevel", "WARNING"]
+        wenv = {**env, "FG_PART": f"{i}/{k}", "FG_OUT": str(live / f"client-{i}.jsonl")}
+        with open(live / f"locust-{i}.log", "w") as wout:
+            workers.append(subprocess.Popen(wcmd, env=wenv, stdout=wout, stderr=subprocess.STDOUT,
+                                            start_new_session=True, cwd=str(d)))
+    return loc, workers
 
 
 def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
@@ -100,10 +131,12 @@ def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
     server = loc = None
     workers: list[subprocess.Popen] = []
     t0 = time.monotonic()
+    load0 = os.getloadavg()  # live timing depends on what else the machine runs
     try:
         port = free_port()
         # one origin for the gateway's clock (schedules, autoscaler, failures) and the replay
-        start_at = time.time() + (START_REPLICAS_S if replicas else START_S) + \
+        t_launch = time.time()
+        start_at = t_launch + (START_REPLICAS_S if replicas else START_S) + \
             (START_LOCUST_WORKERS_S if locust_workers else 0.0)
         env["FG_START_AT"] = repr(start_at)
         try:
@@ -122,40 +155,29 @@ def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
                     raise LiveError(f"the deployment took {time.time() - start_at + START_REPLICAS_S:.0f} s "
                                     f"to start (more than {START_REPLICAS_S:g} s): the machine is too busy")
             else:
+                # Locust first, so that its start-up (imports, the schedule) overlaps the
+                # gateway's: started one after the other on a busy machine, Locust began
+                # behind t = 0 and sent its first requests in one burst
+                host = f"http://127.0.0.1:{port}"
+                loc, workers = _start_locust(st, host, run_time, env, lc_log, d, live, locust_workers)
                 server = start_server(str(st.path.resolve()), port, st.X, str(d / "keys.csv"),
                                       str(gw_log), ("--kernel", st.kernel, "--start-at", repr(start_at),
                                                     "--gpu-procs", str(gpu_procs)))
-                host = f"http://127.0.0.1:{port}"
+                if time.time() > start_at - LEAD_S:
+                    raise LiveError(f"the gateway took {time.time() - t_launch:.0f} s to start "
+                                    f"(more than {start_at - t_launch - LEAD_S:.0f} s): the machine is too busy")
         except RuntimeError as e:
             raise LiveError(str(e)) from None
         print(f"gateway up on {host}; Locust replays {n} requests over {st.duration:g} s",
               file=log)
+        if loc is None:
+            loc, workers = _start_locust(st, host, run_time, env, lc_log, d, live, locust_workers)
         k = max(1, locust_workers)
-        cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-               "--host", host, "-u", str(k), "-r", str(k), "--run-time", f"{run_time}s",
-               "--stop-timeout", str(math.ceil(st.drain + 5)), "--only-summary",
-               "--loglevel", "WARNING"]
-        if locust_workers:
-            mport = free_port()
-            cmd += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(mport),
-                    "--expect-workers", str(k), "--expect-workers-max-wait", str(math.ceil(START_S * 5))]
-        with open(lc_log, "w") as out:
-            loc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=str(d))
-            for i in range(locust_workers):  # worker i: the users with user % K == i
-                wcmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
-                        "--master-host", "127.0.0.1", "--master-port", str(mport),
-                        "--loglevel", "WARNING"]
-                wenv = {**env, "FG_PART": f"{i}/{k}", "FG_OUT": str(live / f"client-{i}.jsonl")}
-                with open(live / f"locust-{i}.log", "w") as wout:
-                    workers.append(subprocess.Popen(wcmd, env=wenv, stdout=wout,
-                                                    stderr=subprocess.STDOUT,
-                                                    start_new_session=True, cwd=str(d)))
-            try:
-                rc = loc.wait(timeout=run_time + st.drain + 30)
-                wrc = [w.wait(timeout=30) for w in workers]
-            except subprocess.TimeoutExpired:
-                raise LiveError(f"Locust ran past {run_time + st.drain + 30:.0f} s; see {lc_log.name}") from None
+        try:
+            rc = loc.wait(timeout=run_time + st.drain + 30)
+            wrc = [w.wait(timeout=30) for w in workers]
+        except subprocess.TimeoutExpired:
+            raise LiveError(f"Locust ran past {run_time + st.drain + 30:.0f} s; see {lc_log.name}") from None
         bad = [i for i, c in enumerate(wrc if locust_workers else []) if c not in (0, 1)]
         if bad:
             raise LiveError(f"Locust worker {bad[0]} exited with {wrc[bad[0]]}; see locust-{bad[0]}.log")
@@ -179,7 +201,7 @@ def run_live(st: Setup, d: Path, log=sys.stderr, replicas: int | None = None,
     if not cl_log.exists() or not gw_log.exists():
         raise LiveError("no per-request records from Locust or the gateway")
     out = {"gateway": gw_log, "client": cl_log, "gpus": live / "gpus.json", "locust_rc": rc,
-           "wall_s": wall}
+           "wall_s": wall, "loadavg": [round(x, 2) for x in (*load0, *os.getloadavg())]}
     if replicas:
         out.update(replica_figures(live, gw_log, replicas))
     return out
@@ -409,6 +431,9 @@ def run_validation(scenario: str, duration: float = 60.0, time_scale: float = 1.
             "scheduled": int(len(sched)), "gateway_offset_s": round(off, 6),
             "locust_exit_code": paths["locust_rc"], "live_wall_s": round(paths["wall_s"], 2),
             "locust_workers": locust_workers, "gpu_procs": gpu_procs,
+            # 1, 5, 15 min load averages when the live run began and ended, and the cores
+            "machine": {"cpus": os.cpu_count(), "loadavg_start": paths["loadavg"][:3],
+                        "loadavg_end": paths["loadavg"][3:]},
             "client": client_figures(cl, gw, st.X, pool_size(len(sched))),
             "targets": TARGETS, "headline": res["all"]["headline"],
             "met": met(res["all"]["headline"]),

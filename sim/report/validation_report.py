@@ -60,15 +60,37 @@ def _head(v, kind: str) -> str:
     return "–" if v is None else (f"{100 * v:.1f}%" if kind == "rel" else f"{v:.2f} pp")
 
 
+def _sample(w: dict | None, kind: str) -> str:
+    """The worst tier's sample and the error's interval, e.g. `free n 1991 (100 beyond),
+    CI -3.5..+1.2%` (fidelity.worst_detail)."""
+    if not w:
+        return ""
+    s = f"{w['tier']} n {w['n']}" + (f" ({w['beyond']} beyond)" if "beyond" in w else "")
+    ci = w.get("ci")
+    if ci:
+        s += (f", CI {100 * ci[0]:+.1f}..{100 * ci[1]:+.1f}%" if kind == "rel"
+              else f", CI {ci[0]:+.2f}..{ci[1]:+.2f} pp")
+    return f" [{s}]"
+
+
 def summary_lines(res: dict) -> list[str]:
-    """Headline per phase against the targets (printed by the command)."""
+    """Headline per phase against the targets (printed by the command), each with its worst
+    tier's sample and the error's 95% interval."""
     lines = []
     for key, name, kind in METRICS:
         tgt = res["targets"].get(key)
         vals = [f"{ph} {_head(res['phases'][ph]['headline'][key], kind)}"
+                + _sample(res["phases"][ph].get("worst", {}).get(key), kind)
                 for ph in PHASES if ph in res["phases"]]
         t = "" if tgt is None else f" (target {_head(tgt, kind)})"
         lines.append(f"{name:15s} worst tier: " + ", ".join(vals) + t)
+    c, m = res.get("client") or {}, res.get("machine") or {}
+    if c:
+        ms = [("–" if c.get(k) is None else f"{1e3 * c[k]:.1f} ms") for k in ("lag_p50_s", "lag_p99_s", "lag_max_s", "start_lag_s")]
+        la = m.get("loadavg_start"), m.get("loadavg_end")
+        lines.append(f"{'live send lag':15s} p50 {ms[0]}, p99 {ms[1]}, max {ms[2]}, first request {ms[3]}"
+                     + (f"; load average {la[0][0]:.1f} -> {la[1][0]:.1f} (1 min) on {m.get('cpus')} cores"
+                        if all(la) else ""))
     return lines
 
 
@@ -98,9 +120,15 @@ def markdown(res: dict, tiers: list[str], figs: list[tuple[str, Path]]) -> str:
                 continue
             v = res["phases"][ph]["headline"][key]
             ok = "" if tgt is None or v is None else (" ✓" if v <= tgt else " ✗")
-            row.append(_head(v, kind) + ("" if v is None else ok))
+            row.append(_head(v, kind) + ("" if v is None else ok)
+                       + _sample(res["phases"][ph].get("worst", {}).get(key), kind))
         rows.append(row)
     L += _table(["figure", "target", "whole run", "below saturation", "above saturation"], rows)
+    L += ["", "Beside each figure: its tier, the sample (served requests, and how many lie beyond "
+          "the quantile; attempts for a rejection rate; completions for throughput) and the 95% "
+          "interval of the error from the live bootstrap. A tail figure that a handful of requests "
+          "set, or whose interval is wider than its target, says more about the sample than the "
+          "simulator."]
     for ph in PHASES:
         if ph not in res["phases"]:
             continue
