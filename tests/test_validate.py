@@ -75,11 +75,11 @@ def test_replaying_the_schedule_is_the_same_simulation(tmp_path):
     """The simulator on the schedule (trace demand) without request keys gives exactly the
     run on the demand model: same arrivals, same service noise, same retries. With them (as
     validate replays it) the same first attempts, each with its own keyed noise."""
-    sc = load_scenario(SMALL, {"horizon": 20})
-    df = schedule.generate(sc, 20.0)
+    sc = load_scenario(SMALL, {"horizon": 36})  # past saturation (20 s): retries of 429/503
+    df = schedule.generate(sc, 36.0)
     schedule.write(df, tmp_path / "s.csv")
     want = summarize(simulate(sc))
-    rs = schedule.replay_scenario(sc, tmp_path / "s.csv", 20.0, float(df["t"].iloc[0]), 1.0)
+    rs = schedule.replay_scenario(sc, tmp_path / "s.csv", 36.0, float(df["t"].iloc[0]), 1.0)
     assert rs.demand.id_column == "id"
     unkeyed = rs.model_copy(update={"demand": rs.demand.model_copy(update={"id_column": None})})
     got = summarize(simulate(unkeyed))
