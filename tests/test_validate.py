@@ -116,6 +116,40 @@ def test_phase_split_of_simulated_latencies(tmp_path):
     assert a.fleet.S.completed.sum() == b.fleet.S.completed.sum()
 
 
+def test_sim_attempts_are_the_histogram_and_the_paired_bootstrap_spreads_the_error(tmp_path):
+    """The same-noise replication's attempts (fidelity.sim_attempts) give the run histogram's
+    percentiles and counts; resampled paired with a copy of themselves the error's interval
+    is a point (what both share moves both), with a copy 10% slower it is +10% while live's
+    own interval around a fixed simulated figure is wide."""
+    from sim.live.fidelity import bootstrap, live_stats, paired_ci, sim_attempts, sim_stats
+    from sim.outcomes import REASONS
+
+    sc = load_scenario(SURGE)
+    st = Setup(sc, SURGE, 36.0, 1.0, 5.0, 1, "model")
+    df = schedule.generate(sc, st.horizon)
+    schedule.write(df, tmp_path / "s.csv")
+    run = sim_replay(st, tmp_path / "s.csv", float(df["t"].iloc[0]), sc.seed, trace=True)
+    tiers, R = [t.name for t in sc.tiers], list(REASONS)
+    att = sim_attempts(run, tiers)
+    hist, recs = sim_stats(run, run, (0.0, st.horizon), "all", tiers, R), live_stats(att, tiers, R)
+    for t in tiers:
+        assert recs[t]["served"] == hist[t]["served"] > 300
+        assert recs[t]["q"] == pytest.approx(hist[t]["q"], rel=1e-9)
+    inside = live_stats(att[att["scheduled_t"] < st.horizon], tiers, R)  # sim_stats' span
+    assert inside["free"]["rej"] == hist["free"]["rej"] and inside["free"]["rej"]["shed"] > 100
+    span = (0.0, st.horizon)
+    same, same_sim = bootstrap(att, span, 2.0, tiers, R, 100, np.random.default_rng(0), att)
+    assert paired_ci(same, same_sim, "paid", j=1) == [0.0, 0.0]
+    assert paired_ci(same, same_sim, "free", r="shed") == [0.0, 0.0]
+    slow = att.assign(latency_s=att["latency_s"] * 1.1)
+    live, sim = bootstrap(att, span, 2.0, tiers, R, 100, np.random.default_rng(0), slow)
+    lo, hi = paired_ci(live, sim, "paid", j=2)
+    assert lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    S = 1.1 * recs["paid"]["q"][2]  # the slower copy's p99 against live's resamples alone
+    own = np.percentile([S / b["paid"]["q"][2] - 1 for b in live], [2.5, 97.5])
+    assert own[1] - own[0] > 0.01
+
+
 # ---- Locust against the real gateway ----
 
 TINY = """
@@ -216,9 +250,11 @@ def test_distributed_locust_splits_the_schedule_by_user_and_keeps_each_users_ord
 @pytest.mark.slow
 def test_validate_short_run_end_to_end(tmp_path):
     out = tmp_path / "v"  # given relative: the subprocesses run in other folders
-    p = subprocess.run([sys.executable, "-m", "sim", "validate", str(SMALL), "--duration", "30",
+    # 40 s: 20 below saturation and 20 above (at 30 s the whole run's free median fell on the
+    # seam between the two phases' latencies, each half of it)
+    p = subprocess.run([sys.executable, "-m", "sim", "validate", str(SMALL), "--duration", "40",
                         "--json", "--out", "v"], capture_output=True, text=True,
-                       timeout=150, cwd=tmp_path)
+                       timeout=200, cwd=tmp_path)
     assert leftovers(tmp_path) == []
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(p.stdout.strip().splitlines()[-1])

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sim.fleet.kernel import HIST_BINS, HIST_GAMMA, HIST_MIN
 from sim.scenario import Scenario
 
 WINDOW_WALL_S = 10.0  # throughput window, wall seconds
@@ -83,32 +84,106 @@ def _rnd(x, nd=6):
     return None if not np.isfinite(x) else round(float(x), nd)
 
 
+def _columns(g: pd.DataFrame, tiers: list[str], reasons: list[str]) -> dict:
+    """The record columns live_stats reads, as arrays: tier and reason as indices (-1: none
+    of them), served, latency."""
+    tk = {t: k for k, t in enumerate(tiers)}
+    rk = {r: k for k, r in enumerate(reasons)}
+    return {"tier": np.array([tk.get(t, -1) for t in g["tier"]], np.int64),
+            "served": (g["status"] == 200).to_numpy(bool),
+            "lat": g["latency_s"].to_numpy(float),
+            "reason": np.array([rk.get(r, -1) if isinstance(r, str) else -1 for r in g["reason"]],
+                               np.int64)}
+
+
+def _stats(c: dict, idx: np.ndarray | None, tiers: list[str], reasons: list[str]) -> dict:
+    tier, served, lat, reason = (c[k] if idx is None else c[k][idx] for k in ("tier", "served", "lat", "reason"))
+    nr = len(reasons)
+    ok = (tier >= 0) & (reason >= 0)
+    rej = np.bincount(tier[ok] * nr + reason[ok], minlength=len(tiers) * nr).reshape(len(tiers), nr)
+    out = {}
+    for k, t in enumerate(tiers):
+        m = tier == k
+        x = lat[m & served]
+        out[t] = {"n": int(m.sum()), "served": len(x), "q": [pct(x, q) for q in QS],
+                  "rej": {r: int(rej[k, j]) for j, r in enumerate(reasons)}}
+    return out
+
+
 def live_stats(gw: pd.DataFrame, tiers: list[str], reasons: list[str]) -> dict:
     """Per tier: latency percentiles of served requests, rejection counts, attempts."""
-    out = {}
-    for t in tiers:
-        g = gw[gw["tier"] == t]
-        lat = g.loc[g["status"] == 200, "latency_s"].to_numpy(float)
-        out[t] = {"n": len(g), "served": len(lat),
-                  "q": [pct(lat, q) for q in QS],
-                  "rej": {r: int((g["reason"] == r).sum()) for r in reasons}}
-    return out
+    return _stats(_columns(gw, tiers, reasons), None, tiers, reasons)
+
+
+def _blocks(g: pd.DataFrame, span: tuple[float, float], block: float, nb: int):
+    g = g[(g["scheduled_t"] >= span[0]) & (g["scheduled_t"] < span[1])]
+    b = np.floor((g["scheduled_t"].to_numpy(float) - span[0]) / block).astype(np.int64)
+    return g, [np.flatnonzero(b == i) for i in range(nb)]
 
 
 def bootstrap(gw: pd.DataFrame, span: tuple[float, float], block: float, tiers, reasons,
-              B: int, rng: np.random.Generator) -> list[dict]:
+              B: int, rng: np.random.Generator, sim: pd.DataFrame | None = None
+              ) -> tuple[list[dict], list[dict] | None]:
     """Local block bootstrap over scheduled time (Paparoditis and Politis): each block of
     attempts is replaced by itself or a neighbour, so resamples keep the demand ramp and
-    correlations shorter than a block, which an i.i.d. or plain block bootstrap would not."""
-    g = gw[(gw["scheduled_t"] >= span[0]) & (gw["scheduled_t"] < span[1])]
-    b = np.floor((g["scheduled_t"].to_numpy() - span[0]) / block).astype(np.int64)
+    correlations shorter than a block, which an i.i.d. or plain block bootstrap would not.
+    With `sim` (the same-noise replication's attempts, sim_attempts) the same blocks of it
+    too, resample by resample: what the two sides share (the schedule, the noise) then
+    moves both, and the spread of their difference is that of the error, not of live alone."""
     nb = max(1, math.ceil((span[1] - span[0]) / block - 1e-9))
-    groups = [np.flatnonzero(b == i) for i in range(nb)]
-    out = []
+    g, groups = _blocks(gw, span, block, nb)
+    cl = _columns(g, tiers, reasons)
+    if sim is not None:
+        gs, sgroups = _blocks(sim, span, block, nb)
+        cs = _columns(gs, tiers, reasons)
+    out, out_sim = [], ([] if sim is not None else None)
     for _ in range(B):
         pick = np.clip(np.arange(nb) + rng.integers(-1, 2, nb), 0, nb - 1)
-        out.append(live_stats(g.iloc[np.concatenate([groups[i] for i in pick])], tiers, reasons))
-    return out
+        out.append(_stats(cl, np.concatenate([groups[i] for i in pick]), tiers, reasons))
+        if sim is not None:
+            out_sim.append(_stats(cs, np.concatenate([sgroups[i] for i in pick]), tiers, reasons))
+    return out, out_sim
+
+
+def sim_attempts(run, tiers: list[str]) -> pd.DataFrame:
+    """Per offered attempt of a traced run (Run(trace=True)), in the live records' columns:
+    scheduled_t (its arrival), tier, status (200 served, else 0), reason and latency_s at
+    the run histogram's resolution plus the hop, so its nearest-rank percentiles are the
+    histogram's (sim_stats)."""
+    from sim.fleet import kernel as K
+    from sim.metrics.sketch import _rep
+    from sim.outcomes import REASONS
+
+    end = {rid: t for kind, rid, t, _a in run.trace_events if kind == K.COMPLETED}
+    drop = {rid for kind, rid, _t, _a in run.trace_events if kind == K.DROPPED}  # patience
+    rows = [(o[0], o[2], o[5], o[6]) for o in run.trace_offered]
+    t, tier, code, rid = (np.array(c) for c in zip(*rows, strict=True)) if rows else [np.zeros(0)] * 4
+    done = np.array([end.get(int(r), np.nan) if c < 0 else np.nan for r, c in zip(rid, code, strict=True)])
+    lat = done - t
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b = 1 + np.floor(np.log(np.maximum(lat, HIST_MIN) / HIST_MIN) / math.log(HIST_GAMMA))
+    b = np.clip(np.where(lat < HIST_MIN, 0, np.nan_to_num(b)), 0, HIST_BINS - 1)
+    served = np.isfinite(done)
+    reason = [REASONS[int(c)] if c >= 0 else None if ok else "timeout" if int(r) in drop else "unfinished"
+              for c, ok, r in zip(code, served, rid, strict=True)]
+    return pd.DataFrame({"scheduled_t": t, "tier": [tiers[int(k)] for k in tier],
+                         "status": np.where(served, 200, 0), "reason": reason,
+                         "latency_s": np.where(served, _rep(b, HIST_MIN, HIST_GAMMA), np.nan)
+                         + run.sc.gateway.hop_latency_s})
+
+
+def paired_ci(boot: list[dict], boot_sim: list[dict], t: str, j: int | None = None,
+              r: str | None = None) -> list[float] | None:
+    """95% interval of the error over paired resamples: sim/live - 1 of quantile j, or the
+    rejection rate's sim - live in percentage points for reason r."""
+    v = []
+    for L, S in zip(boot, boot_sim, strict=True):
+        a, b = L[t], S[t]
+        if j is not None:
+            v.append(b["q"][j] / a["q"][j] - 1 if a["q"][j] > 0 else np.nan)
+        elif a["n"] and b["n"]:
+            v.append(100 * (b["rej"][r] / b["n"] - a["rej"][r] / a["n"]))
+    return _ci(np.asarray(v, float))
 
 
 def sim_stats(runA, runB, span: tuple[float, float], phase: str, tiers, reasons) -> dict:
@@ -201,11 +276,13 @@ def compare(st: Setup, gw: pd.DataFrame, simA: list, simB: list, t_sat: float | 
     if t_sat is not None:
         phases |= {"below": (0.0, t_sat), "above": (t_sat, H)}
     rng = np.random.default_rng(st.sc.seed)
+    # the same-noise replication's attempts, for the paired intervals (traced: validate's first)
+    sim0 = sim_attempts(simA[0], tiers) if simA[0].trace else None
     res = {}
     for ph, span in phases.items():
         g = gw[(gw["scheduled_t"] >= span[0]) & (gw["scheduled_t"] < span[1])]
         lv = live_stats(g, tiers, reasons)
-        boot = bootstrap(gw, span, BLOCK_WALL_S * st.X, tiers, reasons, B, rng)
+        boot, boot_sim = bootstrap(gw, span, BLOCK_WALL_S * st.X, tiers, reasons, B, rng, sim0)
         sims = [sim_stats(a, b, span, ph, tiers, reasons) for a, b in zip(simA, simB, strict=True)]
         tiers_out = {}
         for t in tiers:
@@ -221,6 +298,8 @@ def compare(st: Setup, gw: pd.DataFrame, simA: list, simB: list, t_sat: float | 
                 lat[name] = {"live": _rnd(L), "live_ci": _rnd(_ci(Lb)), "sim": _rnd(S0),
                              "sim_band": _rnd(_band(Sr)),
                              "rel_err": _rnd(_rel(S0, L), 4), "rel_err_ci": _rnd(_ci(relb), 4),
+                             # the same blocks of both sides resampled (paired_errors)
+                             "rel_err_ci_paired": _rnd(paired_ci(boot, boot_sim, t, j=j), 4) if boot_sim else None,
                              "rel_err_band": _rnd(_band([_rel(x, L) if np.isfinite(x) else np.nan
                                                          for x in Sr]), 4),
                              # the error on the probability scale (a median in a gap between
@@ -239,6 +318,7 @@ def compare(st: Setup, gw: pd.DataFrame, simA: list, simB: list, t_sat: float | 
                           "sim_pct": _rnd(sm, 3), "sim_band": _rnd(_band(sim_r), 3),
                           "abs_err_pp": _rnd(abs(sm - live_r), 3),
                           "err_pp_ci": _rnd(_ci(sm - lb), 3),
+                          "err_pp_ci_paired": _rnd(paired_ci(boot, boot_sim, t, r=r), 3) if boot_sim else None,
                           "abs_err_band": _rnd(_band(np.abs(sim_r - live_r)), 3)}
             thr = throughput(ser["tiers"][t], st, span, ser["window_edges_s"], ser["queue_edges_s"])
             qd = queue_mean(ser["tiers"][t], ser["queue_edges_s"], span)
@@ -307,8 +387,9 @@ def beyond(n: int, q: float) -> int:
 def worst_detail(tiers: dict) -> dict:
     """Beside each headline figure: the tier it comes from, its sample (served requests and
     how many lie beyond the quantile; attempts for a rejection rate; live completions for
-    throughput) and the 95% interval of its error from the live block bootstrap (None for
-    throughput), so a reader sees whether the figure is meaningful at this sample size."""
+    throughput) and the 95% interval of its error (the paired bootstrap where the
+    replication was traced, else live's own; None for throughput), so a reader sees
+    whether the figure is meaningful at this sample size."""
     out = {}
     for q in ("p50", "p95", "p99"):
         c = [(abs(T["latency_s"][q]["rel_err"]), t) for t, T in tiers.items()
@@ -316,14 +397,16 @@ def worst_detail(tiers: dict) -> dict:
         if c:
             t = max(c)[1]
             n = tiers[t]["served"]["live"]
+            x = tiers[t]["latency_s"][q]
             out[f"{q}_rel_err"] = {"tier": t, "n": n, "beyond": beyond(n, int(q[1:]) / 100),
-                                   "ci": tiers[t]["latency_s"][q]["rel_err_ci"]}
+                                   "ci": x.get("rel_err_ci_paired") or x["rel_err_ci"]}
     c = [(r["abs_err_pp"], t, k) for t, T in tiers.items() for k, r in T["rejection"].items()
          if r["abs_err_pp"] is not None]
     if c:
         _, t, k = max(c)
+        x = tiers[t]["rejection"][k]
         out["rejection_abs_err_pp"] = {"tier": t, "reason": k, "n": tiers[t]["attempts"]["live"],
-                                       "ci": tiers[t]["rejection"][k]["err_pp_ci"]}
+                                       "ci": x.get("err_pp_ci_paired") or x["err_pp_ci"]}
     c = [(abs(T["throughput"]["rel_err"]), t) for t, T in tiers.items()
          if T["throughput"].get("rel_err") is not None]
     if c:

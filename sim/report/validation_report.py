@@ -107,7 +107,9 @@ def markdown(res: dict, tiers: list[str], figs: list[tuple[str, Path]]) -> str:
          "the scenario's seed, with the service noise and retry draws the gateway used (the "
          "figures compared), the others on other seeds (the band sampling alone makes); live: "
          f"local block bootstrap ({res['bootstrap']} resamples; each {res['block_s']:g} wall s "
-         "block of scheduled time replaced by itself or a neighbour). Intervals are 95%.", "",
+         "block of scheduled time replaced by itself or a neighbour); an error's interval "
+         "(paired) resamples the same blocks of live and of the same-noise replication, so "
+         "what they share moves both. Intervals are 95%.", "",
          "## Against the targets (worst tier; |simulated / live - 1|, rejection in "
          "percentage points)", ""]
     rows = []
@@ -126,7 +128,7 @@ def markdown(res: dict, tiers: list[str], figs: list[tuple[str, Path]]) -> str:
     L += _table(["figure", "target", "whole run", "below saturation", "above saturation"], rows)
     L += ["", "Beside each figure: its tier, the sample (served requests, and how many lie beyond "
           "the quantile; attempts for a rejection rate; completions for throughput) and the 95% "
-          "interval of the error from the live bootstrap. A tail figure that a handful of requests "
+          "interval of the error (paired bootstrap). A tail figure that a handful of requests "
           "set, or whose interval is wider than its target, says more about the sample than the "
           "simulator."]
     for ph in PHASES:
@@ -142,21 +144,23 @@ def markdown(res: dict, tiers: list[str], figs: list[tuple[str, Path]]) -> str:
             for q in ("p50", "p95", "p99"):
                 x = T["latency_s"][q]
                 rows.append([t, q, _fmt(x["live"]), _ci(x["live_ci"]), _fmt(x["sim"]),
-                             _ci(x["sim_band"]), _fmt(x["rel_err"], "rel"), _ci(x["rel_err_band"], "rel"),
+                             _ci(x["sim_band"]), _fmt(x["rel_err"], "rel"),
+                             _ci(x.get("rel_err_ci_paired"), "rel"), _ci(x["rel_err_band"], "rel"),
                              _fmt(x["level_err_pp"], "pp")])
         L += _table(["tier", "", "live", "live 95% CI", "sim", "other seeds", "error",
-                     "error, other seeds", "error in level"], rows)
+                     "error 95% CI (paired)", "error, other seeds", "error in level"], rows)
         L += ["", "Attempts, served, rejection rate by reason (share of attempts):", ""]
         rows = []
         for t in tiers:
             T = P["tiers"][t]
             rows.append([t, "attempts / served", f"{T['attempts']['live']} / {T['served']['live']}",
-                         "", f"{T['attempts']['sim']} / {T['served']['sim']}", "", ""])
+                         "", f"{T['attempts']['sim']} / {T['served']['sim']}", "", "", ""])
             for r, x in T["rejection"].items():
                 rows.append([t, r, _fmt(x["live_pct"], "pct"), _ci(x["live_ci"], "pct"),
                              _fmt(x["sim_pct"], "pct"), _fmt(x["abs_err_pp"], "pp"),
-                             _ci(x["abs_err_band"], "pp")])
-        L += _table(["tier", "", "live", "live 95% CI", "sim", "|error|", "|error|, other seeds"], rows)
+                             _ci(x.get("err_pp_ci_paired"), "pp"), _ci(x["abs_err_band"], "pp")])
+        L += _table(["tier", "", "live", "live 95% CI", "sim", "|error|", "sim - live 95% CI (paired)",
+                     "|error|, other seeds"], rows)
         L += ["", "Throughput (completions per second over the phase; worst: the largest error "
               "of a whole 10 s window inside it) and mean queue depth (requests waiting):", ""]
         rows = []
