@@ -86,9 +86,12 @@ def summary_lines(res: dict) -> list[str]:
         lines.append(f"{name:15s} worst tier: " + ", ".join(vals) + t)
     c, m = res.get("client") or {}, res.get("machine") or {}
     if c:
-        ms = [("–" if c.get(k) is None else f"{1e3 * c[k]:.1f} ms") for k in ("lag_p50_s", "lag_p99_s", "lag_max_s", "start_lag_s")]
+        ms = [("–" if c.get(k) is None else f"{1e3 * c[k]:.1f} ms")
+              for k in ("lag_p50_s", "lag_p99_s", "lag_max_s", "start_lag_s",
+                        "arrival_lag_p50_s", "arrival_lag_p99_s", "arrival_lag_max_s")]
         la = m.get("loadavg_start"), m.get("loadavg_end")
-        lines.append(f"{'live send lag':15s} p50 {ms[0]}, p99 {ms[1]}, max {ms[2]}, first request {ms[3]}"
+        lines.append(f"{'live send lag':15s} p50 {ms[0]}, p99 {ms[1]}, max {ms[2]}, first request {ms[3]}; "
+                     f"at the gateway p50 {ms[4]}, p99 {ms[5]}, max {ms[6]}"
                      + (f"; load average {la[0][0]:.1f} -> {la[1][0]:.1f} (1 min) on {m.get('cpus')} cores"
                         if all(la) else ""))
     return lines
