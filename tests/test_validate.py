@@ -272,8 +272,9 @@ def test_validate_short_run_end_to_end(tmp_path):
     a = full["refeed"]["from_arrivals"]
     assert a["same_outcome"] == a["attempts"] == len(pd.read_json(out / "live" / "gateway.jsonl", lines=True))
     assert a["same_latency_2us"] == a["served_both"] > 100
-    # Measured on a 2-core machine: p50 ~2%, p95 ~5%, rejection ~1 pp, throughput ~1.5%.
-    # The bounds leave room for a loaded CI machine (timer jitter, 30 s of samples) but not
+    # Measured over 60 s on the loaded 2-core machine (load 10-15): p50 0.3-3.9%, p95
+    # 1.7-3.9%, p99 3.6-8.4%, rejection 0.16-0.41 pp, throughput 0.1-0.8%.
+    # The bounds leave room for a loaded CI machine (send-lag bursts, 40 s of samples) but not
     # for a broken twin: a lost retry rule, a different batching rule or a shifted clock
     # moves rejections by tens of points and latencies by a batch time (0.5 s of ~2 s).
     assert res["throughput_rel_err"] <= 0.10
@@ -287,9 +288,9 @@ def test_validate_surge_short_run(tmp_path):
     autoscaling, failures, a cap switched on mid-run and two pools, live and simulated by
     the same fleet and policies; replayed from its own arrivals, the gateway gives every
     attempt its live outcome and latency.
-    (Measured over 60 s on a loaded 2-core machine, against the same-noise replication:
-    p50 2.9%, p95 2.5%, p99 1.7%, rejection 0.37 pp, throughput 0.5%; the bounds leave room
-    for 40 s of samples.)"""
+    (Measured over 60 s on the loaded 2-core machine, load 10-16, against the same-noise
+    replication: p50 0.5-0.6%, p95 0.2-0.7%, p99 1.0-1.3%, rejection 0.19-0.93 pp,
+    throughput 0.1-3.2%; the bounds leave room for 40 s of samples.)"""
     p = subprocess.run([sys.executable, "-m", "sim", "validate", str(SURGE), "--duration", "40",
                         "--reps", "2", "--json", "--out", "v"], capture_output=True, text=True,
                        timeout=240, cwd=tmp_path)
@@ -306,11 +307,10 @@ def test_validate_surge_short_run(tmp_path):
     assert set(gw["pool"].dropna()) == {"h100", "a100"}
     assert res["throughput_rel_err"] <= 0.10
     assert res["rejection_abs_err_pp"] <= 8.0
-    # Paid latency has a failure mode (4-9 s: the batches a GPU failure catches) above ~5%
-    # of 40 s of requests, so its p95 can sit on the edge between modes: 9 of 335 requests
-    # moved it from 2.5 to 4.6 s in one measured run (a 0.1 -> 0.01 s chunk grid moved
-    # it back). Judge each percentile by its value or by its level (the share of simulated
-    # requests below the live value): a broken twin moves shares by tens of points.
+    # Latency is multi-modal (H100 batches of one to four, 0.54-2.1 s; the A100s, 2.4 s):
+    # over 40 s a percentile can still sit near the edge between modes. Judge each by its
+    # value or by its level (the share of simulated requests below the live value): a
+    # broken twin moves shares by tens of points.
     for t, T in full["phases"]["all"]["tiers"].items():
         for q in ("p50", "p95"):
             x = T["latency_s"][q]
