@@ -67,6 +67,8 @@ def markdown(profile: dict) -> str:
         f"- device copy: {_fmt(mo.get('copy_gb_s'), ',.1f')} GB/s "
         f"({mo.get('copy_method', '-')})",
         f"- command: `{profile['command']}`",
+        *([f"- **placeholder, NOT MEASURED**: {profile.get('source')}"]
+          if profile.get("placeholder") else []),
         "",
         "| model | component | res | batch | cfg | median ms | p10 ms | p90 ms | ms/image "
         "| GFLOP | TFLOP/s | MFU | peak mem |",
