@@ -243,3 +243,21 @@ def test_shipped_gpu_profiles_are_measured_and_the_ghibli_fleet_uses_one():
     sc = load_scenario(str(ROOT / "scenarios" / "ghibli_2025.yaml"))
     pool = sc.fleet.pools[0]
     assert find_profile(pool.profile, ROOT / "scenarios").stem == "h100-bf16"
+
+
+def test_the_h200_placeholder_is_the_h100_profile_at_the_same_round_mlperf_ratio():
+    from sim.calibration.derive import MLPERF_SDXL_OFFLINE, h200
+    from sim.calibration.listing import summarise
+
+    path = ROOT / "sim" / "data" / "profiles" / "placeholder-sdxl-h200.json"
+    shipped = load_profile(path)
+    assert shipped == json.loads(json.dumps(h200()))  # regenerated, not edited by hand
+    assert shipped["placeholder"] and "NOT MEASURED" in shipped["source"]
+    assert "NOT MEASURED" in path.with_suffix(".md").read_text()
+    fig = MLPERF_SDXL_OFFLINE["v4.0"]
+    h1 = {r["best_batch"]: r for r in summarise(ROOT / "sim" / "data" / "profiles" / "h100-bf16.json")
+          if r["model"] == "sdxl"}
+    h2 = summarise(path)
+    assert len(h2) == 1 and h2[0]["best_batch"] in h1
+    ratio = h2[0]["images_per_s"] / h1[h2[0]["best_batch"]]["images_per_s"]
+    assert ratio == pytest.approx(fig["H200"] / fig["H100"], rel=1e-4)
