@@ -1,8 +1,9 @@
 """Request classes: what a request asks for (model, size, steps, guidance, an input image to
 encode), each tier's mix of them over time, and what each costs on each pool.
 
-A batch group is the classes that can share a batch: same model, resolution, CFG and cost
-source, so one cost curve per pool. Steps, the input encode and the quality proxy stay per
+A batch group is the classes that can share a batch: same model, resolution (and `size`),
+CFG and cost source, so one cost curve per pool. A non-square `size` is costed at its square
+`resolution` times `size_scale` (default: the pixel ratio) for the step and the VAE. Steps, the input encode and the quality proxy stay per
 class. A pool holds the models in its `models:` (default: every model its profile costs) and
 only takes groups of those (sim/fleet/kernel.py); `router` orders the pools that could.
 
@@ -81,12 +82,12 @@ def validate_classes(sc: Scenario) -> None:
 
 
 def _group_key(c) -> tuple:
-    return (c.model, c.resolution, c.cfg, c.service_time_s, c.encode_s)
+    return (c.model, c.resolution, c.cfg, c.service_time_s, c.encode_s, c.size, c.scale())
 
 
 def _group_name(k: tuple) -> str:
-    model, res, cfg, fixed, enc = k
-    name = f"{model or '(pool model)'}@{res or '(pool resolution)'}"
+    model, res, cfg, fixed, enc, size, _ = k
+    name = f"{model or '(pool model)'}@{size or res or '(pool resolution)'}"
     name += " no-cfg" if cfg is False else ""
     name += f" fixed {fixed:g}s" if fixed is not None else ""
     return name + (f" encode {enc:g}s" if enc is not None else "")
@@ -130,7 +131,8 @@ def build_classes(sc: Scenario, pools: list[PoolSetup]) -> ClassSetup | None:
                 try:
                     cm = CostModel.from_profile(prof, str(path), model, c.resolution or p.resolution,
                                                 c.steps, p.max_batch, cfg=c.cfg,
-                                                field=f"request_classes.classes[{first[g]}]")
+                                                field=f"request_classes.classes[{first[g]}]",
+                                                size_scale=c.scale())
                 except InputError:
                     if p.models is not None:  # declared: its profile must cost it
                         raise
@@ -144,9 +146,11 @@ def build_classes(sc: Scenario, pools: list[PoolSetup]) -> ClassSetup | None:
                     e = c.encode_s * np.arange(p.max_batch + 1, dtype=float)
                 elif prof is not None:
                     # measured encode, else the decode of the same VAE as an upper bound
-                    e = encode_curve(prof, cm.model, cm.resolution, p.max_batch)
+                    e = encode_curve(prof, cm.model, cm.resolution, p.max_batch,
+                                     size_scale=c.scale())
                     if e is None:
-                        e = encode_curve(prof, cm.model, cm.resolution, p.max_batch, "vae_decode")
+                        e = encode_curve(prof, cm.model, cm.resolution, p.max_batch, "vae_decode",
+                                         c.scale())
             erow.append(e)
         cost.append(row)
         enc.append(erow)

@@ -440,7 +440,14 @@ class RequestClass(Strict):
 
     name: ClassName
     model: str | None = Field(None, max_length=200, description="profile model (default: each pool's own)")
-    resolution: int | None = Field(None, gt=0, le=65536, description="(default: each pool's own)")
+    resolution: int | None = Field(None, gt=0, le=65536, description="the measured square side "
+                                   "it is costed at (default: each pool's own)")
+    size: str | None = Field(None, pattern=r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$",
+                             description="WIDTHxHEIGHT when not the square `resolution` (e.g. "
+                             "1024x1536): costed at `resolution` times size_scale")
+    size_scale: float | None = Field(None, gt=0, le=1e3, description="GPU time of the denoising "
+                                     "step and VAE at `size` relative to the square `resolution` "
+                                     "(default: the ratio of pixel counts)")
     steps: int = Field(20, gt=0, le=10000, description="denoising steps per image")
     cfg: bool | None = Field(None, description="classifier-free guidance (default: as the profile "
                              "measured it; off costs the denoiser half the batch)")
@@ -450,6 +457,23 @@ class RequestClass(Strict):
     service_time_s: PosDuration | None = Field(None, description="fixed batch time instead of "
                                                "the profile (theory tests, what-ifs)")
     quality: float = Field(1.0, gt=0, le=1e3, description="relative image quality (brownout's proxy)")
+
+    @model_validator(mode="after")
+    def _size(self):
+        if self.size is not None and self.resolution is None:
+            raise ValueError("size needs resolution (the measured square it is costed at)")
+        if self.size_scale is not None and self.size is None:
+            raise ValueError("size_scale needs size")
+        return self
+
+    def scale(self) -> float:
+        """GPU time of the step and VAE relative to the square `resolution`."""
+        if self.size is None:
+            return 1.0
+        if self.size_scale is not None:
+            return float(self.size_scale)
+        w, h = (int(x) for x in self.size.split("x"))
+        return w * h / float(self.resolution) ** 2
 
 
 class ClassMixWhen(Strict):

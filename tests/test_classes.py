@@ -240,3 +240,27 @@ def test_router_orders_pools_without_request_classes(router, first):
         assert min(n) > 0.3 * n.sum(), n
     else:
         assert n[first] > 0.9 * n.sum(), n
+
+
+def test_a_portrait_size_costs_its_pixel_ratio_of_the_square_step_and_vae():
+    d = scenario(seed=2108)
+    d["request_classes"]["classes"] += [
+        {"name": "t2i-portrait", "model": "sdxl", "resolution": 1024, "size": "1024x1536", "steps": 30},
+        {"name": "t2i-flops", "model": "sdxl", "resolution": 1024, "size": "1024x1536",
+         "size_scale": 1.58, "steps": 30, "encode": True}]
+    r = Run(parse_scenario(d))
+    S, g = r.fleet.S, r.classes.group
+    sq, pt, fl = g[0], g[4], g[5]
+    assert len({sq, pt, fl}) == 3  # three batch groups: sizes never share a batch
+    path = find_profile("h100-bf16")
+    text = CostModel.from_profile(load_profile(path), str(path), "sdxl", 1024, 30, 8).fixed
+    for b in (1, 8):
+        assert S.cost_step[0, pt, b] == pytest.approx(1.5 * S.cost_step[0, sq, b])
+        assert S.cost_step[0, fl, b] == pytest.approx(1.58 * S.cost_step[0, sq, b])
+        # the VAE decode scales, the text encoder (same prompt tokens) does not
+        tenc = text[b] - CostModel.from_profile(load_profile(path), str(path), "sdxl", 1024, 30, 8,
+                                                size_scale=2.0).fixed[b] + text[b]
+        assert S.cost_fixed[0, pt, b] == pytest.approx(1.5 * text[b] - 0.5 * tenc)
+    assert S.cost_enc[0, fl, 4] > 0
+    with pytest.raises(InputError):
+        parse_scenario({**d, "request_classes": {"classes": [{"name": "x", "size": "1024x1536"}]}})

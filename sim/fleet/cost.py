@@ -195,11 +195,14 @@ class CostModel:
         max_batch: int,
         field: str = "profile",
         cfg: bool | None = None,
+        size_scale: float = 1.0,
     ) -> CostModel:
         """The cost of `model` at `resolution` (None: the profile's only model, its largest
         resolution). cfg None takes the denoiser as measured; cfg False without entries
         measured so costs a batch of b as a measured CFG batch of b / 2 (CFG runs the
-        denoiser on two latents per image), never below the smallest measured batch."""
+        denoiser on two latents per image), never below the smallest measured batch.
+        size_scale: an image of another size than the measured square `resolution` costs
+        its denoising step and VAE decode times this (the text encoder does not see pixels)."""
         entries = profile["entries"]
         models = sorted({e["model"] for e in entries if e["component"] == "denoise_step"})
         if model is None:
@@ -242,21 +245,23 @@ class CostModel:
             if not pts:  # a component measured for another model of the same resolution
                 pts = [e for e in entries if e["component"] == comp and e["resolution"] in (resolution, 0)]
             if pts:
-                fixed += _curve({e["batch"]: e["latency_s"]["median"] for e in pts}, max_batch)
-        st = _curve(step, max_batch)
+                k = size_scale if comp == "vae_decode" else 1.0
+                fixed += k * _curve({e["batch"]: e["latency_s"]["median"] for e in pts}, max_batch)
+        st = size_scale * _curve(step, max_batch)
         fixed[0] = 0.0
         st[0] = 0.0
         name = profile.get("name", Path(path).stem)
         tag = "" if cfg is None or scale == 1 else " no-cfg"
+        tag += "" if size_scale == 1.0 else f" x{size_scale:g}"
         return cls(fixed, st, steps, float(np.median(sig)), f"{name}:{model}@{resolution}{tag}",
                    model, resolution)
 
 
 def encode_curve(profile: dict, model: str, resolution: int, max_batch: int,
-                 component: str = "vae_encode") -> np.ndarray | None:
+                 component: str = "vae_encode", size_scale: float = 1.0) -> np.ndarray | None:
     """Input-image encode time of a batch with n encodes (n = 0..max_batch) from the
     profile's vae_encode entries (or another component's) for this model, or any model, at
-    this resolution; None if none were measured."""
+    this resolution, times size_scale (another image size); None if none were measured."""
     pts = [e for e in profile["entries"] if e["component"] == component
            and e["model"] in (model, "*") and e["resolution"] in (resolution, 0)]
     if not pts:
@@ -264,6 +269,6 @@ def encode_curve(profile: dict, model: str, resolution: int, max_batch: int,
                and e["resolution"] in (resolution, 0)]
     if not pts:
         return None
-    out = _curve({e["batch"]: e["latency_s"]["median"] for e in pts}, max_batch)
+    out = size_scale * _curve({e["batch"]: e["latency_s"]["median"] for e in pts}, max_batch)
     out[0] = 0.0
     return out
