@@ -136,7 +136,7 @@ def cmd_plan(args) -> int:
     write_plan(res, out)
     if args.json:
         print(dumps({k: res[k] for k in ("min_gpus", "ci_low", "ci_high", "gpu_cost_per_day",
-                                          "evaluations", "replications", "pools", "forecast")
+                                          "evaluations", "replications", "pools", "pools_band", "forecast")
                      if k in res}))
     else:
         print(markdown(res))

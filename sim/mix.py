@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 from sim.errors import Infeasible
 from sim.fleet.purchase import OPTIONS, fixed_cost_per_day, fixed_split, prices_of
-from sim.planner import Evaluation, Plan
+from sim.planner import Evaluation, Plan, _r
+from sim.planner import fixed_cost_per_day as plan_cost
 
 
 @dataclass
@@ -34,6 +35,7 @@ class MixPlan:
     plan: Plan
     which: int = 0  # 0 mean, 1 lower, 2 upper bound of the quantile estimates
     evals: dict[tuple[int, ...], Evaluation] = field(default_factory=dict)
+    objective: str = "cost"  # "cost": $/day; "gpus": GPUs in all (plan per pool)
 
     def __post_init__(self):
         sc = self.plan.sc
@@ -42,6 +44,10 @@ class MixPlan:
         self.caps = [{"reserved": p.purchase.reserved if p.purchase else 0,
                       "spot": p.purchase.spot if p.purchase else 0} for p in self.pools]
         self.step = self.plan._step()
+        # which pools can serve each batch group of request classes (one group without them)
+        self.holders = _holders(sc)
+        self.whole = [all(j in h for h in self.holders) for j in range(len(self.pools))]
+        self._floors: list[int] | None = None  # each pool's floor with the others at the cap
 
     # -- one candidate --
 
@@ -49,6 +55,8 @@ class MixPlan:
         return fixed_split(n, self.caps[j], self.prices[j])
 
     def cost(self, point: tuple[int, ...]) -> float:
+        if self.objective == "gpus":
+            return float(sum(point))
         return sum(fixed_cost_per_day(self.split(j, n), self.prices[j]) for j, n in enumerate(point))
 
     def _scenario(self, point: tuple[int, ...], seed: int) -> dict:
@@ -59,11 +67,16 @@ class MixPlan:
 
         return self.plan.fixed(point, seed, buy)
 
+    def serves(self, point: tuple[int, ...]) -> bool:
+        """Does every class have a pool with GPUs holding its model? (Else its requests wait
+        for ever, neither served nor abandoned, and the judged figures would not see them.)"""
+        return all(any(point[j] > 0 for j in h) for h in self.holders)
+
     def evaluate(self, points: list[tuple[int, ...]]) -> None:
-        self.plan.judge([p for p in points if any(p)], self.evals, self._scenario)
+        self.plan.judge([p for p in points if self.serves(p)], self.evals, self._scenario)
 
     def ok(self, point: tuple[int, ...]) -> bool:
-        if not any(point):
+        if not self.serves(point):
             return False
         return self.evals[point].meets(self.plan.slos, self.which)
 
@@ -113,59 +126,140 @@ class MixPlan:
                 break
         return n
 
+    def _fewest(self, point, lo: int, hi: int) -> int:
+        """Smallest grid n in (lo, hi] with point(n) meeting the SLOs, given that point(hi)
+        meets and point(lo) does not (or lo < 0); k-ary bisection, `width` sizes a round."""
+        st, m = self.step, self.plan.width()
+        while hi - lo > st:
+            cands = sorted({_grid(lo + (hi - lo) * (i + 1) // (m + 1), st) for i in range(m)})
+            cands = [c for c in cands if lo < c < hi]
+            if not cands:
+                break
+            self.evaluate([point(c) for c in cands])
+            for c in cands:
+                if self.ok(point(c)):
+                    hi = c
+                    break
+                lo = c
+        return hi
+
+    def floors(self, ub: list[int]) -> list[int] | None:
+        """Each pool's fewest GPUs meeting the SLOs with every other pool at its `ub`: no
+        point within ub meets with fewer (more GPUs never hurt). None: the box's top fails."""
+        top = tuple(ub)
+        self.evaluate([top])
+        if not self.ok(top):
+            return None
+        out = []
+        for j in range(len(ub)):
+            def point(n: int, j: int = j) -> tuple[int, ...]:
+                return tuple(n if i == j else ub[i] for i in range(len(ub)))
+            out.append(self._fewest(point, -1, ub[j]) if ub[j] > 0 else 0)
+        return out
+
+    def joint(self, cap: int) -> tuple[int, ...]:
+        """A point meeting the SLOs when no pool alone does (pools holding different models,
+        say): every pool from its floor with the others at `cap`, then all grown together by
+        1, 2, 4, ... steps until it meets."""
+        P, st, m = len(self.pools), self.step, self.plan.width()
+        f = self._floors = self.floors([cap] * P)
+        if f is None:
+            raise Infeasible(self.plan.sc.source, "fleet.pools",
+                             f"the SLOs are not met even with {cap} GPUs in every pool")
+        k = 0
+        while True:
+            chain = [tuple(min(cap, n + st * (2 ** i - 1 if i else 0)) for n in f)
+                     for i in range(k, k + m)]
+            self.evaluate(chain)
+            for c in chain:
+                if self.ok(c):
+                    return c
+            k += m
+
+    def _bounds(self, best: float, floors: list[int]) -> list[int]:
+        """Largest grid count of each pool whose cost, with the other pools at their floors,
+        stays below `best` (cost is a sum over pools, each non-decreasing)."""
+        P, st = len(self.pools), self.step
+        out = []
+        for j in range(P):
+            def at(n: int, j: int = j) -> tuple[int, ...]:
+                return tuple(n if i == j else floors[i] for i in range(P))
+            n = floors[j]
+            while self.cost(at(n + st)) < best - 1e-9 and n < 1 << 24:
+                n += st
+            out.append(n)
+        return out
+
     def search(self, cap: int) -> dict:
         P, st = len(self.pools), self.step
         singles: dict[str, int | None] = {}
         best, best_pt = math.inf, None
         for j in range(P):  # a pool alone is searched only as far as it could beat the best so far
             top = cap if best_pt is None else min(cap, self.bound(j, best))
-            n = self.alone(j, top) if top >= st else None
+            n = self.alone(j, top) if top >= st and self.whole[j] else None
             singles[self.pools[j].name] = n
             if n is not None and self.cost(self._unit(j, n)) < best:
                 best, best_pt = self.cost(self._unit(j, n)), self._unit(j, n)
-        if best_pt is None:
-            raise Infeasible(self.plan.sc.source, "fleet.pools",
-                             f"no single pool meets the SLOs with up to {cap} GPUs")
-        single_cost = best
+        single_cost = best if best_pt is not None else None
+        if best_pt is None:  # no pool alone serves everything
+            if P < 2:
+                raise Infeasible(self.plan.sc.source, "fleet.pools",
+                                 f"no single pool meets the SLOs with up to {cap} GPUs")
+            best_pt = self.joint(cap)
+            best = self.cost(best_pt)
         if P >= 2:
-            ub = [self.bound(j, best) for j in range(P)]
-            outer = [range(0, ub[j] + 1, st) for j in range(P - 2)]
+            ub = [min(cap, self.bound(j, best)) for j in range(P)]
+            # Floors prune the levels below them: the joint search found them already; with
+            # three pools or more they save more whole staircases than they cost.
+            lo = self._floors if single_cost is None else None
+            if lo is None and P >= 3:
+                lo = self.floors([max(u, n) for u, n in zip(ub, best_pt, strict=True)])
+            lo = lo or [0] * P
+            ub = [max(lo_j, u) for lo_j, u in zip(lo, self._bounds(best, lo), strict=True)]
+            # The pools with the fewest levels in their box are the outer loop; the two with
+            # the most are the staircase's x and y (a walk costs about levels(x) + levels(y)).
+            order = sorted(range(P), key=lambda j: ((ub[j] - lo[j]) // st, j))
+            heads, (jx, jy) = order[:P - 2], order[P - 2:]
+            outer = [range(lo[j], ub[j] + 1, st) for j in heads]
             for head in itertools.product(*outer):
-                base = self.cost(tuple(head) + (0, 0))
-                if base >= best - 1e-9:
+                def place(x: int, y: int, head=head) -> tuple[int, ...]:
+                    out = [0] * P
+                    for j, n in zip(heads, head, strict=True):
+                        out[j] = n
+                    out[jx], out[jy] = x, y
+                    return tuple(out)
+                if self.cost(place(lo[jx], lo[jy])) >= best - 1e-9:
                     continue
-                got = self._staircase(tuple(head), ub[P - 2], ub[P - 1], best)
+                got = self._staircase(place, ub[jx], ub[jy], best, lo[jx], lo[jy])
                 if got is not None and got[0] < best - 1e-9:
                     best, best_pt = got
         return {"point": best_pt, "cost_per_day": best, "single_type": singles,
                 "single_type_cost_per_day": single_cost}
 
-    def _staircase(self, head: tuple[int, ...], ux: int, uy: int, best: float):
-        """Cheapest point (head, x, y) meeting the SLOs and cheaper than `best`, or None.
-        f(x), the fewest y meeting at x, is non-increasing in x; `top` is a y known to meet
-        at the current x (None: none known)."""
+    def _staircase(self, pt, ux: int, uy: int, best: float, lx: int = 0, ly: int = 0):
+        """Cheapest point pt(x, y) meeting the SLOs and cheaper than `best`, or None,
+        with x >= lx and y >= ly (the floors: no fewer meet). f(x), the fewest y meeting at
+        x, is non-increasing in x; `top` is a y known to meet at the current x (None: none
+        known)."""
         st, m = self.step, self.plan.width()
         found = None
         top: int | None = None
 
-        def pt(x: int, y: int) -> tuple[int, ...]:
-            return (*head, x, y)
-
-        for x in range(0, ux + 1, st):
-            if self.cost(pt(x, 0)) >= best - 1e-9:
+        for x in range(lx, ux + 1, st):
+            if self.cost(pt(x, ly)) >= best - 1e-9:
                 break  # every y costs at least this from here on
-            ylim = -st  # largest grid y that would still be cheaper than the best
+            ylim = ly - st  # largest grid y that would still be cheaper than the best
             while ylim + st <= uy and self.cost(pt(x, ylim + st)) < best - 1e-9:
                 ylim += st
-            if ylim < 0:
+            if ylim < ly:
                 continue
             if top is None or top > ylim:
                 self.evaluate([pt(x, ylim)])
                 if not self.ok(pt(x, ylim)):
                     continue  # nothing cheaper at this x; `top` still bounds f
                 top = ylim
-            while top > 0:  # walk down, `width` levels a round
-                chain = [top - st * (i + 1) for i in range(m) if top - st * (i + 1) >= 0]
+            while top > ly:  # walk down, `width` levels a round
+                chain = [top - st * (i + 1) for i in range(m) if top - st * (i + 1) >= ly]
                 self.evaluate([pt(x, y) for y in chain])
                 for y in chain:
                     if not self.ok(pt(x, y)):
@@ -180,6 +274,19 @@ class MixPlan:
         return found
 
 
+def _holders(sc) -> list[set[int]]:
+    """Per batch group of request classes, the pools that can serve it (one group of every
+    pool without classes)."""
+    P = len(sc.fleet.pools)
+    if sc.request_classes is None:
+        return [set(range(P))]
+    from sim.classes import build_classes
+    from sim.engine import build_pools
+
+    cost = build_classes(sc, build_pools(sc)).cost
+    return [{j for j in range(P) if cost[j][g] is not None} for g in range(len(cost[0]))]
+
+
 def _grid(n: int, step: int) -> int:
     return int(math.ceil(n / step) * step)
 
@@ -187,7 +294,7 @@ def _grid(n: int, step: int) -> int:
 def exhaustive(mp: MixPlan, levels: list[range]) -> tuple[float, tuple[int, ...]] | None:
     """Every point of the grid judged: the cheapest that meets the SLOs (the check the
     search is tested against)."""
-    pts = [p for p in itertools.product(*levels) if any(p)]
+    pts = [p for p in itertools.product(*levels) if mp.serves(p)]
     mp.evaluate(pts)
     ok = [(mp.cost(p), p) for p in pts if mp.ok(p)]
     return min(ok) if ok else None
@@ -208,7 +315,7 @@ def run_mix(plan: Plan, cap: int | None = None) -> dict:
             band[name] = round(other.search(cap)["cost_per_day"], 2)
         except Infeasible:
             band[name] = None
-    pt = res["point"]
+    pt, single = res["point"], res["single_type_cost_per_day"]
     mix = {p.name: {o: n for o, n in mp.split(j, pt[j]).items() if n}
            for j, p in enumerate(mp.pools) if pt[j]}
     sc = plan.sc
@@ -219,8 +326,8 @@ def run_mix(plan: Plan, cap: int | None = None) -> dict:
         "cost_per_day": round(res["cost_per_day"], 2),
         "cost_band_per_day": [band["low"], band["high"]],
         "single_type": {k: v for k, v in res["single_type"].items()},
-        "single_type_cost_per_day": round(res["single_type_cost_per_day"], 2),
-        "saving": round(1 - res["cost_per_day"] / res["single_type_cost_per_day"], 4),
+        "single_type_cost_per_day": None if single is None else round(single, 2),
+        "saving": None if single is None else round(1 - res["cost_per_day"] / single, 4),
         "prices_per_gpu_hour": {p.name: {o: round(mp.prices[j].per_hour(o), 4) for o in OPTIONS}
                                 for j, p in enumerate(mp.pools)},
         "evaluations": len(mp.evals),
@@ -231,3 +338,49 @@ def run_mix(plan: Plan, cap: int | None = None) -> dict:
         "warm_s": plan.warm_s if plan.window else None,
     }
 
+
+
+def run_per_pool(plan: Plan, cap: int | None = None) -> dict:
+    """`plan` when pools serve different classes: the fewest GPUs in all, per pool on the
+    plan's grid, meeting every SLO (the mix search on GPU counts: pools alone where one can
+    serve everything, else each pool's floor with the others ample, then a staircase over the
+    counts; exact on the grid when more GPUs never hurt). The bracket is the same search on
+    the lower and upper 95% bounds of the p95 estimates, reusing the runs."""
+    sc = plan.sc
+    cap = cap or max(64 * plan._step(), 8 * sum(max(p.gpus, p.max_gpus or 0) for p in sc.fleet.pools))
+    mp = MixPlan(plan, objective="gpus")
+    pt = mp.search(cap)["point"]
+    band = {}
+    for which, name in ((1, "low"), (2, "high")):
+        try:
+            band[name] = MixPlan(plan, which, mp.evals, "gpus").search(cap)["point"]
+        except Infeasible:
+            band[name] = None
+    names = [p.name for p in mp.pools]
+    lo, hi = band["low"], band["high"]
+    return {
+        "scenario": sc.name,
+        "per_pool": True,
+        "min_gpus": int(sum(pt)),
+        "ci_low": int(min(sum(lo), sum(pt))) if lo else None,
+        "ci_high": int(max(sum(hi), sum(pt))) if hi else None,
+        "gpu_cost_per_day": round(plan_cost(sc, pt), 2),
+        "evaluations": len(mp.evals),
+        "replications": plan.reps,
+        "pools": dict(zip(names, map(int, pt), strict=True)),
+        "pools_band": {n: [None if lo is None else int(lo[j]), None if hi is None else int(hi[j])]
+                       for j, n in enumerate(names)},
+        "slos": [f"{s.tier}:{s.quantile}<={s.seconds:g}s" for s in plan.slos],
+        "window_s": list(plan.window) if plan.window else None,
+        "warm_s": plan.warm_s if plan.window else None,
+        "sizes_per_round": plan.width(),
+        "step_gpus": mp.step,
+        "ignored_policies": sorted({q.policy for q in sc.policies
+                                    if q.policy in {"autoscale", *plan.without}}),
+        "curve": [
+            {"gpus": int(sum(k)), "pools": dict(zip(names, map(int, k), strict=True)),
+             **{f"{s.tier}.{s.quantile}": _r(e.bounds(s)[0]) for s in plan.slos},
+             "meets": e.meets(plan.slos)}
+            for k, e in sorted(mp.evals.items(), key=lambda kv: (sum(kv[0]), kv[0]))
+        ],
+    }

@@ -5,6 +5,8 @@ every size, so sizes are compared on the same demand). A size is feasible when, 
 tier with an SLO, the mean over replications of the p95 latency is within the target and at
 least 99% of admitted requests completed rather than abandoned (a fleet cannot pass by
 letting users give up).
+When the pools serve different request classes (different models, say), each pool is
+sized on its own (sim/mix.py, run_per_pool: the fewest GPUs in all, per pool on the grid).
 Search: galloping from the scenario's size, then bisection. The confidence interval brackets
 the answer with the 95% bounds of the p95 estimates: ci_high is the smallest size whose upper
 bound meets every SLO, ci_low the smallest whose lower bound does.
@@ -257,6 +259,10 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
     would otherwise let a small fleet pass by rejecting the overflow); `warm_s`: runs start
     that long before the window (None: at t = 0)."""
     plan = Plan(sc, slos, reps, executor, window, tuple(without), warm_s, step)
+    if serve_different(sc):
+        from sim.mix import run_per_pool  # the per-pool search is plan --mix's, on GPU counts
+
+        return plan, run_per_pool(plan)
     best = plan.smallest(0)
     ci_high = plan.smallest(2, start=best)
     ci_low = plan.smallest(1, start=best)
@@ -284,6 +290,19 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
         ],
     }
     return plan, result
+
+
+def serve_different(sc: Scenario) -> bool:
+    """Do the pools serve different request classes (models they hold, or sizes their
+    profiles cost)? Then one scale factor over the scenario's pool sizes is no answer: each
+    pool is sized to its own classes' load (sim/mix.py, run_per_pool)."""
+    if sc.request_classes is None or len(sc.fleet.pools) < 2:
+        return False
+    from sim.classes import build_classes
+    from sim.engine import build_pools
+
+    cs = build_classes(sc, build_pools(sc))
+    return len({tuple(c is not None for c in row) for row in cs.cost}) > 1
 
 
 def fixed_cost_per_day(sc: Scenario, counts) -> float:

@@ -60,3 +60,67 @@ def test_plan_mix_prints_one_json_line_last(tmp_path, capsys):
     assert set(line["mix"]) <= {"fast", "slow"} and line["cost_per_day"] <= line["single_type_cost_per_day"]
     saved = json.loads((tmp_path / "o" / "mix.json").read_text())
     assert saved["mix"] == line["mix"]
+
+
+def two_models() -> dict:
+    """Two pools holding different models: `ma` images take 1 s, `mb` images 2.5 s
+    (exponential), half the requests each; neither pool can serve the other's."""
+    d = queue_scenario(4.0, 1.0, 4, 400, seed=11, dist="exponential")
+    d["fleet"]["pools"] = [
+        {"name": "pa", "gpus": 4, "models": ["ma"], "service_time_s": 1.0,
+         "service_distribution": "exponential", "price_per_gpu_hour": 2.0},
+        {"name": "pb", "gpus": 4, "models": ["mb"], "service_time_s": 2.5,
+         "service_distribution": "exponential", "price_per_gpu_hour": 2.0}]
+    d["request_classes"] = {
+        "classes": [{"name": "a-img", "model": "ma", "service_time_s": 1.0},
+                    {"name": "b-img", "model": "mb", "service_time_s": 2.5}],
+        "mix": {"a": {"a-img": 0.5, "b-img": 0.5}}}
+    return d
+
+
+def test_plan_sizes_each_pool_when_pools_hold_different_models_as_an_exhaustive_search_does():
+    from sim.planner import run_plan, serve_different
+
+    sc = parse_scenario(two_models())
+    slos = [parse_slo("a:p95<=9s", sc)]
+    assert serve_different(sc)
+    with Executor(1) as ex:
+        _, res = run_plan(sc, slos, 1, ex, step=1)
+        mp = MixPlan(Plan(sc, slos, 1, ex, step=1), objective="gpus")  # a fresh cache
+        # every point of the grid with at most the answer's GPUs (none with more is better)
+        top = res["min_gpus"]
+        pts = [(x, y) for x in range(top + 1) for y in range(top + 1) if x + y <= top]
+        mp.evaluate(pts)
+        best = min(sum(p) for p in pts if mp.ok(p))
+        scaled = Plan(sc, slos, 1, ex, step=1).smallest(0)  # one factor on the 4:4 layout
+    assert not mp.serves((top, 0)) and not mp.ok((top, 0))  # pb's model needs pb's GPUs
+    assert res["per_pool"] and res["min_gpus"] == best
+    assert mp.ok(tuple(res["pools"].values()))  # the answer meets the SLOs in the exhaustive runs too
+    # the load is 2 Erlangs of pa and 5 of pb: pb needs more than pa
+    assert res["pools"]["pb"] > res["pools"]["pa"] >= 3
+    assert scaled > res["min_gpus"]  # a single scale factor over 4:4 buys more GPUs
+    for lo, hi in res["pools_band"].values():
+        assert lo is not None and hi is not None
+    assert res["ci_low"] <= res["min_gpus"] <= res["ci_high"]
+    assert res["evaluations"] < len(mp.evals)
+
+
+@pytest.mark.slow
+def test_three_pools_the_outer_loop_and_floors_keep_the_search_exact():
+    """A third type (1.6 s, 2 spot on offer): the search loops over the pool with the
+    fewest levels and staircases the other two from their floors; still the exhaustive
+    answer, with a fraction of its runs."""
+    d = two_types()
+    d["horizon"] = 300
+    d["fleet"]["pools"].append({"name": "mid", "gpus": 2, "service_time_s": 1.6,
+                                "service_distribution": "exponential", "price_per_gpu_hour": 1.5,
+                                "purchase": {"spot": 2}})
+    sc = parse_scenario(d)
+    slos = [parse_slo("a:p95<=6s", sc)]
+    with Executor(1) as ex:
+        res = run_mix(Plan(sc, slos, 1, ex, step=2))
+        mp = MixPlan(Plan(sc, slos, 1, ex, step=2))
+        best = res["single_type_cost_per_day"]
+        cost, point = exhaustive(mp, [range(0, mp.bound(j, best) + 1, 2) for j in range(3)])
+    assert point == tuple(res["gpus"].values()) and cost == pytest.approx(res["cost_per_day"], abs=0.01)
+    assert res["evaluations"] < len(mp.evals) / 3

@@ -18,13 +18,22 @@ def markdown(res: dict) -> str:
              f"Smallest fleet meeting {', '.join(res['slos'])}: **{res['min_gpus']} GPUs** "
              f"(95% bracket {res['ci_low']}-{res['ci_high']}), {res['replications']} replications "
              f"per size, {res['evaluations']} sizes evaluated; GPU cost ${res['gpu_cost_per_day']:,.0f}/day.",
-             *_forecast_lines(res),
+             *_forecast_lines(res), *_per_pool_lines(res),
              "", "| GPUs | " + " | ".join(f"{k} (s)" for k in keys) + " | meets |",
              "|---:|" + "---:|" * len(keys) + ":---:|"]
     for row in res["curve"]:
         lines.append(f"| {row['gpus']} | " + " | ".join("–" if row[k] is None else f"{row[k]:.3g}" for k in keys)
                      + f" | {'yes' if row['meets'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def _per_pool_lines(res: dict) -> list[str]:
+    if not res.get("per_pool"):
+        return []
+    return ["", "Pools serve different classes, so each is sized on its own: "
+            + ", ".join(f"{n} **{g}** (bracket {lo}-{hi})"
+                        for (n, g), (lo, hi) in zip(res["pools"].items(), res["pools_band"].values(),
+                                                    strict=True)) + "."]
 
 
 def _forecast_lines(res: dict) -> list[str]:
@@ -86,10 +95,12 @@ def mix_markdown(res: dict) -> str:
     """plan --mix: the cheapest mix per pool and purchase option, against one GPU type."""
     lo, hi = res["cost_band_per_day"]
     band = f"${lo:,.0f}-{hi:,.0f}" if lo is not None and hi is not None else "open"
+    single = res["single_type_cost_per_day"]
+    against = ("no single GPU type serves every class" if single is None else
+               f"against ${single:,.0f}/day for the best single GPU type ({res['saving']:.1%} less)")
     lines = [f"# GPU mix: {res['scenario']}", "",
              f"Cheapest fleet meeting {', '.join(res['slos'])}: **${res['cost_per_day']:,.0f}/day** "
-             f"(95% band {band}) against ${res['single_type_cost_per_day']:,.0f}/day for the best "
-             f"single GPU type ({res['saving']:.1%} less); {res['replications']} replications per "
+             f"(95% band {band}) {against}; {res['replications']} replications per "
              f"candidate, {res['evaluations']} candidates judged, steps of {res['step_gpus']} GPUs.",
              "", "| pool | reserved | on demand | spot | alone: GPUs |", "|---|---:|---:|---:|---:|"]
     for name, alone in res["single_type"].items():
