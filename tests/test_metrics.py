@@ -112,3 +112,41 @@ def test_the_request_path_does_not_touch_prometheus_client(tmp_path):
     assert gw._registry is None  # made at the first scrape, read only then
     gw.prometheus("")
     assert gw._registry is not None
+
+
+def test_spot_gpus_are_preempted_live_at_their_rate_and_leave_after_the_notice(tmp_path):
+    """The gateway runs the simulator's spot process on its own clock: 20 spot GPUs at 2
+    preemptions per GPU-hour over 10 h (no requests) give a Poisson count of mean rate x spot
+    GPU-hours at risk; each preempted GPU leaves the notice (60 s) after its notice, and
+    /metrics counts the notices."""
+    from scipy.stats import poisson
+
+    rate_h, hours, spot = 2.0, 10.0, 20
+    sc = parse_scenario({
+        "name": "spot", "seed": 3, "horizon": hours * 3600, "chunk_s": 60,
+        "demand": {"points": [[0, 0.01]], "users": 10},
+        "tiers": [{"name": "a", "share": 1, "priority": 0, "price_per_image": 0, "slo_s": 60}],
+        "fleet": {"pools": [{"name": "p", "gpus": spot, "service_time_s": 1.0,
+                             "price_per_gpu_hour": 2.0,
+                             "purchase": {"spot": spot, "preemptions_per_gpu_day": 24 * rate_h,
+                                          "notice_s": 60, "restore_s": 600}}]},
+        "outputs": {"figures": False, "report": False}})
+    keys = KeyTable.of({key_hash("k"): (0, 0)}, ["a"])
+    gw = FakeClockGateway(sc, keys, tmp_path / "requests.jsonl", 1.0, 10**9)
+    gw.fleet.start()
+    end = hours * 3600
+    lowest = spot
+    while gw.armed < end:
+        gw.now = gw.armed
+        gw.fleet.wake()
+        lowest = min(lowest, gw.fleet.gates.gpus(0))
+    sp = gw.fleet.spot[0]
+    sp._tally(end)
+    n = len(sp.notices)
+    lo, hi = poisson.interval(0.999, rate_h * sp.exposure_s / 3600)
+    assert lo <= n <= hi and n > 100, n
+    done = [a for a in sp.notices if a + 60 <= end]
+    assert [round(b - a, 6) for a, b in zip(done, sp.left, strict=True)] == [60.0] * len(done)
+    assert lowest < spot  # GPUs did leave the live fleet
+    fam = families(prom_parse, gw.prometheus("")[0].decode())
+    assert fam["floodgate_spot_preemptions"].samples[0].value == n

@@ -43,6 +43,7 @@ from sim.live.keys import KeyTable
 from sim.live.metrics import Metrics, RequestLog, exposition, log_record, registry
 from sim.live.workers import LiveFleet, Req
 from sim.outcomes import Reason as R
+from sim.policies.dynamics import attach_spot
 from sim.policies.pipeline import admit_one
 from sim.policies.quota import DailyQuota
 from sim.scenario import Scenario
@@ -108,6 +109,8 @@ class Gateway:
         env = self.fleet.env
         for lp in self.policies:  # as Run.execute: every policy attaches to its host
             lp.active.policy.attach(self.fleet, env, lp.active)
+        # spot GPUs preempted at their rate after a notice, as in Run.execute
+        self.fleet.spot = attach_spot(self.fleet, env)
         for lp in self.policies:
             spec = self.sc.policies[lp.active.spec_index]
             if spec.schedule:

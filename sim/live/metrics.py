@@ -183,6 +183,10 @@ class GatewayCollector:
                   "pool", [(p.name, gates.busy(j)) for j, p in pools])
         yield per(GaugeMetricFamily, "floodgate_workers", "GPU workers.", "pool",
                   [(p.name, gates.gpus(j)) for j, p in pools])
+        spot = {sp.j: sp for sp in f.spot}
+        yield per(CounterMetricFamily, "floodgate_spot_preemptions",
+                  "Spot preemption notices (the GPU leaves after the notice period).", "pool",
+                  [(p.name, len(spot[j].notices) if j in spot else 0) for j, p in pools])
         yield per(CounterMetricFamily, "floodgate_batches", "Batches started.", "pool",
                   [(p.name, int(f.batches[j])) for j, p in pools])
         yield per(CounterMetricFamily, "floodgate_batched_requests",

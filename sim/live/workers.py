@@ -112,6 +112,7 @@ class LiveFleet:
                            classes=self.classes, router=router, order=order)
         self.gates = Gates(self.fleet, pools, users)
         self.env = simpy.Environment()
+        self.spot: list = []  # spot preemption processes (the gateway attaches them)
         self.reqs: dict[int, Req] = {}  # fleet request id -> request queued or in service
         self.next_id = 0
         self.in_system = 0
@@ -127,6 +128,10 @@ class LiveFleet:
         self.empty = asyncio.Event()  # set when nothing is queued or in service (drain)
 
     # -- the host interface of the policies --
+
+    @property
+    def gpu_log(self) -> list[tuple[float, int, int]]:
+        return self.gates.gpu_log
 
     def sync(self, now: float) -> None:
         """Bring the fleet up to `now` and finish what it finished."""

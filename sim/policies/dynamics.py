@@ -232,8 +232,8 @@ class SpotPreemption:
     instants at the rate of all the pool's spot slots, each kept with probability (spot GPUs
     live and not yet noticed) / slots (thinning)."""
 
-    def __init__(self, run, j: int):
-        self.run, self.j = run, j
+    def __init__(self, run, j: int, start: float):
+        self.run, self.j, self.t0 = run, j, start
         self.led = run.pools[j].ledger
         b = run.sc.fleet.pools[j].purchase
         self.rate = b.preemptions_per_gpu_day / 86400.0
@@ -246,7 +246,7 @@ class SpotPreemption:
         # spot GPU-seconds at risk (live, not yet noticed), tallied at this process's own
         # events: exact while nothing else changes the pool (the rate test's fixed fleet)
         self.exposure_s = 0.0
-        self._since = run.start
+        self._since = start
 
     def eligible(self) -> int:
         return max(0, self.led.split(self.run.gates.gpus(self.j))["spot"] - self.noticed)
@@ -282,7 +282,7 @@ class SpotPreemption:
     def report(self, scale: float) -> dict:
         self._tally(max(self._since, self.run.sc.horizon))
         log = [(t, n) for t, pool, n in self.run.gpu_log if pool == self.j]
-        c = self.led.cost(log, self.run.start, self.run.sc.horizon)["spot"]
+        c = self.led.cost(log, self.t0, self.run.sc.horizon)["spot"]
         price = self.led.prices.spot_per_hour
         return {"preemptions": int(round(len(self.notices) * scale)),
                 "left": int(round(len(self.left) * scale)),
@@ -292,12 +292,13 @@ class SpotPreemption:
 
 
 def attach_spot(run, env) -> list[SpotPreemption]:
-    """One preemption process per pool with spot GPUs and a rate above 0."""
+    """One preemption process per pool with spot GPUs and a rate above 0, from env.now (the
+    run's start; the live fleet's t = 0)."""
     out = []
     for j, p in enumerate(run.pools):
         b = run.sc.fleet.pools[j].purchase
         if p.ledger is not None and p.ledger.spot > 0 and b is not None and b.preemptions_per_gpu_day > 0:
-            sp = SpotPreemption(run, j)
+            sp = SpotPreemption(run, j, env.now)
             env.process(sp.loop(env))
             out.append(sp)
     return out
