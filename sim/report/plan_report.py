@@ -13,16 +13,18 @@ from sim.report.write import dump_json, write_dir
 
 
 def markdown(res: dict) -> str:
-    keys = [k for k in res["curve"][0] if k not in ("gpus", "meets")] if res["curve"] else []
+    keys = [k for k in res["curve"][0] if k not in ("gpus", "pools", "meets")] if res["curve"] else []
     lines = [f"# Capacity plan: {res['scenario']}", "",
              f"Smallest fleet meeting {', '.join(res['slos'])}: **{res['min_gpus']} GPUs** "
              f"(95% bracket {res['ci_low']}-{res['ci_high']}), {res['replications']} replications "
              f"per size, {res['evaluations']} sizes evaluated; GPU cost ${res['gpu_cost_per_day']:,.0f}/day.",
              *_forecast_lines(res), *_per_pool_lines(res),
-             "", "| GPUs | " + " | ".join(f"{k} (s)" for k in keys) + " | meets |",
+             "", f"| GPUs{' (' + ' + '.join(res['pools']) + ')' if res.get('per_pool') else ''} | "
+             + " | ".join(f"{k} (s)" for k in keys) + " | meets |",
              "|---:|" + "---:|" * len(keys) + ":---:|"]
     for row in res["curve"]:
-        lines.append(f"| {row['gpus']} | " + " | ".join("–" if row[k] is None else f"{row[k]:.3g}" for k in keys)
+        n = row["gpus"] if "pools" not in row else f"{row['gpus']} ({' + '.join(map(str, row['pools'].values()))})"
+        lines.append(f"| {n} | " + " | ".join("–" if row[k] is None else f"{row[k]:.3g}" for k in keys)
                      + f" | {'yes' if row['meets'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
@@ -78,7 +80,7 @@ def write_plan(res: dict, out: Path) -> None:
         (d / "plan.json").write_text(dump_json(finite(res)))
         (d / "plan.md").write_text(markdown(res))
         fig = save_curve(res, d / "capacity_vs_slo.png")
-        keys = [k for k in res["curve"][0] if k not in ("gpus", "meets")]
+        keys = [k for k in res["curve"][0] if k not in ("gpus", "pools", "meets")]
         tab = table(["GPUs", *keys, "meets"],
                     [[r["gpus"], *[r[k] for k in keys], "yes" if r["meets"] else "no"] for r in res["curve"]])
         (d / "report.html").write_text(page(
