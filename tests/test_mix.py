@@ -78,6 +78,7 @@ def two_models() -> dict:
     return d
 
 
+@pytest.mark.slow
 def test_plan_sizes_each_pool_when_pools_hold_different_models_as_an_exhaustive_search_does():
     from sim.planner import run_plan, serve_different
 
