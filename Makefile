@@ -22,8 +22,10 @@ whatif: install
 
 plan: install
 	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --warm 2h --without shed_reserve --json
+	# the GPU mix (H100, A100, H200 x reserved, on demand, spot) on a 10% cell in steps of 100
+	# GPUs: three types at 50 would judge about four times the candidates (README: 42 min here)
 	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --warm 2h --without shed_reserve \
-	  --mix --set cell_fraction=0.1 --step 50 --reps 2 --json --out out/ghibli_2025/plan_mix
+	  --mix --set cell_fraction=0.1 --step 100 --reps 2 --json --out out/ghibli_2025/plan_mix
 
 # The Ghibli answer: free cap, free shed threshold and paid reserve at 1,000 H100s (autoscaler
 # off), judged over the free-opening day (hours 144-168) with paid SLOs as constraints. A 10%
