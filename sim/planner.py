@@ -9,13 +9,14 @@ Search: galloping from the scenario's size, then bisection. The confidence inter
 the answer with the 95% bounds of the p95 estimates: ci_high is the smallest size whose upper
 bound meets every SLO, ci_low the smallest whose lower bound does.
 
-`run_plan` first screens: the same search on one replication (the first seed, so its runs
-are reused as the first replication of the sizes judged later), on a smaller cell of the
-service when that cell stands for it (sim/cell.py: batches fill, enough GPUs). Then it
-judges with every replication only the sizes around the screened answer, walking from it a
-step at a time (galloping when it is far off): the answer is still the smallest size whose
-R replications meet the SLOs with the size below failing, and likewise for the bracket; the
-screen only decides where the search looks first.
+`run_plan` first screens: a search on one replication (the first seed, so its runs are
+reused as the first replication of the sizes judged later), on a smaller cell of the service
+when that cell stands for it (sim/cell.py: batches fill, enough GPUs), walking out from the
+scenario's size. Then it judges with every replication only the sizes around the screened
+answer, walking from it a step at a time (the step doubling while the answer is not
+bracketed): the answer is still the smallest size whose R replications meet the SLOs with
+the size below failing, and likewise for the bracket; the screen only decides where the
+search looks first.
 """
 
 from __future__ import annotations
@@ -164,20 +165,17 @@ class Plan:
         w = max(1, int(self.executor.jobs))
         return max(1, min(4, w // math.gcd(w, self.reps)))
 
-    def smallest(self, which: int = 0, start: int | None = None, cap: int = 1 << 22,
-                 evals: dict | None = None, evaluate=None, width: int | None = None) -> int:
+    def smallest(self, which: int = 0, start: int | None = None, cap: int = 1 << 22) -> int:
         """Galloping then k-ary search for the smallest size meeting the SLOs (monotone);
-        each round judges `width()` sizes at once (the screen passes its own evals)."""
-        step, m = self._step(), self.width() if width is None else width
-        evals = self.evals if evals is None else evals
-        evaluate = self.evaluate if evaluate is None else evaluate
+        each round judges `width()` sizes at once."""
+        step, m = self._step(), self.width()
 
         def ok(n: int) -> bool:
-            return evals[n].meets(self.slos, which)
+            return self.evals[n].meets(self.slos, which)
 
         n = max(step, start or sum(p.gpus for p in self.sc.fleet.pools))
         n = _round_up(n, step)
-        evaluate([n])
+        self.evaluate([n])
         if ok(n):
             hi, lo = n, 0
             while hi > step and lo == 0:
@@ -191,7 +189,7 @@ class Plan:
                     c = nxt
                 if not chain:
                     break
-                evaluate(chain)
+                self.evaluate(chain)
                 for c in chain:
                     if ok(c):
                         hi = c
@@ -202,14 +200,14 @@ class Plan:
             lo = n
             while True:
                 chain = [lo * 2 ** (j + 1) for j in range(m)]  # 2 lo, 4 lo, ...
-                evaluate(chain)
+                self.evaluate(chain)
                 prev = lo
                 for c in chain:
                     if ok(c):
                         hi = c
                         break
-                    if c > cap or not self._improves(prev, c, evals):
-                        worst = ", ".join(f"{s.tier} {s.quantile} {evals[c].bounds(s)[0]:.3g}s"
+                    if c > cap or not self._improves(prev, c):
+                        worst = ", ".join(f"{s.tier} {s.quantile} {self.evals[c].bounds(s)[0]:.3g}s"
                                           for s in self.slos)
                         raise Infeasible(self.sc.source, "tiers",
                                          f"SLO out of reach: at {c} GPUs still {worst} (service time alone is too long)")
@@ -222,7 +220,7 @@ class Plan:
             cands = [c for c in cands if lo < c < hi]
             if not cands:
                 break
-            evaluate(cands)
+            self.evaluate(cands)
             for c in cands:  # the smallest that meets is the new hi, the one below it the new lo
                 if ok(c):
                     hi = c
@@ -317,6 +315,7 @@ class Plan:
         else:
             lo, d = n, step
             hi = None
+            base = n  # the fleet must keep improving each time it doubles (as in smallest)
             while hi is None:
                 cs, d = chain(lo, d, 1)
                 evaluate(cs)
@@ -324,7 +323,10 @@ class Plan:
                     if ok(c):
                         hi = c
                         break
-                    if c > cap or (c >= 2 * lo and not self._improves(lo, c, evals)):  # (as smallest)
+                    stuck = c >= 2 * base and not self._improves(base, c, evals)
+                    if c >= 2 * base:
+                        base = c
+                    if c > cap or stuck:
                         worst = ", ".join(f"{s.tier} {s.quantile} {evals[c].bounds(s)[0]:.3g}s"
                                           for s in self.slos)
                         raise Infeasible(self.sc.source, "tiers",
@@ -402,7 +404,9 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
         "runs": sum(1 for k in plan.runs if k[0] is None),
         "screen": {"cell_fraction": plan.screen_fraction or sc.cell_fraction, "guess": int(guess),
                    "sizes": len(plan.screened),
-                   "runs": sum(1 for k in plan.runs if k[0] is not None) if plan.screen_fraction else len(plan.screened)},
+                   "runs": sum(1 for k in plan.runs if k[0] is not None) if plan.screen_fraction else len(plan.screened),
+                   "curve": [{"gpus": n, **{f"{s.tier}.{s.quantile}": _r(e.bounds(s)[0]) for s in slos},
+                              "meets": e.meets(slos)} for n, e in sorted(plan.screened.items())]},
         "pools": {p.name: int(n) for p, n in zip(sc.fleet.pools, _split(best, plan._mix()), strict=True)},
         "slos": [f"{s.tier}:{s.quantile}<={s.seconds:g}s" for s in slos],
         "window_s": list(window) if window else None,
