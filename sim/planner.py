@@ -10,6 +10,15 @@ sized on its own (sim/mix.py, run_per_pool: the fewest GPUs in all, per pool on 
 Search: galloping from the scenario's size, then bisection. The confidence interval brackets
 the answer with the 95% bounds of the p95 estimates: ci_high is the smallest size whose upper
 bound meets every SLO, ci_low the smallest whose lower bound does.
+
+`run_plan` first screens: a search on one replication (the first seed, so its runs are
+reused as the first replication of the sizes judged later), on a smaller cell of the service
+when that cell stands for it (sim/cell.py: batches fill, enough GPUs), walking out from the
+scenario's size. Then it judges with every replication only the sizes around the screened
+answer, walking from it a step at a time (the step doubling while the answer is not
+bracketed): the answer is still the smallest size whose R replications meet the SLOs with
+the size below failing, and likewise for the bracket; the screen only decides where the
+search looks first.
 """
 
 from __future__ import annotations
@@ -86,6 +95,10 @@ class Plan:
     warm_s: float | None = None
     step: int | None = None  # GPUs between sizes judged (None: from the fleet's size)
     evals: dict[int, Evaluation] = field(default_factory=dict)
+    # Replications run so far, (tag, key, replication) -> (quantile per tier, served per
+    # tier): a key judged with more replications later reuses those it has (same seeds).
+    runs: dict = field(default_factory=dict)
+    screen_fraction: float | None = None  # the screen's cell (None: the scenario's own)
 
     def _mix(self) -> np.ndarray:
         g = np.array([p.gpus for p in self.sc.fleet.pools], float)
@@ -93,6 +106,12 @@ class Plan:
 
     def _scenario(self, gpus: int, seed: int) -> dict:
         return self.fixed(_split(gpus, self._mix()), seed)
+
+    def _screen_scenario(self, gpus: int, seed: int) -> dict:
+        d = self._scenario(gpus, seed)
+        if self.screen_fraction is not None:
+            d["cell_fraction"] = self.screen_fraction
+        return d
 
     def fixed(self, counts, seed: int, change=None) -> dict:
         """The scenario as a plan judges it: these GPUs per pool (whole service), this seed,
@@ -118,23 +137,28 @@ class Plan:
     def evaluate(self, sizes: list[int]) -> None:
         self.judge(sizes, self.evals, self._scenario)
 
-    def judge(self, keys: list, cache: dict, scenario) -> None:
+    def judge(self, keys: list, cache: dict, scenario, reps: int | None = None,
+              tag: str | None = None) -> None:
         """Evaluate the keys not in `cache` (a fleet size, or GPUs per pool): `scenario(key,
-        seed)` is the scenario dict; R replications each, seeds seed..seed+R-1 for every key
-        (common random numbers), all keys' runs in one executor map."""
+        seed)` is the scenario dict; R replications each (`reps`, default the plan's), seeds
+        seed..seed+R-1 for every key (common random numbers), all keys' runs not yet made
+        (under `tag`: one per scenario function) in one executor map."""
+        R = self.reps if reps is None else reps
         todo = [n for n in dict.fromkeys(keys) if n not in cache]
         start = 0.0
         if self.window and self.warm_s is not None:
             start = max(0.0, self.window[0] - self.warm_s)
-        jobs = [Job(scenario(n, self.sc.seed + r), self.sc.source, start)
-                for n in todo for r in range(self.reps)]
+        need = [(n, r) for n in todo for r in range(R) if (tag, n, r) not in self.runs]
+        jobs = [Job(scenario(n, self.sc.seed + r), self.sc.source, start) for n, r in need]
         res = self.executor.map(run_job, jobs, desc="plan runs")
-        for i, n in enumerate(todo):
-            runs = res[i * self.reps:(i + 1) * self.reps]
-            p, served = {}, {}
-            for s in self.slos:
-                p[s.tier] = np.array([_q(r["tiers"][s.tier]["latency_s"][s.quantile]) for r in runs])
-                served[s.tier] = min(_served(r["tiers"][s.tier]) for r in runs)
+        for (n, r), out in zip(need, res, strict=True):
+            self.runs[(tag, n, r)] = (
+                {s.tier: _q(out["tiers"][s.tier]["latency_s"][s.quantile]) for s in self.slos},
+                {s.tier: _served(out["tiers"][s.tier]) for s in self.slos})
+        for n in todo:
+            runs = [self.runs[(tag, n, r)] for r in range(R)]
+            p = {s.tier: np.array([q[s.tier] for q, _ in runs]) for s in self.slos}
+            served = {s.tier: min(v[s.tier] for _, v in runs) for s in self.slos}
             cache[n] = Evaluation(n, p, served)
 
     def width(self) -> int:
@@ -206,15 +230,122 @@ class Plan:
                 lo = c
         return hi
 
-    def _improves(self, lo: int, hi: int) -> bool:
+    def _improves(self, lo: int, hi: int, evals: dict | None = None) -> bool:
         """Did doubling the fleet cut some missed quantile by more than 2%?"""
+        evals = self.evals if evals is None else evals
         for s in self.slos:
-            a, b = self.evals[lo].bounds(s)[0], self.evals[hi].bounds(s)[0]
+            a, b = evals[lo].bounds(s)[0], evals[hi].bounds(s)[0]
             if a > s.seconds and (not math.isfinite(a) or b < 0.98 * a):
                 return True
-            if self.evals[hi].served[s.tier] > self.evals[lo].served[s.tier] + 0.001:
+            if evals[hi].served[s.tier] > evals[lo].served[s.tier] + 0.001:
                 return True
         return False
+
+    def screen(self, start: int | None = None) -> int:
+        """A first guess of the answer: the search on one replication (the first seed), on
+        the screen's cell when `screen_cell` gives one. Its runs on the scenario's own cell
+        are the first replication of the sizes judged later (the same jobs)."""
+        self.screen_fraction = self.screen_cell()
+        self.screened: dict[int, Evaluation] = {}
+        if self.screen_fraction is None:
+            tag, scen = None, self._scenario  # the same runs as replication 0
+        else:
+            tag, scen = f"cell {self.screen_fraction:g}", self._screen_scenario
+        w = max(1, int(self.executor.jobs))
+        n = start or sum(p.gpus for p in self.sc.fleet.pools)
+        return self.nearest(0, n, evals=self.screened, width=min(4, w),
+                            evaluate=lambda keys: self.judge(keys, self.screened, scen, 1, tag))
+
+    def screen_cell(self) -> float | None:
+        """A cell a tenth of the scenario's for the screen, when every size on the plan's grid
+        is whole GPUs there and the cell stands for the service at the scenario's fleet
+        (sim/cell.py: no regime warning, so batches fill and pools keep >= 30 GPUs)."""
+        from sim.cell import regime
+        from sim.demand import build_demand
+        from sim.engine import build_pools
+        from sim.scenario import parse_scenario
+
+        f = self.sc.cell_fraction / 10
+        step = self._step()
+        if step * f < 1 or abs(step * f - round(step * f)) > 1e-9:
+            return None
+        total = sum(p.gpus for p in self.sc.fleet.pools)
+        d = self._screen_scenario(total, self.sc.seed)
+        d["cell_fraction"] = f
+        cell = parse_scenario(d, self.sc.source)
+        return None if regime(cell, build_demand(cell), build_pools(cell))["warnings"] else f
+
+    def nearest(self, which: int, start: int, cap: int = 1 << 22, evals: dict | None = None,
+                evaluate=None, width: int = 1) -> int:
+        """The smallest size meeting the SLOs searched from `start`: outwards a step at a
+        time, doubling the step while the answer is not bracketed, then k-ary search;
+        `width` sizes a round. First judges start and the size below it together (the pair
+        that confirms an answer at start). The screen passes its own evals."""
+        step = self._step()
+        evals = self.evals if evals is None else evals
+        evaluate = self.evaluate if evaluate is None else evaluate
+
+        def ok(n: int) -> bool:
+            return evals[n].meets(self.slos, which)
+
+        def chain(base: int, d: int, sign: int) -> tuple[list[int], int]:
+            out = []
+            for _ in range(width):
+                base += sign * d
+                if base < step:
+                    break
+                out.append(base)
+                d *= 2
+            return out, d
+
+        n = max(step, _round_up(start, step))
+        evaluate([c for c in (n - step, n) if c >= step])
+        if ok(n):
+            hi, lo, d = n, 0, step
+            while True:
+                cs, d = chain(hi, d, -1)
+                if not cs:
+                    break
+                evaluate(cs)
+                for c in cs:  # descending: the last that meets is the new hi
+                    if not ok(c):
+                        lo = c
+                        break
+                    hi = c
+                if lo:
+                    break
+        else:
+            lo, d = n, step
+            hi = None
+            base = n  # the fleet must keep improving each time it doubles (as in smallest)
+            while hi is None:
+                cs, d = chain(lo, d, 1)
+                evaluate(cs)
+                for c in cs:
+                    if ok(c):
+                        hi = c
+                        break
+                    stuck = c >= 2 * base and not self._improves(base, c, evals)
+                    if c >= 2 * base:
+                        base = c
+                    if c > cap or stuck:
+                        worst = ", ".join(f"{s.tier} {s.quantile} {evals[c].bounds(s)[0]:.3g}s"
+                                          for s in self.slos)
+                        raise Infeasible(self.sc.source, "tiers",
+                                         f"SLO out of reach: at {c} GPUs still {worst} (service time alone is too long)")
+                    lo = c
+        while hi - lo > step:  # k-ary search between a failing lo (0: none) and a meeting hi
+            cs = sorted({_round_up(lo + (hi - lo) * (j + 1) // (width + 1), step) for j in range(width)})
+            cs = [c for c in cs if lo < c < hi]
+            if not cs:
+                break
+            evaluate(cs)
+            for c in cs:
+                if ok(c):
+                    hi = c
+                    break
+                lo = c
+        return hi
 
     def _step(self) -> int:
         """Sizes are whole GPUs of the simulated cell, and no finer than a power of ten of
@@ -263,9 +394,10 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
         from sim.mix import run_per_pool  # the per-pool search is plan --mix's, on GPU counts
 
         return plan, run_per_pool(plan)
-    best = plan.smallest(0)
-    ci_high = plan.smallest(2, start=best)
-    ci_low = plan.smallest(1, start=best)
+    guess = plan.screen()
+    best = plan.nearest(0, guess)
+    ci_high = plan.nearest(2, best)
+    ci_low = plan.nearest(1, best)
     counts = _split(best, plan._mix())
     result = {
         "scenario": sc.name,
@@ -275,6 +407,12 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
         "gpu_cost_per_day": round(fixed_cost_per_day(sc, counts), 2),
         "evaluations": len(plan.evals),
         "replications": reps,
+        "runs": sum(1 for k in plan.runs if k[0] is None),
+        "screen": {"cell_fraction": plan.screen_fraction or sc.cell_fraction, "guess": int(guess),
+                   "sizes": len(plan.screened),
+                   "runs": sum(1 for k in plan.runs if k[0] is not None) if plan.screen_fraction else len(plan.screened),
+                   "curve": [{"gpus": n, **{f"{s.tier}.{s.quantile}": _r(e.bounds(s)[0]) for s in slos},
+                              "meets": e.meets(slos)} for n, e in sorted(plan.screened.items())]},
         "pools": {p.name: int(n) for p, n in zip(sc.fleet.pools, _split(best, plan._mix()), strict=True)},
         "slos": [f"{s.tier}:{s.quantile}<={s.seconds:g}s" for s in slos],
         "window_s": list(window) if window else None,

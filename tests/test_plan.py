@@ -145,3 +145,45 @@ def test_plan_step_is_coarse_for_a_big_fleet(root):
     assert Plan(sc, slos, 3, Executor(jobs=1), step=25)._step() == 25
     cell = load_scenario(root / "scenarios/ghibli_2025.yaml", {"cell_fraction": 0.01})
     assert Plan(cell, slos, 3, Executor(jobs=1))._step() == 100  # one GPU of the cell
+
+
+@pytest.mark.slow
+def test_search_from_a_guess_finds_what_the_global_search_finds():
+    # run_plan walks from the screen's guess: from any start, near or far, on either side,
+    # the same smallest size (with every replication) as galloping from the fleet's size
+    from sim.planner import Plan, parse_slo
+
+    sc = parse_scenario(queue_scenario(8.0, 1.0, 4, 3000, seed=2, warmup=300))
+    slos = [parse_slo("a:p95<=4s", sc)]
+    with Executor(jobs=1) as ex:
+        p = Plan(sc, slos, 3, ex)  # one cache of evaluations: each size is run once
+        want = [p.smallest(w) for w in (0, 2, 1)]
+        for start in (1, 9, 11, 40):
+            assert [p.nearest(w, start) for w in (0, 2, 1)] == want
+
+
+@pytest.mark.slow
+def test_plan_screens_on_one_replication_and_reuses_it():
+    from sim.planner import parse_slo, run_plan
+
+    sc = parse_scenario(queue_scenario(8.0, 1.0, 4, 6000, seed=2, warmup=300))
+    with Executor(jobs=2) as ex:
+        plan, res = run_plan(sc, [parse_slo("a:p95<=4s", sc)], 3, ex)
+    assert res["screen"]["cell_fraction"] == 1.0 and res["screen"]["guess"] == res["min_gpus"]
+    # every size judged with 3 replications holds the screen's run as its first (same seed)
+    assert all((None, n, 0) in plan.runs for n in plan.evals)
+    assert res["runs"] == len(plan.runs) < 3 * (res["evaluations"] + res["screen"]["sizes"])
+    assert not plan.evals[res["min_gpus"] - 1].meets(plan.slos)
+
+
+def test_screen_cell_only_where_the_cell_stands_for_the_service(root):
+    from sim.planner import Plan, parse_slo
+    from sim.scenario import load_scenario
+
+    sc = load_scenario(root / "scenarios/ghibli_2025.yaml")  # the whole service: 10% screens
+    slos = [parse_slo("pro:p95<=30s", sc)]
+    assert Plan(sc, slos, 3, Executor(jobs=1)).screen_cell() == 0.1
+    cell = load_scenario(root / "scenarios/ghibli_2025.yaml", {"cell_fraction": 0.1})
+    assert Plan(cell, slos, 3, Executor(jobs=1)).screen_cell() is None  # 1% would not
+    small = parse_scenario(queue_scenario(8.0, 1.0, 4, 6000, seed=2))
+    assert Plan(small, [parse_slo("a:p95<=4s", small)], 3, Executor(jobs=1)).screen_cell() is None
