@@ -36,11 +36,11 @@ GHIBLI_FIXED := --set policies.autoscale.enabled=false --set cell_fraction=0.1 -
   --constraint 'pro:p95<=30s' --constraint 'plus:p95<=60s' --objective free_goodput
 
 optimize: install
-	$(BIN)/floodgate optimize scenarios/ghibli_2025.yaml $(GHIBLI_FIXED) --set fleet.pools.h100.gpus=1000 \
+	$(BIN)/floodgate optimize scenarios/ghibli_2025.yaml $(GHIBLI_FIXED) --set fleet.pools.h100.gpus=1600 \
 	  --param policies.daily_quota.limit=1:30 --param policies.shed_reserve.utilization.free=0.6:1.0 \
 	  --param policies.shed_reserve.predicted_wait_s.free=10:600:log --trials 16 --reps 2 --json
 	$(BIN)/floodgate sweep scenarios/ghibli_2025.yaml $(GHIBLI_FIXED) \
-	  --grid policies.daily_quota.limit=3,10,30 --grid fleet.pools.h100.gpus=800:1200:200 --reps 1 --json
+	  --grid policies.daily_quota.limit=3,10,30 --grid fleet.pools.h100.gpus=1280:1920:320 --reps 1 --json
 
 validate: install
 	$(BIN)/floodgate validate scenarios/validation_small.yaml --json
