@@ -22,9 +22,9 @@ def _regime(root, f):
 def test_one_percent_ghibli_cell_is_flagged_and_ten_percent_is_not(root):
     small, big = _regime(root, 0.01), _regime(root, 0.1)
     assert small["warnings"] and any("max_batch 8" in w for w in small["warnings"])
-    assert small["pools"][0]["gpus"] == 10 and small["pools"][0]["batch_fill"] < 1
+    assert small["pools"][0]["gpus"] == 15 and small["pools"][0]["batch_fill"] < 1
     assert big["warnings"] == []
-    assert big["pools"][0]["gpus"] == 95 and big["pools"][0]["batch_fill"] > 1
+    assert big["pools"][0]["gpus"] == 152 and big["pools"][0]["batch_fill"] > 1
     # the same peak, scaled: the estimate is the model's intensity, not a sample
     assert abs(big["peak_rate_per_s"] / small["peak_rate_per_s"] - 10) < 1e-3  # rounded to 3 d.p.
     assert _regime(root, 1.0)["warnings"] == []

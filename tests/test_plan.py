@@ -139,7 +139,7 @@ def test_plan_step_is_coarse_for_a_big_fleet(root):
     from sim.planner import Plan, parse_slo
     from sim.scenario import load_scenario
 
-    sc = load_scenario(root / "scenarios/ghibli_2025.yaml")  # 950 GPUs, the whole service
+    sc = load_scenario(root / "scenarios/ghibli_2025.yaml")  # 1,520 GPUs, the whole service
     slos = [parse_slo("pro:p95<=30s", sc)]
     assert Plan(sc, slos, 3, Executor(jobs=1))._step() == 10
     assert Plan(sc, slos, 3, Executor(jobs=1), step=25)._step() == 25
