@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from sim.errors import Infeasible
 from sim.fleet.purchase import OPTIONS, fixed_cost_per_day, fixed_split, prices_of
-from sim.planner import Evaluation, Plan, _r
+from sim.planner import Evaluation, Plan, _r, narrow
 from sim.planner import fixed_cost_per_day as plan_cost
 
 
@@ -104,18 +104,7 @@ class MixPlan:
                 if chain[-1] >= cap:
                     return None
                 n = min(cap, chain[-1] * 2)
-        while hi - lo > st:
-            cands = sorted({_grid(lo + (hi - lo) * (i + 1) // (m + 1), st) for i in range(m)})
-            cands = [c for c in cands if lo < c < hi]
-            if not cands:
-                break
-            self.evaluate([self._unit(j, c) for c in cands])
-            for c in cands:
-                if self.ok(self._unit(j, c)):
-                    hi = c
-                    break
-                lo = c
-        return hi
+        return self._fewest(lambda c: self._unit(j, c), lo, hi)
 
     def bound(self, j: int, best: float) -> int:
         """Largest grid count of pool j whose cost alone stays below `best`."""
@@ -129,19 +118,8 @@ class MixPlan:
     def _fewest(self, point, lo: int, hi: int) -> int:
         """Smallest grid n in (lo, hi] with point(n) meeting the SLOs, given that point(hi)
         meets and point(lo) does not (or lo < 0); k-ary bisection, `width` sizes a round."""
-        st, m = self.step, self.plan.width()
-        while hi - lo > st:
-            cands = sorted({_grid(lo + (hi - lo) * (i + 1) // (m + 1), st) for i in range(m)})
-            cands = [c for c in cands if lo < c < hi]
-            if not cands:
-                break
-            self.evaluate([point(c) for c in cands])
-            for c in cands:
-                if self.ok(point(c)):
-                    hi = c
-                    break
-                lo = c
-        return hi
+        return narrow(lo, hi, self.step, self.plan.width(),
+                      lambda cs: self.evaluate([point(c) for c in cs]), lambda c: self.ok(point(c)))
 
     def floors(self, ub: list[int]) -> list[int] | None:
         """Each pool's fewest GPUs meeting the SLOs with every other pool at its `ub`: no
@@ -285,10 +263,6 @@ def _holders(sc) -> list[set[int]]:
 
     cost = build_classes(sc, build_pools(sc)).cost
     return [{j for j in range(P) if cost[j][g] is not None} for g in range(len(cost[0]))]
-
-
-def _grid(n: int, step: int) -> int:
-    return int(math.ceil(n / step) * step)
 
 
 def exhaustive(mp: MixPlan, levels: list[range]) -> tuple[float, tuple[int, ...]] | None:

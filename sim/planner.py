@@ -209,26 +209,17 @@ class Plan:
                         hi = c
                         break
                     if c > cap or not self._improves(prev, c):
-                        worst = ", ".join(f"{s.tier} {s.quantile} {self.evals[c].bounds(s)[0]:.3g}s"
-                                          for s in self.slos)
-                        raise Infeasible(self.sc.source, "tiers",
-                                         f"SLO out of reach: at {c} GPUs still {worst} (service time alone is too long)")
+                        raise self._out_of_reach(c, self.evals)
                     prev = lo = c
                 else:
                     continue
                 break
-        while hi - lo > step:
-            cands = sorted({_round_up(lo + (hi - lo) * (j + 1) // (m + 1), step) for j in range(m)})
-            cands = [c for c in cands if lo < c < hi]
-            if not cands:
-                break
-            self.evaluate(cands)
-            for c in cands:  # the smallest that meets is the new hi, the one below it the new lo
-                if ok(c):
-                    hi = c
-                    break
-                lo = c
-        return hi
+        return narrow(lo, hi, step, m, self.evaluate, ok)
+
+    def _out_of_reach(self, n: int, evals: dict) -> Infeasible:
+        worst = ", ".join(f"{s.tier} {s.quantile} {evals[n].bounds(s)[0]:.3g}s" for s in self.slos)
+        return Infeasible(self.sc.source, "tiers",
+                          f"SLO out of reach: at {n} GPUs still {worst} (service time alone is too long)")
 
     def _improves(self, lo: int, hi: int, evals: dict | None = None) -> bool:
         """Did doubling the fleet cut some missed quantile by more than 2%?"""
@@ -329,23 +320,9 @@ class Plan:
                     if c >= 2 * base:
                         base = c
                     if c > cap or stuck:
-                        worst = ", ".join(f"{s.tier} {s.quantile} {evals[c].bounds(s)[0]:.3g}s"
-                                          for s in self.slos)
-                        raise Infeasible(self.sc.source, "tiers",
-                                         f"SLO out of reach: at {c} GPUs still {worst} (service time alone is too long)")
+                        raise self._out_of_reach(c, evals)
                     lo = c
-        while hi - lo > step:  # k-ary search between a failing lo (0: none) and a meeting hi
-            cs = sorted({_round_up(lo + (hi - lo) * (j + 1) // (width + 1), step) for j in range(width)})
-            cs = [c for c in cs if lo < c < hi]
-            if not cs:
-                break
-            evaluate(cs)
-            for c in cs:
-                if ok(c):
-                    hi = c
-                    break
-                lo = c
-        return hi
+        return narrow(lo, hi, step, width, evaluate, ok)
 
     def _step(self) -> int:
         """Sizes are whole GPUs of the simulated cell, and no finer than a power of ten of
@@ -371,6 +348,24 @@ def _q(v) -> float:
 
 def _round_up(n: int, step: int) -> int:
     return int(math.ceil(n / step) * step)
+
+
+def narrow(lo: int, hi: int, step: int, width: int, evaluate, ok) -> int:
+    """k-ary search between a failing `lo` (0 or below: none) and a meeting `hi` for the
+    smallest size on the `step` grid that meets (monotone): each round `evaluate`s up to
+    `width` sizes at once; the smallest that meets is the new hi, the one below it the new lo."""
+    while hi - lo > step:
+        cs = sorted({_round_up(lo + (hi - lo) * (j + 1) // (width + 1), step) for j in range(width)})
+        cs = [c for c in cs if lo < c < hi]
+        if not cs:
+            break
+        evaluate(cs)
+        for c in cs:
+            if ok(c):
+                hi = c
+                break
+            lo = c
+    return hi
 
 
 def _split(total: int, mix: np.ndarray) -> np.ndarray:
