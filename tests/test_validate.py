@@ -175,11 +175,8 @@ fleet:
 """
 
 
-@pytest.mark.slow
-def test_locust_replays_open_loop_against_the_gateway(tmp_path):
-    """12 requests in 1.1 s on 2 workers of 0.8 s: a closed-loop client would wait for
-    answers; open loop, every request leaves on time. User 0's second request within a
-    second is rate limited (429, marked a success) and retried after its Retry-After."""
+def _tiny_schedule(tmp_path):
+    """TINY with 12 requests in 1.1 s; requests 0 and 1 are both user 0's (the second is limited)."""
     sc_path = tmp_path / "tiny.yaml"
     sc_path.write_text(TINY)
     sc = load_scenario(sc_path)
@@ -189,7 +186,15 @@ def test_locust_replays_open_loop_against_the_gateway(tmp_path):
     df = pd.DataFrame(rows, columns=["id", "t", "user", "tier"])
     schedule.write(df, d / "schedule.csv")
     schedule.write_keys(df, d / "keys.csv")
-    st = Setup(sc, sc_path, 2.0, 1.0, 8.0, 1, "model")
+    return Setup(sc, sc_path, 2.0, 1.0, 8.0, 1, "model"), d
+
+
+@pytest.mark.slow
+def test_locust_replays_open_loop_against_the_gateway(tmp_path):
+    """12 requests in 1.1 s on 2 workers of 0.8 s: a closed-loop client would wait for
+    answers; open loop, every request leaves on time. User 0's second request within a
+    second is rate limited (429, marked a success) and retried after its Retry-After."""
+    st, d = _tiny_schedule(tmp_path)
     try:
         paths = run_live(st, d, log=sys.stderr)
     finally:
@@ -219,16 +224,7 @@ def test_distributed_locust_splits_the_schedule_by_user_and_keeps_each_users_ord
     """A master and 2 worker processes: worker i replays the users with user % 2 == i, every
     scheduled request is sent exactly once, a user's requests (and its retry) leave from one
     process in their order, the send lag stays recorded, and everything exits by itself."""
-    sc_path = tmp_path / "tiny.yaml"
-    sc_path.write_text(TINY)
-    sc = load_scenario(sc_path)
-    d = tmp_path / "run"
-    d.mkdir()
-    rows = [(i, 0.1 * i, 0 if i in (0, 1) else i, "free") for i in range(12)]
-    df = pd.DataFrame(rows, columns=["id", "t", "user", "tier"])
-    schedule.write(df, d / "schedule.csv")
-    schedule.write_keys(df, d / "keys.csv")
-    st = Setup(sc, sc_path, 2.0, 1.0, 8.0, 1, "model")
+    st, d = _tiny_schedule(tmp_path)
     try:
         paths = run_live(st, d, log=sys.stderr, locust_workers=2)
     finally:
