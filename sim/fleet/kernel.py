@@ -70,19 +70,27 @@ def shed_decision(util, depth, thr_util, thr_depth):
     return util >= thr_util or depth >= thr_depth
 
 
-@njit(cache=True)
-def _lane(k, g, p, m, G, q_n, q_t, q_head, pool_serves, grp_model):
-    """The lane of tier k pool p takes from next: of group g (g >= 0), else of the groups p
-    serves the one with the oldest head (those of model m first, m >= 0); -1 if none.
-    With one group the loop does `k if q_n[k] > 0` itself (a call passing arrays costs
-    their reference counts on every pick)."""
+# Helpers the loop calls per request that take arrays are compiled without NRT (_nrt=False):
+# they only read and write the caller's arrays (borrowed, never allocated or kept), and with
+# NRT each call (inlined or not) would bind every array argument with an atomic incref and
+# decref, which was most of the loop's time with request classes (about half, measured).
+
+
+@njit(cache=True, _nrt=False)
+def _lane(k, g, p, m, G, q_n, q_t, q_head, psv, psn, grp_model):
+    """The lane of tier k pool p takes from next: of group g (g >= 0, one p serves), else of
+    the groups p serves (psv[p, :psn[p]], ascending) the one with the oldest head (those of
+    model m first, m >= 0); -1 if none. With one group the loop does `k if q_n[k] > 0`
+    itself."""
+    if g >= 0:
+        ln = k * G + g
+        return ln if q_n[ln] > 0 else -1
     best = -1
     bt = np.inf
-    for rnd in range(2 if m >= 0 and g < 0 else 1):
-        for gg in range(G):
-            if (g >= 0 and gg != g) or not pool_serves[p, gg]:
-                continue
-            if rnd == 0 and m >= 0 and g < 0 and grp_model[gg] != m:
+    for rnd in range(2 if m >= 0 else 1):
+        for x in range(psn[p]):
+            gg = psv[p, x]
+            if rnd == 0 and m >= 0 and grp_model[gg] != m:
                 continue
             ln = k * G + gg
             if q_n[ln] > 0 and q_t[ln, q_head[ln]] < bt:
@@ -93,7 +101,7 @@ def _lane(k, g, p, m, G, q_n, q_t, q_head, pool_serves, grp_model):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _region_wait(r, k, g0, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down,
                  pool_serves):
     """Predicted wait of a tier-k arrival of batch group g0 in fleet region r: the requests
@@ -117,7 +125,7 @@ def _region_wait(r, k, g0, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act,
     return ahead / rate
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def _route(u, k, g0, G, nR, q_n, rank, strict, reg_home, reg_net, spill, pool_reg, pool_rate,
            p_act, reg_down, pool_serves):
     """The fleet region a tier-k request of users' region u goes to (sim/regions.py): home,
@@ -145,7 +153,7 @@ def _route(u, k, g0, G, nR, q_n, rank, strict, reg_home, reg_net, spill, pool_re
 # ---- completion heap (min-heap of batch end times) ----
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False)
 def _leave_as_timeout(k, u, ta0, now, iv, warm, nU, n_sys, ser_rej, user_inflight, sum_sys,
                       aband_stats):
     """A queued request leaves unserved (its patience ran out, or CoDel dropped it): out of
@@ -159,7 +167,7 @@ def _leave_as_timeout(k, u, ta0, now, iv, warm, nU, n_sys, ser_rej, user_infligh
         aband_stats[k] += 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False)
 def _exp1(ep):
     """An exponential(1) draw from a counter-based stream (splitmix64 of key + counter):
     the empty epochs of cycling workers, with no process-global random state."""
@@ -171,7 +179,7 @@ def _exp1(ep):
     return -math.log((float(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False)
 def _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, kind, rid, t, aux):
     n = ob_n[0]
     ob_kind[n] = kind
@@ -181,7 +189,7 @@ def _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, kind, rid, t, aux):
     ob_n[0] = n + 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False)
 def _heap_push(ht, hw, hn, t, w):
     i = hn[0]
     hn[0] = i + 1
@@ -196,7 +204,7 @@ def _heap_push(ht, hw, hn, t, w):
         i = p
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, _nrt=False)
 def _heap_pop(ht, hw, hn):
     w = hw[0]
     n = hn[0] - 1
@@ -310,6 +318,24 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
     total = 0  # requests queued, all tiers
     for k in range(nK):
         total += q_size[k]
+    # Kept up to date instead of rescanned per event: per batch group, the requests queued
+    # (all tiers) and their oldest head (gstale: popped since, recomputed when asked); the
+    # earliest patience expiry (tb_stale likewise); the groups each pool serves, ascending.
+    gn = np.zeros(G, np.int64)
+    gold = np.full(G, np.inf)
+    gstale = np.ones(G, np.bool_)
+    for k in range(nK):
+        for g in range(G):
+            gn[g] += q_n[k * G + g]
+    psv = np.zeros((P, G), np.int64)
+    psn = np.zeros(P, np.int64)
+    for p in range(P):
+        for g in range(G):
+            if not general or pool_serves[p, g]:
+                psv[p, psn[p]] = g
+                psn[p] += 1
+    tbc = np.inf
+    tb_stale = True
     now = clock[0]
     timer = tmr[0] if cont else np.inf  # the timer the held call left armed
     first = not cont
@@ -321,14 +347,17 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
             # -- pick the next event --
             ta = at[i] if i < n else np.inf
             tc = h_t[0] if h_n[0] > 0 else np.inf
-            tb = np.inf  # abandonment: the oldest of a lane is always at its front
-            for k in range(nK):
-                if q_size[k] > 0 and patience[k] < np.inf:
-                    for ln in range(k * G, k * G + G):
-                        if q_n[ln] > 0:
-                            v = q_t[ln, q_head[ln]] + patience[k]
-                            if v < tb:
-                                tb = v
+            if tb_stale:  # abandonment: the oldest of a lane is always at its front
+                tbc = np.inf
+                for k in range(nK):
+                    if q_size[k] > 0 and patience[k] < np.inf:
+                        for ln in range(k * G, k * G + G):
+                            if q_n[ln] > 0:
+                                v = q_t[ln, q_head[ln]] + patience[k]
+                                if v < tbc:
+                                    tbc = v
+                tb_stale = False
+            tb = tbc
             t = min(ta, tc, tb, timer)
             if t > until or (hold and t == until and ta != t):
                 break
@@ -417,6 +446,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     idle_n[p] += 1
             elif tb == t:
                 # -- waiting requests whose patience ran out leave --
+                tb_stale = True
                 for k in range(nK):
                     if patience[k] == np.inf:
                         continue
@@ -426,10 +456,12 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             ta0 = q_t[ln, idx]
                             if ta0 + patience[k] > now:
                                 break
-                            q_head[ln] = (idx + 1) % cap
+                            q_head[ln] = idx + 1 if idx + 1 < cap else 0
                             q_n[ln] -= 1
                             q_size[k] -= 1
                             total -= 1
+                            gn[ln - k * G] -= 1
+                            gstale[ln - k * G] = True
                             abandoned[k] += 1
                             if regs:
                                 reg_nsys[q_reg[ln, idx]] -= 1
@@ -498,7 +530,9 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         ln = k * G + cls_group[c] * nR + r
                     else:
                         ln = k * G + cls_group[c] if general else k
-                    j = (q_head[ln] + q_n[ln]) % cap
+                    j = q_head[ln] + q_n[ln]
+                    if j >= cap:
+                        j -= cap
                     q_t[ln, j] = t
                     q_steps[ln, j] = st
                     q_noise[ln, j] = anoise[i]
@@ -510,6 +544,15 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         q_reg[ln, j] = ur
                     if obon:
                         q_id[ln, j] = aid[i]
+                    if q_n[ln] == 0 and patience[k] < np.inf:
+                        v = t + patience[k]  # the lane's new head: its expiry
+                        if v < tbc:
+                            tbc = v
+                    g = ln - k * G
+                    if gn[g] == 0:  # (a group's others arrived no later)
+                        gold[g] = t
+                        gstale[g] = False
+                    gn[g] += 1
                     q_n[ln] += 1
                     q_size[k] += 1
                     total += 1
@@ -554,21 +597,25 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                 ready = False
                 tnext = np.inf
                 maxb = pool_maxb[p]
-                for g in range(G):
-                    if general and not pool_serves[p, g]:
-                        continue
-                    cnt = 0
-                    oldest = np.inf
-                    for k in range(nK):
-                        ln = k * G + g
-                        if q_n[ln] > 0:
-                            cnt += q_n[ln]
-                            if q_t[ln, q_head[ln]] < oldest:
-                                oldest = q_t[ln, q_head[ln]]
+                for x in range(psn[p]):
+                    g = psv[p, x]
+                    cnt = gn[g]
                     if cnt == 0:
                         continue
                     avail += cnt
-                    if cnt >= maxb or now >= oldest + pool_maxw[p]:
+                    if cnt >= maxb:
+                        ready = True
+                        continue
+                    if gstale[g]:
+                        oldest = np.inf
+                        for k in range(nK):
+                            ln = k * G + g
+                            if q_n[ln] > 0 and q_t[ln, q_head[ln]] < oldest:
+                                oldest = q_t[ln, q_head[ln]]
+                        gold[g] = oldest
+                        gstale[g] = False
+                    oldest = gold[g]
+                    if now >= oldest + pool_maxw[p]:
                         ready = True
                     elif oldest + pool_maxw[p] < tnext:
                         tnext = oldest + pool_maxw[p]
@@ -600,7 +647,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                                 ln = prio_order[jj] if one and q_n[prio_order[jj]] > 0 else -1
                             else:
                                 ln = _lane(prio_order[jj], bg, p, pm, G, q_n, q_t, q_head,
-                                           pool_serves, grp_model)
+                                           psv, psn, grp_model)
                             if ln >= 0:
                                 kk = prio_order[jj]
                                 ll = ln
@@ -611,7 +658,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             if G == 1:
                                 ln = k if one and q_n[k] > 0 else -1
                             else:
-                                ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, pool_serves,
+                                ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, psv, psn,
                                            grp_model)
                             if ln >= 0:
                                 v = q_t[ln, q_head[ln]] + (deadline[k] if disc == EDF else 0.0)
@@ -627,7 +674,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             if G == 1:
                                 ln = k if one and q_n[k] > 0 else -1
                             else:
-                                ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, pool_serves,
+                                ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, psv, psn,
                                            grp_model)
                             if ln < 0:
                                 drr_deficit[k] = 0.0
@@ -637,7 +684,11 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             if drr_ptr[1] == 0:
                                 drr_deficit[k] += drr_quantum[k]
                                 drr_ptr[1] = 1
-                            jx = (q_head[ln] + q_n[ln] - 1) % cap if lifo[k] else q_head[ln]
+                            jx = q_head[ln]
+                            if lifo[k]:
+                                jx += q_n[ln] - 1
+                                if jx >= cap:
+                                    jx -= cap
                             # the request's GPU-seconds on the pool that is picking
                             gl = ln - k * G
                             rc = (cost_fixed[p, gl, 1] + min(q_steps[ln, jx], pool_steps[p])
@@ -654,14 +705,20 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     k = kk
                     ln = ll
                     if lifo[k]:
-                        idx = (q_head[ln] + q_n[ln] - 1) % cap
+                        idx = q_head[ln] + q_n[ln] - 1
+                        if idx >= cap:
+                            idx -= cap
                     else:
                         idx = q_head[ln]
-                        q_head[ln] = (idx + 1) % cap
+                        q_head[ln] = idx + 1 if idx + 1 < cap else 0
                     q_n[ln] -= 1
                     q_size[k] -= 1
                     total -= 1
                     avail -= 1
+                    gg = ln - k * G
+                    gn[gg] -= 1
+                    gstale[gg] = True
+                    tb_stale = True
                     ta0 = q_t[ln, idx]
                     if now - ta0 > codel[k, 0] and now - codel[k, 2] > codel[k, 1]:
                         # CoDel (server-queue form): the tier's queue has not been empty for
@@ -686,9 +743,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             noise = math.exp(sg * q_z[ln, idx] - sg * sg / 2)
                         if G > 1:  # the rest of the batch comes from this group only
                             bg = ln - k * G
-                            avail = 0
-                            for k2 in range(nK):
-                                avail += q_n[k2 * G + bg]
+                            avail = gn[bg]
                     st = q_steps[ln, idx]  # the class's (or pool's) steps unless degraded
                     if st > psteps:
                         st = psteps
