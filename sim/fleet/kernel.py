@@ -65,6 +65,42 @@ def hist_bin(x, xmin, lng, nbins):
 
 
 @njit(cache=True, inline="always")
+def _ser_ix(s, dts):
+    """The series interval the integration from instant s adds to (s on a boundary that
+    rounding put below it counts in the next one)."""
+    ix = int(s / dts)
+    if (ix + 1) * dts <= s:
+        ix += 1
+    return ix
+
+
+@njit(cache=True, inline="always")
+def _ser_ix_end(ix, dts):
+    """The least instant whose _ser_ix exceeds ix. _ser_ix is non-decreasing in s (so is
+    a correctly rounded s / dts), so it is ix on [any s it gave ix for, this): the loop caches
+    it instead of dividing per event. The rounding it can hide sits within an ulp or two."""
+    e = (ix + 1) * dts  # (its _ser_ix is > ix)
+    while True:
+        b = np.nextafter(e, -np.inf)
+        if _ser_ix(b, dts) <= ix:
+            return e
+        e = b
+
+
+@njit(cache=True, inline="always")
+def _iv_end(iv, dts):
+    """The least instant s with int(s / dts) > iv (the counts' interval; non-decreasing too)."""
+    e = (iv + 1) * dts
+    while int(e / dts) <= iv:
+        e = np.nextafter(e, np.inf)
+    while True:
+        b = np.nextafter(e, -np.inf)
+        if int(b / dts) <= iv:
+            return e
+        e = b
+
+
+@njit(cache=True, inline="always")
 def shed_decision(util, depth, thr_util, thr_depth):
     """True when a tier with these thresholds is shed at this utilisation and queue depth."""
     return util >= thr_util or depth >= thr_depth
@@ -189,7 +225,7 @@ def _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, kind, rid, t, aux):
     ob_n[0] = n + 1
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always")
 def _heap_push(ht, hw, hn, t, w):
     i = hn[0]
     hn[0] = i + 1
@@ -204,7 +240,7 @@ def _heap_push(ht, hw, hn, t, w):
         i = p
 
 
-@njit(cache=True, _nrt=False)
+@njit(cache=True, inline="always")
 def _heap_pop(ht, hw, hn):
     w = hw[0]
     n = hn[0] - 1
@@ -336,6 +372,10 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                 psn[p] += 1
     tbc = np.inf
     tb_stale = True
+    # the series interval of the integration (_ser_ix) and of the counts (int(t / dts)) on
+    # [lo, hi): instants only grow, so a division per interval instead of per event
+    sx, sx_lo, sx_hi = 0, np.inf, np.inf
+    ivr, iv_lo, iv_hi = 0, np.inf, np.inf
     now = clock[0]
     timer = tmr[0] if cont else np.inf  # the timer the held call left armed
     first = not cont
@@ -372,9 +412,11 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     area[1] += n_active[0] * dt
                 s = t0
                 while s < t:
-                    ix = int(s / dts)
-                    if (ix + 1) * dts <= s:  # s sits on a boundary that rounding put below it
-                        ix += 1
+                    if s < sx_lo or s >= sx_hi:
+                        sx = _ser_ix(s, dts)
+                        sx_lo = s
+                        sx_hi = _ser_ix_end(sx, dts)
+                    ix = sx
                     if ix >= nI:
                         break
                     e = min((ix + 1) * dts, t)
@@ -386,7 +428,11 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     s = e
                 clock[0] = t
             now = t
-            iv = min(int(now / dts), nI - 1)
+            if now < iv_lo or now >= iv_hi:
+                ivr = int(now / dts)
+                iv_lo = now
+                iv_hi = _iv_end(ivr, dts)
+            iv = min(ivr, nI - 1)
             if tc == t:
                 # -- a batch completes --
                 w = _heap_pop(h_t, h_w, h_n)
@@ -569,7 +615,11 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
 
         # -- dispatch: idle workers take batches (a cycling worker also runs empty epochs) --
         timer = np.inf
-        iv = min(int(now / dts), nI - 1)
+        if now < iv_lo or now >= iv_hi:
+            ivr = int(now / dts)
+            iv_lo = now
+            iv_hi = _iv_end(ivr, dts)
+        iv = min(ivr, nI - 1)
         if router == LEAST_LOADED and P > 1:
             # lowest busy share first (ties: as listed); a pool with no live GPU goes last
             for a in range(P):
@@ -645,6 +695,10 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         for jj in range(nK):
                             if G == 1:
                                 ln = prio_order[jj] if one and q_n[prio_order[jj]] > 0 else -1
+                            elif bg >= 0:  # (_lane's first case, without the call)
+                                ln = prio_order[jj] * G + bg
+                                if q_n[ln] == 0:
+                                    ln = -1
                             else:
                                 ln = _lane(prio_order[jj], bg, p, pm, G, q_n, q_t, q_head,
                                            psv, psn, grp_model)
@@ -657,6 +711,10 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         for k in range(nK):
                             if G == 1:
                                 ln = k if one and q_n[k] > 0 else -1
+                            elif bg >= 0:
+                                ln = k * G + bg
+                                if q_n[ln] == 0:
+                                    ln = -1
                             else:
                                 ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, psv, psn,
                                            grp_model)
@@ -673,6 +731,10 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             k = drr_ptr[0]
                             if G == 1:
                                 ln = k if one and q_n[k] > 0 else -1
+                            elif bg >= 0:
+                                ln = k * G + bg
+                                if q_n[ln] == 0:
+                                    ln = -1
                             else:
                                 ln = _lane(k, bg, p, pm, G, q_n, q_t, q_head, psv, psn,
                                            grp_model)
@@ -829,9 +891,11 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
             area[1] += n_active[0] * dt
         s = t0
         while s < until:
-            ix = int(s / dts)
-            if (ix + 1) * dts <= s:  # s sits on a boundary that rounding put below it
-                ix += 1
+            if s < sx_lo or s >= sx_hi:
+                sx = _ser_ix(s, dts)
+                sx_lo = s
+                sx_hi = _ser_ix_end(sx, dts)
+            ix = sx
             if ix >= nI:
                 break
             e = min((ix + 1) * dts, until)
