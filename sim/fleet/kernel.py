@@ -138,27 +138,52 @@ def _lane(k, g, p, m, G, q_n, q_t, q_head, psv, psn, grp_model):
 
 
 @njit(cache=True, _nrt=False)
-def _region_wait(r, k, g0, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down,
-                 pool_serves):
-    """Predicted wait of a tier-k arrival of batch group g0 in fleet region r: the requests
-    queued there at its priority or above (all of them unless strict priority), over the
-    live images/s at max batch of the region's pools that hold its model; inf while the
-    region is out or none of those has a live GPU."""
-    if reg_down[r]:
-        return np.inf
+def _region_rate(r, g0, nR, pool_reg, pool_rate, p_act, pool_serves):
+    """The live images/s at max batch of fleet region r's pools that hold batch group g0's
+    model (the loop caches it per region and group while no GPU comes or goes)."""
     rate = 0.0
     for p in range(pool_reg.shape[0]):
         if pool_reg[p] == r and pool_serves[p, g0 * nR + r]:
             rate += p_act[p] * pool_rate[p]
-    if rate <= 0.0:
-        return np.inf
+    return rate
+
+
+@njit(cache=True, inline="always")
+def _region_ahead(r, k, G, nR, q_n, rank, strict):
+    """The requests queued in fleet region r at tier k's priority or above (all of them
+    unless strict priority)."""
     ahead = 0
     for kk in range(rank.shape[0]):
         if strict and rank[kk] > rank[k]:
             continue
         for gg in range(G // nR):
             ahead += q_n[kk * G + gg * nR + r]
+    return ahead
+
+
+@njit(cache=True, inline="always")
+def _wait_of(down, rate, ahead):
+    """Predicted wait in a region: its queue ahead over its rate; inf while the region is
+    out or none of its pools holding the model has a live GPU."""
+    if down or rate <= 0.0:
+        return np.inf
     return ahead / rate
+
+
+@njit(cache=True, inline="always")
+def _stays_home(wh, spill):
+    """Home takes the request: its predicted wait is finite and within the spill threshold."""
+    return wh <= spill[0] and wh < np.inf
+
+
+@njit(cache=True, _nrt=False)
+def _region_wait(r, k, g0, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down,
+                 pool_serves):
+    """Predicted wait of a tier-k arrival of batch group g0 in fleet region r (_wait_of)."""
+    if reg_down[r]:
+        return np.inf
+    return _wait_of(False, _region_rate(r, g0, nR, pool_reg, pool_rate, p_act, pool_serves),
+                    _region_ahead(r, k, G, nR, q_n, rank, strict))
 
 
 @njit(cache=True, _nrt=False)
@@ -171,7 +196,7 @@ def _route(u, k, g0, G, nR, q_n, rank, strict, reg_home, reg_net, spill, pool_re
     h = reg_home[u]
     wh = _region_wait(h, k, g0, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act, reg_down,
                       pool_serves)
-    if wh <= spill[0] and wh < np.inf:
+    if _stays_home(wh, spill):
         return h
     best = reg_net[u, h] + wh
     r = h
@@ -372,6 +397,8 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                 psn[p] += 1
     tbc = np.inf
     tb_stale = True
+    rrate = np.zeros((nR, G // nR))  # _region_rate per fleet region and batch group
+    rate_stale = True
     # the series interval of the integration (_ser_ix) and of the counts (int(t / dts)) on
     # [lo, hi): instants only grow, so a division per interval instead of per event
     sx, sx_lo, sx_hi = 0, np.inf, np.inf
@@ -485,6 +512,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     w_state[w] = OFF
                     n_active[0] -= 1
                     p_act[w_pool[w]] -= 1
+                    rate_stale = True
                 else:
                     p = w_pool[w]
                     w_state[w] = IDLE
@@ -567,9 +595,21 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             deg_stats[k, 3] += cls_quality[c] * min(st, cs) / cs
                     if regs:
                         ur = areg[i]
-                        r = _route(ur, k, cls_group[c], G, nR, q_n, rank, disc == STRICT,
-                                   reg_home, reg_net, spill, pool_reg, pool_rate, p_act, reg_down,
-                                   pool_serves)
+                        g0 = cls_group[c]
+                        r = reg_home[ur]
+                        if rate_stale:
+                            for rr in range(nR):
+                                for gg in range(G // nR):
+                                    rrate[rr, gg] = _region_rate(rr, gg, nR, pool_reg, pool_rate,
+                                                                 p_act, pool_serves)
+                            rate_stale = False
+                        # _route's first answer (home) from the cached rate, without the call
+                        wh = _wait_of(reg_down[r], rrate[r, g0],
+                                      _region_ahead(r, k, G, nR, q_n, rank, disc == STRICT))
+                        if not _stays_home(wh, spill):
+                            r = _route(ur, k, g0, G, nR, q_n, rank, disc == STRICT, reg_home,
+                                       reg_net, spill, pool_reg, pool_rate, p_act, reg_down,
+                                       pool_serves)
                         if r != reg_home[ur]:
                             reg_spill[ur] += 1
                         reg_nsys[ur] += 1
