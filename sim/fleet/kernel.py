@@ -898,12 +898,13 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         w_model[w] = grp_model[bg]
                     if cls_on:
                         # batch fill per class: the batch sizes its requests ran in
+                        fill = b / pool_maxb[p]
                         for jj in range(b):
                             if w_bt[w, jj] >= warm:
                                 c = w_bc[w, jj]
                                 cls_stats[c, 0] += 1
                                 cls_stats[c, 1] += b
-                                cls_stats[c, 2] += b / pool_maxb[p]
+                                cls_stats[c, 2] += fill
                 w_bn[w] = b
                 w_bstart[w] = now
                 w_steps[w] = maxsteps
