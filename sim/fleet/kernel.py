@@ -397,6 +397,19 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                 psn[p] += 1
     tbc = np.inf
     tb_stale = True
+    # per pool, with fleet regions (pools of disjoint groups idle at once; not cycling ones):
+    # found not ready, its next ready instant (inf: nothing queued for it) and nothing queued
+    # or taken in its groups since (pclean): the dispatch reuses that instead of rescanning
+    # every pool at every event (without regions the bookkeeping cost more than it saved)
+    gpl = np.zeros((G, P), np.int64)  # the pools serving each group
+    gpn = np.zeros(G, np.int64)
+    for p in range(P):
+        for x in range(psn[p]):
+            g = psv[p, x]
+            gpl[g, gpn[g]] = p
+            gpn[g] += 1
+    pclean = np.zeros(P, np.bool_)
+    ptn = np.full(P, np.inf)
     rrate = np.zeros((nR, G // nR))  # _region_rate per fleet region and batch group
     rate_stale = True
     # the series interval of the integration (_ser_ix) and of the counts (int(t / dts)) on
@@ -536,6 +549,9 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             total -= 1
                             gn[ln - k * G] -= 1
                             gstale[ln - k * G] = True
+                            if regs:
+                                for x in range(gpn[ln - k * G]):
+                                    pclean[gpl[ln - k * G, x]] = False
                             abandoned[k] += 1
                             if regs:
                                 reg_nsys[q_reg[ln, idx]] -= 1
@@ -639,6 +655,9 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         gold[g] = t
                         gstale[g] = False
                     gn[g] += 1
+                    if regs:
+                        for x in range(gpn[g]):
+                            pclean[gpl[g, x]] = False
                     q_n[ln] += 1
                     q_size[k] += 1
                     total += 1
@@ -681,6 +700,11 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
             while idle_n[p] > 0:
                 if total == 0 and not pool_cycle[p]:
                     break
+                if regs and pclean[p] and now < ptn[p]:  # still not ready: as found
+                    maxb = pool_maxb[p]  # (as the scan leaves it: the outbox check reads it)
+                    if ptn[p] < timer:
+                        timer = ptn[p]
+                    break
                 # what this pool can take: the queued requests of the groups it serves; a
                 # group is ready to go when it fills a batch or its oldest has waited max_wait
                 avail = 0
@@ -710,6 +734,9 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     elif oldest + pool_maxw[p] < tnext:
                         tnext = oldest + pool_maxw[p]
                 if not pool_cycle[p]:
+                    if regs and not ready:
+                        pclean[p] = True
+                        ptn[p] = tnext
                     if avail == 0:
                         break
                     if not ready:
@@ -820,6 +847,9 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     gg = ln - k * G
                     gn[gg] -= 1
                     gstale[gg] = True
+                    if regs:
+                        for x in range(gpn[gg]):
+                            pclean[gpl[gg, x]] = False
                     tb_stale = True
                     ta0 = q_t[ln, idx]
                     if now - ta0 > codel[k, 0] and now - codel[k, 2] > codel[k, 1]:
