@@ -27,20 +27,26 @@ plan: install
 	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --warm 2h --without shed_reserve \
 	  --mix --set cell_fraction=0.1 --step 100 --reps 2 --json --out out/ghibli_2025/plan_mix
 
-# The Ghibli answer: free cap, free shed threshold and paid reserve at 1,000 H100s (autoscaler
-# off), judged over the free-opening day (hours 144-168) with paid SLOs as constraints. A 10%
+# The Ghibli answer: free cap, free shed threshold and paid reserve at a fixed fleet (the three
+# regional autoscalers, policies 2-4, off), judged over the free-opening day (hours 144-168) with paid SLOs as constraints. A 10%
 # cell (100 GPUs: batches fill to 8 as in the service; a 1% cell does not, see cell_fraction)
 # started 2 h before the window with an empty system (free users only arrive from hour 144).
-GHIBLI_FIXED := --set policies.autoscale.enabled=false --set cell_fraction=0.1 --set outputs.warmup_s=144h \
+GHIBLI_FIXED := $(foreach i,2 3 4,--set policies.$(i).enabled=false) --set cell_fraction=0.1 --set outputs.warmup_s=144h \
   --set horizon=168h --warm 2h \
   --constraint 'pro:p95<=30s' --constraint 'plus:p95<=60s' --objective free_goodput
 
+# H100s per region (americas, europe, asia; the whole service)
+GHIBLI_H100 = --set fleet.pools.h100-americas.gpus=$(1) --set fleet.pools.h100-europe.gpus=$(2) \
+  --set fleet.pools.h100-asia.gpus=$(3)
+
 optimize: install
-	$(BIN)/floodgate optimize scenarios/ghibli_2025.yaml $(GHIBLI_FIXED) --set fleet.pools.h100.gpus=1600 \
+	$(BIN)/floodgate optimize scenarios/ghibli_2025.yaml $(GHIBLI_FIXED) $(call GHIBLI_H100,560,480,560) \
 	  --param policies.daily_quota.limit=1:30 --param policies.shed_reserve.utilization.free=0.6:1.0 \
 	  --param policies.shed_reserve.predicted_wait_s.free=10:600:log --trials 16 --reps 2 --json
-	$(BIN)/floodgate sweep scenarios/ghibli_2025.yaml $(GHIBLI_FIXED) \
-	  --grid policies.daily_quota.limit=3,10,30 --grid fleet.pools.h100.gpus=1280:1920:320 --reps 1 --json
+	# the free cap at 1,280, 1,600 and 1,920 H100s (a grid axis sets one path: a sweep per size)
+	$(foreach n,448:384:448 560:480:560 672:576:672,$(BIN)/floodgate sweep scenarios/ghibli_2025.yaml \
+	  $(GHIBLI_FIXED) $(call GHIBLI_H100,$(word 1,$(subst :, ,$(n))),$(word 2,$(subst :, ,$(n))),$(word 3,$(subst :, ,$(n)))) \
+	  --grid policies.daily_quota.limit=3,10,30 --reps 1 --json --out out/ghibli_2025/sweep_$(subst :,_,$(n)) &&) true
 
 validate: install
 	$(BIN)/floodgate validate scenarios/validation_small.yaml --json
