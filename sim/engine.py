@@ -27,7 +27,7 @@ from sim.fleet.gates import Gates
 from sim.fleet.purchase import Ledger, prices_of
 from sim.outcomes import KERNEL_REASON, REASONS
 from sim.policies.pipeline import ActivePolicy, admit_chunk, build_policies
-from sim.regions import build_regions
+from sim.regions import RegionSeries, build_regions
 from sim.scenario import Scenario
 
 
@@ -178,6 +178,8 @@ class Run:
         nu = len(self.regions.users) if self.regions is not None else 0
         self.reg_offered = np.zeros(nu, np.int64)
         self.reg_rejected = np.zeros((nu, len(REASONS)), np.int64)
+        self.reg_series = (None if self.regions is None else
+                           RegionSeries(self.regions, self.n_int, self.interval, len(REASONS)))
         self.start = min(float(np.floor(max(self.start, 0.0) / sc.chunk_s) * sc.chunk_s), sc.horizon)
         self.cursor = self.start
         self._held = False  # the fleet's last call held at its end (kernel.advance)
@@ -288,6 +290,7 @@ class Run:
             self.reg_rejected += np.bincount(
                 ureg[r].astype(np.int64) * nr + code_all[r], minlength=self.reg_rejected.size
             ).reshape(self.reg_rejected.shape)
+            self.reg_series.arrivals(a.t, ureg.astype(np.int64), code_all)
         if self.trace:
             rid = np.full(len(a), -1, np.int64)
             rid[idx] = ids
@@ -297,6 +300,8 @@ class Run:
             self.trace_keys += zip(a.keys().tolist(), a.attempts().tolist(), strict=True)
         # a cut window still defers what its hooks create to its end, as a whole one would
         self.cursor, self.feed.defer_to = end, until
+        if self.reg_series is not None:
+            self.reg_series.tick(self.fleet.S, end)
         for hook in self.on_window:
             hook(self, a, code_all, retry_after)
         if self.retry is not None and (code_all >= 0).any():
@@ -345,6 +350,8 @@ class Run:
         try:
             env.run(until=self.sc.horizon)
             self.sync(self.sc.horizon)
+            if self.reg_series is not None:
+                self.reg_series.finish(self.fleet.S)
         finally:
             self.feed.close()
         if bar is not None:

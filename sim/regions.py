@@ -83,3 +83,64 @@ def build_regions(sc: Scenario) -> RegionSetup | None:
         max_gpus=[None if r.max_gpus is None else r.max_gpus if frac == 1 or r.max_gpus == 0
                   else max(1, round(r.max_gpus * frac)) for r in f.regions],
         shares=np.cumsum(sh / sh.sum())[:-1])
+
+
+class RegionSeries:
+    """Per users' region over time, for the time series (sim/metrics/summary.py): arrivals
+    and those rejected on arrival by the interval they arrived in (as the tiers' series);
+    completions (by serving region), timeouts, spills and latency quantiles from the fleet
+    loop's running per-region counts, read at the end of each window that crosses an
+    interval's end (exact when the interval is a multiple of chunk_s, as the clock then stops
+    there) and kept as the difference from the last reading. Latency counts arrivals after
+    warm-up (the summary's per-region histogram), so it is empty before."""
+
+    def __init__(self, rg: RegionSetup, n_int: int, interval: float, n_reasons: int):
+        U, F = len(rg.users), len(rg.names)
+        self.dt, self.n = interval, n_int
+        self.offered = np.zeros((n_int, U), np.int64)
+        self.rejected = np.zeros((n_int, U, n_reasons), np.int64)  # on arrival
+        self.done = np.zeros((n_int, U, F), np.int64)
+        self.drop = np.zeros((n_int, U), np.int64)  # timeouts in the fleet
+        self.spill = np.zeros((n_int, U), np.int64)
+        self.lat = np.full((n_int, U, 3), np.nan)  # p50, p95, p99 (fleet + network), s
+        self.row = 0  # the interval the fleet's counts since the last reading fall in
+        self.last: tuple | None = None
+        self.finished = False
+
+    def arrivals(self, t: np.ndarray, ureg: np.ndarray, code: np.ndarray) -> None:
+        iv = np.minimum((t / self.dt).astype(np.int64), self.n - 1)
+        U = self.offered.shape[1]
+        self.offered += np.bincount(iv * U + ureg, minlength=self.offered.size).reshape(self.offered.shape)
+        r = code >= 0
+        if r.any():
+            nr = self.rejected.shape[2]
+            key = (iv[r] * U + ureg[r]) * nr + code[r]
+            self.rejected += np.bincount(key, minlength=self.rejected.size).reshape(self.rejected.shape)
+
+    @staticmethod
+    def _counts(S) -> tuple:
+        return (S.reg_done.copy(), S.reg_drop.copy(), S.reg_spill.copy(), S.reg_lat_hist.copy())
+
+    def _put(self, S, row: int) -> None:
+        from sim.metrics.sketch import quantiles
+
+        now = self._counts(S)
+        d = now if self.last is None else tuple(a - b for a, b in zip(now, self.last, strict=True))
+        self.done[row] += d[0]
+        self.drop[row] += d[1]
+        self.spill[row] += d[2]
+        self.lat[row] = quantiles(d[3], (0.5, 0.95, 0.99))
+        self.last = now
+
+    def tick(self, S, cursor: float) -> None:
+        """After a window ending at `cursor`: read the fleet's counts once an interval ended."""
+        row = min(int(cursor / self.dt), self.n - 1)
+        if row > self.row:
+            self._put(S, self.row)
+            self.row = row
+
+    def finish(self, S) -> None:
+        """At the horizon: the counts since the last reading go to the last interval."""
+        if not self.finished:
+            self._put(S, self.row)
+            self.finished = True

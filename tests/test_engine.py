@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from helpers import queue_scenario, run, unpos
@@ -37,9 +38,12 @@ def test_same_seed_same_bytes(tmp_path, root):
     assert {"gpu_hours", "utilization_mean"} <= set(s["fleet"])
     assert {"revenue", "gpu_cost"} <= set(s["money"])
     html = (a / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 5  # ghibli has fleet regions: their figure
     assert sorted(p.name for p in (a / "figures").iterdir()) == [
-        "demand_vs_capacity.png", "latency.png", "rejections.png", "utilization.png"]
+        "demand_vs_capacity.png", "latency.png", "regions.png", "rejections.png", "utilization.png"]
+    ts = pd.read_csv(a / "timeseries.csv")
+    for u in s["regions"]["users"]:  # per users' region over time
+        assert {f"region.{u}.latency_p95_s", f"region.{u}.rejected"} <= set(ts.columns)
 
 
 def test_results_do_not_depend_on_sync_points():

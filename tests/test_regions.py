@@ -89,6 +89,36 @@ def test_spill_over_and_an_outage_conserve_requests_per_region():
     assert pol["outages"] == 1 and pol["hours_out"] == 1.0
 
 
+def test_per_region_series_add_up_to_the_summary_and_show_the_outage():
+    from sim.metrics.summary import timeseries
+
+    d = _demo(horizon="150m")
+    d["policies"][0]["schedule"] = [{"at": "1h", "enabled": True}, {"at": "2h", "enabled": False}]
+    r = run(d)
+    s, ts = summarize(r)["regions"], timeseries(r)
+    for name, v in s["users"].items():  # every interval's counts, summed, are the totals
+        c = f"region.{name}"
+        assert ts[f"{c}.offered"].sum() == v["offered"] > 0
+        assert ts[f"{c}.completed"].sum() == v["completed"]
+        assert ts[f"{c}.rejected"].sum() == sum(v["rejected"].values())
+        assert ts[f"{c}.rejected.timeout"].sum() == v["rejected"]["timeout"]
+        assert ts[f"{c}.spilled"].sum() == v["spilled"]
+        assert np.isfinite(ts[f"{c}.latency_p95_s"]).sum() > 0.9 * len(ts)
+    for name, v in s["fleet"].items():
+        assert ts[f"fleet_region.{name}.completed"].sum() == v["completed"]
+    out = (ts["t_s"] >= 3600) & (ts["t_s"] < 7200)
+    assert (ts.loc[out, "fleet_region.eu.gpus_live"] == 0).all()
+    assert (ts.loc[~out, "fleet_region.eu.gpus_live"] == d["fleet"]["pools"][1]["gpus"]).all()
+    assert (ts.loc[out, "fleet_region.eu.completed"].iloc[1:] == 0).all()  # batches running finish
+    # europe's users spill once their region is out (home is ample before it)
+    before = ts["t_s"] < 3600
+    assert ts.loc[before, "region.europe.spilled"].sum() < 0.01 * ts.loc[out, "region.europe.spilled"].sum()
+    # each interval's p95 is the quantile of the requests completing in it: europe's rises
+    # while its users are served across the Atlantic, in queues the others already fill
+    e95 = ts["region.europe.latency_p95_s"]
+    assert e95[out].median() > e95[ts["t_s"] < 3600].median()
+
+
 def test_no_request_starts_in_a_region_whose_gpus_are_out():
     d = _demo(horizon="150m")
     d["policies"][0]["schedule"] = [{"at": "1h", "enabled": True}, {"at": "2h", "enabled": False}]

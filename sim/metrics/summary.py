@@ -227,11 +227,51 @@ def timeseries(run) -> pd.DataFrame:
     act = S.ser_active[:n]
     cols["gpus_active"] = act / span
     cols["utilization"] = np.where(act > 0, S.ser_busy[:n] / np.where(act > 0, act, 1), np.nan)
+    if getattr(run, "reg_series", None) is not None:
+        cols.update(_region_columns(run, n, t, span))
     df = pd.DataFrame(cols)
     if sc.cell_fraction != 1:  # counts of one cell, scaled to the whole service
         scaled = [c for c in df.columns if not c.startswith("t_") and "latency" not in c and c != "utilization"]
         df[scaled] = df[scaled].astype(float) / sc.cell_fraction
     return df
+
+
+def _region_columns(run, n: int, t: np.ndarray, span: np.ndarray) -> dict:
+    """Per users' region (`region.NAME.*`): offered, completed, rejected (every reason,
+    timeouts in the fleet included), timeouts, spilled, latency p50/p95/p99 (network latency
+    and the gateway hop included; arrivals after warm-up); per fleet region
+    (`fleet_region.NAME.*`): completions and mean live GPUs (sim/regions.py, RegionSeries)."""
+    rs, rg = run.reg_series, run.regions
+    hop = run.sc.gateway.hop_latency_s
+    t_out = REASONS.index("timeout")
+    cols = {}
+    for u, name in enumerate(rg.users):
+        rej = rs.rejected[:n, u].sum(axis=1) + rs.drop[:n, u]
+        cols[f"region.{name}.offered"] = rs.offered[:n, u]
+        cols[f"region.{name}.completed"] = rs.done[:n, u].sum(axis=1)
+        cols[f"region.{name}.rejected"] = rej
+        cols[f"region.{name}.rejected.timeout"] = rs.rejected[:n, u, t_out] + rs.drop[:n, u]
+        cols[f"region.{name}.spilled"] = rs.spill[:n, u]
+        for i, q in enumerate(("p50", "p95", "p99")):
+            cols[f"region.{name}.latency_{q}_s"] = rs.lat[:n, u, i] + hop
+    live = _gpus_live(run, t, span)
+    for r, name in enumerate(rg.names):
+        cols[f"fleet_region.{name}.completed"] = rs.done[:n, :, r].sum(axis=1)
+        own = [j for j in range(len(run.pools)) if rg.pool_region[j] == r]
+        cols[f"fleet_region.{name}.gpus_live"] = live[:, own].sum(axis=1)
+    return cols
+
+
+def _gpus_live(run, t: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """[interval, pool] mean live GPUs over each interval, from the gates' GPUs-live log."""
+    out = np.zeros((len(t), len(run.pools)))
+    end = t + span
+    for j in range(len(run.pools)):
+        log = [(a, m) for a, pool, m in run.gpu_log if pool == j]  # in time order
+        for k, (a, m) in enumerate(log):
+            b = log[k + 1][0] if k + 1 < len(log) else np.inf
+            out[:, j] += m * np.clip(np.minimum(end, b) - np.maximum(t, a), 0, None)
+    return out / np.where(span > 0, span, 1)[:, None]
 
 
 def with_calendar_time(ts: pd.DataFrame, sc) -> pd.DataFrame:

@@ -142,3 +142,29 @@ def utilization(ts: pd.DataFrame) -> Figure:
     if "time" in ts.columns:
         fig.autofmt_xdate()
     return fig
+
+
+def regions(ts: pd.DataFrame, users: list[str]) -> Figure:
+    """Per users' region over time: p95 and p50 latency (network latency included) above,
+    rejections and spills per second below (the series' `region.NAME.*` columns)."""
+    x, xlabel = time_axis(ts)
+    fig = Figure(figsize=(9, 6))
+    ax, ax2 = fig.subplots(2, 1, sharex=True)
+    dt = ts["t_s"].iloc[1] - ts["t_s"].iloc[0] if len(ts) > 1 else 1.0
+    for u in users:
+        line = ax.plot(x, ts[f"region.{u}.latency_p95_s"], lw=1.4, label=f"{u} p95")[0]
+        ax.plot(x, ts[f"region.{u}.latency_p50_s"], lw=0.8, ls=":", color=line.get_color())
+        ax2.plot(x, ts[f"region.{u}.rejected"] / dt, lw=1.2, color=line.get_color(), label=f"{u} rejected")
+        if ts[f"region.{u}.spilled"].sum() > 0:
+            ax2.plot(x, ts[f"region.{u}.spilled"] / dt, lw=0.8, ls="--", color=line.get_color(),
+                     label=f"{u} spilled")
+    ax.set_yscale("log")
+    ax.set_ylabel("latency (s; dotted p50)")
+    ax.set_title("Per users' region: latency, rejections and spill-over")
+    ax.legend(fontsize=8, ncol=3)
+    ax2.set_xlabel(xlabel)
+    ax2.set_ylabel("requests / s")
+    ax2.legend(fontsize=8, ncol=3)
+    if "time" in ts.columns:
+        fig.autofmt_xdate()
+    return fig

@@ -49,6 +49,9 @@ def run_figures(run, ts) -> dict:
     """The run's figures by file stem: (title, a function drawing that Figure), so a caller
     asking for one draws only that one. `ts` may carry a calendar `time` column."""
     names = [t.name for t in run.sc.tiers]
+    per_region = {}
+    if getattr(run, "regions", None) is not None:
+        per_region["regions"] = ("Per users' region", lambda: figures.regions(ts, run.regions.users))
     return {
         "demand_vs_capacity": ("Demand vs capacity", lambda: figures.demand_vs_capacity(
             ts, names, capacity_per_s(run, ts))),
@@ -56,6 +59,7 @@ def run_figures(run, ts) -> dict:
             ts, names, [t.slo_s for t in run.sc.tiers])),
         "rejections": ("Rejections by reason", lambda: figures.rejections(ts, names)),
         "utilization": ("Utilisation", lambda: figures.utilization(ts)),
+        **per_region,
     }
 
 
