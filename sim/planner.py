@@ -467,3 +467,44 @@ def plan_over_draws(scenarios: list[Scenario], slos: list[Slo], reps: int, execu
     q = int(np.quantile(np.array(sizes), quantile, method="inverted_cdf"))
     return {"quantile": quantile, "min_gpus": q, "draws": len(sizes), "per_draw": sizes,
             "band": [int(min(sizes)), int(np.median(sizes)), int(max(sizes))]}
+
+
+def plan_pools_over_draws(scenarios: list[Scenario], slos: list[Slo], reps: int,
+                          executor: Executor, quantile: float,
+                          window: tuple[float, float] | None = None, without: tuple[str, ...] = (),
+                          warm_s: float | None = None, step: int | None = None) -> dict:
+    """plan_over_draws when the pools serve different classes (serve_different): each draw's
+    fewest GPUs per pool (sim/mix.py, run_per_pool), then the fleet per pool that covers a
+    share `quantile` of the draws (k = ceil(quantile x draws), as the inverted-CDF quantile):
+    a fleet with at least a draw's answer in every pool meets that draw's SLOs (more GPUs in a
+    pool never hurt, the per-pool search's own assumption), so the answer is the fewest GPUs
+    in all over the elementwise maxima of k of the draws' answers, every k-subset tried (up to
+    20,000 of them; beyond, each pool's own quantile, which may cover fewer draws:
+    `covered` says how many it does)."""
+    from itertools import combinations
+
+    from sim.mix import run_per_pool
+
+    per = []
+    names: list[str] = []
+    for s in scenarios:
+        res = run_per_pool(Plan(s, slos, reps, executor, window, tuple(without), warm_s, step))
+        names = list(res["pools"])
+        per.append([res["pools"][n] for n in names])
+    a = np.array(per, dtype=np.int64)  # [draw, pool]
+    n = len(a)
+    k = max(1, min(n, math.ceil(quantile * n - 1e-12)))
+    if math.comb(n, k) <= 20_000:
+        best = min((a[list(c)].max(axis=0) for c in combinations(range(n), k)),
+                   key=lambda v: (int(v.sum()), tuple(v)))
+    else:
+        best = np.array([np.quantile(a[:, j], quantile, method="inverted_cdf") for j in range(a.shape[1])])
+    covered = int((a <= best).all(axis=1).sum())
+    tot = a.sum(axis=1)
+    return {"quantile": quantile, "per_pool": True, "min_gpus": int(best.sum()),
+            "pools": {m: int(x) for m, x in zip(names, best, strict=True)},
+            "draws": n, "covered": covered,
+            "per_draw": [int(x) for x in tot],
+            "per_draw_pools": [{m: int(x) for m, x in zip(names, row, strict=True)} for row in a],
+            "band": [int(tot.min()), int(np.median(tot)), int(tot.max())],
+            "pools_band": {m: [int(a[:, j].min()), int(a[:, j].max())] for j, m in enumerate(names)}}

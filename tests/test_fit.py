@@ -488,3 +488,57 @@ def test_arrivals_fit_on_the_shipped_azure_trace(root, tmp_path):
     assert s["status"] == "estimated" and 1 < s["low_90"] < s["high_90"] < 120
     assert res["parameters"]["seasonality.diurnal_amplitude"]["status"] == "held"
     assert (out / "fit.png").stat().st_size > 10000
+
+
+@pytest.mark.slow
+def test_plan_on_forecast_sizes_each_pool_when_pools_serve_different_models(planned, tmp_path):
+    # the fitted service with two pools holding different models (1 s and 3 s images, half
+    # the requests each): each draw is sized per pool, and the answer per pool is the
+    # fewest GPUs covering the quantile's share of the draws (brute force over the draws'
+    # own per-pool answers: more GPUs in a pool never hurt)
+    from itertools import product
+
+    from sim.fit.draws import load_fit, stratified
+    from sim.planner import Evaluation, Plan, Slo
+
+    from sim.engine import simulate
+    from sim.metrics.summary import summarize
+
+    def _p95(d: dict) -> float:  # inf where users gave up (a plan's served share)
+        t = summarize(simulate(parse_scenario(d)))["tiers"]["free"]
+        served = t["completed"] >= 0.99 * (t["completed"] + t["abandoned"])
+        return t["latency_s"]["p95"] if served else np.inf
+
+    tmp, scp, _ = planned
+    d = yaml.safe_load(scp.read_text())
+    d["fleet"]["pools"] = [{"name": "pa", "gpus": 20, "models": ["ma"], "service_time_s": 1.0},
+                           {"name": "pb", "gpus": 60, "models": ["mb"], "service_time_s": 3.0}]
+    d["request_classes"] = {"classes": [{"name": "a-img", "model": "ma", "service_time_s": 1.0},
+                                        {"name": "b-img", "model": "mb", "service_time_s": 3.0}],
+                            "mix": {"free": {"a-img": 0.5, "b-img": 0.5}}}
+    p = tmp_path / "two.yaml"
+    p.write_text(yaml.safe_dump(d))
+    out = tmp_path / "plan"
+    args = ["--forecast", str(tmp / "fit"), "--draws", "3", "--quantile", "0.6", "--reps", "1",
+            "--jobs", "1", "--window", "24h:36h", "--slo", "free:p95<=20s"]
+    assert main(["plan", str(p), *args, "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "plan.json").read_text())
+    f = res["forecast"]
+    assert res["per_pool"] and f["per_pool"] and f["draws"] == 3
+    direct = f["per_draw_pools"]
+    assert all(x["pb"] > x["pa"] for x in direct)  # 3x the work per image in pb
+    # the fewest GPUs in all whose pools each hold at least the answers of 2 of the 3 draws
+    cands = product(*[sorted({x[m] for x in direct}) for m in ("pa", "pb")])
+    best = min(sum(c) for c in cands
+               if sum(all(c[j] >= x[m] for j, m in enumerate(("pa", "pb"))) for x in direct) >= 2)
+    assert f["min_gpus"] == best == sum(f["pools"].values()) and f["covered"] >= 2
+    assert "pa " in (out / "plan.md").read_text()
+    # the answer as a fixed fleet meets the SLO on at least 2 of the 3 draws (same seed)
+    sc = load_scenario(p)
+    window = (24 * 3600.0, 36 * 3600.0)
+    slo = Slo("free", "p95", 20.0)
+    met = 0
+    for s in stratified(sc, load_fit(tmp / "fit", sc), 3, window):
+        fixed = Plan(s, [slo], 1, None, window).fixed(list(f["pools"].values()), s.seed)
+        met += Evaluation(0, {"free": np.array([_p95(fixed)])}, {"free": 1.0}).meets([slo])
+    assert met >= 2

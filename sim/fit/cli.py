@@ -108,10 +108,11 @@ def _check_quantile(q) -> None:
 
 def plan_forecast(args, sc, slos, ex, window, warm_s=None) -> dict:
     """`plan --forecast`: the plan on the fit's point estimate, with the size that meets the
-    SLOs in a share --quantile of --draws demand draws beside it (see sim.planner.plan_over_draws)."""
+    SLOs in a share --quantile of --draws demand draws beside it (see sim.planner.plan_over_draws;
+    per pool when the pools serve different classes: plan_pools_over_draws)."""
     from sim.errors import InputError
     from sim.fit.draws import load_fit, point, stratified
-    from sim.planner import plan_over_draws, run_plan
+    from sim.planner import plan_over_draws, plan_pools_over_draws, run_plan, serve_different
 
     _check_quantile(args.quantile)
     if args.draws < 1:
@@ -119,9 +120,14 @@ def plan_forecast(args, sc, slos, ex, window, warm_s=None) -> dict:
     fres = load_fit(args.forecast, sc)
     draws = stratified(sc, fres, args.draws, window)
     step = getattr(args, "step", None)
-    _, res = run_plan(point(sc, fres), slos, args.reps, ex, window, tuple(args.without), warm_s, step)
-    fc = plan_over_draws(draws, slos, args.reps, ex, args.quantile, window, tuple(args.without),
-                         start=res["min_gpus"], warm_s=warm_s, step=step)
+    est = point(sc, fres)
+    _, res = run_plan(est, slos, args.reps, ex, window, tuple(args.without), warm_s, step)
+    if serve_different(est):  # each pool sized to its own classes' load, draw by draw
+        fc = plan_pools_over_draws(draws, slos, args.reps, ex, args.quantile, window,
+                                   tuple(args.without), warm_s=warm_s, step=step)
+    else:
+        fc = plan_over_draws(draws, slos, args.reps, ex, args.quantile, window, tuple(args.without),
+                             start=res["min_gpus"], warm_s=warm_s, step=step)
     res["forecast"] = {"fit": str(args.forecast), "fit_window_s": fres["window_s"], **fc}
     return res
 

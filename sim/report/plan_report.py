@@ -43,8 +43,12 @@ def _forecast_lines(res: dict) -> list[str]:
     if not f:
         return []
     lo, mid, hi = f["band"]
+    pools = ""
+    if f.get("per_pool"):
+        pools = (f" ({' + '.join(f'{n} {v}' for n, v in f['pools'].items())}; it covers "
+                 f"{f['covered']} of the draws)")
     return ["", f"On the forecast ({f['fit']}, data to {f['fit_window_s'][1] / 3600:g} h): "
-            f"**{f['min_gpus']} GPUs** meet the SLOs in {f['quantile']:.0%} of {f['draws']} demand "
+            f"**{f['min_gpus']} GPUs**{pools} meet the SLOs in {f['quantile']:.0%} of {f['draws']} demand "
             f"draws (per-draw sizes {lo}-{hi}, median {mid}); the table is the point estimate's."]
 
 
