@@ -498,11 +498,10 @@ def test_plan_on_forecast_sizes_each_pool_when_pools_serve_different_models(plan
     # own per-pool answers: more GPUs in a pool never hurt)
     from itertools import product
 
-    from sim.fit.draws import load_fit, stratified
-    from sim.planner import Evaluation, Plan, Slo
-
     from sim.engine import simulate
+    from sim.fit.draws import load_fit, stratified
     from sim.metrics.summary import summarize
+    from sim.planner import Evaluation, Plan, Slo
 
     def _p95(d: dict) -> float:  # inf where users gave up (a plan's served share)
         t = summarize(simulate(parse_scenario(d)))["tiers"]["free"]
