@@ -158,7 +158,11 @@ def regions(ts: pd.DataFrame, users: list[str]) -> Figure:
         if ts[f"region.{u}.spilled"].sum() > 0:
             ax2.plot(x, ts[f"region.{u}.spilled"] / dt, lw=0.8, ls="--", color=line.get_color(),
                      label=f"{u} spilled")
-    ax.set_yscale("log")
+    lat = np.concatenate([ts[f"region.{u}.latency_p95_s"].to_numpy(float) for u in users])
+    if (lat[np.isfinite(lat)] > 0).any():
+        ax.set_yscale("log")
+    else:  # nothing completed in the run (a log axis needs a positive value)
+        ax.text(0.5, 0.5, "no completions", ha="center", va="center", transform=ax.transAxes)
     ax.set_ylabel("latency (s; dotted p50)")
     ax.set_title("Per users' region: latency, rejections and spill-over")
     ax.legend(fontsize=8, ncol=3)
