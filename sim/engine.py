@@ -178,9 +178,9 @@ class Run:
         nu = len(self.regions.users) if self.regions is not None else 0
         self.reg_offered = np.zeros(nu, np.int64)
         self.reg_rejected = np.zeros((nu, len(REASONS)), np.int64)
-        self.reg_series = (None if self.regions is None else
-                           RegionSeries(self.regions, self.n_int, self.interval, len(REASONS)))
         self.start = min(float(np.floor(max(self.start, 0.0) / sc.chunk_s) * sc.chunk_s), sc.horizon)
+        self.reg_series = (None if self.regions is None else RegionSeries(
+            self.regions, self.n_int, self.interval, len(REASONS), self.start))
         self.cursor = self.start
         self._held = False  # the fleet's last call held at its end (kernel.advance)
         self.fleet.S.clock[0] = self.start

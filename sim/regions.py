@@ -94,7 +94,8 @@ class RegionSeries:
     there) and kept as the difference from the last reading. Latency counts arrivals after
     warm-up (the summary's per-region histogram), so it is empty before."""
 
-    def __init__(self, rg: RegionSetup, n_int: int, interval: float, n_reasons: int):
+    def __init__(self, rg: RegionSetup, n_int: int, interval: float, n_reasons: int,
+                 start: float = 0.0):
         U, F = len(rg.users), len(rg.names)
         self.dt, self.n = interval, n_int
         self.offered = np.zeros((n_int, U), np.int64)
@@ -103,7 +104,9 @@ class RegionSeries:
         self.drop = np.zeros((n_int, U), np.int64)  # timeouts in the fleet
         self.spill = np.zeros((n_int, U), np.int64)
         self.lat = np.full((n_int, U, 3), np.nan)  # p50, p95, p99 (fleet + network), s
-        self.row = 0  # the interval the fleet's counts since the last reading fall in
+        # the interval the fleet's counts since the last reading fall in (a run may start
+        # late: Run.start)
+        self.row = min(int(start / interval), n_int - 1)
         self.last: tuple | None = None
         self.finished = False
 

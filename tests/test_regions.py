@@ -117,6 +117,14 @@ def test_per_region_series_add_up_to_the_summary_and_show_the_outage():
     # while its users are served across the Atlantic, in queues the others already fill
     e95 = ts["region.europe.latency_p95_s"]
     assert e95[out].median() > e95[ts["t_s"] < 3600].median()
+    # a run started late (a plan's warm start) fills its own intervals only
+    late = Run(parse_scenario(d), start=1800.0).execute()
+    s, ts = summarize(late)["regions"], timeseries(late)
+    early = ts["t_s"] < 1800
+    for name, v in s["users"].items():
+        assert ts[f"region.{name}.completed"].sum() == v["completed"] > 0
+        assert (ts.loc[early, f"region.{name}.completed"] == 0).all()
+        assert ts.loc[~early, f"region.{name}.completed"].iloc[0] > 0
 
 
 def test_no_request_starts_in_a_region_whose_gpus_are_out():

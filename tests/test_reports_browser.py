@@ -33,7 +33,7 @@ def reports(tmp_path_factory, ):
     return d
 
 
-@pytest.mark.parametrize("kind,figures", [("run", 4), ("plan", 1), ("compare", 3)])
+@pytest.mark.parametrize("kind,figures", [("run", 5), ("plan", 1), ("compare", 3)])  # run: ghibli has regions
 def test_report_renders_in_chromium(reports, kind, figures):
     page = inspect_page(reports / kind / "report.html")
     assert page["title"].startswith("Floodgate")
@@ -67,7 +67,7 @@ def test_findings_and_figures_are_visible_on_the_screenshot(reports):
     assert f["y"] < 400  # findings first: at the top, above the tables and figures
     text = _region(shot, f)
     assert (text < 100).mean() > 0.01 and text.std() > 20  # dark glyphs on a light block
-    assert len(b["images"]) == 4
+    assert len(b["images"]) == 5  # the four and the per-region figure
     for img in b["images"]:
         assert img["shown"] and img["w_nat"] > 100 and img["w"] > 300 and img["h"] > 150
         assert img["y"] > f["y"] + f["h"] - 1  # below the findings
