@@ -173,12 +173,9 @@ class Run:
         self.rejected = np.zeros((nk, len(REASONS)), np.int64)
         self.ser_offered = np.zeros((self.n_int, nk), np.int64)
         self.ser_rejected = np.zeros((self.n_int, nk, len(REASONS)), np.int64)
-        # fleet regions: per users' region, arrivals and those rejected on arrival (admission
-        # or the fleet's gates; timeouts are the fleet's reg_drop)
-        nu = len(self.regions.users) if self.regions is not None else 0
-        self.reg_offered = np.zeros(nu, np.int64)
-        self.reg_rejected = np.zeros((nu, len(REASONS)), np.int64)
         self.start = min(float(np.floor(max(self.start, 0.0) / sc.chunk_s) * sc.chunk_s), sc.horizon)
+        # fleet regions: per users' region and interval, arrivals and those rejected on
+        # arrival (admission or the fleet's gates; timeouts are the fleet's reg_drop)
         self.reg_series = (None if self.regions is None else RegionSeries(
             self.regions, self.n_int, self.interval, len(REASONS), self.start))
         self.cursor = self.start
@@ -255,7 +252,6 @@ class Run:
         ureg = None
         if self.regions is not None:
             ureg = self.regions.user_region(self.demand, a.user)
-            self.reg_offered += np.bincount(ureg, minlength=len(self.reg_offered))
         ids = np.arange(self.next_id, self.next_id + len(idx), dtype=np.int64)
         self.next_id += len(idx)
         # The fleet takes the admitted requests in slices of at most slice_requests, each run
@@ -285,11 +281,6 @@ class Run:
                 break
             lo = hi
         if ureg is not None:
-            r = code_all >= 0
-            nr = len(REASONS)
-            self.reg_rejected += np.bincount(
-                ureg[r].astype(np.int64) * nr + code_all[r], minlength=self.reg_rejected.size
-            ).reshape(self.reg_rejected.shape)
             self.reg_series.arrivals(a.t, ureg.astype(np.int64), code_all)
         if self.trace:
             rid = np.full(len(a), -1, np.int64)
@@ -369,6 +360,18 @@ class Run:
         return self.gates.gpu_log
 
     # -- totals that combine the two sides --
+
+    @property
+    def reg_offered(self) -> np.ndarray:
+        """Arrivals per users' region so far (fleet regions; empty without)."""
+        rs = self.reg_series
+        return np.zeros(0, np.int64) if rs is None else rs.offered.sum(axis=0)
+
+    @property
+    def reg_rejected(self) -> np.ndarray:
+        """[users' region, reason] rejected on arrival so far (timeouts: the fleet's reg_drop)."""
+        rs = self.reg_series
+        return np.zeros((0, len(REASONS)), np.int64) if rs is None else rs.rejected.sum(axis=0)
 
     def tier_counts(self, tier: int) -> tuple[int, int]:
         """Arrivals of the tier so far (retries included) and those rejected for any reason:
