@@ -52,11 +52,10 @@ def test_interval_of_an_instant_never_decreases(dts, ix, k):
 
 def _regions_scenario(root):
     from sim.scenario import load_scenario, parse_scenario
-    from sim.variants import load_variant, variant_dicts
 
-    sc = load_scenario(root / "scenarios/ghibli_2025.yaml")
-    name, d = load_variant(f"regions={root / 'scenarios/ghibli_whatif/regions.yaml'}")
-    x = dict(variant_dicts(sc, [(name, d)])["regions"])
+    sc = load_scenario(root / "scenarios/ghibli_2025.yaml")  # in three fleet regions
+    assert sc.fleet.regions is not None
+    x = sc.model_dump(mode="json", exclude={"source"})
     x.update(cell_fraction=0.002, horizon="147h")
     # short patience: requests time out of the queues (the cached expiry) on the free opening
     x["tiers"] = [dict(t, patience_s=20) for t in x["tiers"]]
