@@ -249,7 +249,7 @@ class Run:
         steps = np.full(len(idx), np.inf, np.float32)
         cls = None
         if self.mix is not None:
-            cls = self.mix.draw(a.t[idx], a.tier[idx], noise[idx])
+            cls = self.mix.draw(a.t, a.tier, noise, idx)
         ureg = None
         if self.regions is not None:
             ureg = self.regions.user_region(self.demand, a.user)
