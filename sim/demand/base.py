@@ -110,68 +110,6 @@ def stable_argsort(t: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _merge_runs(t, starts):  # pragma: no cover - compiled
-    # Bottom-up stable merge of the sorted runs t[starts[r]:starts[r + 1]], adjacent runs
-    # pairwise (ties to the left run): np.argsort(t, kind="stable") of the concatenation.
-    # ok False (and no order) if a run is not sorted (or holds a NaN).
-    n, k = len(t), len(starts) - 1
-    for r in range(k):
-        for i in range(starts[r], starts[r + 1]):
-            if t[i] != t[i] or (i > starts[r] and not t[i - 1] <= t[i]):
-                return np.empty(0, np.int64), t, False
-    idx = np.arange(n)
-    key = t.copy()
-    i2 = np.empty_like(idx)
-    k2 = np.empty_like(key)
-    b = starts.copy()
-    nb = k + 1
-    while nb > 2:
-        m = 0
-        for r in range(0, nb - 1, 2):
-            lo, mid = b[r], b[r + 1]
-            hi = b[r + 2] if r + 2 < nb else mid
-            i, j, o = lo, mid, lo
-            while i < mid and j < hi:
-                if key[j] < key[i]:
-                    k2[o], i2[o] = key[j], idx[j]
-                    j += 1
-                else:
-                    k2[o], i2[o] = key[i], idx[i]
-                    i += 1
-                o += 1
-            while i < mid:
-                k2[o], i2[o] = key[i], idx[i]
-                i += 1
-                o += 1
-            while j < hi:
-                k2[o], i2[o] = key[j], idx[j]
-                j += 1
-                o += 1
-            b[m] = lo
-            m += 1
-        b[m] = n
-        nb = m + 1
-        key, k2 = k2, key
-        idx, i2 = i2, idx
-    return idx, key, True
-
-
-def merge_order(ts: list[np.ndarray], fallback=None) -> tuple[np.ndarray, np.ndarray]:
-    """(order, merged times) of time-sorted runs: order is np.argsort(concatenation,
-    kind="stable") (at equal times the earlier run first), found by merging in O(n log k);
-    runs that turn out unsorted (or hold a NaN) fall back to numpy's stable sort (or to
-    `fallback(t)`, a function giving the same permutation)."""
-    t = np.concatenate(ts).astype(np.float64, copy=False)
-    starts = np.zeros(len(ts) + 1, np.int64)
-    np.cumsum([len(x) for x in ts], out=starts[1:])
-    order, st, ok = _merge_runs(t, starts)
-    if not ok:
-        order = np.argsort(t, kind="stable") if fallback is None else fallback(t)
-        st = t[order]
-    return order, st
-
-
-@njit(cache=True, nogil=True)
 def _set_bits(bits, users):  # pragma: no cover - compiled
     for u in users:
         bits[u >> 3] |= np.uint8(1 << (u & 7))
@@ -287,9 +225,9 @@ class Arrivals:
             att = np.concatenate([p.attempts() for p in parts])
         if any(p.key is not None for p in parts):
             key = np.concatenate([p.keys() for p in parts])
-        o, t = merge_order([p.t for p in parts], stable_argsort)  # mostly sorted runs
-        user, tier = (np.concatenate([getattr(p, f) for p in parts])[o] for f in ("user", "tier"))
-        return Arrivals(t, user, tier, None if att is None else att[o], None if key is None else key[o])
+        a = Arrivals(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("t", "user", "tier")),
+                     att, key)
+        return a.take(stable_argsort(a.t))
 
 
 def grown(a: np.ndarray, n: int, fill) -> np.ndarray:

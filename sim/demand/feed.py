@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from sim.demand.base import Arrivals, merge_order
+from sim.demand.base import Arrivals
 from sim.rng import request_noise
 
 
@@ -166,16 +166,15 @@ class DemandFeed:
     def _merged(parts, order) -> tuple[Arrivals, np.ndarray, np.ndarray]:
         """The parts as one, by one stable sort by time (earlier parts first at ties), or
         gathered by `order` (indices into the parts concatenated) when given."""
-        if order is None:  # the parts are time-sorted: merge them
-            order, t = merge_order([p[0].t for p in parts])
-        else:
-            t = np.concatenate([p[0].t for p in parts])[order]
+        t = np.concatenate([p[0].t for p in parts])
+        if order is None:
+            order = np.argsort(t, kind="stable")
         att = key = None
         if any(p[0].attempt is not None for p in parts):
             att = np.concatenate([p[0].attempts() for p in parts])[order].astype(np.int64, copy=False)
         if any(p[0].key is not None for p in parts):
             key = np.concatenate([p[0].keys() for p in parts])[order]
-        a = Arrivals(t, np.concatenate([p[0].user for p in parts])[order].astype(np.int64, copy=False),
+        a = Arrivals(t[order], np.concatenate([p[0].user for p in parts])[order].astype(np.int64, copy=False),
                      np.concatenate([p[0].tier for p in parts])[order].astype(np.int64, copy=False), att, key)
         e = np.concatenate([p[1] for p in parts])[order]
         z = np.concatenate([p[2] for p in parts])[order]
@@ -186,7 +185,9 @@ class DemandFeed:
         back at the front of the pending batches (all before `until`: no ties with the rest
         of those, which are at or after it), and the time of the first one left."""
         pre = [(p[0].take(slice(0, limit)), p[1][:limit], p[2][:limit]) for p in parts]
-        order = merge_order([p[0].t for p in pre])[0][:limit]
+        t = np.concatenate([p[0].t for p in pre])
+        order = np.argsort(t, kind="stable")[:limit]
+        del t
         src = np.repeat(np.arange(len(pre)), [len(p[0]) for p in pre])[order]
         took = np.bincount(src, minlength=len(pre))
         del src
