@@ -24,18 +24,22 @@ QUOTA = REASONS.index("quota_exceeded")
 TIMEOUT = REASONS.index("timeout")
 
 
-def _merge(runs: list[Arrivals]) -> Arrivals:
-    """Time-sorted runs, oldest first, as one (stable: at equal times the older first)."""
-    t = np.concatenate([a.t for a in runs])
+def _merge(runs: list[tuple[Arrivals, int, int]]) -> Arrivals:
+    """Time-sorted runs a[lo:hi], oldest first, as one (stable: at equal times the older
+    first); a run without attempts counts as first tries, one without keys as unkeyed."""
+
+    def cat(f, fill=None):
+        return np.concatenate([getattr(a, f)[lo:hi] if getattr(a, f) is not None else fill(a, hi - lo)
+                               for a, lo, hi in runs])
+
+    t = cat("t")
     o = np.argsort(t, kind="stable")  # timsort: linear on a few sorted runs
     att = key = None
-    if any(a.attempt is not None for a in runs):
-        att = np.concatenate([a.attempt if a.attempt is not None else np.zeros(len(a), a.user.dtype)
-                              for a in runs])[o]
-    if any(a.key is not None for a in runs):
-        key = np.concatenate([a.keys() for a in runs])[o]
-    return Arrivals(t[o], np.concatenate([a.user for a in runs])[o],
-                    np.concatenate([a.tier for a in runs])[o], att, key)
+    if any(a.attempt is not None for a, _, _ in runs):
+        att = cat("attempt", lambda a, n: np.zeros(n, a.user.dtype))[o]
+    if any(a.key is not None for a, _, _ in runs):
+        key = cat("key", lambda a, n: np.full(n, -1, np.int64))[o]
+    return Arrivals(t[o], cat("user")[o], cat("tier")[o], att, key)
 
 
 @njit(cache=True, nogil=True)
@@ -106,11 +110,11 @@ class Pending:
         limit = int(np.floor((run.cursor + self.c) / self.c))
         due = []
         while self._keys and self._keys[0] <= limit:
-            due += [a.take(slice(lo, hi)) for a, lo, hi in self.buckets.pop(heapq.heappop(self._keys))]
+            due += self.buckets.pop(heapq.heappop(self._keys))
         if not due:
             return
         # buckets never tie in time: their order does not change the stable sort
-        a = due[0] if len(due) == 1 else _merge(due)  # compact: the run holds them so
+        a = due[0][0].take(slice(*due[0][1:])) if len(due) == 1 else _merge(due)  # compact
         need = a.user < 0
         if need.any():
             u, t = run.demand.pick(a.t[need], run.prng)
