@@ -10,10 +10,7 @@ social kernel's time scale when their exact timing matters.
 
 from __future__ import annotations
 
-import heapq
-
 import numpy as np
-from numba import njit
 
 from sim.demand.base import Arrivals, UserBits, stable_argsort
 from sim.demand.stream import Kernel
@@ -24,42 +21,18 @@ QUOTA = REASONS.index("quota_exceeded")
 TIMEOUT = REASONS.index("timeout")
 
 
-def _merge(runs: list[tuple[Arrivals, int, int]]) -> Arrivals:
-    """Time-sorted runs a[lo:hi], oldest first, as one (stable: at equal times the older
-    first); a run without attempts counts as first tries, one without keys as unkeyed."""
-
-    def cat(f, fill=None):
-        return np.concatenate([getattr(a, f)[lo:hi] if getattr(a, f) is not None else fill(a, hi - lo)
-                               for a, lo, hi in runs])
-
-    t = cat("t")
+def _merge(runs: list[Arrivals]) -> Arrivals:
+    """Time-sorted runs, oldest first, as one (stable: at equal times the older first)."""
+    t = np.concatenate([a.t for a in runs])
     o = np.argsort(t, kind="stable")  # timsort: linear on a few sorted runs
     att = key = None
-    if any(a.attempt is not None for a, _, _ in runs):
-        att = cat("attempt", lambda a, n: np.zeros(n, a.user.dtype))[o]
-    if any(a.key is not None for a, _, _ in runs):
-        key = cat("key", lambda a, n: np.full(n, -1, np.int64))[o]
-    return Arrivals(t[o], cat("user")[o], cat("tier")[o], att, key)
-
-
-@njit(cache=True, nogil=True)
-def _buckets(t, c):  # pragma: no cover - compiled
-    # the runs of equal time bucket floor(t / c) in sorted t: their buckets and starts
-    n = len(t)
-    keys = np.empty(n, np.int64)
-    starts = np.empty(n + 1, np.int64)
-    m = 0
-    for i in range(n):
-        k = np.int64(np.floor(t[i] / c))
-        if m == 0 or k != keys[m - 1]:
-            keys[m] = k
-            starts[m] = i
-            m += 1
-    starts[m] = n
-    return keys[:m], starts[: m + 1]
-
-
-FAR = 60  # buckets: a push's requests due later than this are held in a copy of their own
+    if any(a.attempt is not None for a in runs):
+        att = np.concatenate([a.attempt if a.attempt is not None else np.zeros(len(a), a.user.dtype)
+                              for a in runs])[o]
+    if any(a.key is not None for a in runs):
+        key = np.concatenate([a.keys() for a in runs])[o]
+    return Arrivals(t[o], np.concatenate([a.user for a in runs])[o],
+                    np.concatenate([a.tier for a in runs])[o], att, key)
 
 
 class Pending:
@@ -68,53 +41,50 @@ class Pending:
     scheduled (a quota's Retry-After reaches to midnight). Socially triggered requests get
     their user when released (user -1 until then).
 
-    A request is due once its time bucket floor(t / chunk_s) is at most the one that ends
-    the next window; a flush hands over the stable time sort of the due requests in push
-    order. Held as the pushed time-sorted runs (compact dtypes), each run's stretch of a
-    bucket filed under that bucket in push order: a push copies a request at most once, a
-    flush sorts it once (the stretches of a bucket are sorted runs: timsort merges them).
-    What a push holds for more than FAR buckets ahead (a quota's midnight) is copied apart,
-    so the rest of the run is freed once handed over."""
+    Held as time-sorted runs in push order, in compact dtypes; the newest runs are merged
+    while the one before is at most twice as long, so there are O(log n) runs and each
+    request is merged O(log n) times. A request is due once its time bucket (chunk_s) is
+    at most the one that ends the next window; a flush hands over the stable time sort of
+    the due requests in push order, whatever the merging."""
 
     def __init__(self, run):
         self.run = run
         self.c = run.sc.chunk_s
-        self.buckets: dict[int, list[tuple[Arrivals, int, int]]] = {}
-        self._keys: list[int] = []  # heap of the buckets held
+        self.runs: list[Arrivals] = []
 
     def push(self, a: Arrivals) -> None:
         """Add time-sorted requests."""
         if len(a) == 0:
             return
-        a = a.compact()
-        keys, starts = _buckets(np.ascontiguousarray(a.t, np.float64), float(self.c))
-        keys, starts = keys.tolist(), starts.tolist()
-        far = next((j for j, k in enumerate(keys) if k > keys[0] + FAR), len(keys))
-        for j, k in enumerate(keys):
-            src, off = a, 0
-            if j >= far:
-                if j == far:  # the far part as a copy of its own
-                    base = starts[far]
-                    held = Arrivals(*(None if x is None else x[base:].copy()
-                                      for x in (getattr(a, f) for f in Arrivals.FIELDS)))
-                src, off = held, base
-            b = self.buckets.get(k)
-            if b is None:
-                self.buckets[k] = b = []
-                heapq.heappush(self._keys, k)
-            b.append((src, starts[j] - off, starts[j + 1] - off))
+        self.runs.append(a.compact())
+        while len(self.runs) >= 2 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
+            self.runs[-2:] = [_merge(self.runs[-2:])]
+
+    def _due(self, t: np.ndarray, limit: int) -> int:
+        """How many of the sorted times t have floor(t / c) <= limit (exactly)."""
+        c = self.c
+        cut = int(np.searchsorted(t, (limit + 1) * c, side="left"))
+        while cut < len(t) and np.floor(t[cut] / c) <= limit:
+            cut += 1
+        while cut > 0 and np.floor(t[cut - 1] / c) > limit:
+            cut -= 1
+        return cut
 
     def flush(self) -> None:
         """Hand over everything due before the end of the next window."""
         run = self.run
         limit = int(np.floor((run.cursor + self.c) / self.c))
-        due = []
-        while self._keys and self._keys[0] <= limit:
-            due += self.buckets.pop(heapq.heappop(self._keys))
+        due, keep = [], []
+        for a in self.runs:
+            cut = self._due(a.t, limit)
+            if cut:
+                due.append(a.take(slice(0, cut)))
+            if cut < len(a):
+                keep.append(a.take(slice(cut, None)))
+        self.runs = keep
         if not due:
             return
-        # buckets never tie in time: their order does not change the stable sort
-        a = due[0][0].take(slice(*due[0][1:])) if len(due) == 1 else _merge(due)  # compact
+        a = due[0] if len(due) == 1 else _merge(due)  # compact: the run holds them so
         need = a.user < 0
         if need.any():
             u, t = run.demand.pick(a.t[need], run.prng)
