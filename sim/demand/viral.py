@@ -213,7 +213,10 @@ class ViralModel(Stream):
         self.rep_wave = self.R * conv  # [W, grid], unseasoned
         rep = (self.rep_wave.sum(axis=0)) * self.season(self.grid)
         self.rep_rate = PiecewiseLinearRate(self.grid, rep)
-        self._cache = threading.local()  # cohort weights of recent grid cells, per thread
+        # cohort weights of recent grid cells, shared: the run's picks (triggered requests
+        # due in the next window) find the cells the demand thread has just made
+        self._cache: dict = {}
+        self._cache_lock = threading.Lock()
         self.first_sessions = 0
         self.sessions = 0
 
@@ -258,12 +261,10 @@ class ViralModel(Stream):
 
     def _weights(self, cell: int):
         """Cumulative cohort weights for repeat sessions in grid cell `cell` (cached)."""
-        cache = self._cache.__dict__.setdefault("cells", {})  # one per thread
+        cache = self._cache
         hit = cache.get(cell)
         if hit is not None:
             return hit
-        if len(cache) >= 16:  # times move forward: drop the earliest cell
-            del cache[min(cache)]
         tm = (cell + 0.5) * self.g
         k = int(np.searchsorted(self.edges, tm, side="right"))  # edges <= tm
         Ct = np.floor(self._block_N([tm])[:, 0] + 1e-9).astype(np.int64)
@@ -277,7 +278,10 @@ class ViralModel(Stream):
         guide = (np.searchsorted(cum, np.arange(len(cum)) / len(cum) * cum[-1], side="right")
                  if len(cum) and cum[-1] > 0 else np.zeros(0, np.int64))
         hit = (cum, np.ascontiguousarray(lo.ravel()), np.ascontiguousarray(cnt.ravel()), k, guide)
-        cache[cell] = hit
+        with self._cache_lock:  # a pure function of the cell: either thread's copy will do
+            if len(cache) >= 16:  # times move forward: drop the earliest cell
+                del cache[min(cache)]
+            cache[cell] = hit
         return hit
 
     def pick(self, t, rng):
