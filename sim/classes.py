@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from sim import rng
 from sim.errors import InputError
@@ -209,12 +210,37 @@ class ClassMix:
             rows.append(np.cumsum(share, axis=1) / share.sum(axis=1, keepdims=True))
         return cls(np.array(times), np.array(rows))
 
-    def draw(self, t: np.ndarray, tier: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """The class of each request (arrival t, tier, its exponential service-noise draw)."""
+    def draw(self, t: np.ndarray, tier: np.ndarray, noise: np.ndarray,
+             idx: np.ndarray | None = None) -> np.ndarray:
+        """The class of each request (arrival t, tier, its exponential service-noise draw);
+        of the requests idx only when given (the same as of t[idx], tier[idx], noise[idx])."""
         C = self.cum.shape[2]
-        if C == 1 or len(t) == 0:
-            return np.zeros(len(t), np.int16)
-        u = rng.uniform_of(noise, "classes")
-        m = np.searchsorted(self.times, t, side="right") - 1
-        cum = self.cum[m, tier]  # (n, C)
-        return (u[:, None] >= cum[:, :-1]).sum(axis=1).astype(np.int16)
+        n = len(t) if idx is None else len(idx)
+        if C == 1 or n == 0:
+            return np.zeros(n, np.int16)
+        if idx is None:
+            idx = np.arange(n)
+        out = np.empty(n, np.int16)
+        _draw(np.ascontiguousarray(t, np.float64), np.ascontiguousarray(tier, np.int64),
+              np.ascontiguousarray(noise, np.float64).view(np.uint64), idx,
+              rng.stream_salt("classes"), self.times, self.cum, out)
+        return out
+
+
+@njit(cache=True, nogil=True)
+def _draw(t, tier, bits, idx, salt, times, cum, out):  # pragma: no cover - compiled
+    # for each request: u = rng.uniform_of(noise, "classes"), its mix row m (the last
+    # schedule time <= t), and its class: how many cumulative shares of its tier u reaches
+    M, C = len(times), cum.shape[2]
+    for j in range(len(idx)):
+        i = idx[j]
+        u = rng.unit_of(bits[i], salt)
+        m = np.searchsorted(times, t[i], side="right") - 1
+        if m < 0:
+            m += M  # as numpy indexing reads -1
+        row = cum[m, tier[i]]
+        k = 0
+        for c in range(C - 1):
+            if u >= row[c]:
+                k += 1
+        out[j] = k

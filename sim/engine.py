@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import simpy
+from numba import njit
 
 from sim import rng
 from sim.classes import ClassMix, build_classes, routing
@@ -31,15 +32,26 @@ from sim.regions import RegionSeries, build_regions
 from sim.scenario import Scenario
 
 
-def bump(series: np.ndarray, iv: np.ndarray, k: np.ndarray, nk: int) -> np.ndarray:
-    """series[iv[i], k[i]] += 1 for each i (iv sorted, as times are); returns the counts per k.
-    One bincount over the few intervals a window spans, instead of np.add.at."""
-    if len(iv) == 0:
-        return np.zeros(nk, np.int64)
-    lo, hi = int(iv[0]), int(iv[-1]) + 1
-    c = np.bincount((iv - lo) * nk + k, minlength=(hi - lo) * nk).reshape(hi - lo, nk)
-    series[lo:hi] += c
-    return c.sum(axis=0)
+@njit(cache=True, nogil=True)
+def _offered(t, tier, interval, last, series, out, iv):  # pragma: no cover - compiled
+    # each arrival's series interval (min(t / interval, last), truncated as astype does),
+    # counted per (interval, tier) and per tier
+    for i in range(len(t)):
+        v = min(np.int64(t[i] / interval), last)
+        iv[i] = v
+        series[v, tier[i]] += 1
+        out[tier[i]] += 1
+
+
+@njit(cache=True, nogil=True)
+def _bump_rows(series, iv, tier, rows, code, nr, out):  # pragma: no cover - compiled
+    # series[iv[r], tier[r] * nr + code] += 1 for each rejected row r: by (interval, tier,
+    # reason), and the totals per (tier, reason)
+    for j in range(len(rows)):
+        r = rows[j]
+        c = tier[r] * nr + code[j]
+        series[iv[r], c] += 1
+        out[c] += 1
 
 
 def build_pools(sc: Scenario) -> list[PoolSetup]:
@@ -231,8 +243,10 @@ class Run:
         a, noise, z, nxt = self.feed.take(until, self.window_requests)
         end = until if nxt is None else nxt
         nk = len(self.sc.tiers)
-        iv = np.minimum((a.t / self.interval).astype(np.int64), self.n_int - 1)
-        self.offered += bump(self.ser_offered, iv, a.tier, nk)
+        iv = np.empty(len(a), np.int64)
+        got = np.zeros(nk, np.int64)
+        _offered(a.t, a.tier, float(self.interval), self.n_int - 1, self.ser_offered, got, iv)
+        self.offered += got
         count = partial(self._count_rows, iv, a.tier)
         # the replica each request reaches: round robin over offered requests, in time order
         R = self.sc.gateway.replicas
@@ -248,7 +262,7 @@ class Run:
         steps = np.full(len(idx), np.inf, np.float32)
         cls = None
         if self.mix is not None:
-            cls = self.mix.draw(a.t[idx], a.tier[idx], noise[idx])
+            cls = self.mix.draw(a.t, a.tier, noise, idx)
         ureg = None
         if self.regions is not None:
             ureg = self.regions.user_region(self.demand, a.user)
@@ -300,14 +314,13 @@ class Run:
             self.add_requests(self.retry.after_reject(a.take(r), code_all[r], retry_after[r], self.prng))
 
     def _count_rows(self, iv, tier, rows, code) -> None:
-        self._count_rejections(iv[rows], tier[rows], code.astype(np.int64))
-
-    def _count_rejections(self, iv, tier, code, kernel: bool = False) -> None:
-        if kernel:
-            return  # the fleet loop keeps its own counts (kernel_rej, ser_rej)
+        """Count admission's rejections `rows` (with their reason codes) per tier, reason and
+        series interval."""
         nr = len(REASONS)
-        self.rejected += bump(self.ser_rejected.reshape(self.n_int, -1), iv, tier * nr + code,
-                              self.rejected.size).reshape(self.rejected.shape)
+        out = np.zeros(self.rejected.size, np.int64)
+        _bump_rows(self.ser_rejected.reshape(self.n_int, -1), iv, tier, rows,
+                   code.astype(np.int64), nr, out)
+        self.rejected += out.reshape(self.rejected.shape)
 
     # -- SimPy processes --
 

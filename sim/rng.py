@@ -9,6 +9,7 @@ numbers the streams have always had, so summaries stay byte-identical.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 STREAMS = {
     "arrivals": 1,  # chunk k of demand: sim.demand.chunk_arrivals ([seed, 1, k])
@@ -37,25 +38,61 @@ def key(name: str, seed: int) -> int:
 
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_C1, _C2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_ULP = 1.0 / 9007199254740992.0  # 2**-53
+
+
+@njit(cache=True, nogil=True, inline="always")
+def mix64(x):  # pragma: no cover - compiled
+    """splitmix64's finaliser (Steele, Lea and Flood 2014): a bijection of uint64, the one
+    hash of this module (compiled: the fleet loop's and the class draw's callers inline it)."""
+    x = x + _GAMMA
+    x = (x ^ (x >> _S30)) * _C1
+    x = (x ^ (x >> _S27)) * _C2
+    return x ^ (x >> _S31)
+
+
+@njit(cache=True, nogil=True)
+def _mix_all(x, out):  # pragma: no cover - compiled
+    for i in range(len(x)):
+        out[i] = mix64(x[i])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def unit_of(bits, salt):  # pragma: no cover - compiled
+    """uniform_of for one value's float bits (salt: stream_salt of the stream)."""
+    return np.float64(mix64(bits + salt) >> _S11) * _ULP
+
+
+@njit(cache=True, nogil=True)
+def _uniform_all(bits, salt, out):  # pragma: no cover - compiled
+    for i in range(len(bits)):
+        out[i] = unit_of(bits[i], salt)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser (Steele, Lea and Flood 2014): a bijection of uint64."""
-    x = x + _GAMMA
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    """mix64 of each element (any shape)."""
+    a = np.asarray(x, dtype=np.uint64)
+    out = np.empty(a.shape, np.uint64)
+    _mix_all(a.ravel(), out.reshape(-1))
+    return out if a.ndim else out[()]
+
+
+def stream_salt(name: str) -> np.uint64:
+    """What uniform_of adds to a value's bits before mixing for stream `name`."""
+    # mix64 adds one gamma itself: bits + stream * gamma, as this has always hashed
+    return np.uint64(((STREAMS[name] - 1) * int(_GAMMA)) % 2**64)
 
 
 def uniform_of(x: np.ndarray, name: str) -> np.ndarray:
     """A uniform [0, 1) per value of x, a splitmix64 hash of its float bits keyed by a stream:
     a draw tied to a request's own random variate (common random numbers with no new
     sequence). Independent of x in practice: the hash scrambles every bit."""
-    with np.errstate(over="ignore"):
-        # _mix adds one gamma itself: bits + stream * gamma, as this has always hashed
-        z = _mix(np.ascontiguousarray(x, np.float64).view(np.uint64)
-                 + np.uint64(STREAMS[name] - 1) * _GAMMA)
-    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    bits = np.ascontiguousarray(x, np.float64).view(np.uint64)
+    out = np.empty(bits.shape)
+    _uniform_all(bits.reshape(-1), stream_salt(name), out.reshape(-1))
+    return out
 
 
 # ---- keyed draws: a request's own random numbers, whoever serves it ----

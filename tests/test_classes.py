@@ -180,6 +180,35 @@ def test_a_schedule_changes_the_mix_at_its_time():
     assert (cls[~free] == 0).all()
 
 
+def test_the_class_draw_is_the_mix_row_of_its_time_and_tier_at_the_requests_own_uniform():
+    # ClassMix.draw (compiled) against its definition in numpy: u = uniform_of(noise), the
+    # mix row in force at t, the class where u falls among the tier's cumulative shares;
+    # drawing the rows idx is drawing the gathered requests
+    from sim import rng
+    from sim.classes import ClassMix
+
+    d = scenario(seed=5, horizon=2000)
+    d["request_classes"]["mix"] = {"paid": {"t2i-1024": 0.5, "edit-1024": 0.3, "t2i-512": 0.2},
+                                   "free": {"t2i-512": 0.7, "sd3-1024": 0.3}}
+    d["request_classes"]["schedule"] = [{"at": 500, "mix": {"free": {"t2i-1024": 1.0}}},
+                                        {"at": 1500, "mix": {"paid": {"sd3-1024": 1.0}}}]
+    mix = ClassMix.of(parse_scenario(d))
+    g = np.random.default_rng(9)
+    n = 20_000
+    t = np.sort(g.uniform(0, 2000, n))
+    t[:3] = [0.0, 500.0, 1500.0]  # at a switch the new mix holds
+    tier, noise = g.integers(0, 2, n), g.exponential(1.0, n)
+    u = rng.uniform_of(noise, "classes")
+    row = mix.cum[np.searchsorted(mix.times, t, side="right") - 1, tier]
+    want = (u[:, None] >= row[:, :-1]).sum(axis=1)
+    got = mix.draw(t, tier, noise)
+    assert got.dtype == np.int16 and np.array_equal(got, want)
+    idx = np.flatnonzero(g.random(n) < 0.6)
+    assert np.array_equal(mix.draw(t, tier, noise, idx), want[idx])
+    assert set(np.unique(got[(tier == 1) & (t >= 500)]).tolist()) == {0}
+    assert len(mix.draw(t[:0], tier[:0], noise[:0])) == 0
+
+
 def test_cfg_off_costs_a_cfg_batch_of_half_the_size():
     path = find_profile("h100-bf16")
     prof = load_profile(path)

@@ -422,3 +422,43 @@ def test_demand_feed_hands_the_same_arrivals_in_any_windows_and_defers_created_o
     assert f.deferred == 1
     assert np.count_nonzero(a.t == 20.0) >= 1 and 25.0 in a.t.tolist()
     assert len(a) == np.count_nonzero((t >= 20.0) & (t < 30.0)) + 2
+
+
+def test_pending_hands_over_the_stable_time_sort_of_what_is_due_in_push_order():
+    # sim/demand/feedback.py Pending: whatever pushes came in between, each flush hands the
+    # run (its feed) every request whose bucket floor(t / chunk_s) ends by the next window,
+    # by time, ties in push order; far pushes and ties included
+    from sim.demand.feedback import Pending
+    from sim.engine import Run
+
+    sc = parse_scenario(queue_scenario(1.0, 1.0, 1, 10**6, seed=1, chunk_s=10.0))
+    r = Run(sc)
+    p, c = Pending(r), sc.chunk_s
+    g = np.random.default_rng(4)
+    pushed, seq, want = [], 0, []
+    for _ in range(40):
+        for _push in range(int(g.integers(0, 3))):
+            n = int(g.integers(1, 300))
+            span = c * (200 if g.random() < 0.3 else 8)  # some far ahead (a midnight)
+            t = np.sort(r.cursor + np.round(g.uniform(0, span, n) / 2.5) * 2.5)  # ties
+            att = g.integers(0, 3, n) if g.random() < 0.5 else None
+            a = Arrivals(t, g.integers(0, 10**6, n), g.integers(0, 2, n), att)
+            p.push(a)
+            pushed += [(float(t[i]), seq, i, int(a.user[i]), int(a.tier[i]),
+                        0 if att is None else int(att[i])) for i in range(n)]
+            seq += 1
+        r.cursor += float(g.choice([0.0, 3.0, c, 4 * c]))
+        limit = np.floor((r.cursor + c) / c)
+        due = sorted(x for x in pushed if np.floor(x[0] / c) <= limit)
+        pushed = [x for x in pushed if np.floor(x[0] / c) > limit]
+        before = len(r.feed._pending)
+        p.flush()
+        got = r.feed._pending[before:]
+        assert len(got) == (1 if due else 0)
+        if due:
+            a = got[0][0]
+            rows = list(zip(a.t.tolist(), a.user.tolist(), a.tier.tolist(), a.attempts().tolist(),
+                            strict=True))
+            assert rows == [(x[0], x[3], x[4], x[5]) for x in due]
+            want += due
+    assert len(want) > 2000 and pushed  # much handed over, some still held

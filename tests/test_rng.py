@@ -41,3 +41,30 @@ def test_keyed_uniforms_and_noise_have_the_right_moments():
     # neighbours, lanes and attempts are uncorrelated
     for a, b in ((e[:-1], e[1:]), (e, z), (u, keyed_uniform(3, ids, att + 1, "retry_backoff"))):
         assert abs(np.corrcoef(a, b)[0, 1]) < TOL
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser in plain numpy (Steele, Lea and Flood 2014), the reference."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def test_compiled_hash_is_splitmix64_and_uniform_of_its_top_53_bits():
+    # the compiled mix64 (sim.rng, inlined by the class draw) against the numpy formula,
+    # at the ends of the range too; uniform_of salts the float bits by its stream
+    from sim.rng import STREAMS, _mix, uniform_of
+
+    g = np.random.default_rng(11)
+    x = np.concatenate([g.integers(0, 2**63, 10_000, dtype=np.uint64) * np.uint64(2),
+                        np.array([0, 1, 2**63, 2**64 - 1], np.uint64)])
+    assert np.array_equal(_mix(x), _splitmix64(x))
+    assert np.array_equal(_mix(x.reshape(2, -1)), _splitmix64(x).reshape(2, -1))
+    assert _mix(np.uint64(5)) == _splitmix64(np.array([5], np.uint64))[0]
+    v = np.concatenate([g.exponential(1.0, 1000), [0.0, -0.0, np.inf]])
+    with np.errstate(over="ignore"):
+        bits = v.view(np.uint64) + np.uint64(STREAMS["classes"] - 1) * np.uint64(0x9E3779B97F4A7C15)
+    want = (_splitmix64(bits) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    assert np.array_equal(uniform_of(v, "classes"), want)

@@ -219,7 +219,8 @@ class SocialOnSuccess:
         t = t[t < run.sc.horizon]
         t = t[stable_argsort(t)]
         self.offspring += len(t)
-        self.pending.push(Arrivals(t, np.full(len(t), -1, np.int64), np.zeros(len(t), np.int64)))
+        # user -1 (picked when due), tier 0: already in the compact dtypes Pending holds
+        self.pending.push(Arrivals(t, np.full(len(t), -1, np.int32), np.zeros(len(t), np.int8)))
 
 
 class DemandStats:

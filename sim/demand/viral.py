@@ -77,6 +77,33 @@ def _pick_cohort(x1, x2, cum, guide, lo, cnt, k, off, out):  # pragma: no cover 
         out[j] = off[cell // k] + lo[cell] + min(np.int64(x2[j] * c), c - 1)
 
 
+@njit(cache=True, nogil=True)
+def _cells(t, g, top):  # pragma: no cover - compiled
+    # grid cell of each time (min(t / g, top), truncated as astype does); when they are
+    # ascending, the start of each run of equal cells and len(t) (else no cuts)
+    n = len(t)
+    cells = np.empty(n, np.int64)
+    ordered = True
+    runs = 1 if n else 0
+    for i in range(n):
+        c = min(np.int64(t[i] / g), top)
+        cells[i] = c
+        if i:
+            if c < cells[i - 1]:
+                ordered = False
+            elif c != cells[i - 1]:
+                runs += 1
+    cuts = np.empty(runs + 1 if ordered else 0, np.int64)
+    if ordered:
+        k = 0
+        for i in range(n):
+            if i == 0 or cells[i] != cells[i - 1]:
+                cuts[k] = i
+                k += 1
+        cuts[k] = n
+    return cells, cuts, ordered
+
+
 class Adoption:
     """Fraction F(x) of a wave's market adopted x seconds after its start, and its inverse."""
 
@@ -186,7 +213,10 @@ class ViralModel(Stream):
         self.rep_wave = self.R * conv  # [W, grid], unseasoned
         rep = (self.rep_wave.sum(axis=0)) * self.season(self.grid)
         self.rep_rate = PiecewiseLinearRate(self.grid, rep)
-        self._cache = threading.local()  # cohort weights of recent grid cells, per thread
+        # cohort weights of recent grid cells, shared: the run's picks (triggered requests
+        # due in the next window) find the cells the demand thread has just made
+        self._cache: dict = {}
+        self._cache_lock = threading.Lock()
         self.first_sessions = 0
         self.sessions = 0
 
@@ -231,12 +261,10 @@ class ViralModel(Stream):
 
     def _weights(self, cell: int):
         """Cumulative cohort weights for repeat sessions in grid cell `cell` (cached)."""
-        cache = self._cache.__dict__.setdefault("cells", {})  # one per thread
+        cache = self._cache
         hit = cache.get(cell)
         if hit is not None:
             return hit
-        if len(cache) >= 8:
-            cache.clear()
         tm = (cell + 0.5) * self.g
         k = int(np.searchsorted(self.edges, tm, side="right"))  # edges <= tm
         Ct = np.floor(self._block_N([tm])[:, 0] + 1e-9).astype(np.int64)
@@ -250,21 +278,24 @@ class ViralModel(Stream):
         guide = (np.searchsorted(cum, np.arange(len(cum)) / len(cum) * cum[-1], side="right")
                  if len(cum) and cum[-1] > 0 else np.zeros(0, np.int64))
         hit = (cum, np.ascontiguousarray(lo.ravel()), np.ascontiguousarray(cnt.ravel()), k, guide)
-        cache[cell] = hit
+        with self._cache_lock:  # a pure function of the cell: either thread's copy will do
+            if len(cache) >= 16:  # times move forward: drop the earliest cell
+                del cache[min(cache)]
+            cache[cell] = hit
         return hit
 
     def pick(self, t, rng):
         """Users of repeat sessions (or triggered requests) at times t."""
-        t = np.asarray(t, float)
+        t = np.ascontiguousarray(t, dtype=float)
         user = np.zeros(len(t), np.int64)
         ok = np.ones(len(t), bool)
-        cells = np.minimum((t / self.g).astype(np.int64), len(self.grid) - 2)
         # requests grouped by grid cell, cells ascending, each group in index order (what
         # np.unique + flatnonzero per cell gave, without a pass over t per cell)
-        ordered = len(t) < 2 or bool((cells[1:] >= cells[:-1]).all())
+        cells, cuts, ordered = _cells(t, self.g, len(self.grid) - 2)
         order = None if ordered else np.argsort(cells, kind="stable")
         cs = cells if ordered else cells[order]
-        cuts = np.concatenate([[0], np.flatnonzero(cs[1:] != cs[:-1]) + 1, [len(t)]])
+        if not ordered:
+            cuts = np.concatenate([[0], np.flatnonzero(cs[1:] != cs[:-1]) + 1, [len(t)]])
         for lo_i, hi_i in zip(cuts[:-1], cuts[1:], strict=True):
             if hi_i <= lo_i:
                 continue
@@ -277,9 +308,10 @@ class ViralModel(Stream):
             m = hi_i - lo_i
             x1 = rng.random(m) * cum[-1]  # cohort (block x adoption bin) by weight
             x2 = rng.random(m) ** (self.tail / (self.tail - 1.0))  # Pareto rank within it
-            out = np.empty(m, np.int64)
+            out = user[sel] if ordered else np.empty(m, np.int64)  # a view: written in place
             _pick_cohort(x1, x2, cum, guide, lo, cnt, k, self.off, out)
-            user[sel] = out
+            if not ordered:
+                user[sel] = out
         if not ok.all():  # nobody has adopted yet: the earliest adopters of the first block
             user[~ok] = 0
         return user, self.tier_of(user)

@@ -6,6 +6,7 @@ from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from sim import rng
 from sim.fleet import kernel as K
@@ -82,6 +83,15 @@ class ClassSetup:
     enc: list[list[np.ndarray | None]]
     swap_s: list[float] | None = None  # per pool: seconds to load another model
 
+
+
+@njit(cache=True, nogil=True)
+def _live(w_pool, w_state, pool, idle, busy):  # pragma: no cover - compiled
+    n = 0
+    for w in range(len(w_pool)):
+        if w_pool[w] == pool and (w_state[w] == idle or w_state[w] == busy):
+            n += 1
+    return n
 
 class Fleet:
     """Holds the state arrays; `advance` runs the compiled loop over a chunk of arrivals.
@@ -296,9 +306,10 @@ class Fleet:
         return int(K.evacuate(S, r))
 
     def gpus(self, pool: int) -> int:
+        """The pool's live GPUs: its workers idle or busy (the gates and autoscalers ask
+        every chunk: one compiled count, not four passes over the worker slots)."""
         S = self.S
-        ids = S.w_pool == pool
-        return int(np.sum(ids & ((S.w_state == K.IDLE) | (S.w_state == K.BUSY))))
+        return int(_live(S.w_pool, S.w_state, pool, K.IDLE, K.BUSY))
 
     # -- the hot path --
 
