@@ -85,26 +85,60 @@ class MixPlan:
     def _unit(self, j: int, n: int) -> tuple[int, ...]:
         return tuple(n if i == j else 0 for i in range(len(self.pools)))
 
-    def alone(self, j: int, cap: int) -> int | None:
+    def alone(self, j: int, cap: int, bounded: bool = False) -> int | None:
         """Fewest GPUs of pool j alone meeting the SLOs, on the grid, at most `cap` (None:
-        none does): doubling, then a k-ary bisection, `width` sizes a round."""
+        none does). `bounded`: cap is where the pool alone stops being cheaper than the best
+        so far, so cap is judged first and, when it fails, no fewer GPUs can meet (more
+        GPUs never hurt) and nothing more is run; else a bisection below it. Unbounded: from
+        the pool's own size in the scenario (where a planner would look first; a single
+        step when it has none), a walk outwards doubling, then a bisection, `width` sizes a
+        round."""
         st, m = self.step, self.plan.width()
+
+        def unit(c: int) -> tuple[int, ...]:
+            return self._unit(j, c)
+
+        top = max(st, cap // st * st)
+        if bounded:
+            self.evaluate([unit(top)])
+            return self._fewest(unit, 0, top) if self.ok(unit(top)) else None
+        g = min(top, max(st, -(-self.pools[j].gpus // st) * st))
+        self.evaluate([unit(c) for c in (g - st, g) if c >= st])
         lo, hi = 0, None  # lo fails (or is 0), hi meets
-        n = st
-        while hi is None:
-            chain = [n * 2 ** i for i in range(m)]
-            chain = [c for c in chain if c <= cap] or [cap]
-            self.evaluate([self._unit(j, c) for c in chain])
-            for c in chain:
-                if self.ok(self._unit(j, c)):
-                    hi = c
+        if self.ok(unit(g)):
+            hi, d = g, st
+            while lo == 0 and hi > st:
+                chain = []
+                c = hi
+                for _ in range(m):  # hi - 1, 2, 4, ... steps
+                    if c - d < st:
+                        break
+                    c -= d
+                    chain.append(c)
+                    d *= 2
+                if not chain:
                     break
-                lo = c
-            if hi is None:
-                if chain[-1] >= cap:
+                self.evaluate([unit(c) for c in chain])
+                for c in chain:
+                    if not self.ok(unit(c)):
+                        lo = c
+                        break
+                    hi = c
+        else:
+            lo, n = g, g
+            while hi is None:
+                if lo >= top:
                     return None
-                n = min(cap, chain[-1] * 2)
-        return self._fewest(lambda c: self._unit(j, c), lo, hi)
+                chain = [min(top, n * 2 ** (i + 1)) for i in range(m)]
+                chain = list(dict.fromkeys(chain))
+                self.evaluate([unit(c) for c in chain])
+                for c in chain:
+                    if self.ok(unit(c)):
+                        hi = c
+                        break
+                    lo = c
+                n = chain[-1]
+        return self._fewest(unit, lo, hi)
 
     def bound(self, j: int, best: float) -> int:
         """Largest grid count of pool j whose cost alone stays below `best`."""
@@ -118,8 +152,14 @@ class MixPlan:
     def _fewest(self, point, lo: int, hi: int) -> int:
         """Smallest grid n in (lo, hi] with point(n) meeting the SLOs, given that point(hi)
         meets and point(lo) does not (or lo < 0); k-ary bisection, `width` sizes a round."""
+        # the counts already judged on this line are read first (the band's searches reuse
+        # the answer's runs)
+        ref = point(0)
+        varies = [i for i, (a, b) in enumerate(zip(ref, point(self.step), strict=True)) if a != b]
+        known = [k[varies[0]] for k in self.evals
+                 if all(k[i] == ref[i] for i in range(len(ref)) if i not in varies)]
         return narrow(lo, hi, self.step, self.plan.width(),
-                      lambda cs: self.evaluate([point(c) for c in cs]), lambda c: self.ok(point(c)))
+                      lambda cs: self.evaluate([point(c) for c in cs]), lambda c: self.ok(point(c)), known)
 
     def floors(self, ub: list[int]) -> list[int] | None:
         """Each pool's fewest GPUs meeting the SLOs with every other pool at its `ub`: no
@@ -174,7 +214,7 @@ class MixPlan:
         best, best_pt = math.inf, None
         for j in range(P):  # a pool alone is searched only as far as it could beat the best so far
             top = cap if best_pt is None else min(cap, self.bound(j, best))
-            n = self.alone(j, top) if top >= st and self.whole[j] else None
+            n = self.alone(j, top, best_pt is not None) if top >= st and self.whole[j] else None
             singles[self.pools[j].name] = n
             if n is not None and self.cost(self._unit(j, n)) < best:
                 best, best_pt = self.cost(self._unit(j, n)), self._unit(j, n)
