@@ -10,9 +10,11 @@ caps its purchase block sets (reserved: what is contracted; spot: what is on off
 demand: no cap), so cost per day is a non-decreasing function of each pool's count.
 
 Search, exact on the grid if meeting the SLOs is monotone in each pool's count (more GPUs
-never hurt; the plan assumes the same): each pool alone first (its single-type answer), which
-bounds every count (a count whose cost alone reaches the best single-type cost cannot be in
-a cheaper mix); then for each combination of the other pools, a staircase over the last two:
+never hurt; the plan assumes the same): each pool alone first (its single-type answer; the
+first searched from its own size in the scenario, the others judged at the count where they
+stop being cheaper than the best so far, and searched below it only if that count meets),
+which bounds every count (a count whose cost alone reaches the best single-type cost cannot
+be in a cheaper mix); then for each combination of the other pools, a staircase over the last two:
 the fewest GPUs of the last pool that meet the SLOs cannot rise as the second-last grows, so
 one walk visits each level of either at most about once, testing only points that would be
 cheaper than the best so far.

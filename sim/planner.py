@@ -15,10 +15,14 @@ bound meets every SLO, ci_low the smallest whose lower bound does.
 reused as the first replication of the sizes judged later), on a smaller cell of the service
 when that cell stands for it (sim/cell.py: batches fill, enough GPUs), walking out from the
 scenario's size. Then it judges with every replication only the sizes around the screened
-answer, walking from it a step at a time (the step doubling while the answer is not
-bracketed): the answer is still the smallest size whose R replications meet the SLOs with
-the size below failing, and likewise for the bracket; the screen only decides where the
-search looks first.
+answer: first, in one map, the guess and the two sizes below it (what the answer and the
+bracket's lower end most often need; `prefetch`), then walking from it a step at a time
+(the step doubling while the answer is not bracketed), each walk reading the sizes already
+judged before running any: the answer is still the smallest size whose R replications meet
+the SLOs with the size below failing, and likewise for the bracket; the screen only decides
+where the search looks first. A map whose runs would leave a worker idle in its last round
+runs the next size's replications in that slot (`judge`'s fill): whole rounds on the
+workers, the extra runs kept for when that size is judged.
 """
 
 from __future__ import annotations

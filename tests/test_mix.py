@@ -125,3 +125,19 @@ def test_three_pools_the_outer_loop_and_floors_keep_the_search_exact():
         cost, point = exhaustive(mp, [range(0, mp.bound(j, best) + 1, 2) for j in range(3)])
     assert point == tuple(res["gpus"].values()) and cost == pytest.approx(res["cost_per_day"], abs=0.01)
     assert res["evaluations"] < len(mp.evals) / 3
+
+
+def test_a_pool_alone_bounded_by_the_best_is_judged_at_its_bound_first():
+    # The slow pool alone cannot meet a 6 s p95 (its service alone has p95 7.5 s): bounded by
+    # a best cost, one judged point (its bound) settles it. The fast pool alone, searched
+    # from its own size in the scenario, answers as an exhaustive scan of its counts does.
+    sc = parse_scenario(two_types())
+    slos = [parse_slo("a:p95<=6s", sc)]
+    with Executor(1) as ex:
+        mp = MixPlan(Plan(sc, slos, 1, ex, step=1))
+        assert mp.alone(1, 12, bounded=True) is None and len(mp.evals) == 1
+        fast = mp.alone(0, 40)
+        scan = MixPlan(Plan(sc, slos, 1, ex, step=1))
+        scan.evaluate([(n, 0) for n in range(1, 13)])
+    assert fast == min(n for n in range(1, 13) if scan.ok((n, 0)))
+    assert len(mp.evals) - 1 < 12
