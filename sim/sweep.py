@@ -35,6 +35,7 @@ class Executor:
 
     def __init__(self, jobs: int | None = None, cluster: str | None = None, progress: bool = False):
         self.jobs = jobs or os.cpu_count() or 1
+        self._jobs_given = jobs is not None
         self.cluster = cluster
         self.progress = progress
         self._client = None
@@ -52,6 +53,8 @@ class Executor:
                 self._client = Client(self._local_cluster)
             else:
                 self._client = Client(self.cluster)
+                if not self._jobs_given:  # a round is the cluster's worker threads, not ours
+                    self.jobs = max(1, sum(self._client.nthreads().values()))
         return self
 
     def __exit__(self, *exc) -> None:

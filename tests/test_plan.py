@@ -222,3 +222,16 @@ def test_plan_fills_its_rounds_and_answers_as_the_global_search():
     assert all(k % 2 == 0 for k in maps), maps
     assert sum(maps) == len(plan.runs) == res["runs"]  # each (size, replication) run once
     assert not plan.evals[res["min_gpus"] - 1].meets(plan.slos)
+
+
+@pytest.mark.slow
+def test_a_remote_cluster_sets_the_rounds_by_its_worker_threads():
+    # plan's sizes per round and idle-slot fill count the executor's workers: on a scheduler
+    # address that is the cluster's threads (here 3, in one worker), not this machine's cores
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=True, dashboard_address=None) as lc:
+        with Executor(cluster=lc.scheduler_address) as ex:
+            assert ex.jobs == 3
+            jobs = [Job(queue_scenario(7.0, 1.0, 8, 500, seed=s), "<test>") for s in range(2)]
+            assert ex.map(run_job, jobs) == [run_job(j) for j in jobs]
