@@ -170,11 +170,19 @@ class MixPlan:
         self.evaluate([top])
         if not self.ok(top):
             return None
+        def point(j: int, n: int) -> tuple[int, ...]:
+            return tuple(n if i == j else ub[i] for i in range(len(ub)))
+
+        # With the others at their tops a pool is often not needed at all: none of it is
+        # judged first for every pool, in one map, and only a pool needed there is narrowed
+        # (a floor of 0 keeps the mixes without that pool in the search).
+        self.evaluate([point(j, 0) for j in range(len(ub)) if ub[j] > 0])
         out = []
         for j in range(len(ub)):
-            def point(n: int, j: int = j) -> tuple[int, ...]:
-                return tuple(n if i == j else ub[i] for i in range(len(ub)))
-            out.append(self._fewest(point, -1, ub[j]) if ub[j] > 0 else 0)
+            if ub[j] <= 0 or self.ok(point(j, 0)):
+                out.append(0)
+            else:
+                out.append(self._fewest(lambda n, j=j: point(j, n), 0, ub[j]))
         return out
 
     def joint(self, cap: int) -> tuple[int, ...]:
