@@ -23,7 +23,8 @@ whatif: install
 plan: install
 	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --warm 2h --without shed_reserve --json
 	# the GPU mix (H100, A100, H200 x reserved, on demand, spot) on a 10% cell in steps of 100
-	# GPUs: three types at 50 would judge about four times the candidates (README: 42 min here)
+	# GPUs: three types at 50 would judge about four times the candidates (README: 42 min here, before
+	# this branch cut the single-type and floor phases of the search; not re-measured)
 	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --warm 2h --without shed_reserve \
 	  --mix --set cell_fraction=0.1 --step 100 --reps 2 --json --out out/ghibli_2025/plan_mix
 
