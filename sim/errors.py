@@ -17,6 +17,11 @@ class InputError(Exception):
         self.line, self.col = line, col  # 1-based, of the field's key in the file, when known
         super().__init__(f"{self.where}: {field}: {message}")
 
+    def __reduce__(self):
+        # rebuilt from its fields, so it crosses a process pool (a worker's bad input reaches
+        # the CLI as this error, not as a broken pool)
+        return (self.__class__, (self.file, self.field, self.message, self.line, self.col))
+
     def one_line(self) -> str:
         """The one line the CLI prints: `error: <where>: <field>: <what>`, newlines flattened
         (a message may quote the input), at most 2000 characters."""

@@ -270,7 +270,8 @@ class Plan:
         follow read these before running anything."""
         st = self._step()
         g = max(st, _round_up(guess, st))
-        self.evaluate([c for c in (g - 2 * st, g - st, g) if c >= st], fill=[g + st, g - 3 * st])
+        self.evaluate([c for c in (g - 2 * st, g - st, g) if c >= st],
+                      fill=[c for c in (g + st, g - 3 * st) if c >= st])  # no fleet of 0 GPUs
 
     def screen_cell(self) -> float | None:
         """A cell a tenth of the scenario's for the screen, when every size on the plan's grid

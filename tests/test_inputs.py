@@ -273,3 +273,21 @@ def test_set_values_have_the_yaml_limits(tmp_path, capsys, value, what):
     f.write_text(TEXT)
     rc, err = cli(capsys, "run", str(f), "--out", str(tmp_path / "out"), "--quiet", "--set", f"seed={value}")
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: --set: ") and what in err[0], err
+
+
+def test_an_input_error_crosses_a_process_pool():
+    """A worker's bad input reaches the caller as the same InputError (it was a
+    BrokenProcessPool: the error could not be rebuilt from its pickle)."""
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    from sim.errors import Infeasible
+
+    e = pickle.loads(pickle.dumps(Infeasible("s.yaml", "fleet", "no GPUs", 3, 5)))
+    assert type(e) is Infeasible and e.one_line() == "error: s.yaml:3:5: fleet: no GPUs"
+    with ProcessPoolExecutor(1) as ex, pytest.raises(InputError, match="reps: must be"):
+        ex.submit(_raise_input_error).result()
+
+
+def _raise_input_error():
+    raise InputError("s.yaml", "reps", "must be at least 1")
