@@ -84,7 +84,6 @@ class ClassSetup:
     swap_s: list[float] | None = None  # per pool: seconds to load another model
 
 
-
 @njit(cache=True, nogil=True)
 def _live(w_pool, w_state, pool, idle, busy):  # pragma: no cover - compiled
     n = 0
@@ -92,6 +91,7 @@ def _live(w_pool, w_state, pool, idle, busy):  # pragma: no cover - compiled
         if w_pool[w] == pool and (w_state[w] == idle or w_state[w] == busy):
             n += 1
     return n
+
 
 class Fleet:
     """Holds the state arrays; `advance` runs the compiled loop over a chunk of arrivals.

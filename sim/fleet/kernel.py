@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from sim.outcomes import KERNEL_REASONS, Reason
+from sim.rng import _GAMMA, mix64
 
 # Scheduling disciplines (see sim/scheduler.py for the names).
 STRICT, FIFO, EDF, DRR = 0, 1, 2, 3
@@ -232,11 +233,9 @@ def _leave_as_timeout(k, u, ta0, now, iv, warm, nU, n_sys, ser_rej, user_infligh
 def _exp1(ep):
     """An exponential(1) draw from a counter-based stream (splitmix64 of key + counter):
     the empty epochs of cycling workers, with no process-global random state."""
-    z = np.uint64(ep[0]) + np.uint64(ep[1]) * np.uint64(0x9E3779B97F4A7C15)
+    # mix64 adds one gamma itself: the hash of key + counter * gamma, as it always was
+    z = mix64(np.uint64(ep[0]) + np.uint64(ep[1]) * _GAMMA - _GAMMA)
     ep[1] += 1
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z = z ^ (z >> np.uint64(31))
     return -math.log((float(z >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0))
 
 
