@@ -128,3 +128,10 @@ def request_noise(seed: int, ids, attempts) -> tuple[np.ndarray, np.ndarray]:
     r = np.sqrt(-2.0 * np.log(keyed_uniform(seed, ids, attempts, "normal_r")))
     z = r * np.cos(2.0 * np.pi * keyed_uniform(seed, ids, attempts, "normal_theta"))
     return e, z
+
+
+def warm() -> None:
+    """Load the compiled hashes now: a real-time caller's first draw (the Locust client's
+    first retry) would otherwise pause ~0.1 s while numba loads them."""
+    _mix(np.zeros(1, np.uint64))
+    uniform_of(np.zeros(1), "classes")

@@ -46,6 +46,7 @@ from locust import constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
 
+from sim import rng
 from sim.demand.base import Arrivals
 from sim.demand.feedback import Retry
 from sim.jsonout import dumps
@@ -133,6 +134,8 @@ class Dispatcher(FastHttpUser):
         self.retry = (Retry(RetrySpec.model_validate_json(spec), FixedTiers(),
                             [SimpleNamespace(patience_s=p) for _, p in tiers],
                             seed=int(ENV.get("FG_SEED", "0"))) if spec else None)
+        if self.retry is not None:
+            rng.warm()  # before t = 0: the first retry's draw must not hold up the sends
         self.rng = np.random.default_rng(int(ENV.get("FG_SEED", "0")))
         self.out = open(ENV["FG_OUT"], "w", buffering=1)  # noqa: SIM115 (closed in on_stop)
         self.inflight: dict[tuple[int, int], dict] = {}
