@@ -65,6 +65,104 @@ def hist_bin(x, xmin, lng, nbins):
     return i if i < nbins else nbins - 1
 
 
+# The loop bins without a log: the least value of each bin (bin_edges, found by bisection on
+# hist_bin itself, so on this machine's own log) and a table from a value's float bits
+# (exponent and top mantissa bits: a cell narrower than a bin, ordered as the values) to the
+# bin of the cell's start; a value's bin is its cell's, moved up past the edges at or below it.
+# That is hist_bin exactly where hist_bin is non-decreasing; the tests check it around every
+# edge (where a log's rounding could break it) and on random values.
+
+
+@njit(cache=True)
+def _f2u(x):
+    return np.float64(x).view(np.uint64)
+
+
+@njit(cache=True)
+def _u2f(u):
+    return np.uint64(u).view(np.float64)
+
+
+@njit(cache=True)
+def bin_edges(xmin, gamma, nbins):
+    """e[b] = the least double with hist_bin >= b (b = 1 .. nbins - 1); e[0] = -inf and
+    e[nbins] = inf (sentinels)."""
+    lng = math.log(gamma)
+    e = np.empty(nbins + 1)
+    e[0] = -np.inf
+    e[nbins] = np.inf
+    e[1] = xmin  # (hist_bin: below xmin is bin 0, xmin itself is bin 1)
+    for b in range(2, nbins):
+        lo = _f2u(e[b - 1])  # hist_bin < b
+        hi = _f2u(xmin * gamma ** (b - 1))
+        while hist_bin(_u2f(hi), xmin, lng, nbins) < b:
+            hi += hi - lo
+        while hi - lo > np.uint64(1):
+            mid = lo + (hi - lo) // np.uint64(2)
+            if hist_bin(_u2f(mid), xmin, lng, nbins) >= b:
+                hi = mid
+            else:
+                lo = mid
+        e[b] = _u2f(hi)
+    return e
+
+
+@njit(cache=True)
+def bin_table(edges, shift):
+    """tab[j]: the bin of the start of cell j (cells: the values whose float bits >> shift
+    are k0 + j, k0 that of edges[1]; the last cell stands for all above)."""
+    nbins = edges.shape[0] - 1
+    k0 = _f2u(edges[1]) >> np.uint64(shift)
+    k1 = (_f2u(edges[nbins - 1]) >> np.uint64(shift)) + np.uint64(1)
+    tab = np.empty(np.int64(k1 - k0) + 1, np.int16)
+    b = 1
+    for j in range(tab.shape[0]):
+        x = max(_u2f((k0 + np.uint64(j)) << np.uint64(shift)), edges[1])
+        while x >= edges[b + 1]:
+            b += 1
+        tab[j] = b
+    return tab
+
+
+# shifts: cells of 2^-7 (run totals, gamma 1.01) and 2^-4 (series, 1.1) of an octave, each
+# narrower than a bin, so the step up past edges is at most one
+H_SHIFT, S_SHIFT = 52 - 7, 52 - 4
+H_EDGES = bin_edges(HIST_MIN, HIST_GAMMA, HIST_BINS)
+H_TAB = bin_table(H_EDGES, H_SHIFT)
+H_K0 = int(_f2u(HIST_MIN)) >> H_SHIFT
+S_EDGES = bin_edges(SERIES_MIN, SERIES_GAMMA, SERIES_BINS)
+S_TAB = bin_table(S_EDGES, S_SHIFT)
+S_K0 = int(_f2u(SERIES_MIN)) >> S_SHIFT
+
+
+@njit(cache=True, inline="always")
+def _hbin(x):
+    """hist_bin(x, HIST_MIN, log(HIST_GAMMA), HIST_BINS) without the log (a run total)."""
+    if x < HIST_MIN:
+        return 0
+    j = np.int64(np.float64(x).view(np.uint64) >> np.uint64(H_SHIFT)) - H_K0
+    if j >= H_TAB.shape[0]:
+        j = H_TAB.shape[0] - 1
+    b = np.int64(H_TAB[j])
+    while x >= H_EDGES[b + 1]:
+        b += 1
+    return b
+
+
+@njit(cache=True, inline="always")
+def _sbin(x):
+    """hist_bin(x, SERIES_MIN, log(SERIES_GAMMA), SERIES_BINS) without the log (a series)."""
+    if x < SERIES_MIN:
+        return 0
+    j = np.int64(np.float64(x).view(np.uint64) >> np.uint64(S_SHIFT)) - S_K0
+    if j >= S_TAB.shape[0]:
+        j = S_TAB.shape[0] - 1
+    b = np.int64(S_TAB[j])
+    while x >= S_EDGES[b + 1]:
+        b += 1
+    return b
+
+
 @njit(cache=True, inline="always")
 def _ser_ix(s, dts):
     """The series interval the integration from instant s adds to (s on a boundary that
@@ -371,8 +469,6 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
     nI = ser_busy.shape[0]
     cap = q_t.shape[1]
     nU = user_inflight.shape[0]
-    lg = math.log(HIST_GAMMA)
-    lgs = math.log(SERIES_GAMMA)
     n = at.shape[0]
     i = i0
     total = 0  # requests queued, all tiers
@@ -482,6 +578,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     completed[k] += 1
                     ser_completed[iv, k] += 1
                     lat = now - ta0
+                    hb = 0
                     if regs:
                         # the network latency from the users' region to the serving one
                         ur = w_br[w, j]
@@ -494,7 +591,8 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             reg_stats[ur, 0] += 1
                             reg_stats[ur, 1] += lat
                             reg_stats[ur, 3] += net
-                            reg_lat_hist[ur, hist_bin(lat, HIST_MIN, lg, HIST_BINS)] += 1
+                            hb = _hbin(lat)  # (lat_hist's bin too)
+                            reg_lat_hist[ur, hb] += 1
                             if lat <= slo[k]:
                                 reg_stats[ur, 2] += 1
                     u = w_bu[w, j]
@@ -502,7 +600,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         user_inflight[u] -= 1
                     if obon:
                         _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, COMPLETED, w_bid[w, j], now, w)
-                    ser_lat_hist[iv, k, hist_bin(lat, SERIES_MIN, lgs, SERIES_BINS)] += 1
+                    ser_lat_hist[iv, k, _sbin(lat)] += 1
                     if lat <= slo[k]:
                         ser_good[iv, k] += 1
                     if cls_on and ta0 >= warm:
@@ -515,7 +613,9 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         done_stats[k] += 1
                         sum_lat[k] += lat
                         sum_sys[k] += now - ta0  # time in the fleet (Little), no network
-                        lat_hist[k, hist_bin(lat, HIST_MIN, lg, HIST_BINS)] += 1
+                        if not regs:
+                            hb = _hbin(lat)
+                        lat_hist[k, hb] += 1
                         if lat <= slo[k]:
                             good[k] += 1
                 w_bn[w] = 0
@@ -845,12 +945,16 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     avail -= 1
                     gg = ln - k * G
                     gn[gg] -= 1
-                    gstale[gg] = True
+                    ta0 = q_t[ln, idx]
+                    # the group's oldest head and the earliest expiry change only if this
+                    # request was (at) that minimum: a later head, or a LIFO tail, leaves them
+                    if ta0 <= gold[gg]:
+                        gstale[gg] = True
                     if regs:
                         for x in range(gpn[gg]):
                             pclean[gpl[gg, x]] = False
-                    tb_stale = True
-                    ta0 = q_t[ln, idx]
+                    if patience[k] < np.inf and ta0 + patience[k] <= tbc:
+                        tb_stale = True
                     if now - ta0 > codel[k, 0] and now - codel[k, 2] > codel[k, 1]:
                         # CoDel (server-queue form): the tier's queue has not been empty for
                         # an interval, so a request that waited over the target is dropped
@@ -897,7 +1001,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     if ta0 >= warm:
                         wt = now - ta0
                         sum_wait[k] += wt
-                        wait_hist[k, hist_bin(wt, HIST_MIN, lg, HIST_BINS)] += 1
+                        wait_hist[k, _hbin(wt)] += 1
                     j += 1
                 if j == 0 and avail0 > 0 and not pool_cycle[p]:  # CoDel dropped all it took
                     idle[p, idle_n[p]] = w
