@@ -6,7 +6,8 @@ from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, typeof, types
+from numba._dispatcher import compute_fingerprint as _fingerprint
 
 from sim import rng
 from sim.fleet import kernel as K
@@ -242,6 +243,7 @@ class Fleet:
             ser_lat_hist=z((nI, nk, K.SERIES_BINS), np.int32),
         )
         self.S = State(**state)
+        self._ep_state, self._ep = None, {}  # compiled entry points (_kernel)
         w = 0
         for j, p in enumerate(pools):
             self.S.w_pool[w : w + p.max_gpus] = j
@@ -331,8 +333,9 @@ class Fleet:
             reg = np.zeros(len(t), np.int16)
         i = 0
         while True:
-            code, i = K.advance(self.S, t, ids, tier, cls, reg, user, steps, noise, z, fate, i,
-                                float(until), bool(hold), bool(cont))
+            code, i = self._kernel(t, ids, tier, cls, reg, user, steps, noise, z, fate)(
+                self.S, t, ids, tier, cls, reg, user, steps, noise, z, fate, i, float(until),
+                bool(hold), bool(cont))
             cont = False  # a call again after growing starts with a dispatch, as before
             if code == K.DONE:
                 return fate
@@ -340,6 +343,26 @@ class Fleet:
                 self._grow_queues()
             else:
                 self._grow_outbox()
+
+    def _kernel(self, *arrays):
+        """kernel.advance's compiled entry point for this state and these arrays' types.
+        numba's dispatcher types every argument per call, the state's ~130 arrays included
+        (~12 us a call, a few ns a request at a window's few thousand): the state tuple is
+        immutable (growing makes a new one), so its types are found once per tuple; the
+        arrivals' are fingerprinted per call (dtype, layout, flags), as the dispatcher does."""
+        if not hasattr(K.advance, "overloads"):  # (wrapped, e.g. by a profiler)
+            return K.advance
+        if self._ep_state is not self.S:
+            self._ep_state, self._ep = self.S, {}
+        key = tuple(map(_fingerprint, arrays))
+        ep = self._ep.get(key)
+        if ep is None:
+            sig = (typeof(self.S), *map(typeof, arrays), types.int64, types.float64,
+                   types.boolean, types.boolean)
+            if sig not in K.advance.overloads:
+                K.advance.compile(sig)
+            ep = self._ep[key] = K.advance.overloads[sig].entry_point
+        return ep
 
     def outbox(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(kind, id, t, aux) of the events since the last call, in order; empties it."""

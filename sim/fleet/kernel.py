@@ -364,25 +364,35 @@ def _heap_push(ht, hw, hn, t, w):
 
 @njit(cache=True, inline="always")
 def _heap_pop(ht, hw, hn):
+    """Bottom-up: the hole left at the root goes down to a leaf along the smaller children
+    (no comparison with the moved element on the way: fewer unpredictable branches), then
+    the last element rises from there. Keys (end time, worker) are distinct (a worker has one
+    batch), so the order of pops is the same for any valid heap."""
     w = hw[0]
     n = hn[0] - 1
     hn[0] = n
-    ht[0] = ht[n]
-    hw[0] = hw[n]
+    xt = ht[n]
+    xw = hw[n]
     i = 0
-    while True:
-        a = 2 * i + 1
-        if a >= n:
-            break
+    a = 1
+    while a < n:
         b = a + 1
         c = a
         if b < n and (ht[b] < ht[a] or (ht[b] == ht[a] and hw[b] < hw[a])):
             c = b
-        if ht[i] < ht[c] or (ht[i] == ht[c] and hw[i] <= hw[c]):
-            break
-        ht[c], ht[i] = ht[i], ht[c]
-        hw[c], hw[i] = hw[i], hw[c]
+        ht[i] = ht[c]
+        hw[i] = hw[c]
         i = c
+        a = 2 * i + 1
+    while i > 0:
+        p = (i - 1) >> 1
+        if ht[p] < xt or (ht[p] == xt and hw[p] <= xw):
+            break
+        ht[i] = ht[p]
+        hw[i] = hw[p]
+        i = p
+    ht[i] = xt
+    hw[i] = xw
     return w
 
 
