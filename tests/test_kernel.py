@@ -8,11 +8,15 @@ admitted requests two per call (each call fresh) must give what one long call gi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
+from sim.fleet import kernel as K
 from sim.fleet.kernel import _iv_end, _ser_ix, _ser_ix_end
 from sim.metrics.summary import summarize
 
@@ -48,6 +52,54 @@ def test_interval_of_an_instant_never_decreases(dts, ix, k):
         assert a >= prev_a and b >= prev_b
         prev_a, prev_b = a, b
         s = np.nextafter(s, np.inf)
+
+
+@njit(cache=True)
+def _bins_disagree(xs):
+    # the loop's table bins against the definition (hist_bin with its log), compiled alike
+    lg, ls = math.log(K.HIST_GAMMA), math.log(K.SERIES_GAMMA)
+    bad = 0
+    for x in xs:
+        bad += K._hbin(x) != K.hist_bin(x, K.HIST_MIN, lg, K.HIST_BINS)
+        bad += K._sbin(x) != K.hist_bin(x, K.SERIES_MIN, ls, K.SERIES_BINS)
+    return bad
+
+
+def test_table_bins_are_hist_bin_around_every_edge_and_between():
+    # a log's rounding could only make hist_bin step back near a bin edge: every edge and
+    # 200 doubles each side of it (both histograms), then values spread over the whole range
+    edges = np.concatenate([K.H_EDGES[1:-1], K.S_EDGES[1:-1]]).view(np.int64)
+    near = np.concatenate([(edges + d).view(np.float64) for d in range(-200, 201)])
+    assert _bins_disagree(near) == 0
+    rng = np.random.default_rng(7)
+    spread = np.exp(rng.uniform(math.log(1e-7), math.log(1e9), 1_000_000))
+    # (not inf or nan: hist_bin's int() of them is undefined; the table puts them last)
+    assert _bins_disagree(np.concatenate([spread, [0.0, 1e-4, 1e-3, 1e300]])) == 0
+    # bins are visited, not all collapsed: some in every decade of latency
+    assert len(np.unique([K._hbin(x) for x in spread[:20000]])) > 1500
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.sampled_from([0.5, 1.0, 1.5]), st.floats(0, 3)),
+                min_size=1, max_size=300))
+def test_completion_heap_pops_in_end_time_then_worker_order(ops):
+    # keys (end time, worker) are distinct, so any valid heap pops them in this one order
+    N = 40
+    ht, hw, hn = np.zeros(N + 1), np.zeros(N + 1, np.int64), np.zeros(1, np.int64)
+    ref, free, now = [], list(range(N)), 0.0
+    for push, tie, dt in ops:
+        if free and (push or hn[0] == 0):
+            w = free.pop(int(dt * 13) % len(free))
+            t = now + (tie if dt < 1.5 else dt)  # ties on round ends
+            K._heap_push(ht, hw, hn, t, w)
+            ref.append((t, w))
+        else:
+            t0 = ht[0]
+            w = K._heap_pop(ht, hw, hn)
+            assert (t0, w) == min(ref)
+            ref.remove((t0, w))
+            now = t0
+            free.append(w)
 
 
 def _regions_scenario(root):
