@@ -5,7 +5,9 @@ and a simpy.Resource of c servers. Speed is compared on identical work (the same
 requests); the engine's accuracy against Erlang C is then measured on a longer sample (it is
 cheap), since at rho = 0.9 one run of a million requests is only good to a few percent.
 Prints a table, then one JSON line: engine_req_per_s, naive_req_per_s, ratio,
-engine_wq_rel_err, naive_wq_rel_err (errors against Erlang C).
+engine_wq_rel_err, naive_wq_rel_err (errors against Erlang C), and where the engine's CPU time
+per request goes (engine_cpu_ns_per_request: the fleet loop, the first attempts' draws, the
+rest), from a run of its own.
 """
 
 from __future__ import annotations
@@ -84,6 +86,41 @@ def engine(sc) -> tuple[float, int, float]:
     return float(S.sum_wait[0] / S.done_stats[0]), int(r.offered.sum()), dt
 
 
+def engine_split(sc) -> dict:
+    """CPU ns per request of one engine run, by part: the compiled fleet loop (its entry
+    point, sim/fleet/fleet.py), the first attempts' draws (chunk_with_noise: the RNG contract
+    fixes them), and the rest of simulate() (windows, admission, SimPy). Timed with the
+    thread's CPU clock around each call, on a run of its own (the timers cost a little)."""
+    import sim.demand.feed as feed
+    from sim.fleet.fleet import Fleet
+
+    acc = {"fleet_loop": 0.0, "first_attempts": 0.0}
+    kernel, draws = Fleet._kernel, feed.chunk_with_noise
+
+    def timed(part, f):
+        def call(*a):
+            t0 = time.thread_time()
+            try:
+                return f(*a)
+            finally:
+                acc[part] += time.thread_time() - t0
+        return call
+
+    Fleet._kernel = lambda self, *arrays: timed("fleet_loop", kernel(self, *arrays))
+    feed.chunk_with_noise = timed("first_attempts", draws)
+    try:
+        t0 = time.thread_time()
+        r = simulate(sc)
+        total = time.thread_time() - t0
+    finally:
+        Fleet._kernel, feed.chunk_with_noise = kernel, draws
+    n = int(r.offered.sum())
+    out = {k: round(v / n * 1e9, 1) for k, v in acc.items()}
+    out["rest"] = round((total - sum(acc.values())) / n * 1e9, 1)
+    out["total"] = round(total / n * 1e9, 1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=1_000_000, help="requests in the timed comparison")
@@ -97,6 +134,7 @@ def main() -> None:
 
     e_w, e_n, e_t = engine(scenario(lam, mu, c, args.requests, 1, warm))
     n_w, n_t = naive(lam, mu, c, args.requests, 1, warm)
+    split = engine_split(scenario(lam, mu, c, args.requests, 1, warm))
     reps = max(1, args.accuracy_requests // 4_000_000)
     ws = [engine(scenario(lam, mu, c, 4_000_000, 100 + s, warm))[0] for s in range(reps)]
     e_acc = float(np.mean(ws))
@@ -107,6 +145,7 @@ def main() -> None:
         "engine_wq_rel_err": round(abs(e_acc / wq - 1), 4),
         "naive_wq_rel_err": round(abs(n_w / wq - 1), 4),
         "engine_wq_rel_err_same_run": round(abs(e_w / wq - 1), 4),
+        "engine_cpu_ns_per_request": split,
         "requests": args.requests,
         "accuracy_requests": reps * 4_000_000,
         "erlang_c_wq_s": round(wq, 6),
@@ -117,6 +156,8 @@ def main() -> None:
     print(f"  Wq error vs Erlang C: engine {out['engine_wq_rel_err']:.2%} over "
           f"{out['accuracy_requests']:,} requests, naive {out['naive_wq_rel_err']:.2%} over "
           f"{args.requests:,}", file=sys.stderr)
+    print("  engine CPU ns per request: " + ", ".join(f"{k} {v}" for k, v in split.items()),
+          file=sys.stderr)
     print(json.dumps(out))
 
 
