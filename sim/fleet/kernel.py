@@ -365,27 +365,30 @@ def _heap_push(ht, hw, hn, t, w):
 @njit(cache=True, inline="always")
 def _heap_pop(ht, hw, hn):
     """Bottom-up: the hole left at the root goes down to a leaf along the smaller children
-    (no comparison with the moved element on the way: fewer unpredictable branches), then
-    the last element rises from there. Keys (end time, worker) are distinct (a worker has one
-    batch), so the order of pops is the same for any valid heap."""
+    (no comparison with the moved element on the way), then the last element rises from
+    there. Keys (end time, worker) are distinct (a worker has one batch), so the order of
+    pops is the same for any valid heap. The child is chosen without a branch (its outcome
+    is a coin toss), with a sentinel (inf) in the freed slot n standing for a missing right
+    child, and indices unsigned (no negative-index wrap)."""
+    one = np.uint64(1)
     w = hw[0]
-    n = hn[0] - 1
+    n = np.uint64(hn[0] - 1)
     hn[0] = n
     xt = ht[n]
     xw = hw[n]
-    i = 0
-    a = 1
+    ht[n] = np.inf  # (slot n is outside the heap now; an end time is finite)
+    i = np.uint64(0)
+    a = one
     while a < n:
-        b = a + 1
-        c = a
-        if b < n and (ht[b] < ht[a] or (ht[b] == ht[a] and hw[b] < hw[a])):
-            c = b
+        b = a + one
+        tb, ta = ht[b], ht[a]
+        c = a + np.uint64((tb < ta) | ((tb == ta) & (hw[b] < hw[a])))
         ht[i] = ht[c]
         hw[i] = hw[c]
         i = c
-        a = 2 * i + 1
-    while i > 0:
-        p = (i - 1) >> 1
+        a = i + i + one
+    while i > np.uint64(0):
+        p = (i - one) >> one
         if ht[p] < xt or (ht[p] == xt and hw[p] <= xw):
             break
         ht[i] = ht[p]
