@@ -364,6 +364,13 @@ class Fleet:
             ep = self._ep[key] = K.advance.overloads[sig].entry_point
         return ep
 
+    def __getstate__(self) -> dict:  # the entry points are process-local: found again
+        return {k: v for k, v in self.__dict__.items() if k not in ("_ep_state", "_ep")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._ep_state, self._ep = None, {}
+
     def outbox(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(kind, id, t, aux) of the events since the last call, in order; empties it."""
         S = self.S
