@@ -121,9 +121,10 @@ def cmd_plan(args) -> int:
             res = run_mix(Plan(sc, slos, args.reps, ex, window, tuple(args.without), warm, args.step))
             write_mix(res, out)
             if args.json:
-                print(dumps({k: res[k] for k in ("mix", "cost_per_day", "single_type_cost_per_day",
-                                                  "evaluations", "cost_band_per_day", "gpus",
-                                                  "single_type")}))
+                line = {k: res[k] for k in ("mix", "cost_per_day", "single_type_cost_per_day",
+                                            "evaluations", "cost_band_per_day", "gpus", "single_type")}
+                line["types"] = {t: v["options"] for t, v in res["types"].items() if v["gpus"]}
+                print(dumps(line))
             else:
                 print(mix_markdown(res))
             return 0
@@ -334,8 +335,9 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     p.add_argument("--forecast", metavar="FIT_DIR", help="plan for the demand fitted by `floodgate fit`")
     p.add_argument("--quantile", type=float, default=0.9, help="with --forecast: the share of draws to cover")
     p.add_argument("--draws", type=int, default=8, help="with --forecast: demand draws to plan for")
-    p.add_argument("--mix", action="store_true", help="cheapest GPUs per pool (GPU type) and purchase "
-                   "option (reserved, on demand, spot within the pools' purchase caps) meeting the SLOs")
+    p.add_argument("--mix", action="store_true", help="cheapest GPUs per GPU type (pools alike but for "
+                   "region, split by their sizes) and purchase option (reserved, on demand, spot within "
+                   "each pool's purchase caps) meeting the SLOs")
     p.add_argument("--out", help="output folder (default out/<scenario>/plan)")
     p.add_argument("--json", action="store_true", help="print one JSON line of the result last")
     p.add_argument("--quiet", action="store_true")

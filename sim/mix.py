@@ -1,35 +1,100 @@
-"""plan --mix: the cheapest GPUs per pool (GPU type) and purchase option meeting every SLO.
+"""plan --mix: the cheapest GPUs per GPU type and purchase option meeting every SLO.
 
 Mixing GPU types can cost less than the best single type (Mélange, arXiv 2404.14527, up to
 77% for LLM serving): a cheap slow type carries the bulk and a few fast GPUs keep the tail
-within the SLO, or whole GPUs of one type overshoot where another's finer step fits. Each
-candidate is a fixed fleet, GPUs per pool on the plan's grid of sizes, judged like `plan`
+within the SLO, or whole GPUs of one type overshoot where another's finer step fits. The
+search's dimensions are GPU types, not pools (the planner's question is how many H100s, A100s
+and H200s, bought how): pools alike but for their region, size and purchase caps (`gpu_types`:
+the same profile, prices and serving set-up) are one type, whose count is split over its
+pools by the scenario's pool sizes as `plan` splits a fleet (planner.split_fleet). Each
+candidate is a fixed fleet, GPUs per type on the plan's grid of sizes, judged like `plan`
 (R replications on common random numbers, mean p95 within each SLO, 99% served), spot
-preemptions included. A pool's n GPUs are bought cheapest per live hour first within the
-caps its purchase block sets (reserved: what is contracted; spot: what is on offer; on
-demand: no cap), so cost per day is a non-decreasing function of each pool's count.
+preemptions included. A pool's GPUs are bought cheapest per live hour first within the caps
+its own purchase block sets (reserved: what is contracted; spot: what is on offer; on
+demand: no cap), so cost per day is a non-decreasing function of each type's count (for a
+grid step of at least 1 / share GPUs of each of its pools, which split_fleet needs).
 
-Search, exact on the grid if meeting the SLOs is monotone in each pool's count (more GPUs
-never hurt; the plan assumes the same): each pool alone first (its single-type answer; the
-first searched from its own size in the scenario, the others judged at the count where they
-stop being cheaper than the best so far, and searched below it only if that count meets),
-which bounds every count (a count whose cost alone reaches the best single-type cost cannot
-be in a cheaper mix); then for each combination of the other pools, a staircase over the last two:
-the fewest GPUs of the last pool that meet the SLOs cannot rise as the second-last grows, so
-one walk visits each level of either at most about once, testing only points that would be
-cheaper than the best so far.
+Search, exact on the grid if meeting the SLOs is monotone in each type's count (more GPUs
+never hurt; the plan assumes the same): each type alone first (its single-type answer; the
+first searched by the plan's own walk from its size in the scenario, the others judged at
+the count where they stop being cheaper than the best so far, and searched below it only if
+that count meets), which bounds every count (a count whose cost alone reaches the best
+single-type cost cannot be in a cheaper mix); then for each combination of the other types,
+a staircase over the last two: the fewest GPUs of the last type that meet the SLOs cannot
+rise as the second-last grows, so one walk visits each level of either at most about once,
+testing only points that would be cheaper than the best so far.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from sim.errors import Infeasible
 from sim.fleet.purchase import OPTIONS, fixed_cost_per_day, fixed_split, prices_of
-from sim.planner import Evaluation, Plan, _r, narrow
+from sim.planner import Evaluation, Plan, _r, narrow, shares, split_fleet
 from sim.planner import fixed_cost_per_day as plan_cost
+
+
+@dataclass(frozen=True)
+class GpuType:
+    """One dimension of the search: pools (indices into fleet.pools) alike but for region,
+    size and purchase caps; a count of the type is split over them by `share`."""
+
+    name: str
+    pools: tuple[int, ...]
+    share: tuple[float, ...]
+
+
+def gpu_types(sc) -> list[GpuType]:
+    """The scenario's pools grouped into GPU types, in the order each type's first pool is
+    listed: the same pool but for name, region, gpus, max_gpus and the reserved and spot counts
+    (so the same profile or service time, prices, preemptions, models and batching). A type's
+    name: its pools' common name prefix (h100-americas, h100-europe: h100), else its first
+    pool's name."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(sc.fleet.pools):
+        d = p.model_dump(mode="json", exclude={"name", "region", "gpus", "max_gpus"})
+        if d.get("purchase"):
+            d["purchase"] = {k: v for k, v in d["purchase"].items() if k not in ("reserved", "spot")}
+        groups.setdefault(repr(sorted(d.items())), []).append(i)
+    pools = sc.fleet.pools
+    out = []
+    for members in groups.values():
+        names = [pools[i].name for i in members]
+        name = names[0]
+        if len(names) > 1:
+            name = os.path.commonprefix(names).rstrip("-_.") or names[0]
+        out.append(GpuType(name, tuple(members), tuple(shares([pools[i].gpus for i in members]))))
+    if len({t.name for t in out}) < len(out):  # a prefix equal to another type's name
+        out = [GpuType(pools[t.pools[0]].name if len(t.pools) == 1 else
+                       "+".join(pools[i].name for i in t.pools), t.pools, t.share) for t in out]
+    return out
+
+
+class _Line(Mapping):
+    """The judged points of type j alone, keyed by its count: the evaluations Plan.nearest
+    walks when it searches that type's single-type answer."""
+
+    def __init__(self, mp: MixPlan, j: int):
+        self.mp, self.j = mp, j
+
+    def __getitem__(self, n: int) -> Evaluation:
+        return self.mp.evals[self.mp._unit(self.j, n)]
+
+    def __contains__(self, n) -> bool:
+        return self.mp._unit(self.j, n) in self.mp.evals
+
+    def __iter__(self) -> Iterator[int]:
+        return (k[self.j] for k in self.mp.evals if k == self.mp._unit(self.j, k[self.j]))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass
@@ -38,44 +103,75 @@ class MixPlan:
     which: int = 0  # 0 mean, 1 lower, 2 upper bound of the quantile estimates
     evals: dict[tuple[int, ...], Evaluation] = field(default_factory=dict)
     objective: str = "cost"  # "cost": $/day; "gpus": GPUs in all (plan per pool)
+    # The search's dimensions: GPU types (gpu_types), or each pool its own (plan per pool,
+    # whose answer is GPUs per pool).
+    by_type: bool = True
 
     def __post_init__(self):
         sc = self.plan.sc
         self.pools = sc.fleet.pools
-        self.prices = [prices_of(p) for p in self.pools]
+        self.types = gpu_types(sc) if self.by_type else \
+            [GpuType(p.name, (i,), (1.0,)) for i, p in enumerate(self.pools)]
+        self.P = len(self.types)
+        self.prices = [prices_of(p) for p in self.pools]  # per pool
         self.caps = [{"reserved": p.purchase.reserved if p.purchase else 0,
                       "spot": p.purchase.spot if p.purchase else 0} for p in self.pools]
         self.step = self.plan._step()
-        # which pools can serve each batch group of request classes (one group without them)
-        self.holders = _holders(sc)
-        self.whole = [all(j in h for h in self.holders) for j in range(len(self.pools))]
-        self._floors: list[int] | None = None  # each pool's floor with the others at the cap
+        # which types can serve each batch group of request classes (one group without them);
+        # a type's pools all hold the same models
+        self.holders = [{j for j, t in enumerate(self.types) if t.pools[0] in h} for h in _holders(sc)]
+        self.whole = [all(j in h for h in self.holders) for j in range(self.P)]
+        self._floors: list[int] | None = None  # each type's floor with the others at the cap
+        self._costs: dict[tuple[int, int], float] = {}
 
     # -- one candidate --
 
-    def split(self, j: int, n: int) -> dict[str, int]:
-        return fixed_split(n, self.caps[j], self.prices[j])
+    def counts(self, point: tuple[int, ...]) -> list[int]:
+        """GPUs per pool: each type's count split over its pools by their shares."""
+        out = [0] * len(self.pools)
+        for t, n in zip(self.types, point, strict=True):
+            for i, c in zip(t.pools, split_fleet(n, np.array(t.share)), strict=True):
+                out[i] = int(c)
+        return out
+
+    def split(self, point: tuple[int, ...]) -> list[dict[str, int]]:
+        """GPUs per pool and purchase option: each pool's bought cheapest first within its caps."""
+        return [fixed_split(n, self.caps[i], self.prices[i]) for i, n in enumerate(self.counts(point))]
+
+    def type_cost(self, j: int, n: int) -> float:
+        """$/day of n GPUs of type j (its pools' bills at their splits)."""
+        key = (j, n)
+        if key not in self._costs:
+            t = self.types[j]
+            parts = split_fleet(n, np.array(t.share))
+            self._costs[key] = sum(
+                fixed_cost_per_day(fixed_split(int(c), self.caps[i], self.prices[i]), self.prices[i])
+                for i, c in zip(t.pools, parts, strict=True))
+        return self._costs[key]
 
     def cost(self, point: tuple[int, ...]) -> float:
         if self.objective == "gpus":
             return float(sum(point))
-        return sum(fixed_cost_per_day(self.split(j, n), self.prices[j]) for j, n in enumerate(point))
+        return sum(self.type_cost(j, n) for j, n in enumerate(point))
 
     def _scenario(self, point: tuple[int, ...], seed: int) -> dict:
-        def buy(p: dict, j: int) -> None:
-            s = self.split(j, point[j])
-            p["max_gpus"] = point[j]  # a fixed fleet: every slot live
+        counts = self.counts(point)
+
+        def buy(p: dict, i: int) -> None:
+            s = fixed_split(counts[i], self.caps[i], self.prices[i])
+            p["max_gpus"] = counts[i]  # a fixed fleet: every slot live
             p["purchase"] = {**(p.get("purchase") or {}), "reserved": s["reserved"], "spot": s["spot"]}
 
-        return self.plan.fixed(point, seed, buy)
+        return self.plan.fixed(counts, seed, buy)
 
     def serves(self, point: tuple[int, ...]) -> bool:
-        """Does every class have a pool with GPUs holding its model? (Else its requests wait
+        """Does every class have a type with GPUs holding its model? (Else its requests wait
         for ever, neither served nor abandoned, and the judged figures would not see them.)"""
         return all(any(point[j] > 0 for j in h) for h in self.holders)
 
-    def evaluate(self, points: list[tuple[int, ...]]) -> None:
-        self.plan.judge([p for p in points if self.serves(p)], self.evals, self._scenario)
+    def evaluate(self, points: list[tuple[int, ...]], fill=()) -> None:
+        self.plan.judge([p for p in points if self.serves(p)], self.evals, self._scenario,
+                        fill=[p for p in fill if self.serves(p)])
 
     def ok(self, point: tuple[int, ...]) -> bool:
         if not self.serves(point):
@@ -85,17 +181,21 @@ class MixPlan:
     # -- the search --
 
     def _unit(self, j: int, n: int) -> tuple[int, ...]:
-        return tuple(n if i == j else 0 for i in range(len(self.pools)))
+        return tuple(n if i == j else 0 for i in range(self.P))
+
+    def size(self, j: int) -> int:
+        """Type j's GPUs in the scenario."""
+        return sum(self.pools[i].gpus for i in self.types[j].pools)
 
     def alone(self, j: int, cap: int, bounded: bool = False) -> int | None:
-        """Fewest GPUs of pool j alone meeting the SLOs, on the grid, at most `cap` (None:
-        none does). `bounded`: cap is where the pool alone stops being cheaper than the best
+        """Fewest GPUs of type j alone meeting the SLOs, on the grid, at most `cap` (None:
+        none does). `bounded`: cap is where the type alone stops being cheaper than the best
         so far, so cap is judged first and, when it fails, no fewer GPUs can meet (more
-        GPUs never hurt) and nothing more is run; else a bisection below it. Unbounded: from
-        the pool's own size in the scenario (where a planner would look first; a single
-        step when it has none), a walk outwards doubling, then a bisection, `width` sizes a
-        round."""
-        st, m = self.step, self.plan.width()
+        GPUs never hurt) and nothing more is run; else a bisection below it. Unbounded: the
+        plan's own walk (Plan.nearest) on the type's line, from its size in the scenario
+        (where a planner would look first; a single step when it has none), `width` sizes a
+        round; None where the walk finds the SLOs out of reach or passes `cap`."""
+        st = self.step
 
         def unit(c: int) -> tuple[int, ...]:
             return self._unit(j, c)
@@ -104,46 +204,17 @@ class MixPlan:
         if bounded:
             self.evaluate([unit(top)])
             return self._fewest(unit, 0, top) if self.ok(unit(top)) else None
-        g = min(top, max(st, -(-self.pools[j].gpus // st) * st))
-        self.evaluate([unit(c) for c in (g - st, g) if c >= st])
-        lo, hi = 0, None  # lo fails (or is 0), hi meets
-        if self.ok(unit(g)):
-            hi, d = g, st
-            while lo == 0 and hi > st:
-                chain = []
-                c = hi
-                for _ in range(m):  # hi - 1, 2, 4, ... steps
-                    if c - d < st:
-                        break
-                    c -= d
-                    chain.append(c)
-                    d *= 2
-                if not chain:
-                    break
-                self.evaluate([unit(c) for c in chain])
-                for c in chain:
-                    if not self.ok(unit(c)):
-                        lo = c
-                        break
-                    hi = c
-        else:
-            lo, n = g, g
-            while hi is None:
-                if lo >= top:
-                    return None
-                chain = [min(top, n * 2 ** (i + 1)) for i in range(m)]
-                chain = list(dict.fromkeys(chain))
-                self.evaluate([unit(c) for c in chain])
-                for c in chain:
-                    if self.ok(unit(c)):
-                        hi = c
-                        break
-                    lo = c
-                n = chain[-1]
-        return self._fewest(unit, lo, hi)
+        try:
+            n = self.plan.nearest(
+                self.which, min(top, max(st, self.size(j))), top, _Line(self, j),
+                lambda cs, fill=(): self.evaluate([unit(c) for c in cs], [unit(c) for c in fill]),
+                self.plan.width())
+        except Infeasible:
+            return None
+        return n if n <= top else None
 
     def bound(self, j: int, best: float) -> int:
-        """Largest grid count of pool j whose cost alone stays below `best`."""
+        """Largest grid count of type j whose cost alone stays below `best`."""
         n = 0
         while self.cost(self._unit(j, n + self.step)) < best - 1e-9:
             n += self.step
@@ -164,7 +235,7 @@ class MixPlan:
                       lambda cs: self.evaluate([point(c) for c in cs]), lambda c: self.ok(point(c)), known)
 
     def floors(self, ub: list[int]) -> list[int] | None:
-        """Each pool's fewest GPUs meeting the SLOs with every other pool at its `ub`: no
+        """Each type's fewest GPUs meeting the SLOs with every other type at its `ub`: no
         point within ub meets with fewer (more GPUs never hurt). None: the box's top fails."""
         top = tuple(ub)
         self.evaluate([top])
@@ -173,9 +244,9 @@ class MixPlan:
         def point(j: int, n: int) -> tuple[int, ...]:
             return tuple(n if i == j else ub[i] for i in range(len(ub)))
 
-        # With the others at their tops a pool is often not needed at all: none of it is
-        # judged first for every pool, in one map, and only a pool needed there is narrowed
-        # (a floor of 0 keeps the mixes without that pool in the search).
+        # With the others at their tops a type is often not needed at all: none of it is
+        # judged first for every type, in one map, and only a type needed there is narrowed
+        # (a floor of 0 keeps the mixes without that type in the search).
         self.evaluate([point(j, 0) for j in range(len(ub)) if ub[j] > 0])
         out = []
         for j in range(len(ub)):
@@ -186,14 +257,14 @@ class MixPlan:
         return out
 
     def joint(self, cap: int) -> tuple[int, ...]:
-        """A point meeting the SLOs when no pool alone does (pools holding different models,
-        say): every pool from its floor with the others at `cap`, then all grown together by
+        """A point meeting the SLOs when no type alone does (pools holding different models,
+        say): every type from its floor with the others at `cap`, then all grown together by
         1, 2, 4, ... steps until it meets."""
-        P, st, m = len(self.pools), self.step, self.plan.width()
+        P, st, m = self.P, self.step, self.plan.width()
         f = self._floors = self.floors([cap] * P)
         if f is None:
             raise Infeasible(self.plan.sc.source, "fleet.pools",
-                             f"the SLOs are not met even with {cap} GPUs in every pool")
+                             f"the SLOs are not met even with {cap} GPUs of every type")
         k = 0
         while True:
             chain = [tuple(min(cap, n + st * (2 ** i - 1 if i else 0)) for n in f)
@@ -205,9 +276,9 @@ class MixPlan:
             k += m
 
     def _bounds(self, best: float, floors: list[int]) -> list[int]:
-        """Largest grid count of each pool whose cost, with the other pools at their floors,
-        stays below `best` (cost is a sum over pools, each non-decreasing)."""
-        P, st = len(self.pools), self.step
+        """Largest grid count of each type whose cost, with the other types at their floors,
+        stays below `best` (cost is a sum over types, each non-decreasing)."""
+        P, st = self.P, self.step
         out = []
         for j in range(P):
             def at(n: int, j: int = j) -> tuple[int, ...]:
@@ -219,32 +290,32 @@ class MixPlan:
         return out
 
     def search(self, cap: int) -> dict:
-        P, st = len(self.pools), self.step
+        P, st = self.P, self.step
         singles: dict[str, int | None] = {}
         best, best_pt = math.inf, None
-        for j in range(P):  # a pool alone is searched only as far as it could beat the best so far
+        for j in range(P):  # a type alone is searched only as far as it could beat the best so far
             top = cap if best_pt is None else min(cap, self.bound(j, best))
             n = self.alone(j, top, best_pt is not None) if top >= st and self.whole[j] else None
-            singles[self.pools[j].name] = n
+            singles[self.types[j].name] = n
             if n is not None and self.cost(self._unit(j, n)) < best:
                 best, best_pt = self.cost(self._unit(j, n)), self._unit(j, n)
         single_cost = best if best_pt is not None else None
-        if best_pt is None:  # no pool alone serves everything
+        if best_pt is None:  # no type alone serves everything
             if P < 2:
                 raise Infeasible(self.plan.sc.source, "fleet.pools",
-                                 f"no single pool meets the SLOs with up to {cap} GPUs")
+                                 f"no single GPU type meets the SLOs with up to {cap} GPUs")
             best_pt = self.joint(cap)
             best = self.cost(best_pt)
         if P >= 2:
             ub = [min(cap, self.bound(j, best)) for j in range(P)]
             # Floors prune the levels below them: the joint search found them already; with
-            # three pools or more they save more whole staircases than they cost.
+            # three types or more they save more whole staircases than they cost.
             lo = self._floors if single_cost is None else None
             if lo is None and P >= 3:
                 lo = self.floors([max(u, n) for u, n in zip(ub, best_pt, strict=True)])
             lo = lo or [0] * P
             ub = [max(lo_j, u) for lo_j, u in zip(lo, self._bounds(best, lo), strict=True)]
-            # The pools with the fewest levels in their box are the outer loop; the two with
+            # The types with the fewest levels in their box are the outer loop; the two with
             # the most are the staircase's x and y (a walk costs about levels(x) + levels(y)).
             order = sorted(range(P), key=lambda j: ((ub[j] - lo[j]) // st, j))
             heads, (jx, jy) = order[:P - 2], order[P - 2:]
@@ -326,9 +397,10 @@ def exhaustive(mp: MixPlan, levels: list[range]) -> tuple[float, tuple[int, ...]
 
 def run_mix(plan: Plan, cap: int | None = None) -> dict:
     """The cheapest mix, its band (the same search on the lower and upper 95% bounds of the
-    p95 estimates, reusing the runs), and the best single-type fleet. `single_type` gives
-    each pool's fewest GPUs alone; None: none meets the SLOs for less than the best single
-    type (or within `cap`)."""
+    p95 estimates, reusing the runs), and the best single-type fleet; per GPU type (`types`:
+    its GPUs, their split over its pools, options bought, $/day) and per pool (`mix`, `gpus`).
+    `single_type` gives each type's fewest GPUs alone; None: none meets the SLOs for less
+    than the best single type (or within `cap`)."""
     cap = cap or max(64 * plan._step(), 8 * sum(max(p.gpus, p.max_gpus or 0) for p in plan.sc.fleet.pools))
     mp = MixPlan(plan)
     res = mp.search(cap)
@@ -340,20 +412,27 @@ def run_mix(plan: Plan, cap: int | None = None) -> dict:
         except Infeasible:
             band[name] = None
     pt, single = res["point"], res["single_type_cost_per_day"]
-    mix = {p.name: {o: n for o, n in mp.split(j, pt[j]).items() if n}
-           for j, p in enumerate(mp.pools) if pt[j]}
+    counts, bought = mp.counts(pt), mp.split(pt)
+    names = [p.name for p in mp.pools]
+    types = {}
+    for j, t in enumerate(mp.types):
+        opts = {o: sum(bought[i][o] for i in t.pools) for o in OPTIONS}
+        types[t.name] = {"gpus": int(pt[j]), "pools": {names[i]: counts[i] for i in t.pools},
+                         "options": {o: n for o, n in opts.items() if n},
+                         "cost_per_day": round(mp.type_cost(j, pt[j]), 2)}
     sc = plan.sc
     return {
         "scenario": sc.name,
-        "mix": mix,
-        "gpus": {p.name: int(pt[j]) for j, p in enumerate(mp.pools)},
+        "mix": {names[i]: {o: n for o, n in bought[i].items() if n} for i in range(len(names)) if counts[i]},
+        "types": types,
+        "gpus": dict(zip(names, counts, strict=True)),
         "cost_per_day": round(res["cost_per_day"], 2),
         "cost_band_per_day": [band["low"], band["high"]],
-        "single_type": {k: v for k, v in res["single_type"].items()},
+        "single_type": dict(res["single_type"]),
         "single_type_cost_per_day": None if single is None else round(single, 2),
         "saving": None if single is None else round(1 - res["cost_per_day"] / single, 4),
-        "prices_per_gpu_hour": {p.name: {o: round(mp.prices[j].per_hour(o), 4) for o in OPTIONS}
-                                for j, p in enumerate(mp.pools)},
+        "prices_per_gpu_hour": {t.name: {o: round(mp.prices[t.pools[0]].per_hour(o), 4) for o in OPTIONS}
+                                for t in mp.types},
         "evaluations": len(mp.evals),
         "replications": plan.reps,
         "step_gpus": mp.step,
@@ -361,7 +440,6 @@ def run_mix(plan: Plan, cap: int | None = None) -> dict:
         "window_s": list(plan.window) if plan.window else None,
         "warm_s": plan.warm_s if plan.window else None,
     }
-
 
 
 def run_per_pool(plan: Plan, cap: int | None = None) -> dict:
@@ -372,12 +450,12 @@ def run_per_pool(plan: Plan, cap: int | None = None) -> dict:
     the lower and upper 95% bounds of the p95 estimates, reusing the runs."""
     sc = plan.sc
     cap = cap or max(64 * plan._step(), 8 * sum(max(p.gpus, p.max_gpus or 0) for p in sc.fleet.pools))
-    mp = MixPlan(plan, objective="gpus")
+    mp = MixPlan(plan, objective="gpus", by_type=False)
     pt = mp.search(cap)["point"]
     band = {}
     for which, name in ((1, "low"), (2, "high")):
         try:
-            band[name] = MixPlan(plan, which, mp.evals, "gpus").search(cap)["point"]
+            band[name] = MixPlan(plan, which, mp.evals, "gpus", by_type=False).search(cap)["point"]
         except Infeasible:
             band[name] = None
     names = [p.name for p in mp.pools]

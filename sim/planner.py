@@ -105,11 +105,10 @@ class Plan:
     screen_fraction: float | None = None  # the screen's cell (None: the scenario's own)
 
     def _mix(self) -> np.ndarray:
-        g = np.array([p.gpus for p in self.sc.fleet.pools], float)
-        return g / g.sum() if g.sum() else np.full(len(g), 1.0 / len(g))
+        return shares([p.gpus for p in self.sc.fleet.pools])
 
     def _scenario(self, gpus: int, seed: int) -> dict:
-        return self.fixed(_split(gpus, self._mix()), seed)
+        return self.fixed(split_fleet(gpus, self._mix()), seed)
 
     def _screen_scenario(self, gpus: int, seed: int) -> dict:
         d = self._scenario(gpus, seed)
@@ -416,8 +415,16 @@ def narrow(lo: int, hi: int, step: int, width: int, evaluate, ok, known=()) -> i
     return hi
 
 
-def _split(total: int, mix: np.ndarray) -> np.ndarray:
-    """Whole GPUs per pool at the mix, summing to total (largest remainders)."""
+def shares(gpus) -> np.ndarray:
+    """Each pool's share of a fleet of pools of these sizes (equal shares when all are 0)."""
+    g = np.array(gpus, float)
+    return g / g.sum() if g.sum() else np.full(len(g), 1.0 / len(g))
+
+
+def split_fleet(total: int, mix: np.ndarray) -> np.ndarray:
+    """Whole GPUs per pool at the mix, summing to total (largest remainders). A total grown by
+    at least 1 / share GPUs of every pool with a share never leaves a pool fewer (the floor
+    alone rises by one)."""
     raw = total * mix
     out = np.floor(raw).astype(int)
     for j in np.argsort(-(raw - out))[: total - out.sum()]:
@@ -442,7 +449,7 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
     best = plan.nearest(0, guess)
     ci_high = plan.nearest(2, best)
     ci_low = plan.nearest(1, best)
-    counts = _split(best, plan._mix())
+    counts = split_fleet(best, plan._mix())
     result = {
         "scenario": sc.name,
         "min_gpus": int(best),
@@ -457,7 +464,7 @@ def run_plan(sc: Scenario, slos: list[Slo], reps: int, executor: Executor,
                    "runs": sum(1 for k in plan.runs if k[0] is not None) if plan.screen_fraction else len(plan.screened),
                    "curve": [{"gpus": n, **{f"{s.tier}.{s.quantile}": _r(e.bounds(s)[0]) for s in slos},
                               "meets": e.meets(slos)} for n, e in sorted(plan.screened.items())]},
-        "pools": {p.name: int(n) for p, n in zip(sc.fleet.pools, _split(best, plan._mix()), strict=True)},
+        "pools": {p.name: int(n) for p, n in zip(sc.fleet.pools, counts, strict=True)},
         "slos": [f"{s.tier}:{s.quantile}<={s.seconds:g}s" for s in slos],
         "window_s": list(window) if window else None,
         "warm_s": warm_s if window else None,

@@ -40,7 +40,7 @@ def test_the_cheapest_mix_equals_an_exhaustive_search_over_the_same_grid():
         cost, point = exhaustive(mp, grid)
     assert point == tuple(res["gpus"].values()) and cost == pytest.approx(res["cost_per_day"], abs=0.01)
     assert all(n % 2 == 0 for n in point)  # on the grid of 2-GPU steps
-    assert res["mix"]["slow"] == {o: n for o, n in mp.split(1, point[1]).items() if n}
+    assert res["mix"]["slow"] == {o: n for o, n in mp.split(point)[1].items() if n}
     assert res["single_type"]["slow"] is None and res["single_type"]["fast"] is not None
     assert res["cost_per_day"] < res["single_type_cost_per_day"]  # mixing pays here
     assert res["evaluations"] < len(mp.evals) / 2  # and the staircase judged far fewer

@@ -98,7 +98,7 @@ def write_plan(res: dict, out: Path) -> None:
 
 
 def mix_markdown(res: dict) -> str:
-    """plan --mix: the cheapest mix per pool and purchase option, against one GPU type."""
+    """plan --mix: the cheapest mix per GPU type, pool and purchase option, against one type."""
     lo, hi = res["cost_band_per_day"]
     band = f"${lo:,.0f}-{hi:,.0f}" if lo is not None and hi is not None else "open"
     single = res["single_type_cost_per_day"]
@@ -108,11 +108,20 @@ def mix_markdown(res: dict) -> str:
              f"Cheapest fleet meeting {', '.join(res['slos'])}: **${res['cost_per_day']:,.0f}/day** "
              f"(95% band {band}) {against}; {res['replications']} replications per "
              f"candidate, {res['evaluations']} candidates judged, steps of {res['step_gpus']} GPUs.",
-             "", "| pool | reserved | on demand | spot | alone: GPUs |", "|---|---:|---:|---:|---:|"]
+             "", "| GPU type | GPUs | reserved | on demand | spot | $/day | alone: GPUs |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, alone in res["single_type"].items():
-        m = res["mix"].get(name, {})
-        lines.append(f"| {name} | {m.get('reserved', 0)} | {m.get('on_demand', 0)} | {m.get('spot', 0)} | "
+        t = res["types"][name]
+        m = t["options"]
+        lines.append(f"| {name} | {t['gpus']} | {m.get('reserved', 0)} | {m.get('on_demand', 0)} | "
+                     f"{m.get('spot', 0)} | {t['cost_per_day']:,.0f} | "
                      f"{'none for less' if alone is None else alone} |")
+    lines += ["", "| pool | GPU type | reserved | on demand | spot |", "|---|---|---:|---:|---:|"]
+    for name, t in res["types"].items():
+        for pool in t["pools"]:
+            m = res["mix"].get(pool, {})
+            lines.append(f"| {pool} | {name} | {m.get('reserved', 0)} | {m.get('on_demand', 0)} | "
+                         f"{m.get('spot', 0)} |")
     return "\n".join(lines) + "\n"
 
 
