@@ -55,8 +55,8 @@ def gpu_types(sc) -> list[GpuType]:
     """The scenario's pools grouped into GPU types, in the order each type's first pool is
     listed: the same pool but for name, region, gpus, max_gpus and the reserved and spot counts
     (so the same profile or service time, prices, preemptions, models and batching). A type's
-    name: its pools' common name prefix (h100-americas, h100-europe: h100), else its first
-    pool's name."""
+    name: its pools' common name prefix up to a separator (h100-americas, h100-europe: h100),
+    else their names joined with +."""
     groups: dict[str, list[int]] = {}
     for i, p in enumerate(sc.fleet.pools):
         d = p.model_dump(mode="json", exclude={"name", "region", "gpus", "max_gpus"})
@@ -69,12 +69,18 @@ def gpu_types(sc) -> list[GpuType]:
         names = [pools[i].name for i in members]
         name = names[0]
         if len(names) > 1:
-            name = os.path.commonprefix(names).rstrip("-_.") or names[0]
+            pre = os.path.commonprefix(names)
+            if any(n[len(pre):len(pre) + 1] not in SEPARATORS for n in names):  # mid-word
+                pre = pre[:max((pre.rfind(c) for c in SEPARATORS), default=-1) + 1] or pre
+            name = pre.rstrip(SEPARATORS) or "+".join(names)
         out.append(GpuType(name, tuple(members), tuple(shares([pools[i].gpus for i in members]))))
     if len({t.name for t in out}) < len(out):  # a prefix equal to another type's name
         out = [GpuType(pools[t.pools[0]].name if len(t.pools) == 1 else
                        "+".join(pools[i].name for i in t.pools), t.pools, t.share) for t in out]
     return out
+
+
+SEPARATORS = "-_."
 
 
 class _Line(Mapping):

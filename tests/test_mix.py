@@ -141,3 +141,56 @@ def test_a_pool_alone_bounded_by_the_best_is_judged_at_its_bound_first():
         scan.evaluate([(n, 0) for n in range(1, 13)])
     assert fast == min(n for n in range(1, 13) if scan.ok((n, 0)))
     assert len(mp.evals) - 1 < 12
+
+
+def two_regions() -> dict:
+    """two_types in two regions: users in a and b (half each), each type in both regions
+    (pools alike but for region, size and purchase caps: the fast type's reserved GPUs in ra,
+    its spot in rb; the slow type's reserved in rb, spot in ra), spill-over above 2 s of
+    predicted wait."""
+    d = two_types()
+    d["horizon"] = 300
+    d["demand"]["regions"] = [{"name": "a", "share": 0.5}, {"name": "b", "share": 0.5}]
+    fast, slow = d["fleet"]["pools"]
+    d["fleet"] = {
+        "regions": [{"name": "ra", "latency_s": {"a": 0.01, "b": 0.05}},
+                    {"name": "rb", "latency_s": {"a": 0.05, "b": 0.01}}],
+        "spill_over": {"predicted_wait_s": 2},
+        "pools": [{**fast, "name": "fast-ra", "region": "ra", "gpus": 3, "purchase": {"reserved": 1}},
+                  {**slow, "name": "slow-ra", "region": "ra", "gpus": 4,
+                   "purchase": {**slow["purchase"], "reserved": 0, "spot": 4}},
+                  {**fast, "name": "fast-rb", "region": "rb", "gpus": 3, "purchase": {"spot": 2}},
+                  {**slow, "name": "slow-rb", "region": "rb", "gpus": 4,
+                   "purchase": {**slow["purchase"], "reserved": 3, "spot": 0}}]}
+    return d
+
+
+@pytest.mark.slow
+def test_a_type_in_two_regions_is_one_dimension_split_by_the_pool_sizes_as_plan_splits():
+    # A 9 s p95: the slow type alone can meet it too, with more GPUs than a few of it
+    # beside the fast type (2 fast per region are over-loaded alone: 2.5 Erlangs each).
+    from sim.planner import shares, split_fleet
+
+    sc = parse_scenario(two_regions())
+    slos = [parse_slo("a:p95<=9s", sc)]
+    with Executor(1) as ex:
+        res = run_mix(Plan(sc, slos, 1, ex, step=2))
+        mp = MixPlan(Plan(sc, slos, 1, ex, step=2))
+        best = res["single_type_cost_per_day"]
+        cost, point = exhaustive(mp, [range(0, mp.bound(j, best) + 1, 2) for j in range(2)])
+    assert [(t.name, t.pools) for t in mp.types] == [("fast", (0, 2)), ("slow", (1, 3))]
+    assert point == (res["types"]["fast"]["gpus"], res["types"]["slow"]["gpus"])
+    assert cost == pytest.approx(res["cost_per_day"], abs=0.01) and cost < best  # mixing pays
+    assert res["evaluations"] < len(mp.evals)
+    # each type's GPUs split over its regions as plan splits a fleet, each pool bought
+    # cheapest first within its own caps
+    fa, fb = split_fleet(point[0], shares([3, 3]))
+    sa, sb = split_fleet(point[1], shares([4, 4]))
+    assert res["gpus"] == {"fast-ra": fa, "slow-ra": sa, "fast-rb": fb, "slow-rb": sb}
+    assert res["types"]["slow"]["pools"] == {"slow-ra": sa, "slow-rb": sb}
+    assert min(fa, fb, sa, sb) > 0
+    assert res["mix"]["fast-ra"] == {"reserved": 1, **({"on_demand": fa - 1} if fa > 1 else {})}
+    assert res["mix"]["fast-rb"] == {"spot": min(2, fb), **({"on_demand": fb - 2} if fb > 2 else {})}
+    assert res["mix"]["slow-ra"]["spot"] == min(4, sa) and "reserved" not in res["mix"]["slow-ra"]
+    assert res["mix"]["slow-rb"]["reserved"] == min(3, sb) and "spot" not in res["mix"]["slow-rb"]
+    assert sum(t["cost_per_day"] for t in res["types"].values()) == pytest.approx(res["cost_per_day"], abs=0.02)
