@@ -419,7 +419,7 @@ def run_mix(plan: Plan, cap: int | None = None) -> dict:
             band[name] = None
     pt, single = res["point"], res["single_type_cost_per_day"]
     counts, bought = mp.counts(pt), mp.split(pt)
-    names = [p.name for p in mp.pools]
+    names, tnames = [p.name for p in mp.pools], [t.name for t in mp.types]
     types = {}
     for j, t in enumerate(mp.types):
         opts = {o: sum(bought[i][o] for i in t.pools) for o in OPTIONS}
@@ -445,6 +445,12 @@ def run_mix(plan: Plan, cap: int | None = None) -> dict:
         "slos": [f"{s.tier}:{s.quantile}<={s.seconds:g}s" for s in plan.slos],
         "window_s": list(plan.window) if plan.window else None,
         "warm_s": plan.warm_s if plan.window else None,
+        # every candidate judged, in the order judged: GPUs per type, $/day, the mean quantiles
+        "candidates": [
+            {"gpus": dict(zip(tnames, map(int, k), strict=True)), "cost_per_day": round(mp.cost(k), 2),
+             **{f"{s.tier}.{s.quantile}": _r(e.bounds(s)[0]) for s in plan.slos},
+             "meets": e.meets(plan.slos)}
+            for k, e in mp.evals.items()],
     }
 
 
