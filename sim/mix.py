@@ -12,7 +12,9 @@ candidate is a fixed fleet, GPUs per type on the plan's grid of sizes, judged li
 preemptions included. A pool's GPUs are bought cheapest per live hour first within the caps
 its own purchase block sets (reserved: what is contracted; spot: what is on offer; on
 demand: no cap), so cost per day is a non-decreasing function of each type's count (for a
-grid step of at least 1 / share GPUs of each of its pools, which split_fleet needs).
+grid step of at least 1 / share GPUs of each of its pools, which split_fleet needs). A type
+is bought up to what is on offer: where its pools set max_gpus, no more than each pool's
+max_gpus (an A100 pool of 300 spot and max_gpus 300 offers 300 GPUs, not on demand beyond).
 
 Search, exact on the grid if meeting the SLOs is monotone in each type's count (more GPUs
 never hurt; the plan assumes the same): each type alone first (its single-type answer; the
@@ -73,7 +75,7 @@ def gpu_types(sc) -> list[GpuType]:
             if any(n[len(pre):len(pre) + 1] not in SEPARATORS for n in names):  # mid-word
                 pre = pre[:max((pre.rfind(c) for c in SEPARATORS), default=-1) + 1] or pre
             name = pre.rstrip(SEPARATORS) or "+".join(names)
-        out.append(GpuType(name, tuple(members), tuple(shares([pools[i].gpus for i in members]))))
+        out.append(GpuType(name, tuple(members), tuple(map(float, shares([pools[i].gpus for i in members])))))
     if len({t.name for t in out}) < len(out):  # a prefix equal to another type's name
         out = [GpuType(pools[t.pools[0]].name if len(t.pools) == 1 else
                        "+".join(pools[i].name for i in t.pools), t.pools, t.share) for t in out]
@@ -129,6 +131,19 @@ class MixPlan:
         self.whole = [all(j in h for h in self.holders) for j in range(self.P)]
         self._floors: list[int] | None = None  # each type's floor with the others at the cap
         self._costs: dict[tuple[int, int], float] = {}
+        # The mix buys what is on offer: a type's GPUs at most what its pools' max_gpus allow
+        # (each pool's share of the count within its own; None: no pool limits it). `plan`
+        # per pool, like `plan`, sizes past max_gpus (the autoscaler's ceiling there).
+        self.limits = [self._limit(t) if self.objective == "cost" else None for t in self.types]
+
+    def _limit(self, t: GpuType) -> int | None:
+        tops = [self.pools[i].max_gpus for i in t.pools]
+        if any(m is None for m in tops):
+            return None
+        n = sum(tops)
+        while n > 0 and any(c > m for c, m in zip(split_fleet(n, np.array(t.share)), tops, strict=True)):
+            n -= 1
+        return n
 
     # -- one candidate --
 
@@ -175,14 +190,36 @@ class MixPlan:
         for ever, neither served nor abandoned, and the judged figures would not see them.)"""
         return all(any(point[j] > 0 for j in h) for h in self.holders)
 
-    def evaluate(self, points: list[tuple[int, ...]], fill=()) -> None:
-        self.plan.judge([p for p in points if self.serves(p)], self.evals, self._scenario,
-                        fill=[p for p in fill if self.serves(p)])
+    def evaluate(self, points: list[tuple[int, ...]], fill=(), infer: bool = True) -> None:
+        """Judge the points not judged yet, except (`infer`) those a judged point settles."""
+        def todo(ps):
+            return [p for p in ps if self.serves(p) and (not infer or self.implied(p) is None)]
+
+        self.plan.judge(todo(points), self.evals, self._scenario, fill=todo(fill))
+
+    def implied(self, point: tuple[int, ...]) -> bool | None:
+        """What the judged points say of this one, more GPUs never hurting (the search's own
+        assumption): it meets if a point with no more GPUs of any type meets, fails if one
+        with no fewer fails; None: neither (nor judged itself)."""
+        if point in self.evals:
+            return self.evals[point].meets(self.plan.slos, self.which)
+        for q, e in self.evals.items():
+            m = e.meets(self.plan.slos, self.which)
+            if m and all(a <= b for a, b in zip(q, point, strict=True)):
+                return True
+            if not m and all(a >= b for a, b in zip(q, point, strict=True)):
+                return False
+        return None
 
     def ok(self, point: tuple[int, ...]) -> bool:
         if not self.serves(point):
             return False
-        return self.evals[point].meets(self.plan.slos, self.which)
+        if point in self.evals:
+            return self.evals[point].meets(self.plan.slos, self.which)
+        got = self.implied(point)
+        if got is None:
+            raise KeyError(point)  # neither judged nor settled by a judged point
+        return got
 
     # -- the search --
 
@@ -213,7 +250,8 @@ class MixPlan:
         try:
             n = self.plan.nearest(
                 self.which, min(top, max(st, self.size(j))), top, _Line(self, j),
-                lambda cs, fill=(): self.evaluate([unit(c) for c in cs], [unit(c) for c in fill]),
+                # the walk reads each count's own runs (its out-of-reach test compares them)
+                lambda cs, fill=(): self.evaluate([unit(c) for c in cs], [unit(c) for c in fill], False),
                 self.plan.width())
         except Infeasible:
             return None
@@ -262,18 +300,19 @@ class MixPlan:
                 out.append(self._fewest(lambda n, j=j: point(j, n), 0, ub[j]))
         return out
 
-    def joint(self, cap: int) -> tuple[int, ...]:
+    def joint(self, tops: list[int]) -> tuple[int, ...]:
         """A point meeting the SLOs when no type alone does (pools holding different models,
-        say): every type from its floor with the others at `cap`, then all grown together by
-        1, 2, 4, ... steps until it meets."""
-        P, st, m = self.P, self.step, self.plan.width()
-        f = self._floors = self.floors([cap] * P)
+        say): every type from its floor with the others at their `tops`, then all grown
+        together by 1, 2, 4, ... steps until it meets."""
+        m, st = self.plan.width(), self.step
+        f = self._floors = self.floors(list(tops))
         if f is None:
             raise Infeasible(self.plan.sc.source, "fleet.pools",
-                             f"the SLOs are not met even with {cap} GPUs of every type")
+                             f"the SLOs are not met even with {', '.join(map(str, tops))} GPUs "
+                             f"of {', '.join(t.name for t in self.types)}")
         k = 0
         while True:
-            chain = [tuple(min(cap, n + st * (2 ** i - 1 if i else 0)) for n in f)
+            chain = [tuple(min(t, n + st * (2 ** i - 1 if i else 0)) for n, t in zip(f, tops, strict=True))
                      for i in range(k, k + m)]
             self.evaluate(chain)
             for c in chain:
@@ -296,11 +335,13 @@ class MixPlan:
         return out
 
     def search(self, cap: int) -> dict:
+        """The cheapest point with at most `cap` GPUs of each type (and its limit)."""
         P, st = self.P, self.step
+        tops = [cap if lim is None else min(cap, lim) // st * st for lim in self.limits]
         singles: dict[str, int | None] = {}
         best, best_pt = math.inf, None
         for j in range(P):  # a type alone is searched only as far as it could beat the best so far
-            top = cap if best_pt is None else min(cap, self.bound(j, best))
+            top = tops[j] if best_pt is None else min(tops[j], self.bound(j, best))
             n = self.alone(j, top, best_pt is not None) if top >= st and self.whole[j] else None
             singles[self.types[j].name] = n
             if n is not None and self.cost(self._unit(j, n)) < best:
@@ -310,17 +351,17 @@ class MixPlan:
             if P < 2:
                 raise Infeasible(self.plan.sc.source, "fleet.pools",
                                  f"no single GPU type meets the SLOs with up to {cap} GPUs")
-            best_pt = self.joint(cap)
+            best_pt = self.joint(tops)
             best = self.cost(best_pt)
         if P >= 2:
-            ub = [min(cap, self.bound(j, best)) for j in range(P)]
+            ub = [min(t, self.bound(j, best)) for j, t in enumerate(tops)]
             # Floors prune the levels below them: the joint search found them already; with
             # three types or more they save more whole staircases than they cost.
             lo = self._floors if single_cost is None else None
             if lo is None and P >= 3:
                 lo = self.floors([max(u, n) for u, n in zip(ub, best_pt, strict=True)])
             lo = lo or [0] * P
-            ub = [max(lo_j, u) for lo_j, u in zip(lo, self._bounds(best, lo), strict=True)]
+            ub = [max(lo_j, min(t, u)) for lo_j, t, u in zip(lo, tops, self._bounds(best, lo), strict=True)]
             # The types with the fewest levels in their box are the outer loop; the two with
             # the most are the staircase's x and y (a walk costs about levels(x) + levels(y)).
             order = sorted(range(P), key=lambda j: ((ub[j] - lo[j]) // st, j))
@@ -396,7 +437,7 @@ def exhaustive(mp: MixPlan, levels: list[range]) -> tuple[float, tuple[int, ...]
     """Every point of the grid judged: the cheapest that meets the SLOs (the check the
     search is tested against)."""
     pts = [p for p in itertools.product(*levels) if mp.serves(p)]
-    mp.evaluate(pts)
+    mp.evaluate(pts, infer=False)
     ok = [(mp.cost(p), p) for p in pts if mp.ok(p)]
     return min(ok) if ok else None
 

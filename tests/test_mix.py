@@ -29,6 +29,7 @@ def two_types() -> dict:
     return d
 
 
+@pytest.mark.slow
 def test_the_cheapest_mix_equals_an_exhaustive_search_over_the_same_grid():
     sc = parse_scenario(two_types())
     slos = [parse_slo("a:p95<=6s", sc)]
