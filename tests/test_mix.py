@@ -57,7 +57,8 @@ def test_plan_mix_prints_one_json_line_last(tmp_path, capsys):
     assert main(["plan", str(p), "--mix", "--slo", "a:p95<=6s", "--reps", "1", "--step", "1",
                  "--jobs", "1", "--quiet", "--json", "--out", str(tmp_path / "o")]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(line) >= {"mix", "cost_per_day", "single_type_cost_per_day", "evaluations"}
+    assert set(line) >= {"mix", "types", "cost_per_day", "single_type_cost_per_day", "evaluations"}
+    assert sum(sum(t.values()) for t in line["types"].values()) == sum(sum(m.values()) for m in line["mix"].values())
     assert set(line["mix"]) <= {"fast", "slow"} and line["cost_per_day"] <= line["single_type_cost_per_day"]
     saved = json.loads((tmp_path / "o" / "mix.json").read_text())
     assert saved["mix"] == line["mix"]
