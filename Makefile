@@ -22,9 +22,9 @@ whatif: install
 
 plan: install
 	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --warm 2h --without shed_reserve --json
-	# the GPU mix (H100, A100, H200 x reserved, on demand, spot) on a 10% cell in steps of 100
-	# GPUs: three types at 50 would judge about four times the candidates (README: 42 min here, before
-	# this branch cut the single-type and floor phases of the search; not re-measured)
+	# the GPU mix over GPU types (the three regional H100 pools one type, split by their sizes as
+	# above; A100 and H200 in americas, up to their max_gpus) x reserved, on demand, spot, on a 10%
+	# cell in steps of 100 GPUs (README: 22 candidates x 2 replications, 11 min here at load 6-7)
 	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --warm 2h --without shed_reserve \
 	  --mix --set cell_fraction=0.1 --step 100 --reps 2 --json --out out/ghibli_2025/plan_mix
 
