@@ -53,6 +53,9 @@ class GpuType:
     share: tuple[float, ...]
 
 
+SEPARATORS = "-_."  # where a type's name may end within its pools' names
+
+
 def gpu_types(sc) -> list[GpuType]:
     """The scenario's pools grouped into GPU types, in the order each type's first pool is
     listed: the same pool but for name, region, gpus, max_gpus and the reserved and spot counts
@@ -80,9 +83,6 @@ def gpu_types(sc) -> list[GpuType]:
         out = [GpuType(pools[t.pools[0]].name if len(t.pools) == 1 else
                        "+".join(pools[i].name for i in t.pools), t.pools, t.share) for t in out]
     return out
-
-
-SEPARATORS = "-_."
 
 
 class _Line(Mapping):

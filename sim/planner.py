@@ -299,7 +299,7 @@ class Plan:
         that confirms an answer at start). Sizes already judged next to the walk's end are
         read before anything new is run (free: the screen's or another walk's), and a round
         that would leave a worker idle runs the next size's replications in its place
-        (`judge`'s fill). The screen passes its own evals."""
+        (`judge`'s fill). The screen passes its own evals; plan --mix a GPU type's line."""
         step = self._step()
         evals = self.evals if evals is None else evals
         evaluate = self.evaluate if evaluate is None else evaluate
