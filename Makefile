@@ -24,9 +24,10 @@ plan: install
 	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --warm 2h --without shed_reserve --json
 	# the GPU mix over GPU types (the three regional H100 pools one type, split by their sizes as
 	# above; A100 and H200 in americas, up to their max_gpus) x reserved, on demand, spot, on a 10%
-	# cell in steps of 100 GPUs (README: 22 candidates x 2 replications, 11 min here at load 6-7)
+	# cell in steps of 50 GPUs (README: 52 candidates x 2 replications, 15 min here at load 4-6;
+	# steps of 100: 22 candidates, but the single type then lands 90 GPUs above plan's answer)
 	$(BIN)/floodgate plan scenarios/ghibli_2025.yaml --window 144h:168h --warm 2h --without shed_reserve \
-	  --mix --set cell_fraction=0.1 --step 100 --reps 2 --json --out out/ghibli_2025/plan_mix
+	  --mix --set cell_fraction=0.1 --step 50 --reps 2 --json --out out/ghibli_2025/plan_mix
 
 # The Ghibli answer: free cap, free shed threshold and paid reserve at a fixed fleet (the three
 # regional autoscalers, policies 2-4, off), judged over the free-opening day (hours 144-168) with paid SLOs as constraints. A 10%
