@@ -254,7 +254,7 @@ class Run:
         self._rr = (self._rr + len(a)) % R
         fates = admit_chunk(self.policies, a.t, a.user, a.tier, count, rep)
         code_all, retry_after = fates.code, fates.retry_after
-        del iv, count
+        del count
         idx = np.flatnonzero(fates.admitted)
         del fates
         # each request gets its class's steps (no classes: its pool's); brownout lowers
@@ -283,9 +283,13 @@ class Run:
                 j = idx[lo:hi]
                 t_in, tier, user, e_in, z_in = a.t[j], a.tier[j], a.user[j], noise[j], z[j]
                 r_in = None if ureg is None else ureg[j]
-            fate = self.fleet.advance(t_in, ids[lo:hi], tier, user, steps[lo:hi], e_in, z_in,
-                                      seg_until, hold, self._held,
-                                      cls=None if cls is None else cls[lo:hi], reg=r_in)
+            self.feed.overlap(True)  # demand made ahead meanwhile (sim/demand/feed.py)
+            try:
+                fate = self.fleet.advance(t_in, ids[lo:hi], tier, user, steps[lo:hi], e_in, z_in,
+                                          seg_until, hold, self._held,
+                                          cls=None if cls is None else cls[lo:hi], reg=r_in)
+            finally:
+                self.feed.overlap(False)
             self._held = hold
             rej = fate > 0
             if rej.any():
@@ -295,7 +299,9 @@ class Run:
                 break
             lo = hi
         if ureg is not None:
-            self.reg_series.arrivals(a.t, ureg.astype(np.int64), code_all)
+            # the run's intervals: the region series has the same (interval, n_int)
+            self.reg_series.arrivals(a.t, ureg, code_all, iv)
+        del iv
         if self.trace:
             rid = np.full(len(a), -1, np.int64)
             rid[idx] = ids

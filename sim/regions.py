@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from sim import rng
 from sim.scenario import Scenario, user_regions
@@ -56,7 +57,7 @@ class RegionSetup:
             return np.zeros(len(user), np.int16)
         of = getattr(demand, "region_of", None)
         if of is not None:  # viral: the user's block
-            return of(user).astype(np.int16)
+            return of(user).astype(np.int16, copy=False)
         u = rng.uniform_of(np.asarray(user, np.int64).astype(np.float64), "regions")
         return np.searchsorted(self.shares, u, side="right").clip(0, len(self.users) - 1).astype(np.int16)
 
@@ -85,6 +86,16 @@ def build_regions(sc: Scenario) -> RegionSetup | None:
         shares=np.cumsum(sh / sh.sum())[:-1])
 
 
+@njit(cache=True, nogil=True)
+def _count_arrivals(iv, ureg, code, offered, rejected):  # pragma: no cover - compiled
+    # each arrival counted by (interval, users' region), and by reason when rejected
+    for i in range(len(iv)):
+        offered[iv[i], ureg[i]] += 1
+        c = code[i]
+        if c >= 0:
+            rejected[iv[i], ureg[i], c] += 1
+
+
 class RegionSeries:
     """Per users' region over time, for the time series (sim/metrics/summary.py): arrivals
     and those rejected on arrival by the interval they arrived in (as the tiers' series);
@@ -110,15 +121,13 @@ class RegionSeries:
         self.last: tuple | None = None
         self.finished = False
 
-    def arrivals(self, t: np.ndarray, ureg: np.ndarray, code: np.ndarray) -> None:
-        iv = np.minimum((t / self.dt).astype(np.int64), self.n - 1)
-        U = self.offered.shape[1]
-        self.offered += np.bincount(iv * U + ureg, minlength=self.offered.size).reshape(self.offered.shape)
-        r = code >= 0
-        if r.any():
-            nr = self.rejected.shape[2]
-            key = (iv[r] * U + ureg[r]) * nr + code[r]
-            self.rejected += np.bincount(key, minlength=self.rejected.size).reshape(self.rejected.shape)
+    def arrivals(self, t: np.ndarray, ureg: np.ndarray, code: np.ndarray,
+                 iv: np.ndarray | None = None) -> None:
+        """Count arrivals at times t from users' regions ureg, rejected with reason `code`
+        (-1: not rejected on arrival); iv: their intervals when known (the run's series)."""
+        if iv is None:
+            iv = np.minimum((np.asarray(t, np.float64) / self.dt).astype(np.int64), self.n - 1)
+        _count_arrivals(iv, ureg, code, self.offered, self.rejected)
 
     @staticmethod
     def _counts(S) -> tuple:

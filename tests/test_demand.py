@@ -462,3 +462,27 @@ def test_pending_hands_over_the_stable_time_sort_of_what_is_due_in_push_order():
             assert rows == [(x[0], x[3], x[4], x[5]) for x in due]
             want += due
     assert len(want) > 2000 and pushed  # much handed over, some still held
+
+
+def test_pending_merge_is_the_stable_sort_of_its_runs_in_their_dtypes():
+    # feedback._merge (a compiled merge of neighbours, pairwise) against its definition, one
+    # stable sort of the runs concatenated: same rows, same dtypes; ties, runs without
+    # attempts, compact and wide dtypes, and a run out of order (sorted instead)
+    from sim.demand.feedback import _merge, _sorted_merge
+
+    g = np.random.default_rng(7)
+    for case in range(60):
+        runs = []
+        for _ in range(int(g.integers(2, 7))):
+            n = int(g.integers(0, 40))
+            t = np.round(g.uniform(0, 20, n)) / 2
+            t = t if case % 10 == 9 and not runs else np.sort(t)
+            a = Arrivals(t, g.integers(0, 10**6, n), g.integers(0, 3, n),
+                         g.integers(0, 3, n) if g.random() < 0.5 else None)
+            runs.append(a.compact() if g.random() < 0.6 else a)
+        got, want = _merge(runs), _sorted_merge(runs)
+        for f in ("t", "user", "tier", "attempt"):
+            x, y = getattr(got, f), getattr(want, f)
+            assert (x is None) == (y is None), f
+            if x is not None:
+                assert x.dtype == y.dtype and np.array_equal(x, y), (case, f)

@@ -110,6 +110,21 @@ def stable_argsort(t: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
+def _take_into(src, order, out):  # pragma: no cover - compiled
+    for i in range(len(order)):
+        out[i] = src[order[i]]
+
+
+def gather(cols: list[np.ndarray], order: np.ndarray, dtype=None) -> np.ndarray:
+    """np.concatenate(cols)[order].astype(dtype) (default: the concatenation's dtype) in one
+    compiled pass."""
+    src = cols[0] if len(cols) == 1 else np.concatenate(cols)
+    out = np.empty(len(order), src.dtype if dtype is None else dtype)
+    _take_into(src, order, out)
+    return out
+
+
+@njit(cache=True, nogil=True)
 def _set_bits(bits, users):  # pragma: no cover - compiled
     for u in users:
         bits[u >> 3] |= np.uint8(1 << (u & 7))

@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from sim.demand.base import Arrivals
+from sim.demand.base import Arrivals, gather
 from sim.rng import request_noise
 
 
@@ -46,13 +46,21 @@ def keyed_noise(seed: int, a: Arrivals, e: np.ndarray, z: np.ndarray) -> tuple[n
 
 class ChunkFeed:
     """Chunks first, first + 1, ... up to `until`, taken in order with `get(k)`; `ahead` chunks are made
-    in advance on a daemon thread (thread=False: made on demand, same results)."""
+    in advance on a daemon thread (thread=False: made on demand, same results).
 
-    def __init__(self, model, sc, until: float, ahead: int = 2, thread: bool = True, first: int = 0):
+    The thread starts a chunk only while the consumer is in compiled code that has let go of
+    the GIL (`overlap(True)`: the run's fleet loop) or is waiting for a chunk: the two
+    threads' Python and numpy glue would otherwise take turns at the GIL, each wait up to
+    the interpreter's switch interval (5 ms), and the run's thread is the one that sets the
+    pace. Which thread makes a chunk when never changes what it holds."""
+
+    def __init__(self, model, sc, until: float, ahead: int = 4, thread: bool = True, first: int = 0):
         self.model, self.sc, self.until = model, sc, until
         self.first = self.next = first
         self._q: queue.Queue | None = None
         self._stop = threading.Event()
+        self._go = threading.Event()  # the consumer has let go of the GIL, or waits
+        self._overlap = False
         if thread:
             self._q = queue.Queue(maxsize=ahead)
             self._t = threading.Thread(target=self._work, name="floodgate-demand", daemon=True)
@@ -67,6 +75,10 @@ class ChunkFeed:
     def _work(self) -> None:
         try:
             for k in range(self.first, self._last() + 1):
+                while not self._go.wait(0.5) and not self._stop.is_set():
+                    continue
+                if self._stop.is_set():
+                    return
                 item = chunk_with_noise(self.model, self.sc, k, self.until)
                 while not self._stop.is_set():
                     try:
@@ -79,19 +91,34 @@ class ChunkFeed:
         except BaseException as e:  # handed to the consumer, raised there
             self._q.put((-1, e))
 
+    def overlap(self, on: bool) -> None:
+        """The consumer enters (True) or leaves (False) code that lets go of the GIL."""
+        self._overlap = on
+        if on:
+            self._go.set()
+        else:
+            self._go.clear()
+
     def get(self, k: int) -> tuple[Arrivals, np.ndarray, np.ndarray]:
         if k != self.next:
             raise ValueError(f"chunk {k} asked for, {self.next} is next")
         self.next += 1
         if self._q is None:
             return chunk_with_noise(self.model, self.sc, k, self.until)
-        got, item = self._q.get()
+        try:
+            got, item = self._q.get_nowait()
+        except queue.Empty:
+            self._go.set()  # waiting: the thread may work
+            got, item = self._q.get()
+            if not self._overlap:
+                self._go.clear()
         if got < 0:
             raise item
         return item
 
     def close(self) -> None:
         self._stop.set()
+        self._go.set()
 
 
 class DemandFeed:
@@ -164,21 +191,20 @@ class DemandFeed:
 
     @staticmethod
     def _merged(parts, order) -> tuple[Arrivals, np.ndarray, np.ndarray]:
-        """The parts as one, by one stable sort by time (earlier parts first at ties), or
-        gathered by `order` (indices into the parts concatenated) when given."""
+        """The parts as one, by one stable sort by time (earlier parts first at ties: numpy's
+        timsort merges the time-sorted parts), or gathered by `order` (indices into the parts
+        concatenated) when given; users, tiers and attempts as int64."""
         t = np.concatenate([p[0].t for p in parts])
         if order is None:
             order = np.argsort(t, kind="stable")
         att = key = None
         if any(p[0].attempt is not None for p in parts):
-            att = np.concatenate([p[0].attempts() for p in parts])[order].astype(np.int64, copy=False)
+            att = gather([p[0].attempts() for p in parts], order, np.int64)
         if any(p[0].key is not None for p in parts):
-            key = np.concatenate([p[0].keys() for p in parts])[order]
-        a = Arrivals(t[order], np.concatenate([p[0].user for p in parts])[order].astype(np.int64, copy=False),
-                     np.concatenate([p[0].tier for p in parts])[order].astype(np.int64, copy=False), att, key)
-        e = np.concatenate([p[1] for p in parts])[order]
-        z = np.concatenate([p[2] for p in parts])[order]
-        return a, e, z
+            key = gather([p[0].keys() for p in parts], order)
+        a = Arrivals(gather([t], order), gather([p[0].user for p in parts], order, np.int64),
+                     gather([p[0].tier for p in parts], order, np.int64), att, key)
+        return a, gather([p[1] for p in parts], order), gather([p[2] for p in parts], order)
 
     def _take_first(self, parts, limit: int) -> tuple[Arrivals, np.ndarray, np.ndarray, float]:
         """The first `limit` of the parts' merged order (a prefix of each part), the rest put
@@ -211,6 +237,12 @@ class DemandFeed:
         if a.key is not None:  # a replayed request's retry: its own noise (sim.rng)
             e, z = keyed_noise(self.sc.seed, a, e, z)
         self._pending.append((a.compact(), e, z))
+
+    def overlap(self, on: bool) -> None:
+        """The run enters (True) or leaves (False) its compiled fleet loop, which lets go of
+        the GIL: the time the thread making chunks ahead uses (ChunkFeed)."""
+        if self._feed is not None:
+            self._feed.overlap(on)
 
     def close(self) -> None:
         """Stop the thread making chunks ahead, if one runs."""

@@ -60,6 +60,21 @@ def _tier_of(user, off, salt, b_wave, mix):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _region_of(user, off, b_reg):  # pragma: no cover - compiled
+    # the block of each user (searchsorted(off, u, "right") - 1, clipped: blocks are few),
+    # and its region
+    out = np.empty(len(user), np.int16)
+    nb = len(off)
+    for j in range(len(user)):
+        u = user[j]
+        b = nb - 1
+        while b > 0 and off[b] > u:
+            b -= 1
+        out[j] = b_reg[b]
+    return out
+
+
+@njit(cache=True, nogil=True)
 def _pick_cohort(x1, x2, cum, guide, lo, cnt, k, off, out):  # pragma: no cover - compiled
     # cohort = searchsorted(cum, x1, "right") (clipped), found from the guide table in O(1);
     # then the user at Pareto rank x2 within it
@@ -255,9 +270,8 @@ class ViralModel(Stream):
                         self.b_wave, self.mix)
 
     def region_of(self, user: np.ndarray) -> np.ndarray:
-        """A user's region (index into seasonality.regions): its block's."""
-        b = np.searchsorted(self.off, np.asarray(user, np.int64), side="right") - 1
-        return self.b_reg[np.clip(b, 0, len(self.off) - 1)]
+        """A user's region (index into seasonality.regions, int16): its block's."""
+        return _region_of(np.ascontiguousarray(user, dtype=np.int64), self.off, self.b_reg)
 
     def _weights(self, cell: int):
         """Cumulative cohort weights for repeat sessions in grid cell `cell` (cached)."""

@@ -114,6 +114,7 @@ class DailyQuota(Policy):
         self._dday = np.full(0, NO_DAY, dtype=np.int16)  # calendar: UTC day of the count
         self._count = np.zeros(0, dtype=self._count_dtype(params.limit))
         self._tat = np.zeros(0)  # rolling: theoretical arrival time (GCRA)
+        self._users = 0  # the host's users, once attached
 
     @staticmethod
     def _count_dtype(limit: int):
@@ -125,7 +126,15 @@ class DailyQuota(Policy):
         if np.dtype(dt).itemsize > self._count.dtype.itemsize:
             self._count = self._count.astype(dt)
 
+    def attach(self, run, env, active) -> None:
+        # the host's users (gates.users: the demand's users in the cell, or the gateway's
+        # key table): the per-user arrays are made that size at once when first needed, not
+        # grown a quarter at a time (at full scale each growth copies ~400 MB)
+        self._users = int(getattr(getattr(run, "gates", None), "users", 0) or 0)
+
     def _grow(self, n: int) -> None:
+        if n > len(self._dday if self.params.window == "calendar" else self._tat):
+            n = max(n, self._users)
         if self.params.window == "rolling":
             self._tat = grown(self._tat, n, -np.inf)
         else:
