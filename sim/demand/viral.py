@@ -60,6 +60,49 @@ def _tier_of(user, off, salt, b_wave, mix):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def _images_of(t, u, r, k, tot, gaps, spaced):  # pragma: no cover - compiled
+    # each session's k images: its user and tier each, at its time, then (spaced) spaced by
+    # the think gaps, the first image's gap 0: (t + cs) - cs_first with cs the running sum
+    # of the gaps, the same IEEE operations in the same order as the numpy expression
+    # t + cs - repeat(cs[first], k) it replaced (the same times to the bit)
+    T = np.empty(tot)
+    U = np.empty(tot, u.dtype)
+    R = np.empty(tot, r.dtype)
+    w = 0
+    cs = 0.0
+    for s in range(len(k)):
+        cf = 0.0
+        for i in range(k[s]):
+            if spaced:
+                if i:
+                    cs += gaps[w]
+                else:  # a gap of 0: cs + 0.0 is cs (cs >= 0, never -0.0)
+                    cf = cs
+                T[w] = (t[s] + cs) - cf
+            else:
+                T[w] = t[s]
+            U[w] = u[s]
+            R[w] = r[s]
+            w += 1
+    return T, U, R
+
+
+@njit(cache=True, nogil=True)
+def _take3(o, t, u, r):  # pragma: no cover - compiled
+    # t[o], u[o], r[o] in one pass
+    n = len(o)
+    T = np.empty(n)
+    U = np.empty(n, u.dtype)
+    R = np.empty(n, r.dtype)
+    for j in range(n):
+        i = o[j]
+        T[j] = t[i]
+        U[j] = u[i]
+        R[j] = r[i]
+    return T, U, R
+
+
+@njit(cache=True, nogil=True)
 def _region_of(user, off, b_reg):  # pragma: no cover - compiled
     # the block of each user (searchsorted(off, u, "right") - 1, clipped: blocks are few),
     # and its region
@@ -371,7 +414,8 @@ class ViralModel(Stream):
 
     def _base(self, t0, t1, rng):
         tf, uf = self._first(t0, t1)
-        parts_t, parts_u = [tf], [uf]
+        # a session's user and tier (a user's tier is a function of its id: each image's)
+        parts_t, parts_u, parts_r = [tf], [uf], [self.tier_of(uf)]
         c0, c1 = int(t0 // self.g), int(np.ceil(t1 / self.g))
         for c in range(c0, c1):  # repeat sessions, grid cell by grid cell
             a, b = max(t0, c * self.g), min(t1, (c + 1) * self.g)
@@ -379,26 +423,22 @@ class ViralModel(Stream):
                 continue
             t = self.rep_rate.sample(a, b, rng)
             if len(t):
-                u, _ = self.pick(t, rng)
+                u, r = self.pick(t, rng)
                 parts_t.append(t)
                 parts_u.append(u)
+                parts_r.append(r)
         t, u = np.concatenate(parts_t), np.concatenate(parts_u)
+        r = np.concatenate(parts_r)
         self.first_sessions += len(tf)
         self.sessions += len(t)
         k = self._images(len(t), rng)
         tot = int(k.sum())
-        t = np.repeat(t, k)
-        u = np.repeat(u, k)
         think = self.spec.sessions.think_s
-        if think > 0 and tot > len(k):
-            gaps = rng.exponential(think, tot)
-            first = np.cumsum(k) - k
-            gaps[first] = 0.0
-            cs = np.cumsum(gaps)
-            t = t + cs - np.repeat(cs[first], k)
+        spaced = think > 0 and tot > len(k)
+        gaps = rng.exponential(think, tot) if spaced else np.zeros(0)
+        t, u, r = _images_of(t, u, r, k, tot, gaps, spaced)
         o = stable_argsort(t)
-        t, u = t[o], u[o]
-        return Arrivals(t, u, self.tier_of(u))
+        return Arrivals(*_take3(o, t, u, r))
 
     # -- expected figures --
 

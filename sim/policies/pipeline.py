@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numba import njit
 
 from sim.policies import REGISTRY
 from sim.policies.base import Decision, Policy
@@ -94,6 +95,40 @@ def _per_replica(pols: list, rep: np.ndarray, t, user, tier):
     return ok, code, ra
 
 
+@njit(cache=True, nogil=True)
+def _select(keep, mask, tier):  # pragma: no cover - compiled
+    # flatnonzero(keep & mask[tier]): the rows still in that the policy's tiers hold
+    out = np.empty(len(tier), np.int64)
+    n = 0
+    for i in range(len(tier)):
+        if keep[i] and mask[tier[i]]:
+            out[n] = i
+            n += 1
+    return out[:n]
+
+
+@njit(cache=True, nogil=True)
+def _reject(sel, ok, code, ra, keep, code_all, retry_after):  # pragma: no cover - compiled
+    # the rows sel[~ok] out, with their codes and retry-afters; returns them and their codes
+    m = 0
+    for j in range(len(ok)):
+        if not ok[j]:
+            m += 1
+    bad = np.empty(m, np.int64)
+    bcode = np.empty(m, code.dtype)
+    m = 0
+    for j in range(len(ok)):
+        if not ok[j]:
+            r = sel[j]
+            keep[r] = False
+            code_all[r] = code[j]
+            retry_after[r] = ra[j]
+            bad[m] = r
+            bcode[m] = code[j]
+            m += 1
+    return bad, bcode
+
+
 def admit_chunk(policies: list[ActivePolicy], t: np.ndarray, user: np.ndarray,
                 tier: np.ndarray, on_reject=None, replica: np.ndarray | None = None) -> ChunkFates:
     """The pipeline over a time-sorted chunk; `on_reject(rows, codes)` is told each
@@ -106,19 +141,21 @@ def admit_chunk(policies: list[ActivePolicy], t: np.ndarray, user: np.ndarray,
     for ap in policies:
         if not ap.enabled or not ap.admits:
             continue
-        sel = np.flatnonzero(keep & ap.tiers[tier])
+        sel = _select(keep, np.ascontiguousarray(ap.tiers, dtype=np.bool_),
+                      np.ascontiguousarray(tier, dtype=np.int64))
         if len(sel) == 0:
             continue
+        whole = len(sel) == n  # every row: no gathers
+        ts, us, rs = (t, user, tier) if whole else (t[sel], user[sel], tier[sel])
         if ap.replicas:
-            ok, code, ra = _per_replica(ap.replicas, replica[sel], t[sel], user[sel], tier[sel])
+            ok, code, ra = _per_replica(ap.replicas, replica[sel], ts, us, rs)
         else:
-            ok, code, ra = ap.policy.admit_many(t[sel], user[sel], tier[sel])
-        bad = sel[~ok]
-        keep[bad] = False
-        code_all[bad] = code[~ok]
-        retry_after[bad] = ra[~ok]
+            ok, code, ra = ap.policy.admit_many(ts, us, rs)
+        del ts, us, rs
+        bad, bcode = _reject(sel, np.ascontiguousarray(ok, dtype=np.bool_), np.asarray(code),
+                             np.asarray(ra, dtype=np.float64), keep, code_all, retry_after)
         if on_reject is not None and len(bad):
-            on_reject(bad, code[~ok])
+            on_reject(bad, bcode)
     return ChunkFates(code_all, retry_after)
 
 
