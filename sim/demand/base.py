@@ -125,6 +125,34 @@ def gather(cols: list[np.ndarray], order: np.ndarray, dtype=None) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
+def merge2(ta, ua, ra, aa, tb, ub, rb, ab, has_a, has_b, t, u, r, att):  # pragma: no cover - compiled
+    # two time-sorted runs as one, a's first at equal times: the stable sort by time of a
+    # then b, every field in one pass (attempts 0 for a run without). False, untouched, when
+    # a run is not ascending or has a NaN time (the caller sorts instead).
+    na, nb = len(ta), len(tb)
+    for i in range(na):
+        if ta[i] != ta[i] or (i and ta[i] < ta[i - 1]):
+            return False
+    for j in range(nb):
+        if tb[j] != tb[j] or (j and tb[j] < tb[j - 1]):
+            return False
+    wa = len(att) > 0
+    i = j = 0
+    for w in range(na + nb):
+        if j < nb and (i >= na or tb[j] < ta[i]):
+            t[w], u[w], r[w] = tb[j], ub[j], rb[j]
+            if wa:
+                att[w] = ab[j] if has_b else 0
+            j += 1
+        else:
+            t[w], u[w], r[w] = ta[i], ua[i], ra[i]
+            if wa:
+                att[w] = aa[i] if has_a else 0
+            i += 1
+    return True
+
+
+@njit(cache=True, nogil=True)
 def _set_bits(bits, users):  # pragma: no cover - compiled
     for u in users:
         bits[u >> 3] |= np.uint8(1 << (u & 7))
@@ -235,6 +263,14 @@ class Arrivals:
             return Arrivals.empty()
         if len(parts) == 1:
             return parts[0]
+        if len(parts) == 2 and all(p.attempt is None and p.key is None for p in parts):
+            a, b = parts  # two runs (a chunk's carry and what follows): merged in one pass
+            n = len(a) + len(b)
+            t, u = np.empty(n), np.empty(n, np.result_type(a.user, b.user))
+            r, none = np.empty(n, np.result_type(a.tier, b.tier)), np.zeros(0, np.int8)
+            if merge2(a.t, a.user, a.tier, none, b.t, b.user, b.tier, none, False, False,
+                      t, u, r, none):
+                return Arrivals(t, u, r)
         att = key = None
         if any(p.attempt is not None for p in parts):
             att = np.concatenate([p.attempts() for p in parts])

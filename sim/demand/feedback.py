@@ -11,43 +11,14 @@ social kernel's time scale when their exact timing matters.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from sim.demand.base import Arrivals, UserBits, stable_argsort
+from sim.demand.base import Arrivals, UserBits, merge2, stable_argsort
 from sim.demand.stream import Kernel
 from sim.outcomes import REASONS
 from sim.rng import keyed_uniform
 
 QUOTA = REASONS.index("quota_exceeded")
 TIMEOUT = REASONS.index("timeout")
-
-
-@njit(cache=True, nogil=True)
-def _merge2(ta, ua, ra, aa, tb, ub, rb, ab, has_a, has_b, t, u, r, att):  # pragma: no cover - compiled
-    # two time-sorted runs as one, a's first at equal times: the stable sort by time of a
-    # then b, every field in one pass (attempts 0 for a run without). False, untouched, when
-    # a run is not ascending or has a NaN time (the caller sorts instead).
-    na, nb = len(ta), len(tb)
-    for i in range(na):
-        if ta[i] != ta[i] or (i and ta[i] < ta[i - 1]):
-            return False
-    for j in range(nb):
-        if tb[j] != tb[j] or (j and tb[j] < tb[j - 1]):
-            return False
-    wa = len(att) > 0
-    i = j = 0
-    for w in range(na + nb):
-        if j < nb and (i >= na or tb[j] < ta[i]):
-            t[w], u[w], r[w] = tb[j], ub[j], rb[j]
-            if wa:
-                att[w] = ab[j] if has_b else 0
-            j += 1
-        else:
-            t[w], u[w], r[w] = ta[i], ua[i], ra[i]
-            if wa:
-                att[w] = aa[i] if has_a else 0
-            i += 1
-    return True
 
 
 def _att_dtype(a: Arrivals):
@@ -77,7 +48,7 @@ def _merge_two(a: Arrivals, b: Arrivals) -> Arrivals:
     u = np.empty(n, np.result_type(a.user, b.user))
     r = np.empty(n, np.result_type(a.tier, b.tier))
     none = np.zeros(0, np.int8)
-    ok = _merge2(a.t, a.user, a.tier, none if a.attempt is None else a.attempt,
+    ok = merge2(a.t, a.user, a.tier, none if a.attempt is None else a.attempt,
                  b.t, b.user, b.tier, none if b.attempt is None else b.attempt,
                  a.attempt is not None, b.attempt is not None, t, u, r, att)
     if not ok:
