@@ -176,7 +176,14 @@ def kill_gpu_worker(d: Path, scenario: Path, rate: float, duration: float, seed:
     killed: dict = {}
 
     def kill():
-        victim = json.loads(pids.read_text())["pids"][0]
+        # when it holds a batch (a kill at a fixed time can find it idle on a slow machine)
+        deadline = time.monotonic() + 0.4 * duration
+        while True:
+            info = json.loads(pids.read_text())
+            if info.get("busy", [1])[0] > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        victim = info["pids"][0]
         os.kill(victim, signal.SIGKILL)
         killed.update(pid=victim, sim_s=time.time() - dep["start_at"])  # time scale 1
 

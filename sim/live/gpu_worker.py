@@ -102,7 +102,8 @@ class _Slot:
 class GpuProcs:
     """K worker processes on the fleet's event loop; `run` sends one batch to one of them.
     Their pids are written to `pid_file` (JSON {"pids": [...], "starts": [...], "lost":
-    [...]}) at each start, for fault scenarios and operators."""
+    [...], "busy": [...]}) at each start and when a process starts or ends holding batches
+    (busy: the batches it holds), for fault scenarios and operators."""
 
     def __init__(self, n: int, torch_args: list[str] | None = None, pid_file: Path | None = None):
         self.n = n
@@ -152,6 +153,8 @@ class GpuProcs:
                     self._write_pids()
                     continue
                 fut = s.pending.pop(msg["j"], None)
+                if not s.pending:
+                    self._write_pids()  # it holds no batch now
                 if fut is not None and not fut.done():
                     if msg["ok"]:
                         fut.set_result(None)
@@ -186,6 +189,8 @@ class GpuProcs:
         self._next += 1
         fut = asyncio.get_running_loop().create_future()
         s.pending[j] = fut
+        if len(s.pending) == 1:
+            self._write_pids()  # it holds a batch now (a fault scenario kills it then)
         try:
             s.proc.stdin.write((json.dumps({"j": j, "pool": pool, "b": b, "steps": steps,
                                             "until": until}) + "\n").encode())
@@ -199,7 +204,8 @@ class GpuProcs:
             return
         info = {"pids": [s.proc.pid if s.proc else None for s in self.slots],
                 "ready": [s.ready.is_set() for s in self.slots],
-                "starts": [s.starts for s in self.slots], "lost": self.lost}
+                "starts": [s.starts for s in self.slots], "lost": self.lost,
+                "busy": [len(s.pending) for s in self.slots]}
         tmp = self.pid_file.with_name(self.pid_file.name + ".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(self.pid_file)
