@@ -136,31 +136,30 @@ S_K0 = int(_f2u(SERIES_MIN)) >> S_SHIFT
 
 
 @njit(cache=True, inline="always")
-def _hbin(x):
-    """hist_bin(x, HIST_MIN, log(HIST_GAMMA), HIST_BINS) without the log (a run total)."""
-    if x < HIST_MIN:
+def _table_bin(x, xmin, edges, tab, k0, shift):
+    """hist_bin without the log: the table's bin for x's float bits, moved up past the edges
+    at or below x."""
+    if x < xmin:
         return 0
-    j = np.int64(np.float64(x).view(np.uint64) >> np.uint64(H_SHIFT)) - H_K0
-    if j >= H_TAB.shape[0]:
-        j = H_TAB.shape[0] - 1
-    b = np.int64(H_TAB[j])
-    while x >= H_EDGES[b + 1]:
+    j = np.int64(np.float64(x).view(np.uint64) >> np.uint64(shift)) - k0
+    if j >= tab.shape[0]:
+        j = tab.shape[0] - 1
+    b = np.int64(tab[j])
+    while x >= edges[b + 1]:
         b += 1
     return b
 
 
 @njit(cache=True, inline="always")
+def _hbin(x):
+    """hist_bin(x, HIST_MIN, log(HIST_GAMMA), HIST_BINS) (a run total)."""
+    return _table_bin(x, HIST_MIN, H_EDGES, H_TAB, H_K0, H_SHIFT)
+
+
+@njit(cache=True, inline="always")
 def _sbin(x):
-    """hist_bin(x, SERIES_MIN, log(SERIES_GAMMA), SERIES_BINS) without the log (a series)."""
-    if x < SERIES_MIN:
-        return 0
-    j = np.int64(np.float64(x).view(np.uint64) >> np.uint64(S_SHIFT)) - S_K0
-    if j >= S_TAB.shape[0]:
-        j = S_TAB.shape[0] - 1
-    b = np.int64(S_TAB[j])
-    while x >= S_EDGES[b + 1]:
-        b += 1
-    return b
+    """hist_bin(x, SERIES_MIN, log(SERIES_GAMMA), SERIES_BINS) (a series)."""
+    return _table_bin(x, SERIES_MIN, S_EDGES, S_TAB, S_K0, S_SHIFT)
 
 
 @njit(cache=True, inline="always")
