@@ -383,6 +383,12 @@ class Fleet:
         """The external batch on worker w ended at t; the next advance(until >= t) sees it."""
         K.complete(self.S, int(w), float(t))
 
+    def warm(self) -> None:
+        """Compile now (or load from numba's cache) what a live fleet first calls only when a
+        batch ends: compiled then, inside its event loop, it stalled every request for
+        seconds (a fresh clone's cold cache) and a fault test killed an idle worker."""
+        K.complete.compile((typeof(self.S), types.int64, types.float64))
+
     def next_event(self) -> float:
         """When the fleet next changes by itself: a batch end, a patience expiry or the
         batch-wait timer (inf: nothing pending)."""
