@@ -313,6 +313,9 @@ def test_missing_and_irregular_intervals(tmp_path):
 
 # -- planning on the forecast --
 
+WARM = 2 * 3600.0  # the plans' runs start 2 h before their window (as `make plan`'s)
+
+
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     """A small service fitted 12 h in, and its plan on the forecast."""
@@ -327,7 +330,8 @@ def planned(tmp_path_factory):
     assert main(["fit", str(tmp / "obs.csv"), "--scenario", str(scp), "--until", "12h",
                  "--out", str(tmp / "fit"), "--boot", "20", "--quiet", "--json"]) == 0
     assert main(["plan", str(scp), "--forecast", str(tmp / "fit"), "--draws", "4", "--reps", "2",
-                 "--jobs", "1", "--window", "24h:36h", "--out", str(tmp / "plan"), "--quiet"]) == 0
+                 "--jobs", "1", "--window", "24h:36h", "--warm", "2h", "--out", str(tmp / "plan"),
+                 "--quiet"]) == 0
     return tmp, scp, json.loads((tmp / "plan" / "plan.json").read_text())
 
 
@@ -357,8 +361,8 @@ def test_draws_are_stratified_and_plan_over_draws_is_the_plan(planned):
     slos = [Slo("free", "p95", 20.0)]
     with Executor(1) as ex:
         p = point(sc, fres)
-        one = plan_over_draws([p], slos, 2, ex, 0.9, (24 * 3600.0, 36 * 3600.0))
-        _, direct = run_plan(p, slos, 2, ex, (24 * 3600.0, 36 * 3600.0))
+        one = plan_over_draws([p], slos, 2, ex, 0.9, (24 * 3600.0, 36 * 3600.0), warm_s=WARM)
+        _, direct = run_plan(p, slos, 2, ex, (24 * 3600.0, 36 * 3600.0), warm_s=WARM)
     assert one["min_gpus"] == direct["min_gpus"] == res["min_gpus"]
 
 
@@ -519,7 +523,7 @@ def test_plan_on_forecast_sizes_each_pool_when_pools_serve_different_models(plan
     p.write_text(yaml.safe_dump(d))
     out = tmp_path / "plan"
     args = ["--forecast", str(tmp / "fit"), "--draws", "3", "--quantile", "0.6", "--reps", "1",
-            "--jobs", "1", "--window", "24h:36h", "--slo", "free:p95<=20s"]
+            "--jobs", "1", "--window", "24h:36h", "--warm", "2h", "--slo", "free:p95<=20s"]
     assert main(["plan", str(p), *args, "--out", str(out), "--quiet"]) == 0
     res = json.loads((out / "plan.json").read_text())
     f = res["forecast"]
@@ -538,6 +542,6 @@ def test_plan_on_forecast_sizes_each_pool_when_pools_serve_different_models(plan
     slo = Slo("free", "p95", 20.0)
     met = 0
     for s in stratified(sc, load_fit(tmp / "fit", sc), 3, window):
-        fixed = Plan(s, [slo], 1, None, window).fixed(list(f["pools"].values()), s.seed)
+        fixed = Plan(s, [slo], 1, None, window, (), WARM).fixed(list(f["pools"].values()), s.seed)
         met += Evaluation(0, {"free": np.array([_p95(fixed)])}, {"free": 1.0}).meets([slo])
     assert met >= 2
