@@ -79,6 +79,19 @@ def test_table_bins_are_hist_bin_around_every_edge_and_between():
     assert len(np.unique([K._hbin(x) for x in spread[:20000]])) > 1500
 
 
+@pytest.mark.parametrize("edges, tab, shift", [(K.H_EDGES, K.H_TAB, K.H_SHIFT),
+                                                (K.S_EDGES, K.S_TAB, K.S_SHIFT)])
+def test_a_table_cell_holds_at_most_one_bin_edge(edges, tab, shift):
+    # _table_bin steps up past one edge at most (no loop): every value of cell j (float bits
+    # >> shift = k0 + j) is below the second edge above the cell's start bin; the last cell
+    # (all above) starts in the last bin, whose upper edge is inf
+    k0 = int(edges[1:2].view(np.int64)[0]) >> shift
+    j = np.arange(len(tab) - 1)
+    last = ((k0 + j + 1) << shift) - 1  # the largest double of cell j
+    assert (last.view(np.float64) < edges[tab[:-1].astype(np.int64) + 2]).all()
+    assert tab[-1] == len(edges) - 2 and edges[-1] == np.inf
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.sampled_from([0.5, 1.0, 1.5]), st.floats(0, 3)),
                 min_size=1, max_size=300))

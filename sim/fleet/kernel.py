@@ -137,17 +137,15 @@ S_K0 = int(_f2u(SERIES_MIN)) >> S_SHIFT
 
 @njit(cache=True, inline="always")
 def _table_bin(x, xmin, edges, tab, k0, shift):
-    """hist_bin without the log: the table's bin for x's float bits, moved up past the edges
-    at or below x."""
+    """hist_bin without the log: the table's bin for x's float bits, moved up past the edge
+    at or below x (a cell is narrower than a bin, so there is at most one: tested)."""
     if x < xmin:
         return 0
     j = np.int64(np.float64(x).view(np.uint64) >> np.uint64(shift)) - k0
     if j >= tab.shape[0]:
         j = tab.shape[0] - 1
     b = np.int64(tab[j])
-    while x >= edges[b + 1]:
-        b += 1
-    return b
+    return b + np.int64(x >= edges[b + 1])  # (at most one edge per cell: no loop, no branch)
 
 
 @njit(cache=True, inline="always")
@@ -473,6 +471,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
     nK = q_size.shape[0]
     G = pool_serves.shape[1] if general else 1  # batch groups (1 without request classes)
     nR = int(S.cfg[7]) if regs else 1  # fleet regions: lane group = batch group * nR + region
+    strict = disc == STRICT
     rank = np.empty(prio_order.shape[0], np.int64)  # a tier's place in priority order
     for jj in range(prio_order.shape[0]):
         rank[prio_order[jj]] = jj
@@ -944,6 +943,67 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                                 drr_ptr[1] = 0
                     k = kk
                     ln = ll
+                    if strict and j > 0 and codel[k, 0] == np.inf:
+                        # Strict priority, the batch's group known (and no CoDel to drop
+                        # any): no event comes between two picks to fill a lane above this
+                        # one, so the rest of the batch comes from it while it lasts. Its m
+                        # requests are taken as one block: the same per-request updates in
+                        # the same order, the lane's, tier's and interval's counts once.
+                        m = min(maxb - j, q_n[ln])
+                        gg = ln - k * G
+                        pk = patience[k]
+                        lf = lifo[k]
+                        hd = q_head[ln]
+                        qn = q_n[ln]
+                        for _ in range(m):
+                            if lf:
+                                idx = hd + qn - 1
+                                if idx >= cap:
+                                    idx -= cap
+                            else:
+                                idx = hd
+                                hd = idx + 1 if idx + 1 < cap else 0
+                            qn -= 1
+                            ta0 = q_t[ln, idx]
+                            if ta0 <= gold[gg]:
+                                gstale[gg] = True
+                            if pk < np.inf and ta0 + pk <= tbc:
+                                tb_stale = True
+                            st = q_steps[ln, idx]
+                            if st > psteps:
+                                st = psteps
+                            if st > maxsteps:
+                                maxsteps = st
+                            c = q_cls[ln, idx] if general else 0
+                            if general and cls_enc[c]:
+                                n_enc += 1
+                            w_bt[w, j] = ta0
+                            w_bk[w, j] = k
+                            w_bu[w, j] = q_user[ln, idx]
+                            if general:
+                                w_bc[w, j] = c
+                            if regs:
+                                w_br[w, j] = q_reg[ln, idx]
+                            if obon:
+                                w_bid[w, j] = q_id[ln, idx]
+                                _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, STARTED, q_id[ln, idx],
+                                     now, w)
+                            if ta0 >= warm:
+                                wt = now - ta0
+                                sum_wait[k] += wt
+                                wait_hist[k, _hbin(wt)] += 1
+                            j += 1
+                        q_head[ln] = hd
+                        q_n[ln] = qn
+                        q_size[k] -= m
+                        total -= m
+                        avail -= m
+                        gn[gg] -= m
+                        ser_started[iv, k] += m
+                        if regs:
+                            for x in range(gpn[gg]):
+                                pclean[gpl[gg, x]] = False
+                        continue
                     if lifo[k]:
                         idx = q_head[ln] + q_n[ln] - 1
                         if idx >= cap:
