@@ -582,9 +582,14 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
             if tc == t:
                 # -- a batch completes --
                 w = _heap_pop(h_t, h_w, h_n)
+                # per batch: the serving region; per request, its tier's SLO and warm-up test
+                # once (the stores below could alias them for the compiler: no reloads)
+                fr = pool_reg[w_pool[w]] if regs else 0
                 for j in range(w_bn[w]):
                     k = w_bk[w, j]
                     ta0 = w_bt[w, j]
+                    sk = slo[k]
+                    aw = ta0 >= warm
                     n_sys[k] -= 1
                     completed[k] += 1
                     ser_completed[iv, k] += 1
@@ -593,42 +598,40 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     if regs:
                         # the network latency from the users' region to the serving one
                         ur = w_br[w, j]
-                        fr = pool_reg[w_pool[w]]
                         net = reg_net[ur, fr]
                         lat += net
                         reg_nsys[ur] -= 1
                         reg_done[ur, fr] += 1
-                        if ta0 >= warm:
+                        if aw:
                             reg_stats[ur, 0] += 1
                             reg_stats[ur, 1] += lat
                             reg_stats[ur, 3] += net
                             hb = _hbin(lat)  # (lat_hist's bin too)
                             reg_lat_hist[ur, hb] += 1
-                            if lat <= slo[k]:
+                            if lat <= sk:
                                 reg_stats[ur, 2] += 1
+                    ok = lat <= sk
                     u = w_bu[w, j]
                     if u >= 0 and u < nU:
                         user_inflight[u] -= 1
                     if obon:
                         _out(ob_kind, ob_id, ob_t, ob_aux, ob_n, COMPLETED, w_bid[w, j], now, w)
                     ser_lat_hist[iv, k, _sbin(lat)] += 1
-                    if lat <= slo[k]:
-                        ser_good[iv, k] += 1
-                    if cls_on and ta0 >= warm:
-                        c = w_bc[w, j]
-                        cls_stats[c, 3] += 1
-                        cls_stats[c, 4] += lat
-                        if lat <= slo[k]:
-                            cls_stats[c, 5] += 1
-                    if ta0 >= warm:
+                    ser_good[iv, k] += ok
+                    if aw:
+                        if cls_on:
+                            c = w_bc[w, j]
+                            cls_stats[c, 3] += 1
+                            cls_stats[c, 4] += lat
+                            if ok:
+                                cls_stats[c, 5] += 1
                         done_stats[k] += 1
                         sum_lat[k] += lat
                         sum_sys[k] += now - ta0  # time in the fleet (Little), no network
                         if not regs:
                             hb = _hbin(lat)
                         lat_hist[k, hb] += 1
-                        if lat <= slo[k]:
-                            good[k] += 1
+                        good[k] += ok
                 w_bn[w] = 0
                 n_busy[0] -= 1
                 if w_state[w] == RETIRING:
