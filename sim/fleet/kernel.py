@@ -477,6 +477,9 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
         rank[prio_order[jj]] = jj
     order = pool_order.copy()
     P = idle_n.shape[0]
+    n_idle = 0  # idle workers, all pools (kept up to date: no dispatch scan without one)
+    for p in range(P):
+        n_idle += idle_n[p]
     nI = ser_busy.shape[0]
     cap = q_t.shape[1]
     nU = user_inflight.shape[0]
@@ -644,6 +647,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     w_state[w] = IDLE
                     idle[p, idle_n[p]] = w
                     idle_n[p] += 1
+                    n_idle += 1
             elif tb == t:
                 # -- waiting requests whose patience ran out leave --
                 tb_stale = True
@@ -787,6 +791,8 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
 
         # -- dispatch: idle workers take batches (a cycling worker also runs empty epochs) --
         timer = np.inf
+        if n_idle == 0:
+            continue  # no idle worker (the fleet saturated): the scan below would find none
         if now < iv_lo or now >= iv_hi:
             ivr = int(now / dts)
             iv_lo = now
@@ -857,6 +863,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             timer = tnext
                         break
                 idle_n[p] -= 1
+                n_idle -= 1
                 w = idle[p, idle_n[p]]
                 avail0 = avail
                 psteps = pool_steps[p]
@@ -1081,6 +1088,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                 if j == 0 and avail0 > 0 and not pool_cycle[p]:  # CoDel dropped all it took
                     idle[p, idle_n[p]] = w
                     idle_n[p] += 1
+                    n_idle += 1
                     break
                 b = j
                 if b == 0:
