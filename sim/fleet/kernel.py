@@ -245,14 +245,14 @@ def _region_rate(r, g0, nR, pool_reg, pool_rate, p_act, pool_serves):
 
 
 @njit(cache=True, inline="always")
-def _region_ahead(r, k, G, nR, q_n, rank, strict):
+def _region_ahead(r, k, G, nR, G0, q_n, rank, strict):
     """The requests queued in fleet region r at tier k's priority or above (all of them
-    unless strict priority)."""
+    unless strict priority); G0 = G // nR batch groups (the caller's: no division here)."""
     ahead = 0
     for kk in range(rank.shape[0]):
         if strict and rank[kk] > rank[k]:
             continue
-        for gg in range(G // nR):
+        for gg in range(G0):
             ahead += q_n[kk * G + gg * nR + r]
     return ahead
 
@@ -279,7 +279,7 @@ def _region_wait(r, k, g0, G, nR, q_n, rank, strict, pool_reg, pool_rate, p_act,
     if reg_down[r]:
         return np.inf
     return _wait_of(False, _region_rate(r, g0, nR, pool_reg, pool_rate, p_act, pool_serves),
-                    _region_ahead(r, k, G, nR, q_n, rank, strict))
+                    _region_ahead(r, k, G, nR, G // nR, q_n, rank, strict))
 
 
 @njit(cache=True, _nrt=False)
@@ -472,6 +472,10 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
     G = pool_serves.shape[1] if general else 1  # batch groups (1 without request classes)
     nR = int(S.cfg[7]) if regs else 1  # fleet regions: lane group = batch group * nR + region
     strict = disc == STRICT
+    deg_on = False  # brownout on in some tier (else the arrival skips its checks)
+    for k in range(deg.shape[0]):
+        if deg[k, 3] > 0.0:
+            deg_on = True
     rank = np.empty(prio_order.shape[0], np.int64)  # a tier's place in priority order
     for jj in range(prio_order.shape[0]):
         rank[prio_order[jj]] = jj
@@ -519,7 +523,8 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
             gpn[g] += 1
     pclean = np.zeros(P, np.bool_)
     ptn = np.full(P, np.inf)
-    rrate = np.zeros((nR, G // nR))  # _region_rate per fleet region and batch group
+    G0 = G // nR  # batch groups (of the scenario's classes)
+    rrate = np.zeros((nR, G0))  # _region_rate per fleet region and batch group
     rate_stale = True
     # the series interval of the integration (_ser_ix) and of the counts (int(t / dts)) on
     # [lo, hi): instants only grow, so a division per interval instead of per event
@@ -707,7 +712,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         c0 = acls[i]
                     c = c0
                     low = False
-                    if deg[k, 3] > 0.0:
+                    if deg_on and deg[k, 3] > 0.0:
                         # brownout: a cheaper class and/or fewer steps for this tier at this
                         # utilisation or depth
                         deg_stats[k, 0] += 1
@@ -719,7 +724,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         st = cs
                     if low and deg[k, 2] < st:
                         st = deg[k, 2]
-                    if deg[k, 3] > 0.0:
+                    if deg_on and deg[k, 3] > 0.0:
                         ref = cls_steps[c0] if general and cls_steps[c0] < np.inf else nominal
                         if st < ref or c != c0:
                             deg_stats[k, 1] += 1
@@ -732,15 +737,15 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         r = reg_home[ur]
                         if rate_stale:
                             for rr in range(nR):
-                                for gg in range(G // nR):
+                                for gg in range(G0):
                                     rrate[rr, gg] = _region_rate(rr, gg, nR, pool_reg, pool_rate,
                                                                  p_act, pool_serves)
                             rate_stale = False
                         # _route's first answer (home) from the cached rate, without the call
                         wh = _wait_of(reg_down[r], rrate[r, g0],
-                                      _region_ahead(r, k, G, nR, q_n, rank, disc == STRICT))
+                                      _region_ahead(r, k, G, nR, G0, q_n, rank, strict))
                         if not _stays_home(wh, spill):
-                            r = _route(ur, k, g0, G, nR, q_n, rank, disc == STRICT, reg_home,
+                            r = _route(ur, k, g0, G, nR, q_n, rank, strict, reg_home,
                                        reg_net, spill, pool_reg, pool_rate, p_act, reg_down,
                                        pool_serves)
                         if r != reg_home[ur]:
