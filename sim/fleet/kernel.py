@@ -778,8 +778,21 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         gstale[g] = False
                     gn[g] += 1
                     if regs:
+                        # a pool found not ready stays so unless this arrival fills a batch
+                        # of the group or, its first, is due at once; else its next ready
+                        # instant is the earlier of its own and this one's (what a rescan
+                        # of the pool would find: only this group's count and head changed)
                         for x in range(gpn[g]):
-                            pclean[gpl[g, x]] = False
+                            pp = gpl[g, x]
+                            if pclean[pp]:
+                                if gn[g] >= pool_maxb[pp]:
+                                    pclean[pp] = False
+                                elif gn[g] == 1:
+                                    v = t + pool_maxw[pp]
+                                    if now >= v:
+                                        pclean[pp] = False
+                                    elif v < ptn[pp]:
+                                        ptn[pp] = v
                     q_n[ln] += 1
                     q_size[k] += 1
                     total += 1
