@@ -667,6 +667,8 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                                 break
                             q_head[ln] = idx + 1 if idx + 1 < cap else 0
                             q_n[ln] -= 1
+                            if q_n[ln] == 0:
+                                q_head[ln] = 0  # (an empty ring starts over: see below)
                             q_size[k] -= 1
                             total -= 1
                             gn[ln - k * G] -= 1
@@ -1021,7 +1023,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                                 sum_wait[k] += wt
                                 wait_hist[k, _hbin(wt)] += 1
                             j += 1
-                        q_head[ln] = hd
+                        q_head[ln] = hd if qn > 0 else 0  # (an empty ring starts over)
                         q_n[ln] = qn
                         q_size[k] -= m
                         total -= m
@@ -1040,6 +1042,11 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                         idx = q_head[ln]
                         q_head[ln] = idx + 1 if idx + 1 < cap else 0
                     q_n[ln] -= 1
+                    if q_n[ln] == 0:
+                        # an empty ring starts over at slot 0: a lane that empties often (a
+                        # batch takes it all) reuses its first cache lines instead of
+                        # sweeping its whole capacity, cold after the glue between calls
+                        q_head[ln] = 0
                     q_size[k] -= 1
                     total -= 1
                     avail -= 1
