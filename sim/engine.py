@@ -54,6 +54,24 @@ def _bump_rows(series, iv, tier, rows, code, nr, out):  # pragma: no cover - com
         out[c] += 1
 
 
+@njit(cache=True, nogil=True)
+def _gather_in(j, t, tier, user, e, z, reg):  # pragma: no cover - compiled
+    # the admitted rows j of the window's columns, in one pass (reg empty: no regions)
+    n = len(j)
+    T, K, U = np.empty(n, t.dtype), np.empty(n, tier.dtype), np.empty(n, user.dtype)
+    E, Z = np.empty(n, e.dtype), np.empty(n, z.dtype)
+    R = np.empty(n if len(reg) else 0, reg.dtype)
+    for i in range(n):
+        r = j[i]
+        T[i], K[i], U[i], E[i], Z[i] = t[r], tier[r], user[r], e[r], z[r]
+        if len(reg):
+            R[i] = reg[r]
+    return T, K, U, E, Z, R
+
+
+_NOREG = np.zeros(0, np.int16)
+
+
 def build_pools(sc: Scenario) -> list[PoolSetup]:
     """Resolve each pool's cost model from its calibration profile (or fixed service time)."""
     return [pool_setup(sc, i) for i in range(len(sc.fleet.pools))]
@@ -280,9 +298,10 @@ class Run:
                 t_in, tier, user, e_in, z_in = a.t, a.tier, a.user, noise, z
                 r_in = ureg
             else:
-                j = idx[lo:hi]
-                t_in, tier, user, e_in, z_in = a.t[j], a.tier[j], a.user[j], noise[j], z[j]
-                r_in = None if ureg is None else ureg[j]
+                t_in, tier, user, e_in, z_in, r_in = _gather_in(
+                    idx[lo:hi], a.t, a.tier, a.user, noise, z, _NOREG if ureg is None else ureg)
+                if ureg is None:
+                    r_in = None
             self.feed.overlap(True)  # demand made ahead meanwhile (sim/demand/feed.py)
             try:
                 fate = self.fleet.advance(t_in, ids[lo:hi], tier, user, steps[lo:hi], e_in, z_in,

@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from sim.demand.base import Arrivals, gather
+from sim.demand.base import Arrivals, gather, merge_dest, scatter
 from sim.rng import request_noise
 
 
@@ -194,6 +194,20 @@ class DemandFeed:
         """The parts as one, by one stable sort by time (earlier parts first at ties: numpy's
         timsort merges the time-sorted parts), or gathered by `order` (indices into the parts
         concatenated) when given; users, tiers and attempts as int64."""
+        if order is None:  # time-sorted parts: merged in one pass, no sort (the same order)
+            m = merge_dest([p[0].t for p in parts])
+            if m is not None:
+                t, dest = m
+                lens = [len(p[0]) for p in parts]
+                att = key = None
+                if any(p[0].attempt is not None for p in parts):
+                    att = scatter([p[0].attempt for p in parts], lens, dest, np.int64, 0)
+                if any(p[0].key is not None for p in parts):
+                    key = scatter([p[0].key for p in parts], lens, dest, np.int64, -1)
+                a = Arrivals(t, scatter([p[0].user for p in parts], lens, dest, np.int64),
+                             scatter([p[0].tier for p in parts], lens, dest, np.int64), att, key)
+                return (a, scatter([p[1] for p in parts], lens, dest, np.float64),
+                        scatter([p[2] for p in parts], lens, dest, np.float64))
         t = np.concatenate([p[0].t for p in parts])
         if order is None:
             order = np.argsort(t, kind="stable")
