@@ -125,10 +125,11 @@ def gather(cols: list[np.ndarray], order: np.ndarray, dtype=None) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _merge_dest(t, off, dest):  # pragma: no cover - compiled
-    # the runs t[off[p]:off[p + 1]] merged by time, the lower run first at equal times
-    # (the stable sort of their concatenation): dest[i] is where element i goes. False
-    # when a run is not ascending or has a NaN time (the caller sorts instead).
+def merge_runs(t, off, fcols, fouts, icols, iouts):  # pragma: no cover - compiled
+    # the runs t[off[p]:off[p + 1]] merged by time, the lower run first at equal times (the
+    # stable sort of their concatenation), every column gathered in the same pass: fouts[c]
+    # from fcols[c] (floats), iouts[c] from icols[c] (ints). False, untouched, when a run is
+    # not ascending or has a NaN time (the caller sorts instead).
     k = len(off) - 1
     for p in range(k):
         for i in range(off[p], off[p + 1]):
@@ -140,44 +141,13 @@ def _merge_dest(t, off, dest):  # pragma: no cover - compiled
         for p in range(k):
             if pos[p] < off[p + 1] and (b < 0 or t[pos[p]] < t[pos[b]]):
                 b = p
-        dest[pos[b]] = w
-        pos[b] += 1
+        i = pos[b]
+        pos[b] = i + 1
+        for c in range(len(fcols)):
+            fouts[c][w] = fcols[c][i]
+        for c in range(len(icols)):
+            iouts[c][w] = icols[c][i]
     return True
-
-
-@njit(cache=True, nogil=True)
-def _scatter(src, dest, out):  # pragma: no cover - compiled
-    for i in range(len(src)):
-        out[dest[i]] = src[i]
-
-
-def merge_dest(ts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
-    """For time-sorted runs: (their times merged, dest) with dest[i] the merged position of
-    element i of the runs concatenated, as np.argsort(np.concatenate(ts), kind="stable")
-    orders them; None when a run is unsorted or has a NaN (sort instead)."""
-    t = np.concatenate(ts)
-    off = np.zeros(len(ts) + 1, np.int64)
-    np.cumsum([len(x) for x in ts], out=off[1:])
-    dest = np.empty(len(t), np.int64)
-    if not _merge_dest(t, off, dest):
-        return None
-    out = np.empty(len(t))
-    _scatter(t, dest, out)
-    return out, dest
-
-
-def scatter(cols: list[np.ndarray | None], lens: list[int], dest: np.ndarray, dtype,
-            fill=0) -> np.ndarray:
-    """np.concatenate(cols)[order] as `dtype` for merge_dest's dest (order's inverse), each
-    run read in order, no concatenation; a run's column None (its length in lens): `fill`."""
-    none = any(c is None for c in cols)
-    out = np.full(len(dest), fill, dtype) if none else np.empty(len(dest), dtype)
-    lo = 0
-    for c, n in zip(cols, lens, strict=True):
-        if c is not None:
-            _scatter(c, dest[lo:lo + n], out)
-        lo += n
-    return out
 
 
 @njit(cache=True, nogil=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from sim.demand.base import Arrivals, UserBits, merge2, merge_dest, scatter, stable_argsort
+from sim.demand.base import Arrivals, UserBits, merge2, stable_argsort
 from sim.demand.stream import Kernel
 from sim.outcomes import REASONS
 from sim.rng import keyed_uniform
@@ -115,22 +115,9 @@ def _merge_two(a: Arrivals, b: Arrivals) -> Arrivals:
 def _merge(runs: list[Arrivals]) -> Arrivals:
     """Time-sorted runs, oldest first, as one (stable: at equal times the older first), in
     the dtypes their concatenation has: the stable sort of the runs concatenated, made by
-    one k-way merge of them (two: merge2's one pass; a run that is not sorted: by that sort)."""
+    merging neighbours pairwise (a run that is not sorted: by that sort)."""
     if any(a.key is not None for a in runs):  # a replay's keyed requests: sorted, rare
         return _sorted_merge(runs)
-    if len(runs) > 2:
-        m = merge_dest([a.t for a in runs])
-        if m is None:
-            return _sorted_merge(runs)
-        t, dest = m
-        lens = [len(a) for a in runs]
-        att = None
-        if any(a.attempt is not None for a in runs):
-            att = scatter([a.attempt for a in runs], lens, dest,
-                          np.result_type(*[_att_dtype(a) for a in runs]), 0)
-        return Arrivals(t, scatter([a.user for a in runs], lens, dest, np.result_type(*[a.user.dtype for a in runs])),
-                        scatter([a.tier for a in runs], lens, dest, np.result_type(*[a.tier.dtype for a in runs])),
-                        att)
     while len(runs) > 1:
         nxt = [_merge_two(runs[i], runs[i + 1]) for i in range(0, len(runs) - 1, 2)]
         runs = nxt + ([runs[-1]] if len(runs) % 2 else [])
@@ -159,14 +146,8 @@ class Pending:
         if len(a) == 0:
             return
         self.runs.append(a.compact())
-        # the runs that merging the newest two while the one before is at most twice as
-        # long would reach, merged at once
-        i, n = len(self.runs) - 1, len(self.runs[-1])
-        while i > 0 and len(self.runs[i - 1]) <= 2 * n:
-            i -= 1
-            n += len(self.runs[i])
-        if i < len(self.runs) - 1:
-            self.runs[i:] = [_merge(self.runs[i:])]
+        while len(self.runs) >= 2 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
+            self.runs[-2:] = [_merge(self.runs[-2:])]
 
     def _due(self, t: np.ndarray, limit: int) -> int:
         """How many of the sorted times t have floor(t / c) <= limit (exactly)."""
