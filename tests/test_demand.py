@@ -464,36 +464,6 @@ def test_pending_hands_over_the_stable_time_sort_of_what_is_due_in_push_order():
     assert len(want) > 2000 and pushed  # much handed over, some still held
 
 
-def test_feed_merge_of_sorted_parts_is_the_stable_sort_of_their_concatenation():
-    # DemandFeed._merged by one k-way pass (base.merge_dest, scatter) against gathering by
-    # the stable argsort of the parts' times concatenated: same rows, dtypes and noise; ties,
-    # -0.0 against 0.0, empty parts, parts with and without attempts and keys
-    from sim.demand.feed import DemandFeed
-
-    g = np.random.default_rng(11)
-    for case in range(200):
-        parts = []
-        for p in range(int(g.integers(2, 6))):
-            n = int(g.integers(0, 50))
-            t = np.sort(g.integers(0, 20, n).astype(float) * (0.5 if case % 2 else 1.0))
-            if case % 3 == 0:
-                t[t == 2.0] = -0.0
-            att = g.integers(0, 5, n).astype(np.int8) if g.random() < 0.5 else None
-            key = g.integers(-1, 100, n) if g.random() < 0.3 else None
-            a = Arrivals(t, g.integers(0, 1000, n).astype(np.int32 if p % 2 else np.int64),
-                         g.integers(0, 3, n).astype(np.int8), att, key)
-            parts.append((a, g.random(n), g.random(n)))
-        a1, e1, z1 = DemandFeed._merged(parts, None)
-        o = np.argsort(np.concatenate([p[0].t for p in parts]), kind="stable")
-        a2, e2, z2 = DemandFeed._merged(parts, o)
-        for f in Arrivals.FIELDS:
-            x, y = getattr(a1, f), getattr(a2, f)
-            assert (x is None) == (y is None), (case, f)
-            if x is not None:
-                assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), (case, f)
-        assert e1.tobytes() == e2.tobytes() and z1.tobytes() == z2.tobytes()
-
-
 def test_pending_merge_is_the_stable_sort_of_its_runs_in_their_dtypes():
     # feedback._merge (a compiled merge of neighbours, pairwise) against its definition, one
     # stable sort of the runs concatenated: same rows, same dtypes; ties, runs without

@@ -125,32 +125,6 @@ def gather(cols: list[np.ndarray], order: np.ndarray, dtype=None) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def merge_runs(t, off, fcols, fouts, icols, iouts):  # pragma: no cover - compiled
-    # the runs t[off[p]:off[p + 1]] merged by time, the lower run first at equal times (the
-    # stable sort of their concatenation), every column gathered in the same pass: fouts[c]
-    # from fcols[c] (floats), iouts[c] from icols[c] (ints). False, untouched, when a run is
-    # not ascending or has a NaN time (the caller sorts instead).
-    k = len(off) - 1
-    for p in range(k):
-        for i in range(off[p], off[p + 1]):
-            if t[i] != t[i] or (i > off[p] and t[i] < t[i - 1]):
-                return False
-    pos = off[:-1].copy()
-    for w in range(off[k]):
-        b = -1
-        for p in range(k):
-            if pos[p] < off[p + 1] and (b < 0 or t[pos[p]] < t[pos[b]]):
-                b = p
-        i = pos[b]
-        pos[b] = i + 1
-        for c in range(len(fcols)):
-            fouts[c][w] = fcols[c][i]
-        for c in range(len(icols)):
-            iouts[c][w] = icols[c][i]
-    return True
-
-
-@njit(cache=True, nogil=True)
 def merge2(ta, ua, ra, aa, tb, ub, rb, ab, has_a, has_b, t, u, r, att):  # pragma: no cover - compiled
     # two time-sorted runs as one, a's first at equal times: the stable sort by time of a
     # then b, every field in one pass (attempts 0 for a run without). False (the outputs

@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from sim.demand.base import Arrivals, gather, merge_runs
+from sim.demand.base import Arrivals, gather
 from sim.rng import request_noise
 
 
@@ -194,10 +194,6 @@ class DemandFeed:
         """The parts as one, by one stable sort by time (earlier parts first at ties: numpy's
         timsort merges the time-sorted parts), or gathered by `order` (indices into the parts
         concatenated) when given; users, tiers and attempts as int64."""
-        if order is None:  # time-sorted parts: merged in one pass, no sort (the same order)
-            m = DemandFeed._merge_sorted(parts)
-            if m is not None:
-                return m
         t = np.concatenate([p[0].t for p in parts])
         if order is None:
             order = np.argsort(t, kind="stable")
@@ -209,32 +205,6 @@ class DemandFeed:
         a = Arrivals(gather([t], order), gather([p[0].user for p in parts], order, np.int64),
                      gather([p[0].tier for p in parts], order, np.int64), att, key)
         return a, gather([p[1] for p in parts], order), gather([p[2] for p in parts], order)
-
-    @staticmethod
-    def _merge_sorted(parts) -> tuple[Arrivals, np.ndarray, np.ndarray] | None:
-        """_merged of time-sorted parts by one compiled k-way merge (base.merge_runs); None
-        when a part is not sorted."""
-        n = sum(len(p[0]) for p in parts)
-        off = np.zeros(len(parts) + 1, np.int64)
-        np.cumsum([len(p[0]) for p in parts], out=off[1:])
-        t = np.concatenate([p[0].t for p in parts])
-        user = np.concatenate([p[0].user for p in parts]).astype(np.int64, copy=False)
-        tier = np.concatenate([p[0].tier for p in parts]).astype(np.int64, copy=False)
-        cols = (t, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
-        ints = [user, tier]
-        with_att = any(p[0].attempt is not None for p in parts)
-        with_key = any(p[0].key is not None for p in parts)
-        if with_att:
-            ints.append(np.concatenate([p[0].attempts() for p in parts]).astype(np.int64, copy=False))
-        if with_key:
-            ints.append(np.concatenate([p[0].keys() for p in parts]).astype(np.int64, copy=False))
-        fo = (np.empty(n), np.empty(n), np.empty(n))
-        io = tuple(np.empty(n, np.int64) for _ in ints)
-        if not merge_runs(t, off, cols, fo, tuple(ints), io):
-            return None
-        a = Arrivals(fo[0], io[0], io[1], io[2] if with_att else None,
-                     io[-1] if with_key else None)
-        return a, fo[1], fo[2]
 
     def _take_first(self, parts, limit: int) -> tuple[Arrivals, np.ndarray, np.ndarray, float]:
         """The first `limit` of the parts' merged order (a prefix of each part), the rest put
