@@ -54,6 +54,46 @@ def _bump_rows(series, iv, tier, rows, code, nr, out):  # pragma: no cover - com
         out[c] += 1
 
 
+@njit(cache=True, nogil=True)
+def _gather_in(j, t, tier, user, e, z, reg):  # pragma: no cover - compiled
+    # the admitted rows j of the window's columns, in one pass (reg empty: no regions)
+    n = len(j)
+    T, K, U = np.empty(n, t.dtype), np.empty(n, tier.dtype), np.empty(n, user.dtype)
+    E, Z = np.empty(n, e.dtype), np.empty(n, z.dtype)
+    R = np.empty(n if len(reg) else 0, reg.dtype)
+    for i in range(n):
+        r = j[i]
+        T[i], K[i], U[i], E[i], Z[i] = t[r], tier[r], user[r], e[r], z[r]
+        if len(reg):
+            R[i] = reg[r]
+    return T, K, U, E, Z, R
+
+
+@njit(cache=True, nogil=True)
+def _rejected(code, ra, t, user, tier, att):  # pragma: no cover - compiled
+    # the rows rejected (code >= 0), every column gathered in one pass: a.take(r),
+    # code[r], ra[r] for r = flatnonzero(code >= 0) (att empty: the arrivals have none)
+    n = 0
+    for c in code:
+        if c >= 0:
+            n += 1
+    T, U, K = np.empty(n, t.dtype), np.empty(n, user.dtype), np.empty(n, tier.dtype)
+    A = np.empty(n if len(att) else 0, att.dtype)
+    C, RA = np.empty(n, code.dtype), np.empty(n, ra.dtype)
+    w = 0
+    for i in range(len(code)):
+        if code[i] >= 0:
+            T[w], U[w], K[w], C[w], RA[w] = t[i], user[i], tier[i], code[i], ra[i]
+            if len(att):
+                A[w] = att[i]
+            w += 1
+    return T, U, K, A, C, RA
+
+
+_NOREG = np.zeros(0, np.int16)
+_NOATT = np.zeros(0, np.int64)
+
+
 def build_pools(sc: Scenario) -> list[PoolSetup]:
     """Resolve each pool's cost model from its calibration profile (or fixed service time)."""
     return [pool_setup(sc, i) for i in range(len(sc.fleet.pools))]
@@ -280,9 +320,10 @@ class Run:
                 t_in, tier, user, e_in, z_in = a.t, a.tier, a.user, noise, z
                 r_in = ureg
             else:
-                j = idx[lo:hi]
-                t_in, tier, user, e_in, z_in = a.t[j], a.tier[j], a.user[j], noise[j], z[j]
-                r_in = None if ureg is None else ureg[j]
+                t_in, tier, user, e_in, z_in, r_in = _gather_in(
+                    idx[lo:hi], a.t, a.tier, a.user, noise, z, _NOREG if ureg is None else ureg)
+                if ureg is None:
+                    r_in = None
             self.feed.overlap(True)  # demand made ahead meanwhile (sim/demand/feed.py)
             try:
                 fate = self.fleet.advance(t_in, ids[lo:hi], tier, user, steps[lo:hi], e_in, z_in,
@@ -315,7 +356,13 @@ class Run:
             self.reg_series.tick(self.fleet.S, end)
         for hook in self.on_window:
             hook(self, a, code_all, retry_after)
-        if self.retry is not None and (code_all >= 0).any():
+        if self.retry is not None and a.key is None:
+            t, user, tier, att, c, ra = _rejected(code_all, retry_after, a.t, a.user, a.tier,
+                                                  _NOATT if a.attempt is None else a.attempt)
+            if len(c):
+                rej = Arrivals(t, user, tier, None if a.attempt is None else att)
+                self.add_requests(self.retry.after_reject(rej, c, ra, self.prng))
+        elif self.retry is not None and (code_all >= 0).any():  # a replay's keyed requests
             r = np.flatnonzero(code_all >= 0)
             self.add_requests(self.retry.after_reject(a.take(r), code_all[r], retry_after[r], self.prng))
 

@@ -486,3 +486,23 @@ def test_pending_merge_is_the_stable_sort_of_its_runs_in_their_dtypes():
             assert (x is None) == (y is None), f
             if x is not None:
                 assert x.dtype == y.dtype and np.array_equal(x, y), (case, f)
+
+
+def test_tier_override_applies_the_last_move_as_the_per_tier_where_chain():
+    # stream.TierOverride.apply (one compiled pass over every tier's bits) against its
+    # definition: np.where(bits.get(user), k, out) for each tier moved to, in that order;
+    # users past every bit array, tiers in int8 and int64, nobody moved (tier returned)
+    from sim.demand.stream import TierOverride
+
+    g = np.random.default_rng(5)
+    for case in range(30):
+        o = TierOverride()
+        for _ in range(int(g.integers(1, 6))):
+            o.set(g.integers(0, 500, int(g.integers(0, 40))), int(g.integers(0, 3)))
+        user = g.integers(0, 700, 200)
+        tier = g.integers(0, 3, 200).astype(np.int8 if case % 2 else np.int64)
+        got = o.apply(user, tier)  # first: get() below grows the bit arrays
+        want = tier
+        for k, b in o.bits.items():
+            want = np.where(b.get(user), k, want)
+        assert got.dtype == want.dtype and np.array_equal(got, want), case

@@ -127,25 +127,26 @@ def gather(cols: list[np.ndarray], order: np.ndarray, dtype=None) -> np.ndarray:
 @njit(cache=True, nogil=True)
 def merge2(ta, ua, ra, aa, tb, ub, rb, ab, has_a, has_b, t, u, r, att):  # pragma: no cover - compiled
     # two time-sorted runs as one, a's first at equal times: the stable sort by time of a
-    # then b, every field in one pass (attempts 0 for a run without). False, untouched, when
-    # a run is not ascending or has a NaN time (the caller sorts instead).
+    # then b, every field in one pass (attempts 0 for a run without). False (the outputs
+    # partly written: discard them) when a run is not ascending or has a NaN time (the
+    # caller sorts instead); checked as each time is taken, not in passes of their own.
     na, nb = len(ta), len(tb)
-    for i in range(na):
-        if ta[i] != ta[i] or (i and ta[i] < ta[i - 1]):
-            return False
-    for j in range(nb):
-        if tb[j] != tb[j] or (j and tb[j] < tb[j - 1]):
-            return False
     wa = len(att) > 0
     i = j = 0
     for w in range(na + nb):
         if j < nb and (i >= na or tb[j] < ta[i]):
-            t[w], u[w], r[w] = tb[j], ub[j], rb[j]
+            x = tb[j]
+            if x != x or (j and x < tb[j - 1]):
+                return False
+            t[w], u[w], r[w] = x, ub[j], rb[j]
             if wa:
                 att[w] = ab[j] if has_b else 0
             j += 1
         else:
-            t[w], u[w], r[w] = ta[i], ua[i], ra[i]
+            x = ta[i]
+            if x != x or (i and x < ta[i - 1]):
+                return False
+            t[w], u[w], r[w] = x, ua[i], ra[i]
             if wa:
                 att[w] = aa[i] if has_a else 0
             i += 1
@@ -156,6 +157,19 @@ def merge2(ta, ua, ra, aa, tb, ub, rb, ab, has_a, has_b, t, u, r, att):  # pragm
 def _set_bits(bits, users):  # pragma: no cover - compiled
     for u in users:
         bits[u >> 3] |= np.uint8(1 << (u & 7))
+
+
+@njit(cache=True, nogil=True)
+def _set_fit(bits, users):  # pragma: no cover - compiled
+    # the bits of the users that fit set; returns the largest user (-1: none)
+    top = -1
+    n = len(bits)
+    for u in users:
+        if u > top:
+            top = u
+        if (u >> 3) < n:
+            bits[u >> 3] |= np.uint8(1 << (u & 7))
+    return top
 
 
 @njit(cache=True, nogil=True)
@@ -186,8 +200,11 @@ class UserBits:
 
     def set(self, users: np.ndarray) -> None:
         if len(users):
-            users = self._ensure(users)  # first: it may replace self.a
-            _set_bits(self.a, users)
+            users = np.ascontiguousarray(users, dtype=np.int64)
+            top = int(_set_fit(self.a, users))  # the max in the same pass
+            if (top >> 3) + 1 > len(self.a):  # some did not fit: grown, then all set
+                self.a = grown(self.a, (top >> 3) + 1, 0)
+                _set_bits(self.a, users)
 
     def get(self, users: np.ndarray) -> np.ndarray:
         users = self._ensure(users)

@@ -11,6 +11,7 @@ social kernel's time scale when their exact timing matters.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from sim.demand.base import Arrivals, UserBits, merge2, stable_argsort
 from sim.demand.stream import Kernel
@@ -19,6 +20,61 @@ from sim.rng import keyed_uniform
 
 QUOTA = REASONS.index("quota_exceeded")
 TIMEOUT = REASONS.index("timeout")
+
+
+@njit(cache=True, nogil=True)
+def _undecided(code, tier, src, user, bits, quota):  # pragma: no cover - compiled
+    # the users of rows rejected for the quota in a source tier whose bit is not set yet
+    # (bits too short: not set), in row order: user[m][~decided.get(user[m])] in one pass
+    out = np.empty(len(code), user.dtype)
+    n = 0
+    for i in range(len(code)):
+        if code[i] == quota and src[tier[i]]:
+            u = user[i]
+            b = u >> 3
+            if b >= len(bits) or not (bits[b] >> (u & 7)) & 1:
+                out[n] = u
+                n += 1
+    return out[:n]
+
+
+@njit(cache=True, nogil=True)
+def _count_served(code):  # pragma: no cover - compiled
+    n = 0
+    for c in code:
+        if c < 0:
+            n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _served_repeat(code, t, k):  # pragma: no cover - compiled
+    # np.repeat(t[code < 0], k): each served request's time, k[j] times for the j-th
+    tot = 0
+    for x in k:
+        tot += x
+    out = np.empty(tot)
+    w = j = 0
+    for i in range(len(code)):
+        if code[i] < 0:
+            for _ in range(k[j]):
+                out[w] = t[i]
+                w += 1
+            j += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _shift_before(t, d, horizon):  # pragma: no cover - compiled
+    # (t + d)[t + d < horizon] in one pass
+    out = np.empty(len(t))
+    n = 0
+    for i in range(len(t)):
+        x = t[i] + d[i]
+        if x < horizon:
+            out[n] = x
+            n += 1
+    return out[:n]
 
 
 def _att_dtype(a: Arrivals):
@@ -214,11 +270,10 @@ class Conversion:
         self.conversions = 0
 
     def __call__(self, run, a, code, retry_after) -> None:
-        m = (code == QUOTA) & self.src_mask[a.tier]
-        if not m.any():
-            return
-        users = a.user[m]
-        users = np.unique(users[~self.decided.get(users)])  # most decided at a first rejection
+        # the quota's rejections in the source tiers, users not decided yet (most decided
+        # at a first rejection), one pass
+        users = np.unique(_undecided(np.asarray(code), np.asarray(a.tier), self.src_mask,
+                                     np.asarray(a.user), self.decided.a, QUOTA))
         if len(users) == 0:
             return
         self.decided.set(users)
@@ -241,15 +296,15 @@ class SocialOnSuccess:
         self.offspring = 0
 
     def __call__(self, run, a, code, retry_after) -> None:
-        ok = np.flatnonzero(code < 0)
-        if len(ok) == 0:
+        code = np.asarray(code)
+        n_ok = _count_served(code)
+        if n_ok == 0:
             return
-        k = run.prng.poisson(self.n, len(ok))
-        t = np.repeat(a.t[ok], k)
+        k = run.prng.poisson(self.n, n_ok)
+        t = _served_repeat(code, np.asarray(a.t, np.float64), k)
         if len(t) == 0:
             return
-        t = t + self.kernel.sample(len(t), run.prng)
-        t = t[t < run.sc.horizon]
+        t = _shift_before(t, self.kernel.sample(len(t), run.prng), float(run.sc.horizon))
         t = t[stable_argsort(t)]
         self.offspring += len(t)
         # user -1 (picked when due), tier 0: already in the compact dtypes Pending holds

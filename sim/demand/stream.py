@@ -9,8 +9,27 @@ the rest of open sessions and pending offspring), never by the total number of r
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from sim.demand.base import Arrivals, PiecewiseLinearRate, UserBits
+
+
+@njit(cache=True, nogil=True)
+def _apply_bits(user, tier, bits, to, out):  # pragma: no cover - compiled
+    # out[i]: the last tier to[k] whose bits hold user[i] (a bit past the array: not set),
+    # else tier[i]; True if any user was moved
+    moved = False
+    for i in range(len(user)):
+        u = user[i]
+        b = u >> 3
+        v = tier[i]
+        for k in range(len(to)):
+            bk = bits[k]
+            if b < len(bk) and (bk[b] >> (u & 7)) & 1:
+                v = to[k]
+                moved = True
+        out[i] = v
+    return moved
 
 
 class TierOverride:
@@ -36,11 +55,14 @@ class TierOverride:
     def apply(self, user: np.ndarray, tier: np.ndarray) -> np.ndarray:
         if not self.bits or len(user) == 0:
             return tier
-        out = tier
-        for k, b in self.bits.items():
-            m = b.get(user)
-            if m.any():
-                out = np.where(m, k, out)
+        # the last move wins: each tier's bits in the order first moved to, in one pass
+        # (np.where(bits.get(user), k, out) per tier, in tier's dtype)
+        tier = np.asarray(tier)
+        out = np.empty(len(tier), tier.dtype)
+        bits = tuple(b.a for b in self.bits.values())
+        to = np.array(list(self.bits), np.int64)
+        if not _apply_bits(np.ascontiguousarray(user, dtype=np.int64), tier, bits, to, out):
+            return tier
         return out
 
 

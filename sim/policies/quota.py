@@ -102,7 +102,8 @@ class DailyQuota(Policy):
 
     State is per user in the narrowest dtypes that hold it (the whole service has ~130M
     users): the UTC day of the count (int16, days from the epoch's) and the count (a byte
-    while the limit fits): 3 bytes a user."""
+    while the limit fits), side by side in one aligned 4-byte record: a request's lookup is
+    one cache miss, not two (two arrays cost ~2x per request at full scale)."""
 
     name = "daily_quota"
     Params = DailyQuotaParams
@@ -111,8 +112,8 @@ class DailyQuota(Policy):
     def __init__(self, params, tiers, epoch=0.0):
         super().__init__(params, tiers, epoch)
         self._day0 = int(np.floor(epoch / DAY))
-        self._dday = np.full(0, NO_DAY, dtype=np.int16)  # calendar: UTC day of the count
-        self._count = np.zeros(0, dtype=self._count_dtype(params.limit))
+        # calendar: per user, the UTC day of the count and the count (_dday, _count: views)
+        self._set_rec(np.zeros(0, self._rec_dtype(params.limit)))
         self._tat = np.zeros(0)  # rolling: theoretical arrival time (GCRA)
         self._users = 0  # the host's users, once attached
 
@@ -120,11 +121,21 @@ class DailyQuota(Policy):
     def _count_dtype(limit: int):
         return np.uint8 if limit < 255 else np.int64
 
+    @classmethod
+    def _rec_dtype(cls, limit: int) -> np.dtype:
+        return np.dtype([("day", np.int16), ("count", cls._count_dtype(limit))], align=True)
+
+    def _set_rec(self, rec: np.ndarray) -> None:
+        # _dday and _count: the records' fields (views, kept: a gateway admits one at a time)
+        self._rec, self._dday, self._count = rec, rec["day"], rec["count"]
+
     def reconfigure(self, params) -> None:
         super().reconfigure(params)
-        dt = self._count_dtype(params.limit)
-        if np.dtype(dt).itemsize > self._count.dtype.itemsize:
-            self._count = self._count.astype(dt)
+        dt = self._rec_dtype(params.limit)
+        if dt["count"].itemsize > self._rec.dtype["count"].itemsize:
+            rec = np.empty(len(self._rec), dt)
+            rec["day"], rec["count"] = self._rec["day"], self._rec["count"]
+            self._set_rec(rec)
 
     def attach(self, run, env, active) -> None:
         # the host's users (gates.users: the demand's users in the cell, or the gateway's
@@ -138,8 +149,7 @@ class DailyQuota(Policy):
         if self.params.window == "rolling":
             self._tat = grown(self._tat, n, -np.inf)
         else:
-            self._dday = grown(self._dday, n, NO_DAY)
-            self._count = grown(self._count, len(self._dday), 0)
+            self._set_rec(grown(self._rec, n, (NO_DAY, 0)))
 
     @property
     def _day(self) -> _AbsoluteDays:
