@@ -215,8 +215,11 @@ def test_locust_replays_open_loop_against_the_gateway(tmp_path):
     assert len(gw) == len(cl) == 13
     served = gw[gw["status"] == 200]
     assert served["latency_s"].max() > 1.5  # queueing happened while requests kept coming
-    assert np.allclose(cl.loc[cl["status"] == 200, "client_latency_s"].median(),
-                       served["latency_s"].median(), atol=0.05)
+    # the client's latency holds the gateway's plus the HTTP round trip and Locust's own
+    # scheduling: 54 ms more once on the loaded 2-core machine; a broken twin is off by batches
+    # (~0.5 s each)
+    extra = cl.loc[cl["status"] == 200, "client_latency_s"].median() - served["latency_s"].median()
+    assert -0.01 <= extra <= 0.2, extra
 
 
 @pytest.mark.slow
