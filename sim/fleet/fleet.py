@@ -250,6 +250,8 @@ class Fleet:
             w += p.max_gpus
         for j, p in enumerate(pools):
             self.set_gpus(j, p.gpus)
+        if external:  # its batch ends come through complete(): compiled before the first
+            self.warm()
 
     # -- configuration changes (call at the fleet's current clock) --
 
@@ -384,7 +386,7 @@ class Fleet:
         K.complete(self.S, int(w), float(t))
 
     def warm(self) -> None:
-        """Compile now (or load from numba's cache) what a live fleet first calls only when a
+        """Compile now (or load from numba's cache) what an external fleet first calls only when a
         batch ends: compiled then, inside its event loop, it stalled every request for
         seconds (a fresh clone's cold cache) and a fault test killed an idle worker."""
         K.complete.compile((typeof(self.S), types.int64, types.float64))

@@ -110,8 +110,6 @@ class LiveFleet:
                            external=runner is not None or procs is not None,
                            max_queue=max_queue if math.isfinite(max_queue) else 2.0**62,
                            classes=self.classes, router=router, order=order)
-        if runner is not None or procs is not None:
-            self.fleet.warm()
         self.gates = Gates(self.fleet, pools, users)
         self.env = simpy.Environment()
         self.spot: list = []  # spot preemption processes (the gateway attaches them)
