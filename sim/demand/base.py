@@ -305,7 +305,16 @@ def grown(a: np.ndarray, n: int, fill) -> np.ndarray:
         return a
     b = np.empty(max(n, len(a) + len(a) // 4, 1024), a.dtype)
     b[: len(a)] = a
-    b[len(a):] = fill
+    rest = b[len(a):]
+    if a.dtype.names and a.dtype.itemsize in (1, 2, 4, 8):
+        # a record's fill as one machine word: numpy assigns a tuple to records field by
+        # field (~1 s for the daily quota's 145M records; this, ~0.1 s)
+        one = np.zeros(1, a.dtype)
+        one[0] = fill
+        word = np.dtype(f"u{a.dtype.itemsize}")
+        rest.view(word)[:] = one.view(word)[0]
+    else:
+        rest[:] = fill
     return b
 
 
