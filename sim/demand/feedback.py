@@ -24,18 +24,25 @@ TIMEOUT = REASONS.index("timeout")
 
 @njit(cache=True, nogil=True)
 def _undecided(code, tier, src, user, bits, quota):  # pragma: no cover - compiled
-    # the users of rows rejected for the quota in a source tier whose bit is not set yet
-    # (bits too short: not set), in row order: user[m][~decided.get(user[m])] in one pass
+    # the users of rows rejected for the quota in a source tier whose bit is not set yet,
+    # in row order, each once where its bit fits (set as it is found; one past the bits may
+    # repeat: short True), in one pass
     out = np.empty(len(code), user.dtype)
     n = 0
+    short = False
     for i in range(len(code)):
         if code[i] == quota and src[tier[i]]:
             u = user[i]
             b = u >> 3
-            if b >= len(bits) or not (bits[b] >> (u & 7)) & 1:
-                out[n] = u
-                n += 1
-    return out[:n]
+            if b >= len(bits):
+                short = True
+            elif (bits[b] >> (u & 7)) & 1:
+                continue
+            else:
+                bits[b] |= np.uint8(1 << (u & 7))
+            out[n] = u
+            n += 1
+    return out[:n], short
 
 
 @njit(cache=True, nogil=True)
@@ -271,12 +278,16 @@ class Conversion:
 
     def __call__(self, run, a, code, retry_after) -> None:
         # the quota's rejections in the source tiers, users not decided yet (most decided
-        # at a first rejection), one pass
-        users = np.unique(_undecided(np.asarray(code), np.asarray(a.tier), self.src_mask,
-                                     np.asarray(a.user), self.decided.a, QUOTA))
+        # at a first rejection), marked decided in the same pass; sorted, each once
+        users, short = _undecided(np.asarray(code), np.asarray(a.tier), self.src_mask,
+                                  np.asarray(a.user), self.decided.a, QUOTA)
+        if short:  # some past the bits: as many times as rejected
+            users = np.unique(users)
+            self.decided.set(users)
+        else:
+            users = np.sort(users)
         if len(users) == 0:
             return
-        self.decided.set(users)
         conv = users[run.prng.random(len(users)) < self.p]
         self.demand.override.set(conv, self.to)
         self.conversions += len(conv)
