@@ -4,6 +4,7 @@ that can import `sim` can run them."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -18,6 +19,19 @@ class Job:
     scenario: dict
     source: str
     start: float = 0.0  # warm start (engine Run.start)
+    # first attempts made on a second thread (engine Run.threads: same results); the
+    # executor sets it on a run left alone in its map's last round, where a core is idle
+    threads: bool = False
+
+
+def alone_last(jobs: list, workers: int) -> list:
+    """The jobs with the last one threaded when it runs alone in the last round (the rounds
+    of `workers` leave one job over, or there is one job): that round's idle core makes its
+    first attempts (~20% of a whole-service run) instead of waiting."""
+    if (workers >= 2 and jobs and isinstance(jobs[-1], Job)
+            and (len(jobs) == 1 or len(jobs) % workers == 1)):
+        jobs = [*jobs[:-1], dataclasses.replace(jobs[-1], threads=True)]
+    return jobs
 
 
 def run_job(job: Job) -> dict:
@@ -27,7 +41,7 @@ def run_job(job: Job) -> dict:
     from sim.scenario import parse_scenario
 
     sc = parse_scenario(job.scenario, job.source)
-    return summarize(simulate(sc, start=job.start))
+    return summarize(simulate(sc, start=job.start, threads=job.threads))
 
 
 class Executor:
@@ -66,7 +80,7 @@ class Executor:
             self._local_cluster.close()
 
     def map(self, fn: Callable, items: Iterable, desc: str = "runs") -> list:
-        items = list(items)
+        items = alone_last(list(items), int(self.jobs))
         bar = None
         if self.progress:
             from tqdm import tqdm

@@ -24,7 +24,7 @@ def run_job_full(job: Job) -> tuple[dict, pd.DataFrame]:
     from sim.engine import simulate
     from sim.metrics.summary import summarize, timeseries
 
-    r = simulate(parse_scenario(job.scenario, job.source))
+    r = simulate(parse_scenario(job.scenario, job.source), start=job.start, threads=job.threads)
     return summarize(r), timeseries(r)
 
 

@@ -12,7 +12,7 @@ from scipy.optimize import brentq
 
 from sim.cli import main
 from sim.scenario import parse_scenario
-from sim.sweep import Executor, Job, run_job
+from sim.sweep import Executor, Job, alone_last, run_job
 
 
 def mmc_sojourn_quantile(lam: float, mu: float, c: int, q: float) -> float:
@@ -84,6 +84,19 @@ def test_dask_local_cluster_equals_process_pool():
     assert local == dask == serial
     assert len({json.dumps(r["tiers"]) for r in local}) == 4  # the seeds differ
     parse_scenario(jobs[0].scenario)  # still a valid scenario after the round trip
+
+
+def test_a_run_alone_in_the_last_round_is_threaded_with_the_same_results():
+    # sweep.alone_last: 3 runs on 2 workers leave the third alone in its round, so it makes
+    # its first attempts on a second thread (the idle core); its summary is the unthreaded one
+    jobs = [Job(queue_scenario(7.0, 1.0, 8, 3000, seed=s), "<test>") for s in range(4)]
+    assert [j.threads for j in alone_last(jobs[:3], 2)] == [False, False, True]
+    assert [j.threads for j in alone_last(jobs[:1], 2)] == [True]
+    assert not any(j.threads for j in alone_last(jobs, 2) + alone_last(jobs[:3], 1))
+    assert [j.threads for j in alone_last(jobs, 3)] == [False, False, False, True]
+    with Executor(jobs=2) as ex:
+        got = ex.map(run_job, jobs[:3])
+    assert got == [run_job(j) for j in jobs[:3]]
 
 
 def test_plan_judges_several_sizes_per_round_and_dask_agrees_with_the_pool():
@@ -194,19 +207,19 @@ class Counting(Executor):
 
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
-        self.maps: list[int] = []
+        self.maps: list[tuple[int, bool]] = []
 
     def map(self, fn, items, desc="runs"):
         items = list(items)
-        self.maps.append(len(items))
+        self.maps.append((len(items), bool(items) and alone_last(items, self.jobs)[-1].threads))
         return super().map(fn, items, desc)
 
 
 @pytest.mark.slow
 def test_plan_fills_its_rounds_and_answers_as_the_global_search():
-    # The judged phase prefetches the sizes around the screen's guess and fills the workers'
-    # idle slots with the next size's replications: every map is whole rounds on 2 workers,
-    # no run is made twice, and the answer and bracket are those of galloping from the
+    # The judged phase prefetches the sizes around the screen's guess, and the walks fill the
+    # workers' idle slots with the next size's replications: every map is whole rounds on 2
+    # workers or ends with one run alone, threaded; no run is made twice, and the answer and bracket are those of galloping from the
     # fleet's size with every replication (a fresh cache).
     from sim.planner import Plan, parse_slo, run_plan
 
@@ -219,8 +232,8 @@ def test_plan_fills_its_rounds_and_answers_as_the_global_search():
         want = [p.smallest(w) for w in (0, 2, 1)]
     assert res["min_gpus"] == want[0]
     assert (res["ci_low"], res["ci_high"]) == (min(want[2], want[0]), max(want[1], want[0]))
-    assert all(k % 2 == 0 for k in maps), maps
-    assert sum(maps) == len(plan.runs) == res["runs"]  # each (size, replication) run once
+    assert all(k % 2 == 0 or threaded for k, threaded in maps), maps
+    assert sum(k for k, _ in maps) == len(plan.runs) == res["runs"]  # each (size, replication) run once
     assert not plan.evals[res["min_gpus"] - 1].meets(plan.slos)
 
 
