@@ -219,8 +219,9 @@ class Counting(Executor):
 def test_plan_fills_its_rounds_and_answers_as_the_global_search():
     # The judged phase prefetches the sizes around the screen's guess, and the walks fill the
     # workers' idle slots with the next size's replications: every map is whole rounds on 2
-    # workers or ends with one run alone, threaded; no run is made twice, and the answer and bracket are those of galloping from the
-    # fleet's size with every replication (a fresh cache).
+    # workers or ends with one run alone, threaded; no run is made twice, and the answer and
+    # bracket are those of galloping from the fleet's size with every replication (a fresh
+    # cache).
     from sim.planner import Plan, parse_slo, run_plan
 
     sc = parse_scenario(queue_scenario(8.0, 1.0, 4, 3000, seed=2, warmup=300))
