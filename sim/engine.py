@@ -9,6 +9,7 @@ and the fleet exactly up to now, then makes its change: results do not depend on
 from __future__ import annotations
 
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -173,6 +174,31 @@ def apply_schedule(host, env: simpy.Environment, ap: ActivePolicy, spec):
         change(when)
 
 
+
+class Aside:
+    """Compiled per-arrival work that lets go of the GIL (a window's regions, the unique-user
+    bits), done on a helper thread while the main thread goes on with the window's glue:
+    with Run(threads=True) the second core idles outside the fleet loop. Without threads, done
+    at once. The same results either way: a task only reads its arguments and writes its own
+    arrays, and whoever needs its result waits for it (`Future.result`)."""
+
+    def __init__(self, on: bool):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="floodgate-aside") if on else None
+
+    def submit(self, fn, *args) -> Future:
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        f: Future = Future()
+        f.set_result(fn(*args))
+        return f
+
+    def close(self) -> None:
+        """Wait for what was submitted, then stop the thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
 @dataclass
 class Run:
     """One simulation of one scenario; `execute()` runs it, the attributes hold the counts."""
@@ -248,6 +274,7 @@ class Run:
         # the arrivals each window takes: first attempts and the requests created during the
         # run, with their service noise (created ones drawn from prng)
         self.feed = DemandFeed(self.demand, sc, self.start, self.prng, self.threads)
+        self.aside = Aside(self.threads)
         # (time, pool, GPUs live from then on), kept by the gates: GPU cost per pool, figures
         self.gates.gpu_log = [(self.start, j, p.gpus) for j, p in enumerate(self.pools)]
         # Demand that reacts to the run: retries, paid conversion, social feedback, counts.
@@ -292,6 +319,9 @@ class Run:
         R = self.sc.gateway.replicas
         rep = (self._rr + np.arange(len(a), dtype=np.int64)) % R if R > 1 else None
         self._rr = (self._rr + len(a)) % R
+        ureg_f = None  # each arrival's region, made aside while admission runs
+        if self.regions is not None:
+            ureg_f = self.aside.submit(self.regions.user_region, self.demand, a.user)
         fates = admit_chunk(self.policies, a.t, a.user, a.tier, count, rep)
         code_all, retry_after = fates.code, fates.retry_after
         del count
@@ -303,9 +333,7 @@ class Run:
         cls = None
         if self.mix is not None:
             cls = self.mix.draw(a.t, a.tier, noise, idx)
-        ureg = None
-        if self.regions is not None:
-            ureg = self.regions.user_region(self.demand, a.user)
+        ureg = None if ureg_f is None else ureg_f.result()
         ids = np.arange(self.next_id, self.next_id + len(idx), dtype=np.int64)
         self.next_id += len(idx)
         # The fleet takes the admitted requests in slices of at most slice_requests, each run
@@ -411,6 +439,7 @@ class Run:
                 self.reg_series.finish(self.fleet.S)
         finally:
             self.feed.close()
+            self.aside.close()
         if bar is not None:
             bar.update(self.sc.horizon - bar.n)
             bar.close()

@@ -318,3 +318,16 @@ def test_regions_never_send_a_request_to_a_pool_without_its_model():
     a = r.regions.users.index("a")
     assert S.reg_spill[a] > 0 and S.reg_done[a, 1] > 0
     _conserved(r)
+
+
+def test_regions_and_unique_users_made_aside_give_the_same_run():
+    # Run(threads=True) makes each window's regions and the unique-user bits on a helper
+    # thread (engine.Aside) while admission runs: the same summary and series as in line
+    d = _demo(horizon="150m")
+    d["policies"][0]["schedule"] = [{"at": "1h", "enabled": True}, {"at": "2h", "enabled": False}]
+    sc = parse_scenario(d)
+    a, b = Run(sc, threads=False).execute(), Run(sc, threads=True).execute()
+    sa, sb = summarize(a), summarize(b)
+    assert sa["demand"]["unique_users"] > 100 and a.fleet.S.reg_spill.sum() > 0
+    assert sa == sb
+    assert np.array_equal(a.fleet.S.reg_done, b.fleet.S.reg_done)

@@ -329,13 +329,22 @@ class DemandStats:
         self.offered = 0
         self.first = 0
         self.seen = UserBits()
+        self._setting = None  # the last window's users being set aside (run.aside)
 
     def __call__(self, run, a, code, retry_after) -> None:
         if len(a) == 0:
             return
         self.offered += len(a)
         self.first += int(np.count_nonzero(a.attempt == 0)) if a.attempt is not None else len(a)
-        self.seen.set(a.user)
+        self.users()  # the bits grow only once the last window's are set
+        self._setting = self.seen.set_aside(a.user, run.aside)
+
+    def users(self) -> UserBits:
+        """The users seen so far (waits for those being set)."""
+        if self._setting is not None:
+            self._setting.result()
+            self._setting = None
+        return self.seen
 
 
 def attach(run) -> None:
@@ -375,7 +384,7 @@ def demand_summary(run) -> dict:
         "first_attempts": n(st.first),
         "retries": n(st.offered - st.first),
         "retry_amplification": round(st.offered / st.first, 6) if st.first else None,
-        "unique_users": n(st.seen.count()),
+        "unique_users": n(st.users().count()),
         "conversions": n(run.conversion.conversions) if run.conversion else 0,
         "social_requests": n(social),
         "deferred": n(run.deferred),
