@@ -174,7 +174,6 @@ def apply_schedule(host, env: simpy.Environment, ap: ActivePolicy, spec):
         change(when)
 
 
-
 class Aside:
     """Compiled per-arrival work that lets go of the GIL (a window's regions, the unique-user
     bits), done on a helper thread while the main thread goes on with the window's glue:

@@ -206,12 +206,6 @@ class UserBits:
                 self.a = grown(self.a, (top >> 3) + 1, 0)
                 _set_bits(self.a, users)
 
-    def set_aside(self, users: np.ndarray, aside):
-        """set(users) as a task of `aside` (engine.Aside), the bits grown here first; the
-        caller waits for the returned future before the next change or read."""
-        users = self._ensure(users)
-        return aside.submit(_set_bits, self.a, users)
-
     def get(self, users: np.ndarray) -> np.ndarray:
         users = self._ensure(users)
         out = np.zeros(len(users), np.uint8)

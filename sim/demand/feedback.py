@@ -336,8 +336,10 @@ class DemandStats:
             return
         self.offered += len(a)
         self.first += int(np.count_nonzero(a.attempt == 0)) if a.attempt is not None else len(a)
-        self.users()  # the bits grow only once the last window's are set
-        self._setting = self.seen.set_aside(a.user, run.aside)
+        # set on the run's helper thread (engine.Aside); these bits are only touched here,
+        # each time after the last window's are set
+        self.users()
+        self._setting = run.aside.submit(self.seen.set, a.user)
 
     def users(self) -> UserBits:
         """The users seen so far (waits for those being set)."""
