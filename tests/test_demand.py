@@ -488,6 +488,45 @@ def test_pending_merge_is_the_stable_sort_of_its_runs_in_their_dtypes():
                 assert x.dtype == y.dtype and np.array_equal(x, y), (case, f)
 
 
+def test_feed_merge_is_the_stable_sort_of_its_parts_with_their_noise():
+    # feed._merge_runs (base.merge2 pairwise, the noise carried in the same pass) against
+    # DemandFeed._merged's definition, one stable sort of the parts concatenated: long
+    # blocks of equal times (retries due at one midnight), ties across parts, compact and
+    # wide dtypes, attempts on some parts; None where a part is out of order or has a NaN
+    from sim.demand.feed import _merge_runs
+
+    g = np.random.default_rng(12)
+    for case in range(120):
+        parts = []
+        for _ in range(int(g.integers(1, 4))):
+            blocks = [np.full(int(g.integers(0, 60)), float(g.integers(0, 8)))
+                      if g.random() < 0.5 else np.round(g.uniform(0, 8, int(g.integers(0, 60))), 1)
+                      for _ in range(int(g.integers(1, 4)))]
+            t = np.sort(np.concatenate([np.zeros(1), *blocks]))
+            n = len(t)
+            a = Arrivals(t, g.integers(0, 10**6, n), g.integers(0, 3, n),
+                         g.integers(0, 3, n) if g.random() < 0.5 else None)
+            parts.append((a.compact() if g.random() < 0.5 else a, g.random(n), g.random(n)))
+        bad = case % 20 == 19 and len(parts) > 1 and len(parts[-1][0]) > 2
+        if bad:
+            parts[-1][0].t[len(parts[-1][0]) // 2] = np.nan if case % 40 == 19 else -1.0
+            assert _merge_runs(parts) is None
+            continue
+        got = _merge_runs(parts)
+        o = np.argsort(np.concatenate([p[0].t for p in parts]), kind="stable")
+        for f in ("t", "user", "tier"):
+            x = getattr(got[0], f)
+            assert np.array_equal(x, np.concatenate([getattr(p[0], f) for p in parts])[o]), (case, f)
+            assert f == "t" or x.dtype == np.int64
+        if any(p[0].attempt is not None for p in parts):
+            want = np.concatenate([p[0].attempts() for p in parts])[o]
+            assert got[0].attempt.dtype == np.int64 and np.array_equal(got[0].attempt, want)
+        else:
+            assert got[0].attempt is None
+        for k in (1, 2):
+            assert np.array_equal(got[k], np.concatenate([p[k] for p in parts])[o]), (case, k)
+
+
 def test_tier_override_applies_the_last_move_as_the_per_tier_where_chain():
     # stream.TierOverride.apply (one compiled pass over every tier's bits) against its
     # definition: np.where(bits.get(user), k, out) for each tier moved to, in that order;

@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
-from sim.rng import keyed_uniform, request_noise
+from sim.rng import keyed_uniform, request_noise, service_noise
 
 N = 200_000
 TOL = 4 / math.sqrt(N)
@@ -68,3 +69,26 @@ def test_compiled_hash_is_splitmix64_and_uniform_of_its_top_53_bits():
         bits = v.view(np.uint64) + np.uint64(STREAMS["classes"] - 1) * np.uint64(0x9E3779B97F4A7C15)
     want = (_splitmix64(bits) >> np.uint64(11)).astype(np.float64) * 2.0**-53
     assert np.array_equal(uniform_of(v, "classes"), want)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 100_000])
+def test_service_noise_draws_what_numpy_draws_and_leaves_the_same_state(n):
+    # the compiled draws stand for numpy's: a numba or numpy upgrade that changed either
+    # algorithm would change every run's results, so it must fail here first
+    a, b = np.random.default_rng([11, 2, n]), np.random.default_rng([11, 2, n])
+    e, z = service_noise(a, n)
+    assert np.array_equal(e, b.exponential(1.0, n)) and np.array_equal(z, b.standard_normal(n))
+    assert a.random() == b.random()
+
+
+@pytest.mark.parametrize("lam", [0.15, 0.9, 4.0, 25.0])
+def test_social_offspring_are_numpys_poisson_draws_repeated(lam):
+    from sim.demand.feedback import _offspring_of
+
+    code = np.random.default_rng(3).integers(-1, 3, 50_000).astype(np.int8)  # < 0: served
+    t = np.sort(np.random.default_rng(4).uniform(0, 60, len(code)))
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    got = _offspring_of(a, lam, code, t)
+    want = np.repeat(t[code < 0], b.poisson(lam, int((code < 0).sum())))
+    assert len(want) > 0 and np.array_equal(got, want)
+    assert a.random() == b.random()

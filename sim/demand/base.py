@@ -125,13 +125,18 @@ def gather(cols: list[np.ndarray], order: np.ndarray, dtype=None) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def merge2(ta, ua, ra, aa, tb, ub, rb, ab, has_a, has_b, t, u, r, att):  # pragma: no cover - compiled
+def merge2(ta, ua, ra, aa, tb, ub, rb, ab, has_a, has_b, t, u, r, att,
+           ea, za, eb, zb, e, z):  # pragma: no cover - compiled
     # two time-sorted runs as one, a's first at equal times: the stable sort by time of a
-    # then b, every field in one pass (attempts 0 for a run without). False (the outputs
-    # partly written: discard them) when a run is not ascending or has a NaN time (the
-    # caller sorts instead); checked as each time is taken, not in passes of their own.
+    # then b, every field in one pass (attempts 0 for a run without; att, and the service
+    # noise e and z, only where their outputs are not empty). False (the outputs partly
+    # written: discard them) when a run is not ascending or has a NaN time (the caller
+    # sorts instead); checked as each time is taken, not in passes of their own. (Galloping
+    # through long one-run blocks, as timsort does, was measured: 2.8 -> 2.3 ns a row on
+    # blocks, which the branch predictor already handles, and 6.7 -> 7.7 on interleaved runs.)
     na, nb = len(ta), len(tb)
     wa = len(att) > 0
+    wn = len(e) > 0
     i = j = 0
     for w in range(na + nb):
         if j < nb and (i >= na or tb[j] < ta[i]):
@@ -141,6 +146,8 @@ def merge2(ta, ua, ra, aa, tb, ub, rb, ab, has_a, has_b, t, u, r, att):  # pragm
             t[w], u[w], r[w] = x, ub[j], rb[j]
             if wa:
                 att[w] = ab[j] if has_b else 0
+            if wn:
+                e[w], z[w] = eb[j], zb[j]
             j += 1
         else:
             x = ta[i]
@@ -149,8 +156,13 @@ def merge2(ta, ua, ra, aa, tb, ub, rb, ab, has_a, has_b, t, u, r, att):  # pragm
             t[w], u[w], r[w] = x, ua[i], ra[i]
             if wa:
                 att[w] = aa[i] if has_a else 0
+            if wn:
+                e[w], z[w] = ea[i], za[i]
             i += 1
     return True
+
+
+NO_NOISE = np.zeros(0)  # merge2 without the noise columns
 
 
 @njit(cache=True, nogil=True)
@@ -286,7 +298,7 @@ class Arrivals:
             t, u = np.empty(n), np.empty(n, np.result_type(a.user, b.user))
             r, none = np.empty(n, np.result_type(a.tier, b.tier)), np.zeros(0, np.int8)
             if merge2(a.t, a.user, a.tier, none, b.t, b.user, b.tier, none, False, False,
-                      t, u, r, none):
+                      t, u, r, none, *(NO_NOISE,) * 6):
                 return Arrivals(t, u, r)
         att = key = None
         if any(p.attempt is not None for p in parts):

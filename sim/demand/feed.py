@@ -16,8 +16,8 @@ import threading
 
 import numpy as np
 
-from sim.demand.base import Arrivals, gather
-from sim.rng import request_noise
+from sim.demand.base import Arrivals, gather, merge2
+from sim.rng import request_noise, service_noise
 
 
 def chunk_with_noise(model, sc, k: int, until: float) -> tuple[Arrivals, np.ndarray, np.ndarray]:
@@ -28,7 +28,7 @@ def chunk_with_noise(model, sc, k: int, until: float) -> tuple[Arrivals, np.ndar
     a = chunk_arrivals(model, sc, k, until, convert=False)
     srng = np.random.default_rng([sc.seed, 2, k])
     n = len(a)
-    e, z = srng.exponential(1.0, n), srng.standard_normal(n)
+    e, z = service_noise(srng, n)
     if a.key is not None:  # a replayed schedule: each request's own noise
         e, z = keyed_noise(sc.seed, a, e, z)
     return a, e, z
@@ -42,6 +42,26 @@ def keyed_noise(seed: int, a: Arrivals, e: np.ndarray, z: np.ndarray) -> tuple[n
         e, z = e.copy(), z.copy()
         e[m], z[m] = request_noise(seed, a.key[m], a.attempts()[m])
     return e, z
+
+
+def _merge_runs(parts) -> tuple[Arrivals, np.ndarray, np.ndarray] | None:
+    """DemandFeed._merged(parts, None) for unkeyed parts, merged pairwise from the left in
+    one compiled pass each (base.merge2: earlier parts first at ties, so the same order as
+    the stable sort); None when a part is not time-sorted (the caller sorts instead)."""
+    (a, e, z), none = parts[0], np.zeros(0, np.int8)
+    for b, eb, zb in parts[1:]:
+        n = len(a) + len(b)
+        with_att = a.attempt is not None or b.attempt is not None
+        att = np.empty(n if with_att else 0, np.int64)
+        t, u, r = np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64)
+        e2, z2 = np.empty(n, np.result_type(e, eb)), np.empty(n, np.result_type(z, zb))
+        if not merge2(a.t, a.user, a.tier, none if a.attempt is None else a.attempt,
+                      b.t, b.user, b.tier, none if b.attempt is None else b.attempt,
+                      a.attempt is not None, b.attempt is not None, t, u, r, att,
+                      e, z, eb, zb, e2, z2):
+            return None
+        a, e, z = Arrivals(t, u, r, att if with_att else None), e2, z2
+    return a.wide(), e, z
 
 
 class ChunkFeed:
@@ -194,6 +214,10 @@ class DemandFeed:
         """The parts as one, by one stable sort by time (earlier parts first at ties: numpy's
         timsort merges the time-sorted parts), or gathered by `order` (indices into the parts
         concatenated) when given; users, tiers and attempts as int64."""
+        if order is None and all(p[0].key is None for p in parts):
+            got = _merge_runs(parts)
+            if got is not None:
+                return got
         t = np.concatenate([p[0].t for p in parts])
         if order is None:
             order = np.argsort(t, kind="stable")
@@ -233,7 +257,7 @@ class DemandFeed:
             self.deferred += int(late.sum())
             a = a.with_(t=np.maximum(a.t, self.defer_to))
         n = len(a)
-        e, z = self.prng.exponential(1.0, n), self.prng.standard_normal(n)
+        e, z = service_noise(self.prng, n)
         if a.key is not None:  # a replayed request's retry: its own noise (sim.rng)
             e, z = keyed_noise(self.sc.seed, a, e, z)
         self._pending.append((a.compact(), e, z))

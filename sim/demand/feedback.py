@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from sim.demand.base import Arrivals, UserBits, merge2, stable_argsort
+from sim.demand.base import NO_NOISE, Arrivals, UserBits, merge2, stable_argsort
 from sim.demand.stream import Kernel
 from sim.outcomes import REASONS
 from sim.rng import keyed_uniform
@@ -46,17 +46,15 @@ def _undecided(code, tier, src, user, bits, quota):  # pragma: no cover - compil
 
 
 @njit(cache=True, nogil=True)
-def _count_served(code):  # pragma: no cover - compiled
-    n = 0
+def _offspring_of(g, n, code, t):  # pragma: no cover - compiled
+    # g.poisson(n, served) for the rows served (code < 0), in row order (numba's Generator:
+    # numpy's algorithm on g's bit generator, the same draws), then each served row's time
+    # repeated as many times as its draw: np.repeat(t[code < 0], g.poisson(n, served))
+    m = 0
     for c in code:
         if c < 0:
-            n += 1
-    return n
-
-
-@njit(cache=True, nogil=True)
-def _served_repeat(code, t, k):  # pragma: no cover - compiled
-    # np.repeat(t[code < 0], k): each served request's time, k[j] times for the j-th
+            m += 1
+    k = g.poisson(n, m)
     tot = 0
     for x in k:
         tot += x
@@ -113,7 +111,7 @@ def _merge_two(a: Arrivals, b: Arrivals) -> Arrivals:
     none = np.zeros(0, np.int8)
     ok = merge2(a.t, a.user, a.tier, none if a.attempt is None else a.attempt,
                  b.t, b.user, b.tier, none if b.attempt is None else b.attempt,
-                 a.attempt is not None, b.attempt is not None, t, u, r, att)
+                 a.attempt is not None, b.attempt is not None, t, u, r, att, *(NO_NOISE,) * 6)
     if not ok:
         return _sorted_merge([a, b])
     return Arrivals(t, u, r, att if with_att else None)
@@ -275,8 +273,15 @@ class Conversion:
         self.p = spec.probability
         self.decided = UserBits()
         self.conversions = 0
+        self._quota_seen = 0  # the run's quota rejections in the source tiers, so far
 
     def __call__(self, run, a, code, retry_after) -> None:
+        # none this window (the run's counts of admission's rejections did not move): nobody
+        # to decide, and no pass over the window (most windows of a run have no cap on)
+        seen = int(run.rejected[self.src, QUOTA].sum())
+        if seen == self._quota_seen:
+            return
+        self._quota_seen = seen
         # the quota's rejections in the source tiers, users not decided yet (most decided
         # at a first rejection), marked decided in the same pass; sorted, each once
         users, short = _undecided(np.asarray(code), np.asarray(a.tier), self.src_mask,
@@ -307,12 +312,7 @@ class SocialOnSuccess:
         self.offspring = 0
 
     def __call__(self, run, a, code, retry_after) -> None:
-        code = np.asarray(code)
-        n_ok = _count_served(code)
-        if n_ok == 0:
-            return
-        k = run.prng.poisson(self.n, n_ok)
-        t = _served_repeat(code, np.asarray(a.t, np.float64), k)
+        t = _offspring_of(run.prng, float(self.n), np.asarray(code), np.asarray(a.t, np.float64))
         if len(t) == 0:
             return
         t = _shift_before(t, self.kernel.sample(len(t), run.prng), float(run.sc.horizon))
