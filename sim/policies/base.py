@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from numba import njit
 from pydantic import BaseModel, ConfigDict
 
 from sim.errors import did_you_mean
@@ -36,6 +37,18 @@ class Decision:
 
 
 ADMIT = Decision(True)
+
+
+@njit(cache=True, nogil=True)
+def _count(tier, ok, checked, blocked):  # pragma: no cover - compiled
+    # Policy.count in one pass: np.bincount(tier) and np.bincount(tier[~ok]), cut at K
+    K = len(checked)
+    for i in range(len(tier)):
+        k = tier[i]
+        if 0 <= k < K:
+            checked[k] += 1
+            if not ok[i]:
+                blocked[k] += 1
 
 
 class Policy:
@@ -98,12 +111,13 @@ class Policy:
     # -- per-tier counts of what an admission policy decided (simulator path) --
 
     def count(self, tier: np.ndarray, ok: np.ndarray) -> None:
+        """Each request checked in its tier, and blocked where not ok (tiers past the
+        policy's own are not counted)."""
         K = len(self.tiers)
         if not hasattr(self, "_checked"):
             self._checked = np.zeros(K, np.int64)
             self._blocked = np.zeros(K, np.int64)
-        self._checked += np.bincount(tier, minlength=K)[:K]
-        self._blocked += np.bincount(tier[~ok], minlength=K)[:K]
+        _count(np.asarray(tier), np.asarray(ok, np.bool_), self._checked, self._blocked)
 
     # Reports give whole-service counts: summarize sets `scale` = 1 / cell_fraction.
     scale: float = 1.0
