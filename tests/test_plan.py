@@ -99,6 +99,25 @@ def test_a_run_alone_in_the_last_round_is_threaded_with_the_same_results():
     assert got == [run_job(j) for j in jobs[:3]]
 
 
+def test_a_worker_frees_each_run_before_its_next():
+    # a Run sits in reference cycles (hooks and policies hold it): run_job frees it itself,
+    # or a plan's worker kept several whole-service runs (~1 GB each) until a full pass of
+    # the collector. With the collector off, no Run may outlive its job.
+    import gc
+
+    from sim.engine import Run
+
+    job = Job(queue_scenario(7.0, 1.0, 8, 3000, seed=3), "<test>")
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(2):
+            run_job(job)
+            assert not [o for o in gc.get_objects() if isinstance(o, Run)]
+    finally:
+        gc.enable()
+
+
 def test_plan_judges_several_sizes_per_round_and_dask_agrees_with_the_pool():
     from sim.planner import parse_slo, run_plan
 
