@@ -162,7 +162,38 @@ def merge2(ta, ua, ra, aa, tb, ub, rb, ab, has_a, has_b, t, u, r, att,
     return True
 
 
-NO_NOISE = np.zeros(0)  # merge2 without the noise columns
+def _att_dtype(a: Arrivals):
+    # what a stable sort of runs concatenated holds for a run's attempts: its own, else
+    # zeros of its users' dtype
+    return a.user.dtype if a.attempt is None else a.attempt.dtype
+
+
+def merge_sorted(a: Arrivals, b: Arrivals, noise=None, wide: bool = False
+                 ) -> tuple[Arrivals, np.ndarray, np.ndarray] | None:
+    """Two time-sorted, unkeyed runs as one by merge2 (the stable sort by time, a's first at
+    ties), with each run's service noise merged alongside when `noise` = ((ea, za), (eb, zb))
+    (else the noise returned is empty). Users, tiers and attempts in the dtypes the runs'
+    concatenation has, or int64 when `wide`. None when a run is not ascending or has a NaN
+    time (the caller sorts instead)."""
+    n = len(a) + len(b)
+    with_att = a.attempt is not None or b.attempt is not None
+    i64 = np.dtype(np.int64)
+    att = np.empty(n if with_att else 0, i64 if wide else np.result_type(_att_dtype(a), _att_dtype(b)))
+    t = np.empty(n)
+    u = np.empty(n, i64 if wide else np.result_type(a.user, b.user))
+    r = np.empty(n, i64 if wide else np.result_type(a.tier, b.tier))
+    if noise is None:
+        ea = za = eb = zb = e = z = np.zeros(0)
+    else:
+        (ea, za), (eb, zb) = noise
+        e, z = np.empty(n, np.result_type(ea, eb)), np.empty(n, np.result_type(za, zb))
+    none = np.zeros(0, np.int8)
+    if not merge2(a.t, a.user, a.tier, none if a.attempt is None else a.attempt,
+                  b.t, b.user, b.tier, none if b.attempt is None else b.attempt,
+                  a.attempt is not None, b.attempt is not None, t, u, r, att,
+                  ea, za, eb, zb, e, z):
+        return None
+    return Arrivals(t, u, r, att if with_att else None), e, z
 
 
 @njit(cache=True, nogil=True)
@@ -293,13 +324,9 @@ class Arrivals:
         if len(parts) == 1:
             return parts[0]
         if len(parts) == 2 and all(p.attempt is None and p.key is None for p in parts):
-            a, b = parts  # two runs (a chunk's carry and what follows): merged in one pass
-            n = len(a) + len(b)
-            t, u = np.empty(n), np.empty(n, np.result_type(a.user, b.user))
-            r, none = np.empty(n, np.result_type(a.tier, b.tier)), np.zeros(0, np.int8)
-            if merge2(a.t, a.user, a.tier, none, b.t, b.user, b.tier, none, False, False,
-                      t, u, r, none, *(NO_NOISE,) * 6):
-                return Arrivals(t, u, r)
+            # two runs (a chunk's carry and what follows): merged in one pass
+            if (got := merge_sorted(*parts)) is not None:
+                return got[0]
         att = key = None
         if any(p.attempt is not None for p in parts):
             att = np.concatenate([p.attempts() for p in parts])

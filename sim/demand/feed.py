@@ -16,7 +16,7 @@ import threading
 
 import numpy as np
 
-from sim.demand.base import Arrivals, gather, merge2
+from sim.demand.base import Arrivals, gather, merge_sorted
 from sim.rng import request_noise, service_noise
 
 
@@ -46,21 +46,15 @@ def keyed_noise(seed: int, a: Arrivals, e: np.ndarray, z: np.ndarray) -> tuple[n
 
 def _merge_runs(parts) -> tuple[Arrivals, np.ndarray, np.ndarray] | None:
     """DemandFeed._merged(parts, None) for unkeyed parts, merged pairwise from the left in
-    one compiled pass each (base.merge2: earlier parts first at ties, so the same order as
-    the stable sort); None when a part is not time-sorted (the caller sorts instead)."""
-    (a, e, z), none = parts[0], np.zeros(0, np.int8)
+    one compiled pass each, noise included (base.merge_sorted: earlier parts first at ties,
+    so the same order as the stable sort); None when a part is not time-sorted (the caller
+    sorts instead)."""
+    a, e, z = parts[0]
     for b, eb, zb in parts[1:]:
-        n = len(a) + len(b)
-        with_att = a.attempt is not None or b.attempt is not None
-        att = np.empty(n if with_att else 0, np.int64)
-        t, u, r = np.empty(n), np.empty(n, np.int64), np.empty(n, np.int64)
-        e2, z2 = np.empty(n, np.result_type(e, eb)), np.empty(n, np.result_type(z, zb))
-        if not merge2(a.t, a.user, a.tier, none if a.attempt is None else a.attempt,
-                      b.t, b.user, b.tier, none if b.attempt is None else b.attempt,
-                      a.attempt is not None, b.attempt is not None, t, u, r, att,
-                      e, z, eb, zb, e2, z2):
+        got = merge_sorted(a, b, ((e, z), (eb, zb)), wide=True)
+        if got is None:
             return None
-        a, e, z = Arrivals(t, u, r, att if with_att else None), e2, z2
+        a, e, z = got
     return a.wide(), e, z
 
 

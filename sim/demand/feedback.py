@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from sim.demand.base import NO_NOISE, Arrivals, UserBits, merge2, stable_argsort
+from sim.demand.base import Arrivals, UserBits, merge_sorted, stable_argsort
 from sim.demand.stream import Kernel
 from sim.outcomes import REASONS
 from sim.rng import keyed_uniform
@@ -82,11 +82,6 @@ def _shift_before(t, d, horizon):  # pragma: no cover - compiled
     return out[:n]
 
 
-def _att_dtype(a: Arrivals):
-    # what _sorted_merge concatenates for a run's attempts: its own, else zeros of its users' dtype
-    return a.user.dtype if a.attempt is None else a.attempt.dtype
-
-
 def _sorted_merge(runs: list[Arrivals]) -> Arrivals:
     """_merge by one stable sort of the runs concatenated (the definition)."""
     t = np.concatenate([a.t for a in runs])
@@ -102,19 +97,8 @@ def _sorted_merge(runs: list[Arrivals]) -> Arrivals:
 
 
 def _merge_two(a: Arrivals, b: Arrivals) -> Arrivals:
-    n = len(a) + len(b)
-    with_att = a.attempt is not None or b.attempt is not None
-    att = np.empty(n if with_att else 0, np.result_type(_att_dtype(a), _att_dtype(b)))
-    t = np.empty(n)
-    u = np.empty(n, np.result_type(a.user, b.user))
-    r = np.empty(n, np.result_type(a.tier, b.tier))
-    none = np.zeros(0, np.int8)
-    ok = merge2(a.t, a.user, a.tier, none if a.attempt is None else a.attempt,
-                 b.t, b.user, b.tier, none if b.attempt is None else b.attempt,
-                 a.attempt is not None, b.attempt is not None, t, u, r, att, *(NO_NOISE,) * 6)
-    if not ok:
-        return _sorted_merge([a, b])
-    return Arrivals(t, u, r, att if with_att else None)
+    got = merge_sorted(a, b)
+    return _sorted_merge([a, b]) if got is None else got[0]
 
 
 def _merge(runs: list[Arrivals]) -> Arrivals:
