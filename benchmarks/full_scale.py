@@ -4,13 +4,16 @@ users over 8 days) through demand, quotas, shedding, autoscaling and the fleet.
 The run happens in a child process, so the peak RSS reported is that run's own
 (resource.getrusage of the child), not this script's. Prints figures, then one JSON line:
 requests, wall_s, req_per_s, peak_rss_gb (targets on the 2-core CI machine: <= 120 s,
-<= 3 GiB), and the headline figures of the run.
+<= 3 GiB), and the headline figures of the run; target and met (each target), and where a
+wall-time miss comes from: the child's CPU seconds over this machine's cores (no schedule
+beats it: cpu_bound_wall_s) and the fleet loop's seconds on the run's thread (fleet_loop_s).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -19,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+TARGET_WALL_S, TARGET_RSS_GB = 120.0, 3.0  # issue #14, on the 2-core CI machine
 
 
 def child(args) -> None:
@@ -32,6 +36,7 @@ def child(args) -> None:
     if args.horizon:
         over["horizon"] = args.horizon
     sc = load_scenario(args.scenario, over)
+    loop = _time_fleet_loop()
     t0 = time.perf_counter()
     run = Run(sc, progress=args.progress, threads=args.threads).execute()
     wall = time.perf_counter() - t0
@@ -46,7 +51,31 @@ def child(args) -> None:
         "p95_s": {k: v["latency_s"]["p95"] for k, v in tiers.items()},
         "mean_batch": s["fleet"].get("mean_batch_size"),
         "gpu_hours": s["fleet"]["gpu_hours"],
+        "fleet_loop_s": round(loop[0], 1),
     }))
+
+
+def _time_fleet_loop() -> list[float]:
+    """Wall seconds in the compiled fleet loop (its entry point, sim/fleet/fleet.py), summed:
+    the run's thread spends them there, in series with the glue that feeds it."""
+    from sim.fleet.fleet import Fleet
+
+    acc = [0.0]
+    kernel = Fleet._kernel
+
+    def timed(self, *arrays):
+        f = kernel(self, *arrays)
+
+        def call(*a):
+            t0 = time.perf_counter()
+            try:
+                return f(*a)
+            finally:
+                acc[0] += time.perf_counter() - t0
+        return call
+
+    Fleet._kernel = timed
+    return acc
 
 
 def main() -> None:
@@ -82,8 +111,23 @@ def main() -> None:
         print(f"  {k:<10} " + "  ".join(f"{t}={v:,}" if isinstance(v, int) else f"{t}={v}"
                                         for t, v in got[k].items()), file=sys.stderr)
     print(f"  mean batch {got['mean_batch']}, GPU-hours {got['gpu_hours']:,}", file=sys.stderr)
+    cores = os.cpu_count() or 1
+    shipped = (args.cell_fraction is None and args.horizon is None
+               and Path(args.scenario).resolve() == ROOT / "scenarios/ghibli_2025.yaml")
+    # the targets are the shipped scenario's (the whole service, 8 days); other runs: None
+    met = ({"wall_s": wall <= TARGET_WALL_S, "peak_rss_gb": rss <= TARGET_RSS_GB} if shipped
+           else None)
+    # no schedule of the child's CPU seconds on this machine's cores beats cpu / cores; the
+    # fleet loop's seconds run on the run's thread, each window's after the glue that feeds it
+    bound = cpu / cores
+    if met is not None and not met["wall_s"]:
+        print(f"  target {TARGET_WALL_S:.0f} s not met: the child's {cpu:.0f} CPU-s need at least "
+              f"{bound:.0f} s on {cores} cores; the fleet loop ran {got['fleet_loop_s']} s of the "
+              f"run's thread, in series with the glue that feeds each window", file=sys.stderr)
     print(json.dumps({"requests": n, "wall_s": round(wall, 2), "req_per_s": round(n / wall),
-                      "peak_rss_gb": round(rss, 3), "child_cpu_s": round(cpu, 1), **got}))
+                      "peak_rss_gb": round(rss, 3), "child_cpu_s": round(cpu, 1),
+                      "target": {"wall_s": TARGET_WALL_S, "peak_rss_gb": TARGET_RSS_GB},
+                      "met": met, "cores": cores, "cpu_bound_wall_s": round(bound, 1), **got}))
 
 
 if __name__ == "__main__":

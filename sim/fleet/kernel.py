@@ -508,7 +508,10 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
             if not general or pool_serves[p, g]:
                 psv[p, psn[p]] = g
                 psn[p] += 1
-    tbc = np.inf
+    # tbc: the earliest patience expiry, or while tb_stale a lower bound of it (a pop can
+    # only raise the minimum, an arrival lowers both alike): the lanes are rescanned only
+    # when the bound could be the next event, not after every pop (-inf: not known yet)
+    tbc = -np.inf
     tb_stale = True
     # per pool, with fleet regions (pools of disjoint groups idle at once; not cycling ones):
     # found not ready, its next ready instant (inf: nothing queued for it) and nothing queued
@@ -523,6 +526,17 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
             gpn[g] += 1
     pclean = np.zeros(P, np.bool_)
     ptn = np.full(P, np.inf)
+    # With regions and no cycling pool, a dispatch that would find every pool with an idle
+    # GPU clean and not ready only arms the timer at the earliest of their ready instants:
+    # dcache says the last scan left it so (dtimer that instant, dtot0 whether nothing was
+    # queued), until a pool's flag clears, a GPU goes idle or the queue empties or fills
+    can_cache = regs and not obon
+    for p in range(P):
+        if pool_cycle[p]:
+            can_cache = False
+    dcache = False
+    dtimer = np.inf
+    dtot0 = False
     G0 = G // nR  # batch groups (of the scenario's classes)
     rrate = np.zeros((nR, G0))  # _region_rate per fleet region and batch group
     rate_stale = True
@@ -541,7 +555,8 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
             # -- pick the next event --
             ta = at[i] if i < n else np.inf
             tc = h_t[0] if h_n[0] > 0 else np.inf
-            if tb_stale:  # abandonment: the oldest of a lane is always at its front
+            if tb_stale and tbc <= min(ta, tc, timer):
+                # abandonment: the oldest of a lane is always at its front
                 tbc = np.inf
                 for k in range(nK):
                     if q_size[k] > 0 and patience[k] < np.inf:
@@ -653,6 +668,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                     idle[p, idle_n[p]] = w
                     idle_n[p] += 1
                     n_idle += 1
+                    dcache = False
             elif tb == t:
                 # -- waiting requests whose patience ran out leave --
                 tb_stale = True
@@ -676,6 +692,7 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             if regs:
                                 for x in range(gpn[ln - k * G]):
                                     pclean[gpl[ln - k * G, x]] = False
+                                dcache = False
                             abandoned[k] += 1
                             if regs:
                                 reg_nsys[q_reg[ln, idx]] -= 1
@@ -789,12 +806,16 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                             if pclean[pp]:
                                 if gn[g] >= pool_maxb[pp]:
                                     pclean[pp] = False
+                                    dcache = False
                                 elif gn[g] == 1:
                                     v = t + pool_maxw[pp]
                                     if now >= v:
                                         pclean[pp] = False
+                                        dcache = False
                                     elif v < ptn[pp]:
                                         ptn[pp] = v
+                                        if idle_n[pp] > 0 and v < dtimer:
+                                            dtimer = v  # (what the scan's minimum becomes)
                     q_n[ln] += 1
                     q_size[k] += 1
                     total += 1
@@ -813,6 +834,9 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
         timer = np.inf
         if n_idle == 0:
             continue  # no idle worker (the fleet saturated): the scan below would find none
+        if dcache and now < dtimer and (total == 0) == dtot0:
+            timer = dtimer  # what the scan would find (see can_cache)
+            continue
         if now < iv_lo or now >= iv_hi:
             ivr = int(now / dts)
             iv_lo = now
@@ -1161,6 +1185,21 @@ def advance(S, at, aid, atier, acls, areg, auser, asteps, anoise, az, afate, i0,
                 else:
                     w_until[w] = now + dur
                     _heap_push(h_t, h_w, h_n, now + dur, w)
+        if can_cache:
+            # what a scan now would do: with every pool that has an idle GPU clean and not
+            # ready, arm the timer at the earliest of their ready instants, launch nothing
+            dcache = True
+            dtimer = np.inf
+            dtot0 = total == 0
+            if total > 0:
+                for p in range(P):
+                    if idle_n[p] > 0:
+                        if pclean[p] and now < ptn[p]:
+                            if ptn[p] < dtimer:
+                                dtimer = ptn[p]
+                        else:
+                            dcache = False
+                            break
     tmr[0] = timer  # the batch-wait timer left armed (for the caller's next_event)
     # integrate up to `until`
     t0 = clock[0]
