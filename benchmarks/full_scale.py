@@ -26,6 +26,8 @@ TARGET_WALL_S, TARGET_RSS_GB = 120.0, 3.0  # issue #14, on the 2-core CI machine
 
 
 def child(args) -> None:
+    from bench_timing import fleet_loop_timed
+
     from sim.engine import Run
     from sim.metrics.summary import summarize
     from sim.scenario import load_scenario
@@ -36,10 +38,11 @@ def child(args) -> None:
     if args.horizon:
         over["horizon"] = args.horizon
     sc = load_scenario(args.scenario, over)
-    loop = _time_fleet_loop()
-    t0 = time.perf_counter()
-    run = Run(sc, progress=args.progress, threads=args.threads).execute()
-    wall = time.perf_counter() - t0
+    loop = {"fleet_loop": 0.0}  # wall seconds of the run's thread in the compiled loop
+    with fleet_loop_timed(loop, clock=time.perf_counter):
+        t0 = time.perf_counter()
+        run = Run(sc, progress=args.progress, threads=args.threads).execute()
+        wall = time.perf_counter() - t0
     s = summarize(run)
     tiers = s["tiers"]
     print(json.dumps({
@@ -51,31 +54,8 @@ def child(args) -> None:
         "p95_s": {k: v["latency_s"]["p95"] for k, v in tiers.items()},
         "mean_batch": s["fleet"].get("mean_batch_size"),
         "gpu_hours": s["fleet"]["gpu_hours"],
-        "fleet_loop_s": round(loop[0], 1),
+        "fleet_loop_s": round(loop["fleet_loop"], 1),
     }))
-
-
-def _time_fleet_loop() -> list[float]:
-    """Wall seconds in the compiled fleet loop (its entry point, sim/fleet/fleet.py), summed:
-    the run's thread spends them there, in series with the glue that feeds it."""
-    from sim.fleet.fleet import Fleet
-
-    acc = [0.0]
-    kernel = Fleet._kernel
-
-    def timed(self, *arrays):
-        f = kernel(self, *arrays)
-
-        def call(*a):
-            t0 = time.perf_counter()
-            try:
-                return f(*a)
-            finally:
-                acc[0] += time.perf_counter() - t0
-        return call
-
-    Fleet._kernel = timed
-    return acc
 
 
 def main() -> None:

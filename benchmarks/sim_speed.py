@@ -24,6 +24,8 @@ import simpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_timing import fleet_loop_timed, timed  # noqa: E402
+
 from sim.engine import simulate  # noqa: E402
 from sim.scenario import parse_scenario  # noqa: E402
 
@@ -95,28 +97,17 @@ def engine_split(sc) -> dict:
     fixes them), and the rest of simulate() (windows, admission, SimPy). Timed with the
     thread's CPU clock around each call, on a run of its own (the timers cost a little)."""
     import sim.demand.feed as feed
-    from sim.fleet.fleet import Fleet
 
     acc = {"fleet_loop": 0.0, "first_attempts": 0.0}
-    kernel, draws = Fleet._kernel, feed.chunk_with_noise
-
-    def timed(part, f):
-        def call(*a):
-            t0 = time.thread_time()
-            try:
-                return f(*a)
-            finally:
-                acc[part] += time.thread_time() - t0
-        return call
-
-    Fleet._kernel = lambda self, *arrays: timed("fleet_loop", kernel(self, *arrays))
-    feed.chunk_with_noise = timed("first_attempts", draws)
+    draws = feed.chunk_with_noise
+    feed.chunk_with_noise = timed(draws, acc, "first_attempts")
     try:
-        t0 = time.thread_time()
-        r = simulate(sc)
-        total = time.thread_time() - t0
+        with fleet_loop_timed(acc):
+            t0 = time.thread_time()
+            r = simulate(sc)
+            total = time.thread_time() - t0
     finally:
-        Fleet._kernel, feed.chunk_with_noise = kernel, draws
+        feed.chunk_with_noise = draws
     n = int(r.offered.sum())
     out = {k: round(v / n * 1e9, 1) for k, v in acc.items()}
     out["rest"] = round((total - sum(acc.values())) / n * 1e9, 1)
@@ -153,7 +144,6 @@ def main() -> None:
         "accuracy_requests": reps * 4_000_000,
         "erlang_c_wq_s": round(wq, 6),
         "target_ratio": TARGET_RATIO,
-        "met": False,
         # the ratio if everything but the compiled fleet loop cost nothing: the bound the
         # loop's own CPU per request sets (the figure a miss is explained by)
         "ratio_if_only_fleet_loop": round(1e9 / split["fleet_loop"] / (args.requests / n_t), 1),
